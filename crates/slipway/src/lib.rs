@@ -1,0 +1,8 @@
+//! slipway: a user-mode network stack for virtual machines and sandboxes.
+//!
+//! This crate composes the layers into the backend: the Ethernet front desk
+//! (ARP, DHCP, NDP, the DNS address), dispatch to the relays, the
+//! `NetworkBackend` trait for embedders, the event loop and the frontends.
+//!
+//! Invariant: the backend is owned by one thread; no mutex sits on the path of
+//! a frame.
