@@ -1,2 +1,54 @@
-//! Project automation: `cargo xtask verify`.
-fn main() {}
+//! Project automation for slipway, run as `cargo xtask <COMMAND>`.
+//!
+//! `verify` is the test command: `.ci/run` and the README both name it, and
+//! CI runs nothing else. Each subcommand lives in its own module; this file
+//! only parses the command line and maps outcomes to exit codes.
+
+mod fuzz;
+mod process;
+mod purity;
+mod verify;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+Usage: cargo xtask <COMMAND>
+
+Commands:
+  verify [--skip STEP]...     run every check CI runs, in order, stopping at
+                              the first failure; STEP is one of fmt, clippy,
+                              purity, test, doc (repeat --skip or use commas)
+  fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
+                              with `cargo +nightly fuzz run` (needs cargo-fuzz)
+  help                        print this message
+";
+
+/// Exit code for a command line that names no known command or option.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        return usage_error("no command given");
+    };
+    match command.as_str() {
+        "verify" => match verify::Options::parse(rest) {
+            Ok(options) => verify::run(&options),
+            Err(message) => usage_error(&message),
+        },
+        "fuzz" => match fuzz::Options::parse(rest) {
+            Ok(options) => fuzz::run(&options),
+            Err(message) => usage_error(&message),
+        },
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => usage_error(&format!("unknown command `{other}`")),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("xtask: {message}\n\n{USAGE}");
+    ExitCode::from(EXIT_USAGE)
+}

@@ -3,3 +3,32 @@
 //!
 //! Invariant: `epoll-dispatch` makes no protocol decisions and never reads the
 //! clock on behalf of its callers except to bound a wait by their deadline.
+//!
+//! - [`Poller`] owns the epoll fd; [`Poller::register`], [`Poller::modify`]
+//!   and [`Poller::unregister`] manage fds with an [`Interest`] and a
+//!   [`Token`].
+//! - [`Token`] packs a [`Kind`], a 24-bit flow index and a 32-bit generation
+//!   into the epoll user data, so an event maps to a flow without a lookup
+//!   table and a stale event is told apart by its generation.
+//! - [`Poller::wait`] sleeps until an fd is ready or the caller's deadline
+//!   passes, never on a fixed period: with no deadline and nothing ready it
+//!   makes no wakeups. [`WaitStats`] counts the returns so a harness can
+//!   report idle wakeups.
+//! - [`Waker`] ends a wait from another thread through an eventfd.
+//!
+//! All system calls go through `rustix`; this crate has no `unsafe` code.
+
+#![cfg(target_os = "linux")]
+#![forbid(unsafe_code)]
+
+mod events;
+mod interest;
+mod poller;
+mod token;
+mod waker;
+
+pub use events::{Events, Iter};
+pub use interest::{Interest, Readiness, Trigger};
+pub use poller::{Poller, WaitStats};
+pub use token::{Kind, Token};
+pub use waker::Waker;

@@ -4,3 +4,11 @@
 //! Time arrives as a `now: Instant` parameter, initial sequence numbers arrive
 //! from the caller, and every decision leaves as a value the caller executes.
 #![forbid(unsafe_code)]
+
+pub mod deadline;
+pub mod key;
+pub mod table;
+pub mod tcp;
+
+pub use key::{FlowKey, IpVersion, Protocol};
+pub use table::{FlowId, FlowTable, InsertError, Limits, LimitsError};

@@ -7,4 +7,37 @@
 //! Invariant: `nat-core` knows nothing about sockets, clocks or frames. It
 //! performs no I/O and holds no per-flow state; every verdict is a pure
 //! function of the configuration and the flow's addresses.
+//!
+//! # Map
+//!
+//! - [`Plan`] (built with [`PlanBuilder`]): the guest's networks, the
+//!   gateway, DNS and guest addresses, the MTU and MAC addresses.
+//! - [`Rules`]: host-loopback mapping ([`HostLoopback`]), the [`DenyList`]
+//!   of [`Cidr`] prefixes, inbound [`PortForwards`] in passt's spec syntax,
+//!   and the DNS upstream.
+//! - [`Nat`]: a plan and its rules checked together;
+//!   [`Nat::translate_outbound`] gives a [`Verdict`] for each flow the guest
+//!   opens, [`Nat::translate_inbound`] the guest end of each forwarded flow.
 #![forbid(unsafe_code)]
+
+mod cidr;
+mod deny;
+mod forward;
+mod mac;
+mod plan;
+mod rules;
+mod translate;
+
+pub use cidr::{Cidr, CidrError, Ipv4Cidr, Ipv6Cidr};
+pub use deny::DenyList;
+pub use forward::{
+    BindPolicy, LINUX_EPHEMERAL_PORTS, PortForward, PortForwards, PortMapping, PortSpec,
+    PortSpecError,
+};
+pub use mac::{MacAddr, MacAddrError};
+pub use plan::{
+    DEFAULT_GATEWAY_MAC, DEFAULT_GUEST_MAC, DEFAULT_MTU, IPV6_MIN_MTU, Ipv4Plan, Ipv6Plan, MTU_MAX,
+    MTU_MIN, Plan, PlanBuilder, PlanError, PlanField,
+};
+pub use rules::{HostLoopback, Rules, RulesError};
+pub use translate::{DenyReason, DnsUpstream, IpFamily, LocalService, Nat, Protocol, Verdict};

@@ -1,0 +1,2 @@
+//! Test support shared by the scenario tests.
+pub mod sim;

@@ -1,0 +1,261 @@
+//! `cargo xtask verify`: the checks CI runs, in order, stopping at the first
+//! failure.
+
+use std::fmt;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::process::{cargo_command, run_echoed, succeeds, workspace_root};
+use crate::purity;
+
+/// One check of `verify`, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `cargo fmt --all --check`.
+    Fmt,
+    /// `cargo clippy --workspace --all-targets -- -D warnings`.
+    Clippy,
+    /// The pure crates reach no OS-facing crate and forbid `unsafe`.
+    Purity,
+    /// Every test in the workspace, doctests included.
+    Test,
+    /// Rustdoc with warnings denied.
+    Doc,
+}
+
+impl Step {
+    const ALL: [Step; 5] = [Step::Fmt, Step::Clippy, Step::Purity, Step::Test, Step::Doc];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Fmt => "fmt",
+            Step::Clippy => "clippy",
+            Step::Purity => "purity",
+            Step::Test => "test",
+            Step::Doc => "doc",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.name() == name)
+    }
+
+    fn run(self) -> Result<(), String> {
+        match self {
+            Step::Fmt => run_echoed(&mut cargo_command(&["fmt", "--all", "--check"])),
+            Step::Clippy => run_echoed(&mut cargo_command(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])),
+            Step::Purity => run_purity(),
+            Step::Test => run_tests(),
+            Step::Doc => run_echoed(
+                cargo_command(&["doc", "--workspace", "--no-deps"])
+                    .env("RUSTDOCFLAGS", rustdocflags()),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Command-line options of `verify`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    skip: Vec<Step>,
+}
+
+impl Options {
+    /// Parses the arguments after `verify`.
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut options = Options::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let list = if arg == "--skip" {
+                args.next().ok_or("`--skip` needs a step name")?.as_str()
+            } else if let Some(list) = arg.strip_prefix("--skip=") {
+                list
+            } else {
+                return Err(format!("unknown argument `{arg}` for `verify`"));
+            };
+            for name in list.split(',').filter(|name| !name.is_empty()) {
+                let step = Step::from_name(name).ok_or_else(|| {
+                    format!(
+                        "unknown step `{name}` for `--skip`; steps are {}",
+                        step_names()
+                    )
+                })?;
+                options.skip.push(step);
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn step_names() -> String {
+    Step::ALL.map(Step::name).join(", ")
+}
+
+/// Runs every step not skipped, in order, and reports each one's duration.
+pub fn run(options: &Options) -> ExitCode {
+    let started = Instant::now();
+    let mut timings: Vec<(Step, Outcome)> = Vec::new();
+    let mut failure = None;
+    for step in Step::ALL {
+        if options.skip.contains(&step) {
+            eprintln!("==> {step}: skipped");
+            timings.push((step, Outcome::Skipped));
+            continue;
+        }
+        eprintln!("==> {step}");
+        let step_started = Instant::now();
+        let result = step.run();
+        let elapsed = step_started.elapsed();
+        match result {
+            Ok(()) => {
+                eprintln!("==> {step}: ok in {}", seconds(elapsed));
+                timings.push((step, Outcome::Passed(elapsed)));
+            }
+            Err(message) => {
+                eprintln!("==> {step}: FAILED in {}", seconds(elapsed));
+                timings.push((step, Outcome::Failed(elapsed)));
+                failure = Some((step, message));
+                break;
+            }
+        }
+    }
+    print_summary(&timings, started.elapsed());
+    match failure {
+        None if options.skip.is_empty() => {
+            eprintln!("verify: all steps passed");
+            ExitCode::SUCCESS
+        }
+        None => {
+            let skipped: Vec<&str> = options.skip.iter().map(|step| step.name()).collect();
+            eprintln!(
+                "verify: every step run passed; skipped: {}",
+                skipped.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Some((step, message)) => {
+            eprintln!("verify: step `{step}` failed: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Outcome {
+    Passed(Duration),
+    Failed(Duration),
+    Skipped,
+}
+
+fn print_summary(timings: &[(Step, Outcome)], total: Duration) {
+    eprintln!("\nverify summary:");
+    for (step, outcome) in timings {
+        let (verdict, time) = match outcome {
+            Outcome::Passed(elapsed) => ("ok", seconds(*elapsed)),
+            Outcome::Failed(elapsed) => ("FAILED", seconds(*elapsed)),
+            Outcome::Skipped => ("skipped", String::new()),
+        };
+        let line = format!("  {:<8} {verdict:<8} {time:>8}", step.name());
+        eprintln!("{}", line.trim_end());
+    }
+    for step in Step::ALL.iter().skip(timings.len()) {
+        eprintln!("  {:<8} not run", step.name());
+    }
+    eprintln!("  {:<8} {:<8} {:>8}", "total", "", seconds(total));
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.1}s", duration.as_secs_f64())
+}
+
+fn run_purity() -> Result<(), String> {
+    let problems = purity::check_workspace(&workspace_root())?;
+    if problems.is_empty() {
+        eprintln!(
+            "{} reach no OS-facing crate and forbid unsafe code",
+            purity::PURE_CRATES.join(" and ")
+        );
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("purity: {problem}");
+    }
+    Err(format!(
+        "{} purity violation(s); {}",
+        problems.len(),
+        purity::RULE
+    ))
+}
+
+/// nextest when it is installed (it isolates each test in a process), plus
+/// `cargo test --doc` because nextest does not run doctests.
+fn run_tests() -> Result<(), String> {
+    if succeeds(&mut cargo_command(&["nextest", "--version"])) {
+        run_echoed(&mut cargo_command(&["nextest", "run", "--workspace"]))?;
+        run_echoed(&mut cargo_command(&["test", "--workspace", "--doc"]))
+    } else {
+        eprintln!("cargo-nextest is not installed; running `cargo test`");
+        run_echoed(&mut cargo_command(&["test", "--workspace"]))
+    }
+}
+
+/// `-D warnings` on top of whatever the caller already set.
+fn rustdocflags() -> String {
+    match std::env::var("RUSTDOCFLAGS") {
+        Ok(flags) if !flags.trim().is_empty() => format!("{flags} -D warnings"),
+        _ => "-D warnings".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| (*word).to_owned()).collect()
+    }
+
+    #[test]
+    fn no_arguments_run_every_step() {
+        assert_eq!(Options::parse(&[]), Ok(Options::default()));
+    }
+
+    #[test]
+    fn skip_accepts_repeats_commas_and_equals() {
+        let parsed = Options::parse(&args(&["--skip", "fmt,clippy", "--skip=doc"]));
+        assert_eq!(
+            parsed,
+            Ok(Options {
+                skip: vec![Step::Fmt, Step::Clippy, Step::Doc]
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_step_is_rejected_with_the_step_list() {
+        let error = Options::parse(&args(&["--skip", "lint"])).err();
+        assert!(error.is_some_and(|message| message.contains("fmt, clippy, purity, test, doc")));
+    }
+
+    #[test]
+    fn skip_without_a_value_is_rejected() {
+        assert!(Options::parse(&args(&["--skip"])).is_err());
+    }
+
+    #[test]
+    fn unknown_flag_is_rejected() {
+        assert!(Options::parse(&args(&["--quick"])).is_err());
+    }
+}
