@@ -320,8 +320,9 @@ impl Guest {
         if self.peer_fin {
             return;
         }
-        let room =
-            self.rcv_cap - self.rcv_buffered - self.ooo_bytes.min(self.rcv_cap - self.rcv_buffered);
+        // Segments held beyond the gap were admitted only where they fit
+        // behind the window, so they take no room from the in-order data.
+        let room = self.rcv_cap - self.rcv_buffered;
         let take = payload.len().min(room);
         self.received.extend_from_slice(&payload[..take]);
         self.rcv_buffered += take;
@@ -847,8 +848,11 @@ impl<'a> Sim<'a> {
     fn fail(&self, what: &str) -> String {
         let conn = self.conn.as_ref().map(|c| format!("{c:#?}"));
         format!(
-            "{what} at {:?}\nconfig: {:?}\nguest sent {}/{} acked {} fin_sent {} fin_acked {} peer_fin {} received {}/{}\nhost delivered {}/{} written {}/{} peer_closed {} eof_seen {} rcv_queue {}\nconn: {}",
+            "{what} at {:?} (flow closed: {:?}, timeouts {}, fast retransmits {})\nconfig: {:?}\nguest sent {}/{} acked {} fin_sent {} fin_acked {} peer_fin {} received {}/{}\nhost delivered {}/{} written {}/{} peer_closed {} eof_seen {} rcv_queue {}\nconn: {}",
             self.now - self.start,
+            self.report.close_reason,
+            self.report.timeouts,
+            self.report.fast_retransmits,
             self.cfg,
             self.guest.snd_nxt,
             self.guest.data.len(),
