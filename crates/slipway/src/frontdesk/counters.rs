@@ -1,0 +1,212 @@
+//! Counters of the frames the front desk saw and of those it dropped, by
+//! reason.
+
+use std::fmt;
+
+/// Why the front desk dropped a frame from the guest.
+///
+/// Every drop is counted under exactly one reason in [`Counters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Too short or structurally invalid: a truncated header, a length field
+    /// past the end of the frame, a wrong version, an invalid port.
+    Malformed,
+    /// The destination MAC address is neither the gateway's, the broadcast
+    /// address nor (for IPv6) an IPv6 multicast address.
+    NotForUs,
+    /// The source MAC address is a group address or all zeros.
+    BadSourceMac,
+    /// An EtherType other than ARP, IPv4 or IPv6 (VLAN tags, LLDP, 802.3
+    /// length fields).
+    UnsupportedEtherType,
+    /// The IPv4 header checksum, or a TCP, UDP or ICMP checksum, is wrong.
+    BadChecksum,
+    /// An IPv4 fragment (more-fragments set or a non-zero offset), or an
+    /// IPv6 packet with a fragment header. Guests see an MTU that needs no
+    /// fragmentation.
+    Fragment,
+    /// The IPv4 TTL or IPv6 hop limit is zero.
+    TtlExpired,
+    /// An IPv4 protocol other than TCP, UDP and ICMP.
+    UnsupportedProtocol,
+    /// An ARP request for an address the front desk does not answer for:
+    /// the guest's own (duplicate address detection, gratuitous ARP) or one
+    /// outside the plan.
+    ArpNotServed,
+    /// An ARP message that is not a request (a reply or a gratuitous reply).
+    ArpNotRequest,
+    /// A DHCP message that does not parse, or a message type a server does
+    /// not take (OFFER, ACK, NAK from the guest).
+    DhcpMalformed,
+    /// A DHCP message the server ignores: a RELEASE or DECLINE for a lease
+    /// the client does not hold, or an INFORM without a client address.
+    DhcpIgnored,
+    /// The reply did not fit in the buffer the caller supplied.
+    NoBufferSpace,
+    /// The plan has no half of this address family (IPv4 or IPv6 disabled).
+    FamilyDisabled,
+}
+
+impl DropReason {
+    /// Every reason, in the order [`Counters::iter`] reports them.
+    pub const ALL: [DropReason; 14] = [
+        DropReason::Malformed,
+        DropReason::NotForUs,
+        DropReason::BadSourceMac,
+        DropReason::UnsupportedEtherType,
+        DropReason::BadChecksum,
+        DropReason::Fragment,
+        DropReason::TtlExpired,
+        DropReason::UnsupportedProtocol,
+        DropReason::ArpNotServed,
+        DropReason::ArpNotRequest,
+        DropReason::DhcpMalformed,
+        DropReason::DhcpIgnored,
+        DropReason::NoBufferSpace,
+        DropReason::FamilyDisabled,
+    ];
+
+    /// The reason's name in `snake_case`, as counters and logs show it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::BadSourceMac => "bad_source_mac",
+            DropReason::UnsupportedEtherType => "unsupported_ethertype",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::Fragment => "fragment",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::UnsupportedProtocol => "unsupported_protocol",
+            DropReason::ArpNotServed => "arp_not_served",
+            DropReason::ArpNotRequest => "arp_not_request",
+            DropReason::DhcpMalformed => "dhcp_malformed",
+            DropReason::DhcpIgnored => "dhcp_ignored",
+            DropReason::NoBufferSpace => "no_buffer_space",
+            DropReason::FamilyDisabled => "family_disabled",
+        }
+    }
+
+    /// The reason's position in [`DropReason::ALL`].
+    fn index(self) -> usize {
+        match self {
+            DropReason::Malformed => 0,
+            DropReason::NotForUs => 1,
+            DropReason::BadSourceMac => 2,
+            DropReason::UnsupportedEtherType => 3,
+            DropReason::BadChecksum => 4,
+            DropReason::Fragment => 5,
+            DropReason::TtlExpired => 6,
+            DropReason::UnsupportedProtocol => 7,
+            DropReason::ArpNotServed => 8,
+            DropReason::ArpNotRequest => 9,
+            DropReason::DhcpMalformed => 10,
+            DropReason::DhcpIgnored => 11,
+            DropReason::NoBufferSpace => 12,
+            DropReason::FamilyDisabled => 13,
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Frames and bytes received from the guest, and drops by reason.
+///
+/// Counts wrap at `u64::MAX` rather than panic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    frames: u64,
+    bytes: u64,
+    drops: [u64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    /// Fresh counters, all zero.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frames received from the guest.
+    #[must_use]
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes received from the guest, Ethernet headers included.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Frames dropped for `reason`.
+    #[must_use]
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    /// Frames dropped for any reason.
+    #[must_use]
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().fold(0, |sum, n| sum.wrapping_add(*n))
+    }
+
+    /// Each drop reason's name with its count, in [`DropReason::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|reason| (reason.name(), self.drops(*reason)))
+    }
+
+    /// Counts one frame of `len` bytes received from the guest.
+    pub fn record_frame(&mut self, len: usize) {
+        self.frames = self.frames.wrapping_add(1);
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        self.bytes = self.bytes.wrapping_add(len);
+    }
+
+    /// Counts one frame dropped for `reason`, and logs it at debug level.
+    pub fn record_drop(&mut self, reason: DropReason) {
+        tracing::debug!(reason = reason.name(), "guest frame dropped");
+        if let Some(count) = self.drops.get_mut(reason.index()) {
+            *count = count.wrapping_add(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_follow_all() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason}");
+        }
+    }
+
+    #[test]
+    fn iter_names_every_reason_with_its_count() {
+        let mut c = Counters::new();
+        c.record_drop(DropReason::Fragment);
+        c.record_drop(DropReason::Fragment);
+        c.record_drop(DropReason::NotForUs);
+        let all: Vec<_> = c.iter().collect();
+        assert_eq!(all.len(), DropReason::ALL.len());
+        assert!(all.contains(&("fragment", 2)));
+        assert!(all.contains(&("not_for_us", 1)));
+        assert_eq!(c.total_drops(), 3);
+    }
+
+    #[test]
+    fn frames_and_bytes_accumulate() {
+        let mut c = Counters::new();
+        c.record_frame(60);
+        c.record_frame(1514);
+        assert_eq!((c.frames(), c.bytes()), (2, 1574));
+    }
+}

@@ -1,0 +1,346 @@
+//! Classifying the Ethernet frames a guest sends.
+//!
+//! [`classify`] checks every header up to the transport layer (addresses,
+//! lengths, checksums, fragmentation) and sorts the frame into what the
+//! front desk answers itself (ARP, DHCPv4) and what goes on to the relays
+//! (IPv4 and IPv6 datagrams). Whatever fails a check is a
+//! [`Classified::Drop`], already counted.
+
+use std::net::Ipv4Addr;
+
+use nat_core::{Ipv4Plan, MacAddr, Plan};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, EthernetAddress, EthernetFrame,
+    EthernetProtocol, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
+};
+
+use super::counters::{Counters, DropReason};
+
+/// What a guest frame is, once every check has passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classified<'a> {
+    /// An Ethernet/IPv4 ARP message; [`handle_arp`](super::handle_arp)
+    /// answers it.
+    Arp(ArpRepr),
+    /// A datagram from the DHCP client port to the DHCP server port, sent
+    /// to the limited broadcast address, the network's broadcast address or
+    /// the gateway; [`DhcpServer`](super::DhcpServer) answers it.
+    Dhcpv4(Dhcpv4Message<'a>),
+    /// An IPv4 datagram carrying TCP, UDP or ICMP, for the relays.
+    Ipv4(Ipv4Datagram<'a>),
+    /// An IPv6 datagram, for the relays (and the NDP and DHCPv6 responders).
+    Ipv6(Ipv6Datagram<'a>),
+    /// The frame failed a check; the drop is already counted.
+    Drop(DropReason),
+}
+
+/// A DHCPv4 message from the guest, with the addresses it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dhcpv4Message<'a> {
+    /// The Ethernet source address (a unicast address).
+    pub src_mac: EthernetAddress,
+    /// The IPv4 source address (often 0.0.0.0).
+    pub src_addr: Ipv4Addr,
+    /// The IPv4 destination address.
+    pub dst_addr: Ipv4Addr,
+    /// The UDP payload: the BOOTP/DHCP message, not yet parsed.
+    pub payload: &'a [u8],
+}
+
+/// The transport-layer content of a datagram whose checksum has been
+/// verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// A TCP segment; both ports are non-zero.
+    Tcp {
+        /// Source port.
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+        /// The whole segment, header and options included.
+        segment: &'a [u8],
+    },
+    /// A UDP datagram; the destination port is non-zero.
+    Udp {
+        /// Source port (zero when the sender expects no reply).
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+        /// The payload, as long as the UDP length field says.
+        payload: &'a [u8],
+    },
+    /// An ICMP (over IPv4) or ICMPv6 (over IPv6) message.
+    Icmp {
+        /// The message type.
+        msg_type: u8,
+        /// The message code.
+        code: u8,
+        /// The whole message, header included.
+        message: &'a [u8],
+    },
+    /// Another IPv6 next header (extension headers such as hop-by-hop
+    /// options), passed through unchecked. IPv4 has no such variant: other
+    /// IPv4 protocols are dropped.
+    Other {
+        /// The next header value.
+        protocol: IpProtocol,
+        /// The payload after the fixed IPv6 header.
+        payload: &'a [u8],
+    },
+}
+
+/// An IPv4 datagram from the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Datagram<'a> {
+    /// The Ethernet source address (a unicast address).
+    pub src_mac: EthernetAddress,
+    /// The Ethernet destination address.
+    pub dst_mac: EthernetAddress,
+    /// The header fields.
+    pub header: Ipv4Repr,
+    /// The transport-layer content.
+    pub transport: Transport<'a>,
+    /// The whole datagram, header included, without Ethernet padding: what
+    /// an ICMP error about it quotes.
+    pub packet: &'a [u8],
+}
+
+/// An IPv6 datagram from the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Datagram<'a> {
+    /// The Ethernet source address (a unicast address).
+    pub src_mac: EthernetAddress,
+    /// The Ethernet destination address.
+    pub dst_mac: EthernetAddress,
+    /// The fixed header's fields.
+    pub header: Ipv6Repr,
+    /// The transport-layer content.
+    pub transport: Transport<'a>,
+    /// The whole datagram, fixed header included, without Ethernet padding.
+    pub packet: &'a [u8],
+}
+
+/// The smoltcp form of a MAC address from the plan.
+#[must_use]
+pub fn ethernet_address(mac: MacAddr) -> EthernetAddress {
+    EthernetAddress(mac.0)
+}
+
+/// Classifies one frame from the guest and counts it in `counters`, with
+/// its drop reason if it is dropped.
+///
+/// The destination MAC address must be the gateway's or the broadcast
+/// address (or, for IPv6, an IPv6 multicast address `33:33:…`); the source
+/// MAC address must be unicast. IPv4 datagrams must have a valid header and
+/// header checksum, must not be fragments and must have a non-zero TTL; TCP,
+/// UDP and ICMP checksums are verified (a UDP checksum of zero is accepted
+/// over IPv4 only).
+pub fn classify<'a>(frame: &'a [u8], plan: &Plan, counters: &mut Counters) -> Classified<'a> {
+    counters.record_frame(frame.len());
+    match classify_frame(frame, plan) {
+        Ok(classified) => classified,
+        Err(reason) => {
+            counters.record_drop(reason);
+            Classified::Drop(reason)
+        }
+    }
+}
+
+fn classify_frame<'a>(frame: &'a [u8], plan: &Plan) -> Result<Classified<'a>, DropReason> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
+    let (src_mac, dst_mac, ethertype) = (eth.src_addr(), eth.dst_addr(), eth.ethertype());
+    if !src_mac.is_unicast() || src_mac.0 == [0; 6] {
+        return Err(DropReason::BadSourceMac);
+    }
+    let ipv6_multicast = ethertype == EthernetProtocol::Ipv6 && dst_mac.0.starts_with(&[0x33, 0x33]);
+    if dst_mac != ethernet_address(plan.gateway_mac()) && !dst_mac.is_broadcast() && !ipv6_multicast
+    {
+        return Err(DropReason::NotForUs);
+    }
+    let payload = eth.payload();
+    match ethertype {
+        EthernetProtocol::Arp => {
+            plan.ipv4().ok_or(DropReason::FamilyDisabled)?;
+            let packet = ArpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+            let repr = ArpRepr::parse(&packet).map_err(|_| DropReason::Malformed)?;
+            Ok(Classified::Arp(repr))
+        }
+        EthernetProtocol::Ipv4 => {
+            let v4 = plan.ipv4().ok_or(DropReason::FamilyDisabled)?;
+            classify_ipv4(payload, v4, src_mac, dst_mac)
+        }
+        EthernetProtocol::Ipv6 => {
+            plan.ipv6().ok_or(DropReason::FamilyDisabled)?;
+            classify_ipv6(payload, src_mac, dst_mac).map(Classified::Ipv6)
+        }
+        EthernetProtocol::Unknown(_) => Err(DropReason::UnsupportedEtherType),
+    }
+}
+
+fn classify_ipv4<'a>(
+    bytes: &'a [u8],
+    v4: &Ipv4Plan,
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+) -> Result<Classified<'a>, DropReason> {
+    let packet = Ipv4Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+    if packet.version() != 4 {
+        return Err(DropReason::Malformed);
+    }
+    if !packet.verify_checksum() {
+        return Err(DropReason::BadChecksum);
+    }
+    if packet.more_frags() || packet.frag_offset() != 0 {
+        return Err(DropReason::Fragment);
+    }
+    if packet.hop_limit() == 0 {
+        return Err(DropReason::TtlExpired);
+    }
+    let header = Ipv4Repr::parse(&packet, &ChecksumCapabilities::default())
+        .map_err(|_| DropReason::Malformed)?;
+    let whole = bytes
+        .get(..usize::from(packet.total_len()))
+        .ok_or(DropReason::Malformed)?;
+    let (src, dst) = (header.src_addr, header.dst_addr);
+    let (src_ip, dst_ip) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
+    let payload = packet.payload();
+    let transport = match header.next_header {
+        IpProtocol::Tcp => check_tcp(payload, &src_ip, &dst_ip)?,
+        IpProtocol::Udp => {
+            let transport = check_udp(payload, &src_ip, &dst_ip)?;
+            match transport {
+                Transport::Udp {
+                    src_port: DHCP_CLIENT_PORT,
+                    dst_port: DHCP_SERVER_PORT,
+                    payload,
+                } if is_dhcp_server_address(v4, dst) => {
+                    return Ok(Classified::Dhcpv4(Dhcpv4Message {
+                        src_mac,
+                        src_addr: src,
+                        dst_addr: dst,
+                        payload,
+                    }));
+                }
+                other => other,
+            }
+        }
+        IpProtocol::Icmp => {
+            let icmp = Icmpv4Packet::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+            if !icmp.verify_checksum() {
+                return Err(DropReason::BadChecksum);
+            }
+            Transport::Icmp {
+                msg_type: icmp.msg_type().into(),
+                code: icmp.msg_code(),
+                message: payload,
+            }
+        }
+        _ => return Err(DropReason::UnsupportedProtocol),
+    };
+    Ok(Classified::Ipv4(Ipv4Datagram {
+        src_mac,
+        dst_mac,
+        header,
+        transport,
+        packet: whole,
+    }))
+}
+
+/// The addresses a DHCP client sends to: the limited broadcast address
+/// while it has no lease, the server (the gateway) when it renews.
+fn is_dhcp_server_address(v4: &Ipv4Plan, dst: Ipv4Addr) -> bool {
+    dst == Ipv4Addr::BROADCAST || dst == v4.broadcast() || dst == v4.gateway()
+}
+
+fn classify_ipv6(
+    bytes: &[u8],
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+) -> Result<Ipv6Datagram<'_>, DropReason> {
+    let packet = Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+    let header = Ipv6Repr::parse(&packet).map_err(|_| DropReason::Malformed)?;
+    if header.hop_limit == 0 {
+        return Err(DropReason::TtlExpired);
+    }
+    let whole = bytes
+        .get(..packet.total_len())
+        .ok_or(DropReason::Malformed)?;
+    let (src_ip, dst_ip) = (
+        IpAddress::Ipv6(header.src_addr),
+        IpAddress::Ipv6(header.dst_addr),
+    );
+    let payload = packet.payload();
+    let transport = match header.next_header {
+        IpProtocol::Tcp => check_tcp(payload, &src_ip, &dst_ip)?,
+        IpProtocol::Udp => {
+            // IPv6 has no "no checksum" UDP (RFC 8200, section 8.1).
+            let zero = UdpPacket::new_checked(payload).is_ok_and(|udp| udp.checksum() == 0);
+            if zero {
+                return Err(DropReason::BadChecksum);
+            }
+            check_udp(payload, &src_ip, &dst_ip)?
+        }
+        IpProtocol::Icmpv6 => {
+            let icmp = Icmpv6Packet::new_checked(payload).map_err(|_| DropReason::Malformed)?;
+            if !icmp.verify_checksum(&header.src_addr, &header.dst_addr) {
+                return Err(DropReason::BadChecksum);
+            }
+            Transport::Icmp {
+                msg_type: icmp.msg_type().into(),
+                code: icmp.msg_code(),
+                message: payload,
+            }
+        }
+        IpProtocol::Ipv6Frag => return Err(DropReason::Fragment),
+        protocol => Transport::Other { protocol, payload },
+    };
+    Ok(Ipv6Datagram {
+        src_mac,
+        dst_mac,
+        header,
+        transport,
+        packet: whole,
+    })
+}
+
+fn check_tcp<'a>(
+    segment: &'a [u8],
+    src: &IpAddress,
+    dst: &IpAddress,
+) -> Result<Transport<'a>, DropReason> {
+    let tcp = TcpPacket::new_checked(segment).map_err(|_| DropReason::Malformed)?;
+    if !tcp.verify_checksum(src, dst) {
+        return Err(DropReason::BadChecksum);
+    }
+    let (src_port, dst_port) = (tcp.src_port(), tcp.dst_port());
+    if src_port == 0 || dst_port == 0 {
+        return Err(DropReason::Malformed);
+    }
+    Ok(Transport::Tcp {
+        src_port,
+        dst_port,
+        segment,
+    })
+}
+
+fn check_udp<'a>(
+    datagram: &'a [u8],
+    src: &IpAddress,
+    dst: &IpAddress,
+) -> Result<Transport<'a>, DropReason> {
+    let udp = UdpPacket::new_checked(datagram).map_err(|_| DropReason::Malformed)?;
+    if udp.dst_port() == 0 {
+        return Err(DropReason::Malformed);
+    }
+    // A zero checksum means "none" and verifies.
+    if !udp.verify_checksum(src, dst) {
+        return Err(DropReason::BadChecksum);
+    }
+    Ok(Transport::Udp {
+        src_port: udp.src_port(),
+        dst_port: udp.dst_port(),
+        payload: udp.payload(),
+    })
+}
