@@ -458,7 +458,7 @@ impl TcpConn {
             State::Closed | State::TimeWait => Interest::default(),
             State::SynSent | State::SynReceived | State::Established => Interest {
                 readable: !self.host_eof && self.host_total == self.snd_una,
-                writable: !self.guest_fin && self.host_send_space == 0,
+                writable: !self.guest_fin && self.window_closed(),
             },
         }
     }
@@ -517,9 +517,11 @@ impl TcpConn {
         self.iss + 1 + (offset & u64::from(u32::MAX)) as u32
     }
 
-    /// True while the window slipway advertises is shut by a full host buffer.
+    /// True while a full host send buffer shuts the window. Only a shut
+    /// window asks for writable readiness: a small but open one would make a
+    /// level-triggered `EPOLLOUT` fire on every wait.
     pub(crate) fn window_closed(&self) -> bool {
-        self.host_send_space < u32::from(self.snd_mss).min(1024)
+        self.host_send_space == 0
     }
 
     pub(crate) fn arm_retransmit(&mut self, now: Instant) {
