@@ -536,6 +536,11 @@ impl TcpConn {
                 from: before,
                 to: after,
             });
+            if after == Phase::Closed {
+                if let Some(reason) = self.close_reason {
+                    self.push_event(Event::Closed(reason));
+                }
+            }
         }
     }
 
@@ -572,7 +577,15 @@ impl TcpConn {
             // The guest's SYN is answered; its ACK makes the RST acceptable.
             State::Connecting => (SeqNum::new(0), Some(self.rcv_nxt)),
             State::SynSent => (self.iss + 1, None),
-            _ => (self.seq_at(self.snd_max), Some(self.rcv_nxt)),
+            // SND.NXT, counting a FIN already sent (RFC 9293 §3.10.4).
+            _ => match self.fin {
+                FinState::Sent | FinState::Acked => {
+                    (self.seq_at(self.host_total) + 1, Some(self.rcv_nxt))
+                }
+                FinState::None | FinState::Pending => {
+                    (self.seq_at(self.snd_max), Some(self.rcv_nxt))
+                }
+            },
         };
         let guest_already_gone = reason == CloseReason::GuestReset;
         if !guest_already_gone {
@@ -596,8 +609,8 @@ impl TcpConn {
         self.ack_pending = false;
         self.probe_pending = false;
         if self.close_reason.is_none() {
+            // Reported by `note_phase`, after the change of phase.
             self.close_reason = Some(reason);
-            self.push_event(Event::Closed(reason));
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::conn::{CloseReason, FinState, Pending, State, TcpConn, TimerKind};
-use super::segment::{HostError, HostWriter, Segment, SocketOp};
+use super::segment::{Flags, HostError, HostWriter, Segment, SocketOp, Transmit};
 
 /// What became of a guest segment, for counters and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +116,12 @@ impl TcpConn {
         };
         if self.state == State::SynReceived {
             if ack != self.iss + 1 {
+                // RFC 9293 §3.10.7.4: <SEQ=SEG.ACK><CTL=RST>, flow kept.
+                let rst = Flags {
+                    rst: true,
+                    ..Flags::default()
+                };
+                self.rst_pending = Some(Transmit::bare(ack, None, rst, 0));
                 return SegmentOutcome::Dropped(DropReason::AckOfUnsentData);
             }
             self.syn_pending = false;
@@ -283,6 +289,12 @@ impl TcpConn {
         host: &mut W,
     ) {
         if payload.is_empty() && !seg.flags.fin {
+            if seg.seq != self.rcv_nxt {
+                // Unacceptable, such as a keep-alive at RCV.NXT - 1: answer
+                // with an ACK (RFC 9293 §3.10.7.4, §3.8.4); it is traffic.
+                self.ack_pending = true;
+                self.last_activity = now;
+            }
             return;
         }
         if self.guest_fin {

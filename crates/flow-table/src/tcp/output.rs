@@ -245,6 +245,19 @@ impl TcpConn {
     }
 
     fn on_retransmit_timeout(&mut self, now: Instant) {
+        if self.state == State::Established && self.snd_wnd == 0 && self.fin == FinState::None {
+            // The guest shrank its window to zero under bytes in flight:
+            // probe it rather than count toward the retransmit limit
+            // (RFC 9293 §3.8.6, MUST-35/36).
+            self.rto.back_off();
+            self.rtt_sample = None;
+            self.snd_nxt = self.snd_una;
+            self.recover = None;
+            self.hole_pending = false;
+            self.probe_pending = true;
+            self.timer = Some((TimerKind::Persist, now + self.rto.rto(&self.config)));
+            return;
+        }
         let limit = match self.state {
             State::SynSent | State::SynReceived => self.config.syn_retries,
             _ => self.config.max_retransmits,

@@ -22,7 +22,8 @@ pub struct TcpConfig {
     pub syn_retries: u32,
     /// Consecutive retransmission timeouts before the flow is reset.
     pub max_retransmits: u32,
-    /// A flow with no traffic either way for this long is reset.
+    /// A flow with no traffic either way for this long is reset. Guest
+    /// keep-alives count as traffic.
     pub idle_timeout: Option<Duration>,
     /// Once slipway sent its FIN, the guest has this long to acknowledge it
     /// before the flow is reset, however the retransmissions back off.
@@ -69,7 +70,8 @@ impl Default for TcpConfig {
             max_rto: Duration::from_secs(60),
             syn_retries: 6,
             max_retransmits: 12,
-            idle_timeout: Some(Duration::from_secs(7200)),
+            // RFC 5382 REQ-5: at least 2 hours 4 minutes.
+            idle_timeout: Some(Duration::from_secs(7440)),
             fin_timeout: Duration::from_secs(60),
             time_wait: Duration::from_secs(60),
         }
