@@ -6,3 +6,5 @@
 //!
 //! Invariant: the backend is owned by one thread; no mutex sits on the path of
 //! a frame.
+
+pub mod frontdesk;

@@ -59,14 +59,14 @@ impl LinkAddrs {
 
 /// Writes the Ethernet and IPv4 headers for an IPv4 payload of
 /// `payload_len` bytes and returns the frame (headers and payload area).
-fn ipv4_frame<'b>(
-    buf: &'b mut [u8],
+fn ipv4_frame(
+    buf: &mut [u8],
     link: LinkAddrs,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     protocol: IpProtocol,
     payload_len: usize,
-) -> Option<&'b mut [u8]> {
+) -> Option<&mut [u8]> {
     let ip_len = IPV4_HEADER_LEN.checked_add(payload_len)?;
     u16::try_from(ip_len).ok()?;
     let frame_len = ETHERNET_HEADER_LEN.checked_add(ip_len)?;
@@ -489,7 +489,10 @@ mod tests {
         let mut buf = [0; 128];
         let error = Icmpv4Error::DstUnreachable(Icmpv4DstUnreachable::PortUnreachable);
         let gw = Ipv4Addr::new(10, 0, 2, 2);
-        assert_eq!(build_icmp_v4_error(&mut buf, link, gw, error, &offending), None);
+        assert_eq!(
+            build_icmp_v4_error(&mut buf, link, gw, error, &offending),
+            None
+        );
         offending[20] = 8; // echo request
         assert!(build_icmp_v4_error(&mut buf, link, gw, error, &offending).is_some());
         assert_eq!(build_icmp_v4_error(&mut buf, link, gw, error, &[]), None);

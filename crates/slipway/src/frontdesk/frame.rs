@@ -9,7 +9,6 @@
 use std::net::Ipv4Addr;
 
 use nat_core::{Ipv4Plan, MacAddr, Plan};
-use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, EthernetAddress, EthernetFrame,
     EthernetProtocol, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
@@ -154,7 +153,8 @@ fn classify_frame<'a>(frame: &'a [u8], plan: &Plan) -> Result<Classified<'a>, Dr
     if !src_mac.is_unicast() || src_mac.0 == [0; 6] {
         return Err(DropReason::BadSourceMac);
     }
-    let ipv6_multicast = ethertype == EthernetProtocol::Ipv6 && dst_mac.0.starts_with(&[0x33, 0x33]);
+    let ipv6_multicast =
+        ethertype == EthernetProtocol::Ipv6 && dst_mac.0.starts_with(&[0x33, 0x33]);
     if dst_mac != ethernet_address(plan.gateway_mac()) && !dst_mac.is_broadcast() && !ipv6_multicast
     {
         return Err(DropReason::NotForUs);
@@ -198,8 +198,17 @@ fn classify_ipv4<'a>(
     if packet.hop_limit() == 0 {
         return Err(DropReason::TtlExpired);
     }
-    let header = Ipv4Repr::parse(&packet, &ChecksumCapabilities::default())
-        .map_err(|_| DropReason::Malformed)?;
+    // Built from the fields already checked, rather than by
+    // `Ipv4Repr::parse`, which would verify the checksum a second time.
+    let header = Ipv4Repr {
+        src_addr: packet.src_addr(),
+        dst_addr: packet.dst_addr(),
+        next_header: packet.next_header(),
+        payload_len: usize::from(packet.total_len())
+            .checked_sub(usize::from(packet.header_len()))
+            .ok_or(DropReason::Malformed)?,
+        hop_limit: packet.hop_limit(),
+    };
     let whole = bytes
         .get(..usize::from(packet.total_len()))
         .ok_or(DropReason::Malformed)?;

@@ -1,0 +1,186 @@
+//! The Ethernet front desk: the first code every guest frame meets.
+//!
+//! It checks each frame ([`classify`]), answers what slipway answers itself
+//! on the link (ARP for its addresses, [`handle_arp`]; DHCPv4,
+//! [`DhcpServer`]) and hands every other datagram to the relays. It also
+//! builds the frames the relays send back ([`build_udp_v4`],
+//! [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`], and TCP headers
+//! in place with [`write_tcp_v4_headers`]) and writes pcap captures
+//! ([`PcapWriter`]).
+//!
+//! Invariant: the front desk is sans-IO. It reads borrowed frames, writes
+//! replies into buffers its caller supplies, reads no clock and opens no
+//! socket. Guest input never panics it: every frame it does not accept is
+//! dropped and counted in [`Counters`] under a [`DropReason`].
+
+mod arp;
+mod builder;
+mod counters;
+mod dhcp;
+mod frame;
+mod pcap;
+
+use std::net::Ipv4Addr;
+
+use nat_core::Plan;
+use smoltcp::wire::EthernetAddress;
+
+pub use arp::handle_arp;
+pub use builder::{
+    Icmpv4Error, LinkAddrs, TTL, TcpFlags, TcpOptions, TcpSegmentV4, build_icmp_v4_echo_reply,
+    build_icmp_v4_error, build_udp_v4, tcp_v4_headers_len, write_tcp_v4_headers,
+};
+pub use counters::{Counters, DropReason};
+pub use dhcp::{DEFAULT_LEASE_TIME, DhcpConfig, DhcpServer, DhcpStats, Lease};
+pub use frame::{
+    Classified, Dhcpv4Message, Ipv4Datagram, Ipv6Datagram, Transport, classify, ethernet_address,
+};
+pub use pcap::{DEFAULT_SNAPLEN, LINKTYPE_ETHERNET, PCAP_MAGIC, PcapWriter};
+
+/// What a responder (ARP, DHCP) did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// A reply frame of this many bytes is at the start of the output
+    /// buffer.
+    Reply(usize),
+    /// The message was taken in and needs no reply (a DHCP RELEASE or
+    /// DECLINE).
+    Consumed,
+    /// The message was dropped; the drop is already counted.
+    Dropped(DropReason),
+}
+
+/// What the front desk did with a frame from the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// A reply frame of this many bytes is at the start of the output
+    /// buffer, to be sent to the guest.
+    Reply(usize),
+    /// The frame was taken in and needs no reply.
+    Consumed,
+    /// An IPv4 datagram for the relays.
+    Ipv4(Ipv4Datagram<'a>),
+    /// An IPv6 datagram for the relays.
+    Ipv6(Ipv6Datagram<'a>),
+    /// The frame was dropped; the drop is already counted.
+    Dropped(DropReason),
+}
+
+impl From<Handled> for Outcome<'_> {
+    fn from(handled: Handled) -> Self {
+        match handled {
+            Handled::Reply(len) => Outcome::Reply(len),
+            Handled::Consumed => Outcome::Consumed,
+            Handled::Dropped(reason) => Outcome::Dropped(reason),
+        }
+    }
+}
+
+/// The front desk of one guest link: the plan, the counters, the DHCP
+/// server and the guest's MAC address as learnt from its frames.
+#[derive(Clone, Debug)]
+pub struct FrontDesk {
+    plan: Plan,
+    counters: Counters,
+    dhcp: DhcpServer,
+    served_v4: Vec<Ipv4Addr>,
+    guest_mac: EthernetAddress,
+}
+
+impl FrontDesk {
+    /// A front desk for `plan`. Until the guest sends a frame, its MAC
+    /// address is taken to be the plan's.
+    #[must_use]
+    pub fn new(plan: Plan, dhcp: DhcpConfig) -> Self {
+        Self {
+            guest_mac: ethernet_address(plan.guest_mac()),
+            plan,
+            counters: Counters::new(),
+            dhcp: DhcpServer::new(dhcp),
+            served_v4: Vec::new(),
+        }
+    }
+
+    /// The address plan.
+    #[must_use]
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Frames seen and dropped.
+    #[must_use]
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The DHCP server and its lease.
+    #[must_use]
+    pub fn dhcp(&self) -> &DhcpServer {
+        &self.dhcp
+    }
+
+    /// Also answers ARP requests for `addr`, if it is a host address of the
+    /// plan's IPv4 network other than the guest's.
+    pub fn serve_v4(&mut self, addr: Ipv4Addr) {
+        if !self.served_v4.contains(&addr) {
+            self.served_v4.push(addr);
+        }
+    }
+
+    /// The guest's MAC address: the source of the last frame it sent that
+    /// was accepted, or the plan's before any.
+    #[must_use]
+    pub fn guest_mac(&self) -> EthernetAddress {
+        self.guest_mac
+    }
+
+    /// The Ethernet addresses of frames to the guest.
+    #[must_use]
+    pub fn link_to_guest(&self) -> LinkAddrs {
+        LinkAddrs::gateway_to(&self.plan, self.guest_mac)
+    }
+
+    /// Takes one frame from the guest: answers ARP and DHCP into `out`,
+    /// passes IPv4 and IPv6 datagrams on, and drops (and counts) the rest.
+    pub fn handle_frame<'a>(&mut self, frame: &'a [u8], out: &mut [u8]) -> Outcome<'a> {
+        match classify(frame, &self.plan, &mut self.counters) {
+            Classified::Arp(repr) => {
+                let handled =
+                    handle_arp(&repr, &self.plan, &self.served_v4, out, &mut self.counters);
+                if let (Handled::Reply(_), Some(mac)) = (handled, arp_sender(&repr)) {
+                    self.guest_mac = mac;
+                }
+                handled.into()
+            }
+            Classified::Dhcpv4(message) => {
+                let handled = self
+                    .dhcp
+                    .handle(&self.plan, &message, out, &mut self.counters);
+                if !matches!(handled, Handled::Dropped(_)) {
+                    self.guest_mac = message.src_mac;
+                }
+                handled.into()
+            }
+            Classified::Ipv4(datagram) => {
+                self.guest_mac = datagram.src_mac;
+                Outcome::Ipv4(datagram)
+            }
+            Classified::Ipv6(datagram) => {
+                self.guest_mac = datagram.src_mac;
+                Outcome::Ipv6(datagram)
+            }
+            Classified::Drop(reason) => Outcome::Dropped(reason),
+        }
+    }
+}
+
+/// The sender's MAC address of an ARP message.
+fn arp_sender(repr: &smoltcp::wire::ArpRepr) -> Option<EthernetAddress> {
+    match *repr {
+        smoltcp::wire::ArpRepr::EthernetIpv4 {
+            source_hardware_addr,
+            ..
+        } => Some(source_hardware_addr),
+        _ => None,
+    }
+}
