@@ -129,7 +129,10 @@ impl Counters {
     /// Adds `other` into `self`, e.g. a closing flow's counters into the
     /// backend's totals.
     pub fn merge(&mut self, other: &Counters) {
-        self.to_host.datagrams = self.to_host.datagrams.saturating_add(other.to_host.datagrams);
+        self.to_host.datagrams = self
+            .to_host
+            .datagrams
+            .saturating_add(other.to_host.datagrams);
         self.to_host.bytes = self.to_host.bytes.saturating_add(other.to_host.bytes);
         self.to_guest.datagrams = self
             .to_guest

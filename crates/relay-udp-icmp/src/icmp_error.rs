@@ -160,7 +160,9 @@ pub(crate) fn parse_sockaddr(bytes: &[u8]) -> Option<SocketAddr> {
         octets.copy_from_slice(&b[8..24]);
         let scope_id = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
         let ip = Ipv6Addr::from(octets);
-        Some(SocketAddr::V6(SocketAddrV6::new(ip, port, flowinfo, scope_id)))
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            ip, port, flowinfo, scope_id,
+        )))
     } else {
         None
     }
@@ -250,7 +252,12 @@ mod tests {
         let a = parse_sockaddr(&b);
         assert_eq!(
             a,
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 53, 0, 3)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::LOCALHOST,
+                53,
+                0,
+                3
+            )))
         );
     }
 }

@@ -120,6 +120,8 @@ pub(crate) fn recv_error_queue(fd: BorrowedFd<'_>) -> io::Result<Option<IcmpErro
         let destination = name
             .get(..name_len.min(SOCKADDR_STORAGE_LEN))
             .and_then(icmp_error::parse_sockaddr);
+        // `msg_controllen` is a `size_t` on glibc and a `socklen_t` on musl.
+        #[allow(clippy::useless_conversion)]
         let control_len = usize::try_from(msg.msg_controllen).unwrap_or(0);
         let control = control
             .get(..control_len.min(ERRQUEUE_CONTROL_LEN))
@@ -197,7 +199,7 @@ pub(crate) fn is_async_error(err: &io::Error) -> bool {
                 | libc::EPROTO
                 | libc::ETIMEDOUT
                 | libc::EMSGSIZE
-                | libc::EACCES
+                | libc::ENOPROTOOPT
         )
     )
 }
