@@ -261,3 +261,11 @@ mod tests {
         Ok(())
     }
 }
+
+/// The epoll descriptor itself, for an embedder's own loop: it polls
+/// readable when any registered fd is ready.
+impl AsFd for Poller {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+}

@@ -7,4 +7,7 @@
 //! Invariant: the backend is owned by one thread; no mutex sits on the path of
 //! a frame.
 
+pub mod backend;
 pub mod frontdesk;
+
+pub use backend::{Backend, BackendConfig, BackendCounters, BackendError, NetworkBackend};

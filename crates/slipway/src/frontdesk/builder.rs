@@ -112,6 +112,23 @@ pub fn build_udp_v4(
     })
 }
 
+/// Bytes in front of a UDP payload in an IPv4 frame: Ethernet, IPv4
+/// (no options) and UDP headers.
+pub const UDP_V4_HEADERS_LEN: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN;
+
+/// Writes the headers of a UDP datagram whose `payload_len`-byte payload
+/// already sits at `buf[UDP_V4_HEADERS_LEN..]` (received there straight from
+/// a host socket), with the checksum over it. Returns the frame length.
+pub fn write_udp_v4_headers(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload_len: usize,
+) -> Option<usize> {
+    build_udp_v4_with(buf, link, src, dst, payload_len, |_| Some(()))
+}
+
 /// Writes a UDP datagram whose `payload_len`-byte payload `fill` writes in
 /// place; `fill` may refuse with `None`. Returns the frame length.
 pub(crate) fn build_udp_v4_with(

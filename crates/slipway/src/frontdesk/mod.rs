@@ -27,8 +27,9 @@ use smoltcp::wire::EthernetAddress;
 
 pub use arp::handle_arp;
 pub use builder::{
-    Icmpv4Error, LinkAddrs, TTL, TcpFlags, TcpOptions, TcpSegmentV4, build_icmp_v4_echo_reply,
-    build_icmp_v4_error, build_udp_v4, tcp_v4_headers_len, write_tcp_v4_headers,
+    Icmpv4Error, LinkAddrs, TTL, TcpFlags, TcpOptions, TcpSegmentV4, UDP_V4_HEADERS_LEN,
+    build_icmp_v4_echo_reply, build_icmp_v4_error, build_udp_v4, tcp_v4_headers_len,
+    write_tcp_v4_headers, write_udp_v4_headers,
 };
 pub use counters::{Counters, DropReason};
 pub use dhcp::{DEFAULT_LEASE_TIME, DhcpConfig, DhcpServer, DhcpStats, Lease};

@@ -1,0 +1,536 @@
+//! The backend: one thread owns the front desk, the flow table, the epoll set
+//! and every host socket, and turns guest frames into host socket operations
+//! and host readiness into guest frames.
+//!
+//! Embedders drive it through [`NetworkBackend`]: frames from the guest go in
+//! as borrowed slices, frames to the guest come out into buffers the caller
+//! supplies, and the caller sleeps on [`NetworkBackend::host_fd`] until
+//! [`NetworkBackend::poll_timeout`].
+
+mod isn;
+mod ratelimit;
+mod tcp;
+mod udp;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use epoll_dispatch::{Events, Kind, Poller, Token};
+use flow_table::tcp::TcpConfig;
+use flow_table::{FlowId, FlowTable, Limits};
+use nat_core::{DnsUpstream, Nat, Plan, Rules};
+use relay_tcp::Listener;
+use smoltcp::wire::Icmpv4DstUnreachable;
+
+use crate::frontdesk::{
+    DhcpConfig, FrontDesk, Icmpv4Error, Outcome, Transport, build_icmp_v4_echo_reply,
+    build_icmp_v4_error,
+};
+
+use self::isn::IsnSource;
+use self::ratelimit::TokenBucket;
+use self::tcp::TcpFlow;
+use self::udp::{IcmpFlow, UdpFlow};
+
+/// Everything a backend is built from.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// The addresses the guest sees.
+    pub plan: Plan,
+    /// Loopback mapping, deny lists, port forwards, DNS upstream.
+    pub rules: Rules,
+    /// Flow limits per protocol.
+    pub limits: Limits,
+    /// New TCP flows the guest may open per second (0: unlimited).
+    pub new_tcp_per_second: u32,
+    /// DHCP lease.
+    pub dhcp: DhcpConfig,
+    /// Where DNS goes when the rules name no upstream: the host resolver,
+    /// usually the first `nameserver` of `/etc/resolv.conf`.
+    pub host_resolver: Option<SocketAddr>,
+}
+
+impl BackendConfig {
+    /// The defaults of the address plan with the given rules.
+    #[must_use]
+    pub fn new(plan: Plan, rules: Rules) -> Self {
+        Self {
+            plan,
+            rules,
+            limits: Limits::default(),
+            new_tcp_per_second: 10_000,
+            dhcp: DhcpConfig::default(),
+            host_resolver: None,
+        }
+    }
+}
+
+/// Why a backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The rules do not fit the plan.
+    #[error("invalid rules: {0}")]
+    Rules(#[from] nat_core::RulesError),
+    /// The flow limits are too large.
+    #[error("invalid flow limits: {0}")]
+    Limits(#[from] flow_table::LimitsError),
+    /// A port forward could not listen.
+    #[error("port forward: {0}")]
+    Listen(#[from] relay_tcp::ListenError),
+    /// The epoll set could not be made.
+    #[error("epoll: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The interface for a VMM or frontend that embeds slipway.
+pub trait NetworkBackend {
+    /// Takes one Ethernet frame from the guest.
+    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant);
+    /// Writes the next frame for the guest into `buf` and returns its
+    /// length, or `None` when nothing is due.
+    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize>;
+    /// Handles whatever host sockets are ready, without blocking.
+    ///
+    /// # Errors
+    /// The epoll set itself failed.
+    fn handle_host_events(&mut self, now: Instant) -> io::Result<()>;
+    /// Runs the timers due by `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// When [`handle_timeout`](Self::handle_timeout) must run next.
+    fn poll_timeout(&mut self) -> Option<Instant>;
+    /// A descriptor that becomes readable when host sockets are ready.
+    fn host_fd(&self) -> BorrowedFd<'_>;
+}
+
+/// Counters of the whole backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// TCP flows opened by the guest.
+    pub tcp_flows_opened: u64,
+    /// TCP flows opened by host peers on forwarded ports.
+    pub tcp_flows_accepted: u64,
+    /// TCP flows that ended, by any reason.
+    pub tcp_flows_closed: u64,
+    /// Payload bytes guest → host, TCP.
+    pub tcp_bytes_to_host: u64,
+    /// Payload bytes host → guest, TCP.
+    pub tcp_bytes_to_guest: u64,
+    /// New flows refused by a deny rule or policy, before any socket.
+    pub denied: u64,
+    /// New flows refused because a protocol's flow limit was reached.
+    pub flow_limit_drops: u64,
+    /// SYNs refused by the rate limit on new TCP flows.
+    pub syn_rate_drops: u64,
+    /// RSTs sent for segments of unknown flows.
+    pub rst_unknown: u64,
+    /// Frames for the guest dropped because the output queue was full.
+    pub output_drops: u64,
+    /// Frames sent to the guest.
+    pub frames_to_guest: u64,
+    /// UDP flows opened by the guest.
+    pub udp_flows_opened: u64,
+    /// Payload bytes guest → host, UDP.
+    pub udp_bytes_to_host: u64,
+    /// Payload bytes host → guest, UDP.
+    pub udp_bytes_to_guest: u64,
+    /// UDP datagrams dropped (full socket buffer, oversize, send error).
+    pub udp_drops: u64,
+    /// ICMP errors from the host translated for the guest.
+    pub icmp_errors_to_guest: u64,
+    /// UDP and ICMP flows freed after their idle timeout.
+    pub datagram_flows_expired: u64,
+    /// DNS queries forwarded to the upstream resolver.
+    pub dns_queries: u64,
+    /// DNS queries dropped (no upstream, malformed, full).
+    pub dns_drops: u64,
+}
+
+/// Kinds of epoll token.
+pub(crate) const KIND_TCP_FLOW: Kind = Kind(1);
+pub(crate) const KIND_TCP_LISTENER: Kind = Kind(2);
+pub(crate) const KIND_UDP_FLOW: Kind = Kind(3);
+pub(crate) const KIND_UDP_LISTENER: Kind = Kind(4);
+pub(crate) const KIND_DNS: Kind = Kind(5);
+pub(crate) const KIND_ICMP_FLOW: Kind = Kind(6);
+
+/// Frames queued for the guest outside the flows' own output.
+const MAX_QUEUED_FRAMES: usize = 4096;
+
+/// A flow of the table.
+#[derive(Debug)]
+pub(crate) enum Flow {
+    Tcp(Box<TcpFlow>),
+    Udp(UdpFlow),
+    Icmp(IcmpFlow),
+}
+
+/// slipway's user-mode network stack for one guest.
+#[derive(Debug)]
+pub struct Backend {
+    nat: Nat,
+    frontdesk: FrontDesk,
+    flows: FlowTable<Flow>,
+    poller: Poller,
+    events: Events,
+    isn: IsnSource,
+    syn_bucket: TokenBucket,
+    tcp_config_v4: TcpConfig,
+    dns_upstream: Option<SocketAddr>,
+    listeners: Vec<Listener>,
+    udp_listeners: Vec<relay_udp_icmp::UdpListener>,
+    dns: Option<relay_udp_icmp::DnsForwarder>,
+    /// The one warning that ICMP echo cannot be relayed has been given.
+    echo_warned: bool,
+    /// Ready-made frames for the guest (ARP, DHCP, ICMP, RSTs).
+    queued: VecDeque<Vec<u8>>,
+    /// Flows that may have segments for the guest.
+    tx_ready: VecDeque<FlowId>,
+    counters: BackendCounters,
+}
+
+impl Backend {
+    /// A backend for `config`, listening on its forwarded TCP ports.
+    ///
+    /// # Errors
+    /// Invalid rules or limits, a port that cannot be bound, no epoll.
+    pub fn new(config: BackendConfig, now: Instant) -> Result<Self, BackendError> {
+        let nat = Nat::new(config.plan, config.rules.clone())?;
+        let flows = FlowTable::with_limits(config.limits)?;
+        let poller = Poller::new()?;
+        let mtu = config.plan.mtu();
+        let mut frontdesk = FrontDesk::new(config.plan, config.dhcp);
+        if let Some(v4) = config.plan.ipv4() {
+            frontdesk.serve_v4(v4.gateway());
+            frontdesk.serve_v4(v4.dns());
+        }
+        let dns_upstream = match config.rules.dns_upstream {
+            Some(addr) => Some(addr),
+            None => config.host_resolver,
+        };
+        let mut backend = Self {
+            nat,
+            frontdesk,
+            flows,
+            poller,
+            events: Events::with_capacity(256),
+            isn: IsnSource::new(now),
+            syn_bucket: TokenBucket::new(config.new_tcp_per_second, now),
+            tcp_config_v4: TcpConfig::for_mtu_v4(mtu),
+            dns_upstream,
+            listeners: Vec::new(),
+            udp_listeners: Vec::new(),
+            dns: None,
+            echo_warned: false,
+            queued: VecDeque::new(),
+            tx_ready: VecDeque::new(),
+            counters: BackendCounters::default(),
+        };
+        backend.listen_tcp_forwards(&config.rules)?;
+        backend.start_udp(&config.rules)?;
+        Ok(backend)
+    }
+
+    /// The counters of the backend.
+    #[must_use]
+    pub fn counters(&self) -> &BackendCounters {
+        &self.counters
+    }
+
+    /// The front desk's counters: frames, bytes, drops by reason.
+    #[must_use]
+    pub fn frame_counters(&self) -> &crate::frontdesk::Counters {
+        self.frontdesk.counters()
+    }
+
+    /// Flows open now, per protocol.
+    #[must_use]
+    pub fn open_flows(&self, protocol: flow_table::Protocol) -> u32 {
+        self.flows.count(protocol)
+    }
+
+    /// The host addresses of the forwarded TCP listeners.
+    #[must_use]
+    pub fn tcp_listeners(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(Listener::local_addr).collect()
+    }
+
+    /// Blocks until a host socket is ready or `deadline` passes, then
+    /// handles what is ready. A ready-made step for simple loops.
+    ///
+    /// # Errors
+    /// The epoll set failed.
+    pub fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        let deadline = match (deadline, self.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.poller.wait(&mut self.events, deadline)?;
+        let now = Instant::now();
+        self.dispatch_events(now);
+        self.handle_timeout(now);
+        Ok(())
+    }
+
+    fn listen_tcp_forwards(&mut self, rules: &Rules) -> Result<(), BackendError> {
+        for forward in rules.tcp_forwards.iter() {
+            let bind = forward.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let listener = Listener::bind(SocketAddr::new(bind, forward.host_port))?;
+            let index = u32::try_from(self.listeners.len()).unwrap_or(u32::MAX);
+            if let Some(token) = Token::new(KIND_TCP_LISTENER, index, 0) {
+                self.poller
+                    .register(listener.fd(), token, epoll_dispatch::Interest::READABLE)?;
+            }
+            self.listeners.push(listener);
+        }
+        Ok(())
+    }
+
+    fn dispatch_events(&mut self, now: Instant) {
+        let ready: Vec<_> = self.events.iter().collect();
+        for (token, readiness) in ready {
+            match token.kind() {
+                KIND_TCP_FLOW => {
+                    if let Some(id) = FlowId::from_parts(token.index(), token.generation()) {
+                        self.tcp_readiness(id, readiness.into(), now);
+                    }
+                }
+                KIND_TCP_LISTENER => self.tcp_accept(token.index() as usize, now),
+                KIND_UDP_FLOW => {
+                    if let Some(id) = FlowId::from_parts(token.index(), token.generation()) {
+                        self.udp_readiness(id, readiness.is_readable(), readiness.is_error());
+                    }
+                }
+                KIND_UDP_LISTENER => self.udp_listener_readable(token.index() as usize, now),
+                KIND_DNS => self.dns_readable(now),
+                KIND_ICMP_FLOW => {
+                    if let Some(id) = FlowId::from_parts(token.index(), token.generation()) {
+                        self.icmp_readable(id, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Queues a ready-made frame for the guest.
+    pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
+        if self.queued.len() >= MAX_QUEUED_FRAMES {
+            self.counters.output_drops += 1;
+            return;
+        }
+        self.queued.push_back(frame);
+    }
+
+    /// Builds a frame with `build` into a fresh buffer and queues it.
+    pub(crate) fn queue_built(&mut self, build: impl FnOnce(&mut [u8]) -> Option<usize>) {
+        let mut buf = vec![0u8; usize::from(self.frontdesk.plan().mtu()) + 14];
+        if let Some(len) = build(&mut buf) {
+            buf.truncate(len);
+            self.queue_frame(buf);
+        }
+    }
+
+    fn handle_ipv4(&mut self, datagram: &crate::frontdesk::Ipv4Datagram<'_>, now: Instant) {
+        let src = datagram.header.src_addr;
+        let dst = datagram.header.dst_addr;
+        match datagram.transport {
+            Transport::Tcp { segment, .. } => self.tcp_from_guest(src, dst, segment, now),
+            Transport::Udp {
+                src_port,
+                dst_port,
+                payload,
+            } => self.udp_from_guest(datagram, src_port, dst_port, payload, now),
+            Transport::Icmp {
+                msg_type: 8,
+                code: 0,
+                message,
+            } => self.icmp_echo_from_guest(datagram, message, now),
+            Transport::Icmp { .. } | Transport::Other { .. } => {
+                tracing::trace!(%src, %dst, "datagram not relayed");
+            }
+        }
+    }
+
+    /// ICMP echo requests slipway answers itself: to the gateway without a
+    /// loopback mapping, and to the DNS address.
+    fn icmp_echo_from_guest(
+        &mut self,
+        datagram: &crate::frontdesk::Ipv4Datagram<'_>,
+        message: &[u8],
+        now: Instant,
+    ) {
+        let (src, dst) = (datagram.header.src_addr, datagram.header.dst_addr);
+        let verdict = self.nat.translate_outbound(
+            nat_core::Protocol::Icmp,
+            IpAddr::V4(src),
+            SocketAddr::new(IpAddr::V4(dst), 0),
+        );
+        let mut relay_to = None;
+        let answer_here = match verdict {
+            nat_core::Verdict::AnswerLocally(_) => true,
+            // The gateway maps to host loopback, which always answers.
+            nat_core::Verdict::Connect(addr) if addr.ip().is_loopback() => true,
+            nat_core::Verdict::Connect(addr) => {
+                relay_to = Some(addr.ip());
+                false
+            }
+            nat_core::Verdict::ForwardDns(_) => false,
+            nat_core::Verdict::Deny(reason) => {
+                self.counters.denied += 1;
+                tracing::debug!(%reason, %dst, "echo request denied");
+                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+                return;
+            }
+        };
+        if message.len() < 8 {
+            return;
+        }
+        let ident = u16::from_be_bytes([message[4], message[5]]);
+        let seq = u16::from_be_bytes([message[6], message[7]]);
+        let data = &message[8..];
+        if let Some(target) = relay_to {
+            let request = udp::EchoRequest {
+                guest: src,
+                dst,
+                ident,
+                seq,
+            };
+            self.icmp_echo_relay(request, target, data, now);
+            return;
+        }
+        if !answer_here {
+            return;
+        }
+        let link = self.frontdesk.link_to_guest();
+        self.queue_built(|buf| build_icmp_v4_echo_reply(buf, link, dst, src, ident, seq, data));
+    }
+
+    /// An ICMP destination unreachable to the guest about `offending`.
+    pub(crate) fn queue_icmp_unreachable(&mut self, offending: &[u8], code: Icmpv4DstUnreachable) {
+        let link = self.frontdesk.link_to_guest();
+        let Some(gateway) = self.frontdesk.plan().ipv4().map(|v4| v4.gateway()) else {
+            return;
+        };
+        self.queue_built(|buf| {
+            build_icmp_v4_error(
+                buf,
+                link,
+                gateway,
+                Icmpv4Error::DstUnreachable(code),
+                offending,
+            )
+        });
+    }
+
+    /// The host address DNS traffic goes to.
+    pub(crate) fn dns_target(&self, upstream: DnsUpstream) -> Option<SocketAddr> {
+        match upstream {
+            DnsUpstream::Configured(addr) => Some(addr),
+            DnsUpstream::HostResolver => self.dns_upstream,
+        }
+    }
+
+    /// What the guest sees as the source of a host peer `peer`: the gateway
+    /// for host loopback, the peer itself otherwise.
+    pub(crate) fn guest_view_of_peer(&self, peer: SocketAddr) -> Option<SocketAddrV4> {
+        let v4 = self.frontdesk.plan().ipv4()?;
+        match peer.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() => {
+                Some(SocketAddrV4::new(v4.gateway(), peer.port()))
+            }
+            IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, peer.port())),
+            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                Some(ip) if !ip.is_loopback() => Some(SocketAddrV4::new(ip, peer.port())),
+                _ => Some(SocketAddrV4::new(v4.gateway(), peer.port())),
+            },
+        }
+    }
+}
+
+impl NetworkBackend for Backend {
+    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
+        let mut reply = vec![0u8; 1514];
+        match self.frontdesk.handle_frame(frame, &mut reply) {
+            Outcome::Reply(len) => {
+                reply.truncate(len);
+                self.queue_frame(reply);
+            }
+            Outcome::Ipv4(datagram) => self.handle_ipv4(&datagram, now),
+            Outcome::Ipv6(_) => {
+                tracing::trace!("IPv6 datagram not relayed yet");
+            }
+            Outcome::Consumed | Outcome::Dropped(_) => {}
+        }
+    }
+
+    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+        if let Some(frame) = self.queued.pop_front() {
+            let len = frame.len().min(buf.len());
+            buf[..len].copy_from_slice(&frame[..len]);
+            self.counters.frames_to_guest += 1;
+            return Some(len);
+        }
+        // Bounded: each flow leaves the queue once it has nothing to send.
+        for _ in 0..self.tx_ready.len().saturating_add(1) {
+            let id = *self.tx_ready.front()?;
+            let is_udp = matches!(self.flows.get(id), Some(Flow::Udp(_)));
+            let frame = if is_udp {
+                self.udp_poll_frame(id, buf, now)
+            } else {
+                self.tcp_poll_frame(id, buf, now)
+            };
+            if let Some(len) = frame {
+                self.counters.frames_to_guest += 1;
+                return Some(len);
+            }
+            self.tx_ready.pop_front();
+            if is_udp {
+                self.udp_tx_done(id);
+            } else {
+                self.tcp_reap(id);
+            }
+        }
+        None
+    }
+
+    fn handle_host_events(&mut self, now: Instant) -> io::Result<()> {
+        self.poller.wait(&mut self.events, Some(now))?;
+        self.dispatch_events(now);
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        // Bounded by the number of flows: each expired deadline pops once.
+        for _ in 0..self.flows.len().saturating_add(1) {
+            let Some(id) = self.flows.pop_expired(now) else {
+                break;
+            };
+            match self.flows.get(id) {
+                Some(Flow::Tcp(_)) => self.tcp_timeout(id, now),
+                Some(Flow::Udp(_) | Flow::Icmp(_)) => self.datagram_timeout(id, now),
+                None => {}
+            }
+        }
+        if let Some(dns) = self.dns.as_mut() {
+            dns.handle_timeouts(now);
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let dns = self
+            .dns
+            .as_ref()
+            .and_then(relay_udp_icmp::DnsForwarder::next_deadline);
+        match (self.flows.next_deadline(), dns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn host_fd(&self) -> BorrowedFd<'_> {
+        self.poller.as_fd()
+    }
+}

@@ -1,0 +1,429 @@
+//! TCP flows: guest segments into the state machine, host readiness into
+//! the relay, segments for the guest built in place with their payload
+//! peeked straight from the host socket.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use epoll_dispatch::Token;
+use flow_table::tcp::{
+    Event, Flags, Segment, SeqNum, TcpConn, TcpStats, Transmit, rst_for_unknown,
+};
+use flow_table::{FlowId, FlowKey, InsertError, Protocol};
+use nat_core::Verdict;
+use relay_tcp::{HostSocket, SocketReadiness};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr};
+
+use super::{Backend, Flow, KIND_TCP_FLOW};
+use crate::frontdesk::{
+    LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len, write_tcp_v4_headers,
+};
+
+/// One TCP flow: the state machine and its host socket.
+#[derive(Debug)]
+pub(crate) struct TcpFlow {
+    conn: TcpConn,
+    sock: HostSocket,
+    /// The interest the socket is registered with, if it is.
+    interest: Option<epoll_dispatch::Interest>,
+    /// Queued in `tx_ready`.
+    in_tx: bool,
+    /// Stats already added to the backend's counters.
+    reported: TcpStats,
+    span: tracing::Span,
+}
+
+/// A parsed guest segment: the state machine's header and the payload.
+struct GuestSegment<'a> {
+    seg: Segment,
+    payload: &'a [u8],
+    src_port: u16,
+    dst_port: u16,
+}
+
+fn parse_segment(src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) -> Option<GuestSegment<'_>> {
+    let packet = TcpPacket::new_checked(bytes).ok()?;
+    // The front desk verified the checksum already.
+    let repr = TcpRepr::parse(
+        &packet,
+        &src.into(),
+        &dst.into(),
+        &ChecksumCapabilities::ignored(),
+    )
+    .ok()?;
+    let flags = Flags {
+        syn: repr.control == TcpControl::Syn,
+        fin: repr.control == TcpControl::Fin,
+        rst: repr.control == TcpControl::Rst,
+        psh: repr.control == TcpControl::Psh,
+    };
+    let seq = SeqNum::new(u32::from_ne_bytes(repr.seq_number.0.to_ne_bytes()));
+    let ack = repr
+        .ack_number
+        .map(|a| SeqNum::new(u32::from_ne_bytes(a.0.to_ne_bytes())));
+    Some(GuestSegment {
+        seg: Segment {
+            seq,
+            ack,
+            flags,
+            window: repr.window_len,
+            mss: repr.max_seg_size,
+            window_scale: repr.window_scale,
+        },
+        payload: repr.payload,
+        src_port: repr.src_port,
+        dst_port: repr.dst_port,
+    })
+}
+
+fn token_of(id: FlowId) -> Option<Token> {
+    Token::new(KIND_TCP_FLOW, id.index(), id.generation())
+}
+
+fn v4_of(addr: SocketAddr) -> Option<SocketAddrV4> {
+    match addr {
+        SocketAddr::V4(v4) => Some(v4),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// Writes a segment for the guest into `buf`: payload first (peeked into
+/// its place), then the headers in front of it.
+fn write_segment(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    key: &FlowKey,
+    t: &Transmit,
+    sock: &mut HostSocket,
+) -> Result<Option<usize>, std::io::Error> {
+    let (Some(src), Some(dst)) = (v4_of(key.dest()), v4_of(key.guest())) else {
+        return Ok(None);
+    };
+    let options = TcpOptions {
+        mss: t.mss,
+        window_scale: t.window_scale,
+    };
+    let headers = tcp_v4_headers_len(options);
+    let Some(payload_area) = buf.get_mut(headers..) else {
+        return Ok(None);
+    };
+    let payload_len = relay_tcp::fill_transmit_payload(sock, t, payload_area)?;
+    let mut flags = TcpFlags::NONE;
+    for (on, flag) in [
+        (t.flags.syn, TcpFlags::SYN),
+        (t.flags.fin, TcpFlags::FIN),
+        (t.flags.rst, TcpFlags::RST),
+        (t.flags.psh, TcpFlags::PSH),
+        (t.ack.is_some(), TcpFlags::ACK),
+    ] {
+        if on {
+            flags = flags | flag;
+        }
+    }
+    let segment = TcpSegmentV4 {
+        link,
+        src,
+        dst,
+        seq: t.seq.get(),
+        ack: t.ack.map_or(0, SeqNum::get),
+        flags,
+        window: t.window,
+        options,
+    };
+    Ok(write_tcp_v4_headers(buf, &segment, payload_len))
+}
+
+impl Backend {
+    /// A TCP segment from the guest.
+    pub(crate) fn tcp_from_guest(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        let Some(gs) = parse_segment(src, dst, bytes) else {
+            tracing::debug!(%src, %dst, "unparsable TCP segment dropped");
+            return;
+        };
+        let key = FlowKey::v4(
+            Protocol::Tcp,
+            SocketAddrV4::new(src, gs.src_port),
+            SocketAddrV4::new(dst, gs.dst_port),
+        );
+        if let Some(id) = self.flows.lookup(&key) {
+            if let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) {
+                let _entered = flow.span.clone().entered();
+                flow.conn
+                    .handle_guest_segment(now, &gs.seg, gs.payload, &mut flow.sock);
+            }
+            self.tcp_after(id, now);
+            return;
+        }
+        let is_syn = gs.seg.flags.syn && gs.seg.ack.is_none() && !gs.seg.flags.rst;
+        if is_syn {
+            self.tcp_open(key, &gs, now);
+        } else {
+            self.tcp_reject(&key, &gs.seg, gs.payload.len());
+        }
+    }
+
+    /// Answers a segment that opens no flow with an RST (RFC 9293 §3.10.7.1).
+    fn tcp_reject(&mut self, key: &FlowKey, seg: &Segment, payload_len: usize) {
+        let Some(rst) = rst_for_unknown(seg, payload_len) else {
+            return;
+        };
+        self.counters.rst_unknown += 1;
+        let link = self.frontdesk.link_to_guest();
+        let key = *key;
+        self.queue_built(|buf| {
+            let mut none = None::<HostSocket>;
+            write_segment_without_socket(buf, link, &key, &rst, &mut none)
+        });
+    }
+
+    fn tcp_open(&mut self, key: FlowKey, gs: &GuestSegment<'_>, now: Instant) {
+        let target =
+            match self
+                .nat
+                .translate_outbound(nat_core::Protocol::Tcp, key.guest_addr(), key.dest())
+            {
+                Verdict::Connect(addr) => Some(addr),
+                Verdict::ForwardDns(upstream) => self.dns_target(upstream),
+                Verdict::AnswerLocally(_) => None,
+                Verdict::Deny(reason) => {
+                    self.counters.denied += 1;
+                    tracing::debug!(%key, %reason, "TCP flow denied");
+                    None
+                }
+            };
+        let Some(target) = target else {
+            return self.tcp_reject(&key, &gs.seg, gs.payload.len());
+        };
+        if !self.syn_bucket.try_take(now) {
+            // Dropped silently: the guest retransmits its SYN later.
+            self.counters.syn_rate_drops += 1;
+            return;
+        }
+        if self.flows.count(Protocol::Tcp) >= self.flows.limits().tcp {
+            self.counters.flow_limit_drops += 1;
+            return self.tcp_reject(&key, &gs.seg, gs.payload.len());
+        }
+        let sock = match HostSocket::connect(target) {
+            Ok(sock) => sock,
+            Err(error) => {
+                tracing::debug!(%key, %target, %error, "connect failed at once");
+                return self.tcp_reject(&key, &gs.seg, gs.payload.len());
+            }
+        };
+        let isn = self.isn.isn(key.guest(), key.dest(), now);
+        let conn = TcpConn::from_guest_syn(&gs.seg, isn, self.tcp_config_v4, now);
+        self.tcp_insert(key, conn, sock, now);
+        self.counters.tcp_flows_opened += 1;
+    }
+
+    fn tcp_insert(&mut self, key: FlowKey, conn: TcpConn, sock: HostSocket, now: Instant) {
+        let span = tracing::debug_span!("tcp", flow = tracing::field::Empty, %key);
+        let flow = TcpFlow {
+            conn,
+            sock,
+            interest: None,
+            in_tx: false,
+            reported: TcpStats::default(),
+            span,
+        };
+        match self.flows.insert(key, Flow::Tcp(Box::new(flow))) {
+            Ok(id) => {
+                if let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) {
+                    flow.span.record("flow", tracing::field::display(id));
+                }
+                self.tcp_after(id, now);
+            }
+            Err(InsertError::Exists(_)) => {}
+            Err(InsertError::CapacityReached(_) | InsertError::IndicesExhausted) => {
+                self.counters.flow_limit_drops += 1;
+            }
+        }
+    }
+
+    /// Accepts the connections waiting on forwarded listener `index`.
+    pub(crate) fn tcp_accept(&mut self, index: usize, now: Instant) {
+        for _ in 0..64 {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            let host_port = listener.local_addr().port();
+            let (mut sock, peer) = match listener.accept() {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "accept failed");
+                    return;
+                }
+            };
+            let family = nat_core::IpFamily::V4;
+            let guest =
+                self.nat
+                    .translate_inbound(nat_core::Protocol::Tcp, family, host_port, None);
+            let (Some(SocketAddr::V4(guest)), Some(seen_from)) =
+                (guest, self.guest_view_of_peer(peer))
+            else {
+                let _ = sock.reset();
+                continue;
+            };
+            let key = FlowKey::v4(Protocol::Tcp, guest, seen_from);
+            if self.flows.lookup(&key).is_some()
+                || self.flows.count(Protocol::Tcp) >= self.flows.limits().tcp
+            {
+                self.counters.flow_limit_drops += 1;
+                let _ = sock.reset();
+                continue;
+            }
+            let space = sock.send_space().unwrap_or(0);
+            let isn = self.isn.isn(key.guest(), key.dest(), now);
+            let conn = TcpConn::from_host_accept(isn, space, self.tcp_config_v4, now);
+            self.tcp_insert(key, conn, sock, now);
+            self.counters.tcp_flows_accepted += 1;
+        }
+    }
+
+    /// Host readiness of a TCP flow's socket.
+    pub(crate) fn tcp_readiness(&mut self, id: FlowId, readiness: SocketReadiness, now: Instant) {
+        if let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) {
+            let _entered = flow.span.clone().entered();
+            let done = relay_tcp::on_readiness(&mut flow.conn, &mut flow.sock, readiness, now);
+            if let Some(failure) = done.failure {
+                tracing::debug!(%failure, "host socket failed");
+            }
+        }
+        self.tcp_after(id, now);
+    }
+
+    /// A TCP flow's deadline passed.
+    pub(crate) fn tcp_timeout(&mut self, id: FlowId, now: Instant) {
+        if let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) {
+            flow.conn.handle_timeout(now);
+        }
+        self.tcp_after(id, now);
+    }
+
+    /// After anything happened to a flow: carry out its socket operations,
+    /// narrow its epoll interest, re-arm its deadline, queue its output.
+    fn tcp_after(&mut self, id: FlowId, now: Instant) {
+        let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) else {
+            return;
+        };
+        let _entered = flow.span.clone().entered();
+        let done = relay_tcp::run_socket_ops(&mut flow.conn, &mut flow.sock, now);
+        if let Some(failure) = done.failure {
+            tracing::debug!(%failure, "host socket failed");
+        }
+        while let Some(event) = flow.conn.poll_event() {
+            match event {
+                Event::PhaseChanged { from, to } => {
+                    tracing::debug!(?from, ?to, "phase");
+                }
+                Event::Closed(reason) => tracing::debug!(?reason, "closed"),
+            }
+        }
+        let stats = *flow.conn.stats();
+        self.counters.tcp_bytes_to_host += stats.bytes_to_host - flow.reported.bytes_to_host;
+        self.counters.tcp_bytes_to_guest += stats.bytes_to_guest - flow.reported.bytes_to_guest;
+        flow.reported = stats;
+        let wanted = relay_tcp::epoll_interest(&flow.conn);
+        if let (Some(fd), Some(token)) = (flow.sock.fd(), token_of(id)) {
+            let result = match flow.interest {
+                None => self.poller.register(fd, token, wanted),
+                Some(current) if current != wanted => self.poller.modify(fd, token, wanted),
+                Some(_) => Ok(()),
+            };
+            match result {
+                Ok(()) => flow.interest = Some(wanted),
+                Err(error) => {
+                    tracing::warn!(%error, "epoll registration failed");
+                    flow.conn.handle_host_error(now);
+                }
+            }
+        } else {
+            flow.interest = None;
+        }
+        let deadline = flow.conn.poll_timeout();
+        if !flow.in_tx {
+            flow.in_tx = true;
+            self.tx_ready.push_back(id);
+        }
+        self.flows.set_deadline(id, deadline);
+    }
+
+    /// The next frame of flow `id` for the guest, if it has one.
+    pub(crate) fn tcp_poll_frame(
+        &mut self,
+        id: FlowId,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<usize> {
+        let link = self.frontdesk.link_to_guest();
+        let key = *self.flows.key(id)?;
+        let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) else {
+            return None;
+        };
+        // Bounded: a failed peek ends the flow, whose RST is the next try.
+        for _ in 0..2 {
+            let t = flow.conn.poll_transmit(now)?;
+            match write_segment(buf, link, &key, &t, &mut flow.sock) {
+                Ok(Some(len)) => return Some(len),
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::debug!(%key, %error, "peek failed");
+                    flow.conn.handle_host_error(now);
+                    let _ = relay_tcp::run_socket_ops(&mut flow.conn, &mut flow.sock, now);
+                }
+            }
+        }
+        None
+    }
+
+    /// Removes flow `id` once it is closed and has sent everything; else
+    /// takes it off the transmit queue.
+    pub(crate) fn tcp_reap(&mut self, id: FlowId) {
+        let closed = match self.flows.get_mut(id) {
+            Some(Flow::Tcp(flow)) => {
+                flow.in_tx = false;
+                flow.conn.is_closed()
+            }
+            Some(Flow::Udp(_) | Flow::Icmp(_)) | None => false,
+        };
+        if closed {
+            self.flows.remove(id);
+            self.counters.tcp_flows_closed += 1;
+        }
+    }
+}
+
+/// [`write_segment`] for segments that carry no payload and belong to no
+/// socket (RSTs for unknown flows).
+fn write_segment_without_socket(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    key: &FlowKey,
+    t: &Transmit,
+    _none: &mut Option<HostSocket>,
+) -> Option<usize> {
+    let (src, dst) = (v4_of(key.dest())?, v4_of(key.guest())?);
+    let mut flags = TcpFlags::RST;
+    if t.ack.is_some() {
+        flags = flags | TcpFlags::ACK;
+    }
+    let segment = TcpSegmentV4 {
+        link,
+        src,
+        dst,
+        seq: t.seq.get(),
+        ack: t.ack.map_or(0, SeqNum::get),
+        flags,
+        window: 0,
+        options: TcpOptions::default(),
+    };
+    write_tcp_v4_headers(buf, &segment, 0)
+}

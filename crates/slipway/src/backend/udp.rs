@@ -1,0 +1,567 @@
+//! UDP flows, inbound UDP forwards, DNS forwarding and ICMP echo: datagrams
+//! from the guest to connected host sockets, and host datagrams received
+//! straight into the payload area of frames for the guest.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use epoll_dispatch::{Interest, Token};
+use flow_table::{FlowId, FlowKey, InsertError, Protocol};
+use nat_core::{IpFamily, Verdict};
+use relay_udp_icmp::{
+    DnsForwarder, DnsForwarderConfig, EchoOpenError, EchoSocket, IcmpErrorReport, SendOutcome,
+    UdpFlowSocket, UdpFlowState, UdpListener,
+};
+use smoltcp::wire::Icmpv4DstUnreachable;
+
+use super::{Backend, Flow, KIND_DNS, KIND_ICMP_FLOW, KIND_UDP_FLOW, KIND_UDP_LISTENER};
+use crate::frontdesk::{
+    Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error, build_udp_v4,
+    write_udp_v4_headers,
+};
+
+/// How long an ICMP echo flow lives without traffic.
+const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a UDP flow's datagrams go on the host.
+#[derive(Debug)]
+pub(crate) enum UdpTarget {
+    /// A connected socket of the flow's own.
+    Socket(UdpFlowSocket),
+    /// A forwarded port's listener and the host peer that wrote to it.
+    Listener { index: usize, peer: SocketAddr },
+}
+
+/// One UDP flow.
+#[derive(Debug)]
+pub(crate) struct UdpFlow {
+    pub(crate) target: UdpTarget,
+    pub(crate) state: UdpFlowState,
+    pub(crate) in_tx: bool,
+}
+
+/// An echo request of the guest, its data aside.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EchoRequest {
+    pub(crate) guest: Ipv4Addr,
+    pub(crate) dst: Ipv4Addr,
+    pub(crate) ident: u16,
+    pub(crate) seq: u16,
+}
+
+/// One ICMP echo flow (guest id and destination).
+#[derive(Debug)]
+pub(crate) struct IcmpFlow {
+    pub(crate) sock: EchoSocket,
+    pub(crate) state: UdpFlowState,
+}
+
+/// Guest-facing addresses of a flow: (source as the guest sees it, guest).
+fn v4_pair(key: &FlowKey) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    match (key.dest(), key.guest()) {
+        (SocketAddr::V4(from), SocketAddr::V4(to)) => Some((from, to)),
+        _ => None,
+    }
+}
+
+/// An IPv4 header and UDP header that stand for a datagram the guest sent,
+/// for ICMP errors about it that arrive later (RFC 792 quotes the header
+/// and 8 bytes).
+fn synthetic_udp_quote(key: &FlowKey) -> Option<[u8; 28]> {
+    let (remote, guest) = v4_pair(key)?;
+    let mut quote = [0u8; 28];
+    quote[0] = 0x45;
+    quote[2..4].copy_from_slice(&28u16.to_be_bytes());
+    quote[8] = 64;
+    quote[9] = 17;
+    quote[12..16].copy_from_slice(&guest.ip().octets());
+    quote[16..20].copy_from_slice(&remote.ip().octets());
+    let checksum = !fold_checksum(&quote[..20]);
+    quote[10..12].copy_from_slice(&checksum.to_be_bytes());
+    quote[20..22].copy_from_slice(&guest.port().to_be_bytes());
+    quote[22..24].copy_from_slice(&remote.port().to_be_bytes());
+    quote[24..26].copy_from_slice(&8u16.to_be_bytes());
+    Some(quote)
+}
+
+fn fold_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    u16::try_from(sum).unwrap_or(u16::MAX)
+}
+
+fn dst_unreachable_of(report: &IcmpErrorReport) -> Icmpv4DstUnreachable {
+    if report.is_port_unreachable() {
+        Icmpv4DstUnreachable::PortUnreachable
+    } else if report.icmp_code == 1 {
+        Icmpv4DstUnreachable::HostUnreachable
+    } else if report.icmp_code == 0 {
+        Icmpv4DstUnreachable::NetUnreachable
+    } else {
+        Icmpv4DstUnreachable::CommProhibited
+    }
+}
+
+impl Backend {
+    /// Starts the DNS forwarder and the inbound UDP listeners.
+    pub(crate) fn start_udp(&mut self, rules: &nat_core::Rules) -> Result<(), super::BackendError> {
+        if let Some(upstream) = self.dns_upstream {
+            let forwarder = DnsForwarder::new(upstream, DnsForwarderConfig::default())?;
+            if let Some(token) = Token::new(KIND_DNS, 0, 0) {
+                self.poller
+                    .register(&forwarder, token, Interest::READABLE)?;
+            }
+            self.dns = Some(forwarder);
+        }
+        for forward in rules.udp_forwards.iter() {
+            let bind = forward.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let listener = UdpListener::bind(SocketAddr::new(bind, forward.host_port))?;
+            let index = u32::try_from(self.udp_listeners.len()).unwrap_or(u32::MAX);
+            if let Some(token) = Token::new(KIND_UDP_LISTENER, index, 0) {
+                self.poller.register(&listener, token, Interest::READABLE)?;
+            }
+            self.udp_listeners.push(listener);
+        }
+        Ok(())
+    }
+
+    /// A UDP datagram from the guest.
+    pub(crate) fn udp_from_guest(
+        &mut self,
+        datagram: &crate::frontdesk::Ipv4Datagram<'_>,
+        src_port: u16,
+        dst_port: u16,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        let src = SocketAddrV4::new(datagram.header.src_addr, src_port);
+        let dst = SocketAddrV4::new(datagram.header.dst_addr, dst_port);
+        let key = FlowKey::v4(Protocol::Udp, src, dst);
+        if let Some(id) = self.flows.lookup(&key) {
+            self.udp_send(id, payload, now);
+            return;
+        }
+        let target = match self.nat.translate_outbound(
+            nat_core::Protocol::Udp,
+            IpAddr::V4(*src.ip()),
+            SocketAddr::V4(dst),
+        ) {
+            Verdict::Connect(addr) => addr,
+            Verdict::ForwardDns(_) => {
+                self.dns_query(SocketAddr::V4(src), payload, now);
+                return;
+            }
+            Verdict::AnswerLocally(_) => return,
+            Verdict::Deny(reason) => {
+                self.counters.denied += 1;
+                tracing::debug!(%key, %reason, "UDP flow denied");
+                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+                return;
+            }
+        };
+        if self.flows.count(Protocol::Udp) >= self.flows.limits().udp {
+            self.counters.flow_limit_drops += 1;
+            return;
+        }
+        let sock = match UdpFlowSocket::connect(target) {
+            Ok(sock) => sock,
+            Err(error) => {
+                tracing::debug!(%key, %target, %error, "UDP connect failed");
+                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::NetUnreachable);
+                return;
+            }
+        };
+        let flow = UdpFlow {
+            target: UdpTarget::Socket(sock),
+            state: UdpFlowState::with_default_timeout(now),
+            in_tx: false,
+        };
+        match self.flows.insert(key, Flow::Udp(flow)) {
+            Ok(id) => {
+                if let Some(Flow::Udp(UdpFlow {
+                    target: UdpTarget::Socket(sock),
+                    ..
+                })) = self.flows.get(id)
+                {
+                    if let Some(token) = Token::new(KIND_UDP_FLOW, id.index(), id.generation()) {
+                        if let Err(error) = self.poller.register(sock, token, Interest::READABLE) {
+                            tracing::warn!(%error, "epoll registration failed");
+                        }
+                    }
+                }
+                self.counters.udp_flows_opened += 1;
+                self.udp_send(id, payload, now);
+            }
+            Err(InsertError::Exists(_)) => {}
+            Err(InsertError::CapacityReached(_) | InsertError::IndicesExhausted) => {
+                self.counters.flow_limit_drops += 1;
+            }
+        }
+    }
+
+    fn udp_send(&mut self, id: FlowId, payload: &[u8], now: Instant) {
+        let Some(Flow::Udp(flow)) = self.flows.get_mut(id) else {
+            return;
+        };
+        flow.state.touch(now);
+        let result = match &mut flow.target {
+            UdpTarget::Socket(sock) => sock.send(payload),
+            UdpTarget::Listener { index, peer } => match self.udp_listeners.get_mut(*index) {
+                Some(listener) => listener.send_to(payload, *peer),
+                None => return,
+            },
+        };
+        match result {
+            Ok(SendOutcome::Sent(n)) => self.counters.udp_bytes_to_host += n as u64,
+            Ok(SendOutcome::Dropped(reason)) => {
+                tracing::debug!(?reason, "UDP datagram dropped");
+                self.counters.udp_drops += 1;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "UDP send failed");
+                self.counters.udp_drops += 1;
+            }
+        }
+        let deadline = flow.state.deadline();
+        self.flows.set_deadline(id, Some(deadline));
+    }
+
+    /// Readiness of a UDP flow's socket: errors become ICMP errors to the
+    /// guest now; datagrams wait in the socket until `poll_guest_frame`
+    /// receives them into frames.
+    pub(crate) fn udp_readiness(&mut self, id: FlowId, readable: bool, error: bool) {
+        let Some(key) = self.flows.key(id).copied() else {
+            return;
+        };
+        if error {
+            for _ in 0..16 {
+                let report = match self.flows.get_mut(id) {
+                    Some(Flow::Udp(UdpFlow {
+                        target: UdpTarget::Socket(sock),
+                        ..
+                    })) => sock.recv_error(),
+                    _ => break,
+                };
+                match report {
+                    Ok(Some(report)) if report.icmp_type == 3 || report.is_port_unreachable() => {
+                        if let Some(quote) = synthetic_udp_quote(&key) {
+                            self.counters.icmp_errors_to_guest += 1;
+                            self.queue_icmp_unreachable_from(
+                                &key,
+                                &quote,
+                                dst_unreachable_of(&report),
+                            );
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        if readable {
+            self.mark_tx(id);
+        }
+    }
+
+    /// An ICMP error that seems to come from the flow's remote end.
+    fn queue_icmp_unreachable_from(
+        &mut self,
+        key: &FlowKey,
+        quote: &[u8],
+        code: Icmpv4DstUnreachable,
+    ) {
+        let Some((remote, _)) = v4_pair(key) else {
+            return;
+        };
+        let link = self.frontdesk.link_to_guest();
+        self.queue_built(|buf| {
+            build_icmp_v4_error(
+                buf,
+                link,
+                *remote.ip(),
+                Icmpv4Error::DstUnreachable(code),
+                quote,
+            )
+        });
+    }
+
+    /// Queues flow `id` for `poll_guest_frame`.
+    pub(crate) fn mark_tx(&mut self, id: FlowId) {
+        let flag = match self.flows.get_mut(id) {
+            Some(Flow::Udp(flow)) => &mut flow.in_tx,
+            Some(Flow::Tcp(_) | Flow::Icmp(_)) | None => return,
+        };
+        if !*flag {
+            *flag = true;
+            self.tx_ready.push_back(id);
+        }
+    }
+
+    /// The next datagram of UDP flow `id`, received straight into `buf`.
+    pub(crate) fn udp_poll_frame(
+        &mut self,
+        id: FlowId,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<usize> {
+        let link = self.frontdesk.link_to_guest();
+        let key = *self.flows.key(id)?;
+        let (from, to) = v4_pair(&key)?;
+        let Some(Flow::Udp(flow)) = self.flows.get_mut(id) else {
+            return None;
+        };
+        let UdpTarget::Socket(sock) = &mut flow.target else {
+            return None;
+        };
+        let area = buf.get_mut(UDP_V4_HEADERS_LEN..)?;
+        match sock.recv(area) {
+            Ok(Some(n)) => {
+                flow.state.touch(now);
+                self.counters.udp_bytes_to_guest += n as u64;
+                let deadline = flow.state.deadline();
+                self.flows.set_deadline(id, Some(deadline));
+                write_udp_v4_headers(buf, link, from, to, n)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(%error, "UDP receive failed");
+                None
+            }
+        }
+    }
+
+    /// Takes flow `id` off the transmit queue.
+    pub(crate) fn udp_tx_done(&mut self, id: FlowId) {
+        if let Some(Flow::Udp(flow)) = self.flows.get_mut(id) {
+            flow.in_tx = false;
+        }
+    }
+
+    /// Datagrams from host peers on forwarded UDP port `index`.
+    pub(crate) fn udp_listener_readable(&mut self, index: usize, now: Instant) {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..64 {
+            let Some(listener) = self.udp_listeners.get_mut(index) else {
+                return;
+            };
+            let host_port = listener.local_addr().port();
+            let (n, peer) = match listener.recv_from(&mut buf) {
+                Ok(Some(got)) => got,
+                Ok(None) | Err(_) => return,
+            };
+            let guest =
+                self.nat
+                    .translate_inbound(nat_core::Protocol::Udp, IpFamily::V4, host_port, None);
+            let (Some(SocketAddr::V4(guest)), Some(seen_from)) =
+                (guest, self.guest_view_of_peer(peer))
+            else {
+                continue;
+            };
+            let key = FlowKey::v4(Protocol::Udp, guest, seen_from);
+            let id = match self.flows.lookup(&key) {
+                Some(id) => id,
+                None => {
+                    let flow = UdpFlow {
+                        target: UdpTarget::Listener { index, peer },
+                        state: UdpFlowState::with_default_timeout(now),
+                        in_tx: false,
+                    };
+                    match self.flows.insert(key, Flow::Udp(flow)) {
+                        Ok(id) => id,
+                        Err(_) => {
+                            self.counters.flow_limit_drops += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(Flow::Udp(flow)) = self.flows.get_mut(id) {
+                flow.state.touch(now);
+                let deadline = flow.state.deadline();
+                self.flows.set_deadline(id, Some(deadline));
+            }
+            self.counters.udp_bytes_to_guest += n as u64;
+            let link = self.frontdesk.link_to_guest();
+            let payload = &buf[..n];
+            let mut frame = vec![0u8; UDP_V4_HEADERS_LEN + n];
+            if let Some(len) = build_udp_v4(&mut frame, link, seen_from, guest, payload) {
+                frame.truncate(len);
+                self.queue_frame(frame);
+            }
+        }
+    }
+
+    /// A UDP or ICMP flow's deadline: expire it when idle.
+    pub(crate) fn datagram_timeout(&mut self, id: FlowId, now: Instant) {
+        let expired = match self.flows.get(id) {
+            Some(Flow::Udp(flow)) => flow
+                .state
+                .is_expired(now)
+                .then_some(())
+                .ok_or(flow.state.deadline()),
+            Some(Flow::Icmp(flow)) => flow
+                .state
+                .is_expired(now)
+                .then_some(())
+                .ok_or(flow.state.deadline()),
+            Some(Flow::Tcp(_)) | None => return,
+        };
+        match expired {
+            Ok(()) => {
+                if let Some((key, _)) = self.flows.remove(id) {
+                    tracing::debug!(%key, "idle datagram flow expired");
+                    self.counters.datagram_flows_expired += 1;
+                }
+            }
+            Err(deadline) => {
+                self.flows.set_deadline(id, Some(deadline));
+            }
+        }
+    }
+
+    /// A DNS query to the DNS address.
+    fn dns_query(&mut self, guest: SocketAddr, query: &[u8], now: Instant) {
+        let Some(dns) = self.dns.as_mut() else {
+            self.counters.dns_drops += 1;
+            return;
+        };
+        match dns.forward_query(guest, query, now) {
+            Ok(SendOutcome::Sent(_)) => self.counters.dns_queries += 1,
+            Ok(SendOutcome::Dropped(_)) | Err(_) => self.counters.dns_drops += 1,
+        }
+    }
+
+    /// Replies from the DNS upstream, sent to the guest from the DNS address.
+    pub(crate) fn dns_readable(&mut self, now: Instant) {
+        let Some(dns_addr) = self.frontdesk.plan().ipv4().map(|v4| v4.dns()) else {
+            return;
+        };
+        let link = self.frontdesk.link_to_guest();
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..64 {
+            let Some(dns) = self.dns.as_mut() else {
+                return;
+            };
+            let reply = match dns.recv_reply(&mut buf[UDP_V4_HEADERS_LEN..], now) {
+                Ok(Some(reply)) => reply,
+                Ok(None) | Err(_) => return,
+            };
+            let SocketAddr::V4(guest) = reply.guest else {
+                continue;
+            };
+            let from = SocketAddrV4::new(dns_addr, 53);
+            if let Some(len) = write_udp_v4_headers(&mut buf, link, from, guest, reply.len) {
+                self.queue_frame(buf[..len].to_vec());
+            }
+        }
+    }
+
+    /// An ICMP echo request to a host beyond slipway.
+    pub(crate) fn icmp_echo_relay(
+        &mut self,
+        request: EchoRequest,
+        target: IpAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let EchoRequest {
+            guest: src,
+            dst,
+            ident,
+            seq,
+        } = request;
+        let Some(key) = FlowKey::icmp_echo(IpAddr::V4(src), ident, IpAddr::V4(dst)) else {
+            return;
+        };
+        let id = match self.flows.lookup(&key) {
+            Some(id) => id,
+            None => {
+                if self.flows.count(Protocol::Icmp) >= self.flows.limits().icmp {
+                    self.counters.flow_limit_drops += 1;
+                    return;
+                }
+                let sock = match EchoSocket::open(target, ident) {
+                    Ok(sock) => sock,
+                    Err(EchoOpenError::Unavailable(why)) => {
+                        if !self.echo_warned {
+                            self.echo_warned = true;
+                            tracing::warn!(reason = %why.reason(), "ICMP echo is not available to this process");
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "echo socket failed");
+                        return;
+                    }
+                };
+                let flow = IcmpFlow {
+                    sock,
+                    state: UdpFlowState::new(now, ECHO_IDLE_TIMEOUT),
+                };
+                let Ok(id) = self.flows.insert(key, Flow::Icmp(flow)) else {
+                    self.counters.flow_limit_drops += 1;
+                    return;
+                };
+                if let (Some(Flow::Icmp(flow)), Some(token)) = (
+                    self.flows.get(id),
+                    Token::new(KIND_ICMP_FLOW, id.index(), id.generation()),
+                ) {
+                    if let Err(error) = self.poller.register(&flow.sock, token, Interest::READABLE)
+                    {
+                        tracing::warn!(%error, "epoll registration failed");
+                    }
+                }
+                id
+            }
+        };
+        if let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) {
+            flow.state.touch(now);
+            if let Err(error) = flow.sock.send_echo(seq, data) {
+                tracing::debug!(%error, "echo send failed");
+            }
+            let deadline = flow.state.deadline();
+            self.flows.set_deadline(id, Some(deadline));
+        }
+    }
+
+    /// Echo replies for flow `id`.
+    pub(crate) fn icmp_readable(&mut self, id: FlowId, now: Instant) {
+        let Some(key) = self.flows.key(id).copied() else {
+            return;
+        };
+        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
+            return;
+        };
+        let link = self.frontdesk.link_to_guest();
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..64 {
+            let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
+                return;
+            };
+            let reply = match flow.sock.recv_reply(&mut buf) {
+                Ok(Some(reply)) => reply,
+                Ok(None) | Err(_) => return,
+            };
+            flow.state.touch(now);
+            let data = &buf[..reply.payload_len];
+            let mut frame = vec![0u8; 64 + data.len()];
+            if let Some(len) = build_icmp_v4_echo_reply(
+                &mut frame,
+                link,
+                remote,
+                guest,
+                reply.guest_id,
+                reply.seq,
+                data,
+            ) {
+                frame.truncate(len);
+                self.queue_frame(frame);
+            }
+        }
+    }
+}
