@@ -1,0 +1,385 @@
+//! Frame-level tests of the backend's UDP, DNS and ICMP paths: synthetic
+//! guest frames against real sockets on 127.0.0.1, no root needed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use nat_core::{Cidr, DenyList, Plan, Rules};
+use slipway::{Backend, BackendConfig, NetworkBackend};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
+
+const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+
+fn gateway_mac() -> EthernetAddress {
+    EthernetAddress(Plan::default().gateway_mac().0)
+}
+
+fn backend_with(configure: impl FnOnce(&mut BackendConfig)) -> Backend {
+    let mut config = BackendConfig::new(Plan::default(), Rules::default());
+    configure(&mut config);
+    Backend::new(config, Instant::now()).unwrap()
+}
+
+/// An Ethernet/IPv4 frame from the guest around an IP payload `emit` writes.
+fn ipv4_frame(
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    payload_len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20 + payload_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    EthernetRepr {
+        src_addr: GUEST_MAC,
+        dst_addr: gateway_mac(),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let ip = Ipv4Repr {
+        src_addr: GUEST,
+        dst_addr: dst,
+        next_header: protocol,
+        payload_len,
+        hop_limit: 64,
+    };
+    let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut packet, &ChecksumCapabilities::default());
+    emit(packet.payload_mut());
+    frame
+}
+
+fn udp_frame(src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    ipv4_frame(*dst.ip(), IpProtocol::Udp, 8 + payload.len(), |area| {
+        UdpRepr {
+            src_port,
+            dst_port: dst.port(),
+        }
+        .emit(
+            &mut UdpPacket::new_unchecked(area),
+            &IpAddress::Ipv4(GUEST),
+            &IpAddress::Ipv4(*dst.ip()),
+            payload.len(),
+            |p| p.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
+fn echo_request(dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    let repr = Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no,
+        data,
+    };
+    ipv4_frame(dst, IpProtocol::Icmp, repr.buffer_len(), |area| {
+        repr.emit(
+            &mut Icmpv4Packet::new_unchecked(area),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
+/// What the guest received, parsed.
+#[derive(Debug)]
+enum Received {
+    Udp {
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: Vec<u8>,
+    },
+    Icmp {
+        src: Ipv4Addr,
+        msg_type: u8,
+        code: u8,
+        ident_seq: (u16, u16),
+        data: Vec<u8>,
+    },
+    Other,
+}
+
+fn parse(frame: &[u8]) -> Received {
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    assert_eq!(eth.dst_addr(), GUEST_MAC, "frames go to the guest's MAC");
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return Received::Other;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 header checksum");
+    assert_eq!(ip.dst_addr(), GUEST);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    match ip.next_header() {
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            assert!(udp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)));
+            Received::Udp {
+                src: SocketAddrV4::new(src, udp.src_port()),
+                dst: SocketAddrV4::new(dst, udp.dst_port()),
+                payload: udp.payload().to_vec(),
+            }
+        }
+        IpProtocol::Icmp => {
+            let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+            assert!(icmp.verify_checksum());
+            let msg_type = u8::from(icmp.msg_type());
+            let ident_seq = if msg_type == 0 {
+                (icmp.echo_ident(), icmp.echo_seq_no())
+            } else {
+                (0, 0)
+            };
+            Received::Icmp {
+                src,
+                msg_type,
+                code: icmp.msg_code(),
+                ident_seq,
+                data: icmp.data().to_vec(),
+            }
+        }
+        _ => Received::Other,
+    }
+}
+
+/// Runs the backend until `want` picks a frame, for at most `limit`.
+fn pump_until<T>(
+    backend: &mut Backend,
+    limit: Duration,
+    mut want: impl FnMut(Received) -> Option<T>,
+) -> Option<T> {
+    let end = Instant::now() + limit;
+    let mut buf = vec![0u8; 70_000];
+    while Instant::now() < end {
+        while let Some(len) = backend.poll_guest_frame(&mut buf, Instant::now()) {
+            if let Some(found) = want(parse(&buf[..len])) {
+                return Some(found);
+            }
+        }
+        backend
+            .wait(Some(Instant::now() + Duration::from_millis(20)))
+            .unwrap();
+    }
+    None
+}
+
+fn udp_echo_server() -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            sock.send_to(&buf[..n], peer).unwrap();
+        }
+    });
+    (addr, handle)
+}
+
+#[test]
+fn udp_round_trip_of_a_60000_byte_datagram_at_mtu_65520() {
+    let mut backend = backend_with(|_| {});
+    let (server, handle) = udp_echo_server();
+    let payload: Vec<u8> = (0..60_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let to = SocketAddrV4::new(GATEWAY, server.port());
+    backend.handle_guest_frame(&udp_frame(40_000, to, &payload), Instant::now());
+    let got = pump_until(&mut backend, Duration::from_secs(5), |r| match r {
+        Received::Udp { src, dst, payload } => Some((src, dst, payload)),
+        _ => None,
+    })
+    .expect("the echo came back");
+    handle.join().unwrap();
+    assert_eq!(got.0, to, "the reply comes from where the guest sent it");
+    assert_eq!(got.1, SocketAddrV4::new(GUEST, 40_000));
+    assert!(got.2 == payload, "payload intact");
+    assert_eq!(backend.counters().udp_bytes_to_host, 60_000);
+    assert_eq!(backend.counters().udp_bytes_to_guest, 60_000);
+}
+
+#[test]
+fn udp_to_a_closed_port_gets_icmp_port_unreachable() {
+    let mut backend = backend_with(|_| {});
+    // A port that was free a moment ago: nothing listens there.
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let to = SocketAddrV4::new(GATEWAY, closed);
+    backend.handle_guest_frame(&udp_frame(40_001, to, b"anyone?"), Instant::now());
+    let (src, code, data) = pump_until(&mut backend, Duration::from_secs(3), |r| match r {
+        Received::Icmp {
+            src,
+            msg_type: 3,
+            code,
+            data,
+            ..
+        } => Some((src, code, data)),
+        _ => None,
+    })
+    .expect("an ICMP error reached the guest");
+    assert_eq!(src, GATEWAY);
+    assert_eq!(code, 3, "port unreachable");
+    // The quote names the guest's datagram: its ports follow the IP header.
+    assert_eq!(u16::from_be_bytes([data[20], data[21]]), 40_001);
+    assert_eq!(u16::from_be_bytes([data[22], data[23]]), closed);
+    assert_eq!(backend.counters().icmp_errors_to_guest, 1);
+}
+
+#[test]
+fn idle_udp_flow_expires_after_its_timeout() {
+    let mut backend = backend_with(|_| {});
+    let (server, handle) = udp_echo_server();
+    let start = Instant::now();
+    let to = SocketAddrV4::new(GATEWAY, server.port());
+    backend.handle_guest_frame(&udp_frame(40_002, to, b"ping"), start);
+    pump_until(&mut backend, Duration::from_secs(5), |r| {
+        matches!(r, Received::Udp { .. }).then_some(())
+    })
+    .unwrap();
+    handle.join().unwrap();
+    assert_eq!(backend.open_flows(flow_table::Protocol::Udp), 1);
+    let deadline = backend
+        .poll_timeout()
+        .expect("the flow has an idle deadline");
+    assert!(deadline > start + Duration::from_secs(170));
+    backend.handle_timeout(start + Duration::from_secs(60));
+    assert_eq!(backend.open_flows(flow_table::Protocol::Udp), 1);
+    backend.handle_timeout(deadline + Duration::from_secs(1));
+    assert_eq!(backend.open_flows(flow_table::Protocol::Udp), 0);
+    assert_eq!(backend.counters().datagram_flows_expired, 1);
+}
+
+#[test]
+fn icmp_echo_to_the_gateway_is_answered() {
+    let mut backend = backend_with(|_| {});
+    backend.handle_guest_frame(&echo_request(GATEWAY, 0x1234, 7, b"hello"), Instant::now());
+    let (src, ident_seq, data) = pump_until(&mut backend, Duration::from_secs(3), |r| match r {
+        Received::Icmp {
+            src,
+            msg_type: 0,
+            ident_seq,
+            data,
+            ..
+        } => Some((src, ident_seq, data)),
+        _ => None,
+    })
+    .expect("an echo reply");
+    assert_eq!(src, GATEWAY);
+    assert_eq!(ident_seq, (0x1234, 7));
+    assert_eq!(data, b"hello");
+}
+
+/// A DNS responder on 127.0.0.1 that answers one A query with 192.0.2.7.
+fn dns_responder() -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let addr = sock.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, peer) = sock.recv_from(&mut buf).unwrap();
+        let query = buf[..n].to_vec();
+        let mut reply = query.clone();
+        reply[2] = 0x81; // response, recursion desired
+        reply[3] = 0x80; // recursion available
+        reply[7] = 1; // one answer
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+        sock.send_to(&reply, peer).unwrap();
+        query
+    });
+    (addr, handle)
+}
+
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(u8::try_from(label.len()).unwrap());
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn dns_to_the_dns_address_reaches_the_test_responder() {
+    let (resolver, handle) = dns_responder();
+    let mut backend = backend_with(|c| c.host_resolver = Some(resolver));
+    let query = dns_query(0xbeef, "slipway.test");
+    let to = SocketAddrV4::new(DNS, 53);
+    backend.handle_guest_frame(&udp_frame(5353, to, &query), Instant::now());
+    let (src, payload) = pump_until(&mut backend, Duration::from_secs(5), |r| match r {
+        Received::Udp { src, payload, .. } => Some((src, payload)),
+        _ => None,
+    })
+    .expect("a DNS reply");
+    let seen = handle.join().unwrap();
+    assert_eq!(
+        &seen[12..],
+        &query[12..],
+        "the question reached the upstream"
+    );
+    assert_eq!(src, to, "the reply comes from the DNS address");
+    assert_eq!(&payload[..2], &[0xbe, 0xef], "the guest's id is restored");
+    assert_eq!(&payload[payload.len() - 4..], &[192, 0, 2, 7]);
+    assert_eq!(backend.counters().dns_queries, 1);
+}
+
+#[test]
+fn denied_udp_destination_gets_icmp_unreachable_and_no_socket() {
+    let (server, _handle) = udp_echo_server();
+    let mut backend = backend_with(|c| {
+        c.rules.deny = DenyList::new(["10.0.2.2/32".parse::<Cidr>().unwrap()]);
+    });
+    let to = SocketAddrV4::new(GATEWAY, server.port());
+    backend.handle_guest_frame(&udp_frame(40_003, to, b"x"), Instant::now());
+    let code = pump_until(&mut backend, Duration::from_secs(2), |r| match r {
+        Received::Icmp {
+            msg_type: 3, code, ..
+        } => Some(code),
+        _ => None,
+    })
+    .expect("an ICMP error");
+    assert_eq!(code, 13, "communication administratively prohibited");
+    assert_eq!(backend.counters().denied, 1);
+    assert_eq!(
+        backend.open_flows(flow_table::Protocol::Udp),
+        0,
+        "no flow, no socket"
+    );
+}
+
+#[test]
+fn inbound_udp_forward_reaches_the_guest_and_back() {
+    let free = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = format!("127.0.0.1/{free}:5000");
+    let mut backend = backend_with(|c| c.rules.udp_forwards = spec.parse().unwrap());
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(b"knock", ("127.0.0.1", free)).unwrap();
+    let (src, dst, payload) = pump_until(&mut backend, Duration::from_secs(5), |r| match r {
+        Received::Udp { src, dst, payload } => Some((src, dst, payload)),
+        _ => None,
+    })
+    .expect("the datagram reached the guest");
+    assert_eq!(dst, SocketAddrV4::new(GUEST, 5000));
+    assert_eq!(*src.ip(), GATEWAY, "host loopback appears as the gateway");
+    assert_eq!(payload, b"knock");
+    // The guest answers the address it saw.
+    backend.handle_guest_frame(&udp_frame(5000, src, b"who's there"), Instant::now());
+    let mut buf = [0u8; 64];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"who's there");
+    assert_eq!(from.port(), free);
+}
