@@ -73,7 +73,8 @@ prop_compose! {
             guest_rcv_buf: guest_rcv_buf.max(2 * usize::from(guest_mss)),
             guest_reassembly,
             slipway_mss,
-            host_snd_buf,
+            // Linux never goes below SOCK_MIN_SNDBUF (4608 bytes).
+            host_snd_buf: host_snd_buf.max(4608),
             host_rcv_buf,
             host_read_chunk,
             host_write_chunk,

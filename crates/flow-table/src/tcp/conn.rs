@@ -517,11 +517,13 @@ impl TcpConn {
         self.iss + 1 + (offset & u64::from(u32::MAX)) as u32
     }
 
-    /// True while a full host send buffer shuts the window. Only a shut
-    /// window asks for writable readiness: a small but open one would make a
-    /// level-triggered `EPOLLOUT` fire on every wait.
+    /// True while the host send buffer has less room than one unit of the
+    /// scaled window, so the window advertised is zero. Only then does the
+    /// flow ask for writable readiness: the kernel reports `EPOLLOUT` once a
+    /// third of the buffer is free, far above one unit, so a level-triggered
+    /// registration does not spin.
     pub(crate) fn window_closed(&self) -> bool {
-        self.host_send_space == 0
+        self.host_send_space < 1u32 << self.rcv_wscale
     }
 
     pub(crate) fn arm_retransmit(&mut self, now: Instant) {

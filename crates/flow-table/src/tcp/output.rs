@@ -187,8 +187,10 @@ impl TcpConn {
         Some(Transmit::bare(seq, Some(self.rcv_nxt), ACK, window))
     }
 
-    /// The window field for the next segment. The right edge never moves
-    /// left (RFC 9293 §3.8.6), so it is rounded up to the scale unit.
+    /// The window field for the next segment: the host send buffer's free
+    /// space, rounded down to the scale unit so the guest is never promised
+    /// room the kernel lacks, except that the right edge already promised
+    /// never moves left (RFC 9293 §3.8.6).
     fn advertise_window(&mut self) -> u16 {
         let scale = self.rcv_wscale;
         let max = u32::from(u16::MAX) << scale;
@@ -197,14 +199,17 @@ impl TcpConn {
         } else {
             self.host_send_space.min(max)
         };
-        let mut right = self.rcv_nxt + offered;
-        if right.lt(self.rcv_adv) {
-            right = self.rcv_adv;
-        }
-        let span = right.since(self.rcv_nxt).min(max);
+        let promised = if self.rcv_adv.gt(self.rcv_nxt) {
+            self.rcv_adv.since(self.rcv_nxt).min(max)
+        } else {
+            0
+        };
         let unit = 1u32 << scale;
-        let field = span.div_ceil(unit).min(u32::from(u16::MAX));
-        self.rcv_adv = self.rcv_nxt + (field << scale);
+        let field = (offered >> scale)
+            .max(promised.div_ceil(unit))
+            .min(u32::from(u16::MAX));
+        let right = self.rcv_nxt + (field << scale);
+        self.rcv_adv = self.rcv_adv.max(right);
         u16::try_from(field).unwrap_or(u16::MAX)
     }
 

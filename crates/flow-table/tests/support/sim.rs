@@ -846,7 +846,13 @@ impl<'a> Sim<'a> {
     }
 
     fn fail(&self, what: &str) -> String {
-        let conn = self.conn.as_ref().map(|c| format!("{c:#?}"));
+        let conn = self.conn.as_ref().map(|c| {
+            format!(
+                "next timeout in {:?}\n{c:#?}",
+                c.poll_timeout()
+                    .map(|t| t.saturating_duration_since(self.now))
+            )
+        });
         format!(
             "{what} at {:?} (flow closed: {:?}, timeouts {}, fast retransmits {})\nconfig: {:?}\nguest sent {}/{} acked {} fin_sent {} fin_acked {} peer_fin {} received {}/{}\nhost delivered {}/{} written {}/{} peer_closed {} eof_seen {} rcv_queue {}\nconn: {}",
             self.now - self.start,
@@ -987,7 +993,10 @@ impl<'a> Sim<'a> {
                 self.host.eof_reported = true;
             }
         }
-        if interest.writable && self.host.space() > 0 {
+        // Linux reports a TCP socket writable once a third of its send
+        // buffer is free (sk_stream_is_writeable).
+        let writable = self.host.space() as usize >= (self.host.snd_cap / 3).max(1);
+        if interest.writable && writable {
             conn.handle_host_send_space(now, self.host.space());
         }
     }
