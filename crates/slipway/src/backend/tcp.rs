@@ -427,3 +427,22 @@ fn write_segment_without_socket(
     };
     write_tcp_v4_headers(buf, &segment, 0)
 }
+
+impl Backend {
+    /// Open TCP flows counted by phase (RFC 9293 names), for observers.
+    #[must_use]
+    pub fn tcp_flows_by_phase(&self) -> Vec<(flow_table::tcp::Phase, u32)> {
+        let mut counts: Vec<(flow_table::tcp::Phase, u32)> = Vec::new();
+        for (_, _, flow) in self.flows.iter() {
+            let Flow::Tcp(flow) = flow else {
+                continue;
+            };
+            let phase = flow.conn.phase();
+            match counts.iter_mut().find(|(p, _)| *p == phase) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((phase, 1)),
+            }
+        }
+        counts
+    }
+}
