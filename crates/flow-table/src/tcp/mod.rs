@@ -27,3 +27,15 @@ pub use segment::{
 };
 pub use seq::SeqNum;
 pub use timers::TcpConfig;
+
+#[cfg(test)]
+mod tests {
+    /// User-space bytes of one TCP flow's state machine: no payload buffers,
+    /// only sequence state, timers and the configuration.
+    #[test]
+    fn tcp_state_machine_bytes_per_flow() {
+        let size = std::mem::size_of::<super::TcpConn>();
+        println!("TcpConn: {size} B per flow, no payload buffers");
+        assert!(size <= 640, "TcpConn grew to {size} bytes");
+    }
+}
