@@ -72,7 +72,8 @@ impl Default for TcpConfig {
             max_retransmits: 12,
             // RFC 5382 REQ-5: at least 2 hours 4 minutes.
             idle_timeout: Some(Duration::from_secs(7440)),
-            fin_timeout: Duration::from_secs(60),
+            // Room for eight backed-off retransmissions of the FIN.
+            fin_timeout: Duration::from_secs(300),
             time_wait: Duration::from_secs(60),
         }
     }
