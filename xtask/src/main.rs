@@ -4,6 +4,7 @@
 //! CI runs nothing else. Each subcommand lives in its own module; this file
 //! only parses the command line and maps outcomes to exit codes.
 
+mod demo;
 mod fuzz;
 mod process;
 mod purity;
@@ -18,6 +19,8 @@ Commands:
   verify [--skip STEP]...     run every check CI runs, in order, stopping at
                               the first failure; STEP is one of fmt, clippy,
                               purity, test, doc (repeat --skip or use commas)
+  demo                        a guest in a network namespace fetches a page from
+                              a server on host loopback through slipway (root)
   fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
                               with `cargo +nightly fuzz run` (needs cargo-fuzz)
   help                        print this message
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
             Ok(options) => verify::run(&options),
             Err(message) => usage_error(&message),
         },
+        "demo" if rest.is_empty() => demo::run(),
         "fuzz" => match fuzz::Options::parse(rest) {
             Ok(options) => fuzz::run(&options),
             Err(message) => usage_error(&message),

@@ -207,6 +207,14 @@ fn timeout_until(deadline: Instant, now: Instant) -> Timespec {
     }
 }
 
+/// The epoll descriptor itself, for an embedder's own loop: it polls
+/// readable when any registered fd is ready.
+impl AsFd for Poller {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,13 +267,5 @@ mod tests {
             Err(io::ErrorKind::InvalidInput)
         );
         Ok(())
-    }
-}
-
-/// The epoll descriptor itself, for an embedder's own loop: it polls
-/// readable when any registered fd is ready.
-impl AsFd for Poller {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.epoll.as_fd()
     }
 }

@@ -8,6 +8,9 @@
 //! a frame.
 
 pub mod backend;
+pub mod cli;
 pub mod frontdesk;
+pub mod frontend;
+pub mod netns;
 
 pub use backend::{Backend, BackendConfig, BackendCounters, BackendError, NetworkBackend};

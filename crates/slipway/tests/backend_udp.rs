@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -10,18 +12,13 @@ use nat_core::{Cidr, DenyList, Plan, Rules};
 use slipway::{Backend, BackendConfig, NetworkBackend};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
-    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+    EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet,
+    UdpPacket, UdpRepr,
 };
 
-const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
-const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
-
-fn gateway_mac() -> EthernetAddress {
-    EthernetAddress(Plan::default().gateway_mac().0)
-}
+use support::frames::{
+    self, DNS_IP as DNS, GATEWAY_IP as GATEWAY, GUEST_IP as GUEST, GUEST_MAC, gateway_mac,
+};
 
 fn backend_with(configure: impl FnOnce(&mut BackendConfig)) -> Backend {
     let mut config = BackendConfig::new(Plan::default(), Rules::default());
@@ -37,23 +34,15 @@ fn ipv4_frame(
     emit: impl FnOnce(&mut [u8]),
 ) -> Vec<u8> {
     let mut frame = vec![0u8; 14 + 20 + payload_len];
-    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-    EthernetRepr {
-        src_addr: GUEST_MAC,
-        dst_addr: gateway_mac(),
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut eth);
-    let ip = Ipv4Repr {
-        src_addr: GUEST,
-        dst_addr: dst,
-        next_header: protocol,
+    frames::write_ipv4(
+        &mut frame,
+        gateway_mac(),
+        GUEST,
+        dst,
+        protocol,
         payload_len,
-        hop_limit: 64,
-    };
-    let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut packet, &ChecksumCapabilities::default());
-    emit(packet.payload_mut());
+        emit,
+    );
     frame
 }
 

@@ -245,7 +245,17 @@ impl TcpConn {
 
     fn on_duplicate_ack(&mut self) {
         self.dup_acks = self.dup_acks.saturating_add(1);
-        if self.dup_acks == 3 && self.recover.is_none() {
+        // Early retransmit (RFC 5827): with fewer than four segments in
+        // flight, three duplicate ACKs can never come; one fewer than the
+        // segments in flight is enough.
+        let mss = u64::from(self.snd_mss.max(1));
+        let segments = (self.snd_max - self.snd_una).div_ceil(mss);
+        let threshold = if segments < 4 {
+            u8::try_from(segments.saturating_sub(1).max(1)).unwrap_or(3)
+        } else {
+            3
+        };
+        if self.dup_acks == threshold && self.recover.is_none() {
             // Fast retransmit: peek the first unacknowledged segment again
             // and stay in recovery until everything sent so far is acked.
             self.recover = Some(self.snd_max);

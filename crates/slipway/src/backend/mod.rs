@@ -122,6 +122,8 @@ pub struct BackendCounters {
     pub denied: u64,
     /// New flows refused because a protocol's flow limit was reached.
     pub flow_limit_drops: u64,
+    /// TCP flows in TIME-WAIT reclaimed to make room for new ones.
+    pub time_wait_reclaimed: u64,
     /// SYNs refused by the rate limit on new TCP flows.
     pub syn_rate_drops: u64,
     /// RSTs sent for segments of unknown flows.
@@ -156,6 +158,10 @@ pub(crate) const KIND_UDP_LISTENER: Kind = Kind(4);
 pub(crate) const KIND_DNS: Kind = Kind(5);
 pub(crate) const KIND_ICMP_FLOW: Kind = Kind(6);
 
+/// Room for an ICMP error frame: headers, ICMP header and a quote of an IP
+/// header with options plus 8 bytes.
+pub(crate) const ICMP_ERROR_FRAME_CAP: usize = 14 + 20 + 8 + 60 + 8;
+
 /// Frames queued for the guest outside the flows' own output.
 const MAX_QUEUED_FRAMES: usize = 4096;
 
@@ -188,6 +194,11 @@ pub struct Backend {
     queued: VecDeque<Vec<u8>>,
     /// Flows that may have segments for the guest.
     tx_ready: VecDeque<FlowId>,
+    /// TCP flows that entered TIME-WAIT, oldest first: reclaimed when the
+    /// TCP flow limit is reached (their host sockets are closed already).
+    time_wait: VecDeque<FlowId>,
+    /// Reply buffer of the front desk.
+    scratch: Vec<u8>,
     counters: BackendCounters,
 }
 
@@ -226,6 +237,8 @@ impl Backend {
             echo_warned: false,
             queued: VecDeque::new(),
             tx_ready: VecDeque::new(),
+            time_wait: VecDeque::new(),
+            scratch: vec![0u8; 1514],
             counters: BackendCounters::default(),
         };
         backend.listen_tcp_forwards(&config.rules)?;
@@ -324,9 +337,13 @@ impl Backend {
         self.queued.push_back(frame);
     }
 
-    /// Builds a frame with `build` into a fresh buffer and queues it.
-    pub(crate) fn queue_built(&mut self, build: impl FnOnce(&mut [u8]) -> Option<usize>) {
-        let mut buf = vec![0u8; usize::from(self.frontdesk.plan().mtu()) + 14];
+    /// Builds a frame of at most `cap` bytes with `build` and queues it.
+    pub(crate) fn queue_built(
+        &mut self,
+        cap: usize,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) {
+        let mut buf = vec![0u8; cap];
         if let Some(len) = build(&mut buf) {
             buf.truncate(len);
             self.queue_frame(buf);
@@ -405,7 +422,9 @@ impl Backend {
             return;
         }
         let link = self.frontdesk.link_to_guest();
-        self.queue_built(|buf| build_icmp_v4_echo_reply(buf, link, dst, src, ident, seq, data));
+        self.queue_built(64 + data.len(), |buf| {
+            build_icmp_v4_echo_reply(buf, link, dst, src, ident, seq, data)
+        });
     }
 
     /// An ICMP destination unreachable to the guest about `offending`.
@@ -414,7 +433,7 @@ impl Backend {
         let Some(gateway) = self.frontdesk.plan().ipv4().map(|v4| v4.gateway()) else {
             return;
         };
-        self.queue_built(|buf| {
+        self.queue_built(ICMP_ERROR_FRAME_CAP, |buf| {
             build_icmp_v4_error(
                 buf,
                 link,
@@ -452,11 +471,15 @@ impl Backend {
 
 impl NetworkBackend for Backend {
     fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
-        let mut reply = vec![0u8; 1514];
-        match self.frontdesk.handle_frame(frame, &mut reply) {
+        // One scratch buffer for the front desk's replies (ARP, DHCP): a
+        // TCP segment, the common case, allocates nothing.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        match self.frontdesk.handle_frame(frame, &mut scratch) {
             Outcome::Reply(len) => {
-                reply.truncate(len);
-                self.queue_frame(reply);
+                let reply = scratch.get(..len).map(<[u8]>::to_vec);
+                if let Some(reply) = reply {
+                    self.queue_frame(reply);
+                }
             }
             Outcome::Ipv4(datagram) => self.handle_ipv4(&datagram, now),
             Outcome::Ipv6(_) => {
@@ -464,6 +487,7 @@ impl NetworkBackend for Backend {
             }
             Outcome::Consumed | Outcome::Dropped(_) => {}
         }
+        self.scratch = scratch;
     }
 
     fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {

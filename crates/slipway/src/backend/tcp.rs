@@ -29,6 +29,8 @@ pub(crate) struct TcpFlow {
     interest: Option<epoll_dispatch::Interest>,
     /// Queued in `tx_ready`.
     in_tx: bool,
+    /// Listed in `time_wait`.
+    in_time_wait: bool,
     /// Stats already added to the backend's counters.
     reported: TcpStats,
     span: tracing::Span,
@@ -177,7 +179,7 @@ impl Backend {
         self.counters.rst_unknown += 1;
         let link = self.frontdesk.link_to_guest();
         let key = *key;
-        self.queue_built(|buf| {
+        self.queue_built(64, |buf| {
             let mut none = None::<HostSocket>;
             write_segment_without_socket(buf, link, &key, &rst, &mut none)
         });
@@ -206,7 +208,7 @@ impl Backend {
             self.counters.syn_rate_drops += 1;
             return;
         }
-        if self.flows.count(Protocol::Tcp) >= self.flows.limits().tcp {
+        if !self.tcp_room() {
             self.counters.flow_limit_drops += 1;
             return self.tcp_reject(&key, &gs.seg, gs.payload.len());
         }
@@ -230,6 +232,7 @@ impl Backend {
             sock,
             interest: None,
             in_tx: false,
+            in_time_wait: false,
             reported: TcpStats::default(),
             span,
         };
@@ -273,9 +276,7 @@ impl Backend {
                 continue;
             };
             let key = FlowKey::v4(Protocol::Tcp, guest, seen_from);
-            if self.flows.lookup(&key).is_some()
-                || self.flows.count(Protocol::Tcp) >= self.flows.limits().tcp
-            {
+            if self.flows.lookup(&key).is_some() || !self.tcp_room() {
                 self.counters.flow_limit_drops += 1;
                 let _ = sock.reset();
                 continue;
@@ -285,6 +286,45 @@ impl Backend {
             let conn = TcpConn::from_host_accept(isn, space, self.tcp_config_v4, now);
             self.tcp_insert(key, conn, sock, now);
             self.counters.tcp_flows_accepted += 1;
+        }
+    }
+
+    /// True when one more TCP flow fits, after reclaiming the oldest flow
+    /// in TIME-WAIT if the limit is reached (RFC 6191 lets a new connection
+    /// take over from TIME-WAIT; here the old one's socket is closed
+    /// already and only its entry lingers).
+    fn tcp_room(&mut self) -> bool {
+        let limit = self.flows.limits().tcp;
+        // Bounded: each turn removes a listed id.
+        while self.flows.count(Protocol::Tcp) >= limit {
+            let Some(id) = self.time_wait.pop_front() else {
+                return false;
+            };
+            let lingering = matches!(
+                self.flows.get(id),
+                Some(Flow::Tcp(flow)) if flow.conn.phase() == flow_table::tcp::Phase::TimeWait
+            );
+            if lingering && self.flows.remove(id).is_some() {
+                self.counters.tcp_flows_closed += 1;
+                self.counters.time_wait_reclaimed += 1;
+            }
+        }
+        true
+    }
+
+    /// Drops ids of flows that left TIME-WAIT from the front of the list:
+    /// every flow lingers equally long, so the oldest leave first and the
+    /// list stays about as long as the flows really lingering.
+    fn prune_time_wait(&mut self) {
+        while let Some(&id) = self.time_wait.front() {
+            let lingering = matches!(
+                self.flows.get(id),
+                Some(Flow::Tcp(flow)) if flow.conn.phase() == flow_table::tcp::Phase::TimeWait
+            );
+            if lingering {
+                break;
+            }
+            self.time_wait.pop_front();
         }
     }
 
@@ -348,12 +388,17 @@ impl Backend {
         } else {
             flow.interest = None;
         }
+        if !flow.in_time_wait && flow.conn.phase() == flow_table::tcp::Phase::TimeWait {
+            flow.in_time_wait = true;
+            self.time_wait.push_back(id);
+        }
         let deadline = flow.conn.poll_timeout();
         if !flow.in_tx {
             flow.in_tx = true;
             self.tx_ready.push_back(id);
         }
         self.flows.set_deadline(id, deadline);
+        self.prune_time_wait();
     }
 
     /// The next frame of flow `id` for the guest, if it has one.
@@ -368,20 +413,15 @@ impl Backend {
         let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) else {
             return None;
         };
-        // Bounded: a failed peek ends the flow, whose RST is the next try.
-        for _ in 0..2 {
-            let t = flow.conn.poll_transmit(now)?;
-            match write_segment(buf, link, &key, &t, &mut flow.sock) {
-                Ok(Some(len)) => return Some(len),
-                Ok(None) => return None,
-                Err(error) => {
-                    tracing::debug!(%key, %error, "peek failed");
-                    flow.conn.handle_host_error(now);
-                    let _ = relay_tcp::run_socket_ops(&mut flow.conn, &mut flow.sock, now);
-                }
-            }
+        let len = next_segment(flow, buf, link, &key, now);
+        // Sending arms timers (retransmission after the first segment in
+        // flight, the FIN's): the table's deadline must follow, or a lost
+        // ACK is never retransmitted.
+        let deadline = flow.conn.poll_timeout();
+        if self.flows.deadline(id) != deadline {
+            self.flows.set_deadline(id, deadline);
         }
-        None
+        len
     }
 
     /// Removes flow `id` once it is closed and has sent everything; else
@@ -399,6 +439,30 @@ impl Backend {
             self.counters.tcp_flows_closed += 1;
         }
     }
+}
+
+/// Writes the next segment of `flow` into `buf`, if one is due.
+fn next_segment(
+    flow: &mut TcpFlow,
+    buf: &mut [u8],
+    link: LinkAddrs,
+    key: &FlowKey,
+    now: Instant,
+) -> Option<usize> {
+    // Bounded: a failed peek ends the flow, whose RST is the next try.
+    for _ in 0..2 {
+        let t = flow.conn.poll_transmit(now)?;
+        match write_segment(buf, link, key, &t, &mut flow.sock) {
+            Ok(Some(len)) => return Some(len),
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::debug!(%key, %error, "peek failed");
+                flow.conn.handle_host_error(now);
+                let _ = relay_tcp::run_socket_ops(&mut flow.conn, &mut flow.sock, now);
+            }
+        }
+    }
+    None
 }
 
 /// [`write_segment`] for segments that carry no payload and belong to no

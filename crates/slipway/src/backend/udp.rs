@@ -279,7 +279,7 @@ impl Backend {
             return;
         };
         let link = self.frontdesk.link_to_guest();
-        self.queue_built(|buf| {
+        self.queue_built(super::ICMP_ERROR_FRAME_CAP, |buf| {
             build_icmp_v4_error(
                 buf,
                 link,

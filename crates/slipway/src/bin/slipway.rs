@@ -1,0 +1,401 @@
+//! The `slipway` command: `slipway run [OPTIONS] [--] CMD [ARGS...]` runs a
+//! command in a new network namespace whose only link is a tap device served
+//! by slipway; `slipway attach [OPTIONS] --netns PATH|PID` serves an existing
+//! namespace. See `slipway --help`.
+//!
+//! Exit status: `run` exits with the command's status (128+N when signal N
+//! ended it); 1 when slipway itself fails; 2 on a usage error.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, ExitCode, ExitStatus};
+use std::time::{Duration, Instant};
+
+use nat_core::{DenyList, IPV6_MIN_MTU, Nat, Plan, Rules, RulesError};
+use relay_udp_icmp::resolv_conf;
+use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, USAGE};
+use slipway::frontdesk::PcapWriter;
+use slipway::frontend::{
+    ServeEnd, SignalFd, StopWhen, TapFrontend, pidfd_open, pidfd_send_signal, stats_report,
+};
+use slipway::netns::{self, Namespace, TapConfig};
+use slipway::{Backend, BackendConfig, BackendError};
+
+/// How long slipway keeps serving after the command exits, so that its
+/// connections close cleanly on the host side too.
+const DRAIN: Duration = Duration::from_millis(500);
+
+type Pcap = PcapWriter<BufWriter<File>>;
+
+/// Why slipway stops before the command's status is known.
+enum Failure {
+    /// A configuration error: exit status 2.
+    Usage(String),
+    /// A failure while running: exit status 1.
+    Runtime(String),
+}
+
+impl Failure {
+    fn runtime(context: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
+        move |error| Failure::Runtime(format!("{context}: {error}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("slipway: {error}");
+            eprintln!("Try 'slipway --help' for more information.");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("slipway {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Run { options, argv } => {
+            init_logging(options.log);
+            run(&options, &argv)
+        }
+        Command::Attach { options, netns } => {
+            init_logging(options.log);
+            attach(&options, &netns)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Usage(message)) => {
+            eprintln!("slipway: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("slipway: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: LogLevel) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        LogLevel::Quiet => EnvFilter::new("error"),
+        LogLevel::Debug => EnvFilter::new("debug"),
+        LogLevel::Trace => EnvFilter::new("trace"),
+        LogLevel::Default => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+/// The backend, its plan and the capture, built from the options.
+struct Setup {
+    plan: Plan,
+    backend: Backend,
+    pcap: Option<Pcap>,
+}
+
+fn setup(options: &Options) -> Result<Setup, Failure> {
+    let mut builder = Plan::builder().mtu(options.mtu);
+    if options.mtu < IPV6_MIN_MTU {
+        // Linux turns IPv6 off on a link this small, and so does the plan.
+        builder = builder.disable_ipv6();
+    }
+    let plan = builder
+        .build()
+        .map_err(|e| Failure::Usage(format!("--mtu: {e}")))?;
+    let rules = Rules {
+        host_loopback: options.host_loopback,
+        deny: options.deny.iter().copied().collect::<DenyList>(),
+        tcp_forwards: options.tcp_forwards.clone(),
+        udp_forwards: options.udp_forwards.clone(),
+        dns_upstream: options.dns_upstream,
+    };
+    Nat::new(plan, rules.clone()).map_err(|e| Failure::Usage(rules_message(&e)))?;
+    let mut config = BackendConfig::new(plan, rules);
+    if options.dns_upstream.is_none() {
+        config.host_resolver = host_resolver(&config.rules.deny);
+    }
+    let backend = Backend::new(config, Instant::now()).map_err(|e| match e {
+        BackendError::Rules(e) => Failure::Usage(rules_message(&e)),
+        other => Failure::Runtime(format!("cannot start: {other}")),
+    })?;
+    let pcap = match &options.pcap {
+        Some(path) => Some(open_pcap(path)?),
+        None => None,
+    };
+    Ok(Setup {
+        plan,
+        backend,
+        pcap,
+    })
+}
+
+/// A rules error, led by the option it comes from.
+fn rules_message(error: &RulesError) -> String {
+    let option = match error {
+        RulesError::DnsUpstreamPortZero { .. } => "--dns-upstream",
+        RulesError::UnusableAddress { rule, .. } | RulesError::InsideGuestNetwork { rule, .. }
+            if *rule == "DNS upstream" =>
+        {
+            "--dns-upstream"
+        }
+        RulesError::UnusableAddress { .. } | RulesError::InsideGuestNetwork { .. } => {
+            "--map-host-loopback"
+        }
+        RulesError::ForwardFamilyDisabled { proto, .. } => match proto {
+            nat_core::Protocol::Udp => "-u",
+            _ => "-t",
+        },
+    };
+    format!("{option}: {error}")
+}
+
+/// The host's resolver from `/etc/resolv.conf`, unless the deny list
+/// covers it.
+fn host_resolver(deny: &DenyList) -> Option<std::net::SocketAddr> {
+    let path = Path::new(resolv_conf::DEFAULT_PATH);
+    match resolv_conf::host_resolver(path) {
+        Ok(Some(addr)) => match deny.denied_by(addr.ip()) {
+            Some(prefix) => {
+                tracing::warn!(%addr, %prefix, "the host resolver is denied; DNS is not forwarded");
+                None
+            }
+            None => Some(addr),
+        },
+        Ok(None) => {
+            tracing::warn!(
+                "{} names no nameserver; DNS is not forwarded (see --dns-upstream)",
+                path.display()
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read {}; DNS is not forwarded (see --dns-upstream)", path.display());
+            None
+        }
+    }
+}
+
+fn open_pcap(path: &Path) -> Result<Pcap, Failure> {
+    let file = File::create(path)
+        .map_err(|e| Failure::Runtime(format!("--pcap: cannot create {}: {e}", path.display())))?;
+    PcapWriter::new(BufWriter::new(file), 0)
+        .map_err(|e| Failure::Runtime(format!("--pcap: cannot write {}: {e}", path.display())))
+}
+
+fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
+    let v4 = plan.ipv4();
+    TapConfig {
+        name: options.ifname.clone(),
+        mac: plan.guest_mac().0,
+        mtu: u32::from(plan.mtu()),
+        addr_v4: v4.map(|v4| (v4.guest(), v4.network().prefix_len())),
+        gateway_v4: v4.map(nat_core::Ipv4Plan::gateway),
+        // The backend relays IPv4 only so far: no IPv6 address or route, so
+        // IPv6 destinations fail at once in the guest instead of timing out.
+        addr_v6: None,
+        gateway_v6: None,
+    }
+}
+
+fn open_tap(ns: &Namespace, options: &Options, plan: &Plan) -> Result<OwnedFd, Failure> {
+    netns::open_tap(ns, &tap_config(options, plan)).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AlreadyExists {
+            " (choose another name with --ifname)"
+        } else {
+            ""
+        };
+        Failure::Runtime(format!(
+            "cannot set up the tap device {:?} in the namespace: {e}{hint}",
+            options.ifname
+        ))
+    })
+}
+
+fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
+    let Setup {
+        plan,
+        mut backend,
+        mut pcap,
+    } = setup(options)?;
+    let Some(dns) = plan.ipv4().map(nat_core::Ipv4Plan::dns) else {
+        return Err(Failure::Runtime("the plan has no IPv4 half".into()));
+    };
+    let ns = Namespace::create().map_err(|e| match e.kind() {
+        // The message already says what is missing.
+        io::ErrorKind::PermissionDenied => Failure::Runtime(e.to_string()),
+        _ => Failure::Runtime(format!("cannot create a network namespace: {e}")),
+    })?;
+    let tap = open_tap(&ns, options, &plan)?;
+    let resolv = netns::write_resolv_conf(&[IpAddr::V4(dns)])
+        .map_err(Failure::runtime("cannot write the namespace's resolv.conf"))?;
+    let _resolv_guard = RemoveOnDrop(&resolv);
+    let mut child = netns::spawn_in(&ns, argv, Some(&resolv)).map_err(|e| {
+        let name = argv
+            .first()
+            .map(|a| a.to_string_lossy())
+            .unwrap_or_default();
+        Failure::Runtime(format!("cannot run {name:?}: {e}"))
+    })?;
+    let outcome = serve_child(&mut backend, &tap, pcap.as_mut(), &mut child);
+    let status = match outcome {
+        Ok((status, counters)) => {
+            if options.stats {
+                eprint!("slipway: counters\n{}", stats_report(&backend, &counters));
+            }
+            status
+        }
+        Err(failure) => {
+            kill_and_reap(&mut child);
+            return Err(failure);
+        }
+    };
+    finish_pcap(pcap);
+    Ok(exit_code(status))
+}
+
+/// Serves the namespace until `child` exits and a short drain is over;
+/// returns its status and the tap counters.
+fn serve_child(
+    backend: &mut Backend,
+    tap: &OwnedFd,
+    mut pcap: Option<&mut Pcap>,
+    child: &mut Child,
+) -> Result<(ExitStatus, slipway::frontend::TapCounters), Failure> {
+    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    let pidfd = pidfd_open(pid).map_err(Failure::runtime("pidfd_open"))?;
+    // Blocked only now: the child must not inherit a mask that blocks them.
+    let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(Failure::runtime("signalfd"))?;
+    let mut frontend = TapFrontend::new(tap.as_fd());
+    let serving = StopWhen {
+        process_exit: Some(pidfd.as_fd()),
+        signals: Some(&signals),
+        ..StopWhen::default()
+    };
+    loop {
+        let end = frontend
+            .serve(backend, pcap.as_deref_mut(), &serving)
+            .map_err(Failure::runtime("serving the namespace"))?;
+        match end {
+            ServeEnd::Signal(signal) => {
+                // The command decides what a signal means; slipway serves on
+                // until it exits.
+                tracing::debug!(signal, "passing the signal to the command");
+                if let Err(error) = pidfd_send_signal(pidfd.as_fd(), signal) {
+                    tracing::debug!(%error, "the command did not take the signal");
+                }
+            }
+            ServeEnd::ProcessExited | ServeEnd::Deadline | ServeEnd::TcpSettled => break,
+        }
+    }
+    let draining = StopWhen {
+        signals: Some(&signals),
+        deadline: Some(Instant::now() + DRAIN),
+        tcp_settled: true,
+        ..StopWhen::default()
+    };
+    let end = frontend.serve(backend, pcap, &draining);
+    tracing::debug!(?end, "drained");
+    let status = child
+        .wait()
+        .map_err(Failure::runtime("waiting for the command"))?;
+    Ok((status, frontend.counters().clone()))
+}
+
+fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
+    // Blocked first, so the helper threads of the namespace calls inherit
+    // the mask and no signal lands on a thread that does not block it.
+    let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(Failure::runtime("signalfd"))?;
+    let Setup {
+        plan,
+        mut backend,
+        mut pcap,
+    } = setup(options)?;
+    let process = match target {
+        NetnsTarget::Pid(pid) => Some(
+            pidfd_open(*pid)
+                .map_err(|e| Failure::Runtime(format!("--netns: process {pid}: {e}")))?,
+        ),
+        NetnsTarget::Path(_) => None,
+    };
+    let ns =
+        Namespace::open(&target.as_arg()).map_err(|e| Failure::Runtime(format!("--netns: {e}")))?;
+    let tap = open_tap(&ns, options, &plan)?;
+    let mut frontend = TapFrontend::new(tap.as_fd());
+    let stop = StopWhen {
+        process_exit: process.as_ref().map(AsFd::as_fd),
+        signals: Some(&signals),
+        ..StopWhen::default()
+    };
+    let end = frontend
+        .serve(&mut backend, pcap.as_mut(), &stop)
+        .map_err(Failure::runtime("serving the namespace"))?;
+    match end {
+        ServeEnd::ProcessExited => tracing::info!("the namespace's process exited"),
+        ServeEnd::Signal(signal) => tracing::info!(signal, "stopped by a signal"),
+        ServeEnd::Deadline | ServeEnd::TcpSettled => {}
+    }
+    if options.stats {
+        eprint!(
+            "slipway: counters\n{}",
+            stats_report(&backend, frontend.counters())
+        );
+    }
+    finish_pcap(pcap);
+    Ok(0)
+}
+
+fn finish_pcap(pcap: Option<Pcap>) {
+    let Some(pcap) = pcap else { return };
+    if let Err(error) = pcap.into_inner().flush() {
+        tracing::warn!(%error, "cannot finish the pcap file");
+    }
+}
+
+fn kill_and_reap(child: &mut Child) {
+    if let Err(error) = child.kill() {
+        tracing::debug!(%error, "cannot kill the command");
+    }
+    let _ = child.wait();
+}
+
+/// The shell's convention: the exit code, or 128 plus the signal number.
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + (signal & 0x7f)).unwrap_or(255),
+        (None, None) => 1,
+    }
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        match std::fs::remove_file(self.0) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                tracing::debug!(%error, path = %self.0.display(), "cannot remove");
+            }
+            _ => {}
+        }
+    }
+}

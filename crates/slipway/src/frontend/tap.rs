@@ -1,0 +1,500 @@
+//! The tap frontend: one thread moves frames between a tap device and a
+//! [`Backend`], sleeping in one epoll set until the tap is readable (or
+//! writable, while a frame waits), the backend's host sockets are ready, a
+//! stop source fires, or the backend's next deadline comes.
+//!
+//! Invariant: no fixed-period wakeup. The loop sleeps until an fd is ready
+//! or a deadline passes; a frame the tap cannot take yet is kept and the
+//! loop waits for `EPOLLOUT`, so it neither drops frames silently nor spins.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use epoll_dispatch::{Events, Interest, Kind, Poller, Readiness, Token};
+use flow_table::tcp::Phase;
+use rustix::io::Errno;
+
+use super::SignalFd;
+use crate::frontdesk::PcapWriter;
+use crate::{Backend, NetworkBackend};
+
+/// Room for the largest frame: a 65535-byte IP datagram and its Ethernet
+/// header, with a byte to spare.
+pub const FRAME_BUFFER_LEN: usize = 65536 + 14;
+
+/// Frames read from the tap per wakeup, so that host traffic is not starved
+/// by a guest that sends without pause.
+const READ_BATCH: usize = 64;
+
+/// Frames written to the tap per pass of the loop before it looks at its
+/// other sources again; the next wait then does not sleep.
+const WRITE_BATCH: usize = 256;
+
+const fn token(kind: u8) -> Token {
+    match Token::new(Kind(kind), 0, 0) {
+        Some(token) => token,
+        None => panic!("index 0 fits in a token"),
+    }
+}
+
+const TOKEN_TAP: Token = token(1);
+const TOKEN_BACKEND: Token = token(2);
+const TOKEN_SIGNAL: Token = token(3);
+const TOKEN_PROCESS: Token = token(4);
+
+/// What ends [`TapFrontend::serve`]; whichever comes first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopWhen<'a> {
+    /// A process descriptor (pidfd): serving ends when that process exits.
+    pub process_exit: Option<BorrowedFd<'a>>,
+    /// Serving ends when one of this descriptor's signals arrives.
+    pub signals: Option<&'a SignalFd>,
+    /// Serving ends at this instant.
+    pub deadline: Option<Instant>,
+    /// Serving ends once no TCP flow is left exchanging data (every one is
+    /// closed or in TIME-WAIT) and every frame for the guest is written.
+    pub tcp_settled: bool,
+}
+
+/// Why [`TapFrontend::serve`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// The process of [`StopWhen::process_exit`] exited.
+    ProcessExited,
+    /// This signal arrived on [`StopWhen::signals`].
+    Signal(libc::c_int),
+    /// [`StopWhen::deadline`] passed.
+    Deadline,
+    /// [`StopWhen::tcp_settled`] held.
+    TcpSettled,
+}
+
+/// What the tap frontend moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TapCounters {
+    /// Frames read from the tap.
+    pub frames_from_guest: u64,
+    /// Bytes read from the tap.
+    pub bytes_from_guest: u64,
+    /// Frames written to the tap.
+    pub frames_to_guest: u64,
+    /// Bytes written to the tap.
+    pub bytes_to_guest: u64,
+    /// Times a write found the tap full (`EAGAIN`) and the loop waited.
+    pub write_waits: u64,
+    /// Frames the tap refused with an error (e.g. `EIO` while the interface
+    /// is down); each is dropped, counted here and logged.
+    pub write_errors: u64,
+}
+
+/// Which sources the last wait reported.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ready {
+    tap: bool,
+    backend: bool,
+    signal: bool,
+    process: bool,
+}
+
+impl Ready {
+    fn from_events(events: &Events) -> Self {
+        let mut ready = Ready::default();
+        for (token, readiness) in events {
+            let any = readiness.is_readable() || is_failed(readiness);
+            match token {
+                TOKEN_TAP => ready.tap |= any || readiness.is_writable(),
+                TOKEN_BACKEND => ready.backend |= any,
+                TOKEN_SIGNAL => ready.signal |= any,
+                TOKEN_PROCESS => ready.process |= any,
+                _ => {}
+            }
+        }
+        ready
+    }
+}
+
+fn is_failed(readiness: Readiness) -> bool {
+    readiness.is_error() || readiness.is_hangup()
+}
+
+/// The tap side of the loop: its buffers, the frame the tap has not taken
+/// yet, and its counters. It outlives one [`serve`](Self::serve) call, so a
+/// kept frame survives a return for a signal.
+#[derive(Debug)]
+pub struct TapFrontend<'t> {
+    tap: BorrowedFd<'t>,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    /// The length of the frame in `tx` the tap has not taken yet.
+    pending: Option<usize>,
+    counters: TapCounters,
+    pcap_failed: bool,
+}
+
+/// Serves `tap` for `backend` until `stop`; see [`TapFrontend::serve`].
+///
+/// # Errors
+/// As [`TapFrontend::serve`].
+pub fn serve_tap<W: Write>(
+    backend: &mut Backend,
+    tap: &OwnedFd,
+    pcap: Option<&mut PcapWriter<W>>,
+    stop: StopWhen<'_>,
+) -> io::Result<ServeEnd> {
+    TapFrontend::new(tap.as_fd()).serve(backend, pcap, &stop)
+}
+
+impl<'t> TapFrontend<'t> {
+    /// A frontend for a non-blocking tap descriptor that reads and writes
+    /// one frame per call.
+    #[must_use]
+    pub fn new(tap: BorrowedFd<'t>) -> Self {
+        Self {
+            tap,
+            rx: vec![0; FRAME_BUFFER_LEN],
+            tx: vec![0; FRAME_BUFFER_LEN],
+            pending: None,
+            counters: TapCounters::default(),
+            pcap_failed: false,
+        }
+    }
+
+    /// What the frontend has moved so far.
+    #[must_use]
+    pub fn counters(&self) -> &TapCounters {
+        &self.counters
+    }
+
+    /// Moves frames until `stop`: frames read from the tap go to the pcap
+    /// (if any) and the backend; frames from the backend go to the pcap and
+    /// the tap.
+    ///
+    /// # Errors
+    /// The epoll set, the backend's epoll set, the signalfd or a tap read
+    /// failed (the tap device is gone).
+    pub fn serve<W: Write>(
+        &mut self,
+        backend: &mut Backend,
+        mut pcap: Option<&mut PcapWriter<W>>,
+        stop: &StopWhen<'_>,
+    ) -> io::Result<ServeEnd> {
+        let mut poller = Poller::new()?;
+        let mut events = Events::with_capacity(8);
+        poller.register(self.tap, TOKEN_TAP, Interest::READABLE)?;
+        poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
+        if let Some(signals) = stop.signals {
+            poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
+        }
+        if let Some(process) = stop.process_exit {
+            poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
+        }
+        let mut tap_interest = Interest::READABLE;
+        // The first pass looks at every source without waiting.
+        let mut ready = Ready {
+            tap: true,
+            backend: true,
+            signal: stop.signals.is_some(),
+            process: false,
+        };
+        loop {
+            let signal = match stop.signals {
+                Some(signals) if ready.signal => signals.read()?,
+                _ => None,
+            };
+            if let Some(signal) = signal {
+                tracing::debug!(signal, "signal received");
+                return Ok(ServeEnd::Signal(signal));
+            }
+            if ready.process {
+                tracing::debug!("process exited");
+                return Ok(ServeEnd::ProcessExited);
+            }
+            let now = Instant::now();
+            if ready.tap {
+                self.read_frames(backend, &mut pcap, now)?;
+            }
+            if ready.backend {
+                backend.handle_host_events(now)?;
+            }
+            backend.handle_timeout(now);
+            let more = self.write_frames(backend, &mut pcap, now);
+            let wanted = if self.pending.is_some() {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if wanted != tap_interest {
+                poller.modify(self.tap, TOKEN_TAP, wanted)?;
+                tap_interest = wanted;
+            }
+            if stop.tcp_settled && self.pending.is_none() && tcp_settled(backend) {
+                return Ok(ServeEnd::TcpSettled);
+            }
+            if stop.deadline.is_some_and(|deadline| now >= deadline) {
+                return Ok(ServeEnd::Deadline);
+            }
+            let deadline = if more {
+                Some(now)
+            } else {
+                self.flush_pcap(&mut pcap);
+                earliest(backend.poll_timeout(), stop.deadline)
+            };
+            poller.wait(&mut events, deadline)?;
+            ready = Ready::from_events(&events);
+        }
+    }
+
+    /// Reads up to [`READ_BATCH`] frames and hands them to the backend.
+    fn read_frames<W: Write>(
+        &mut self,
+        backend: &mut Backend,
+        pcap: &mut Option<&mut PcapWriter<W>>,
+        now: Instant,
+    ) -> io::Result<()> {
+        let mut read = 0;
+        while read < READ_BATCH {
+            let len = match rustix::io::read(self.tap, &mut self.rx) {
+                Ok(0) => return Err(io::Error::other("the tap device was closed")),
+                Ok(len) => len,
+                Err(Errno::AGAIN) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("reading the tap: {e}"))),
+            };
+            read += 1;
+            let frame = &self.rx[..len];
+            self.counters.frames_from_guest += 1;
+            self.counters.bytes_from_guest += len as u64;
+            record(pcap, &mut self.pcap_failed, frame);
+            backend.handle_guest_frame(frame, now);
+        }
+        Ok(())
+    }
+
+    /// Writes the kept frame, then the backend's frames, until the backend
+    /// has none, the tap is full (the frame is kept), or [`WRITE_BATCH`]
+    /// frames are written. Returns whether the batch ran out with frames
+    /// perhaps left.
+    fn write_frames<W: Write>(
+        &mut self,
+        backend: &mut Backend,
+        pcap: &mut Option<&mut PcapWriter<W>>,
+        now: Instant,
+    ) -> bool {
+        for _ in 0..WRITE_BATCH {
+            let len = match self.pending.take() {
+                Some(len) => len,
+                None => match backend.poll_guest_frame(&mut self.tx, now) {
+                    Some(len) => {
+                        let len = len.min(self.tx.len());
+                        record(pcap, &mut self.pcap_failed, &self.tx[..len]);
+                        len
+                    }
+                    None => return false,
+                },
+            };
+            match write_retrying(self.tap, &self.tx[..len]) {
+                Ok(()) => {
+                    self.counters.frames_to_guest += 1;
+                    self.counters.bytes_to_guest += len as u64;
+                }
+                Err(Errno::AGAIN) => {
+                    self.counters.write_waits += 1;
+                    tracing::trace!(len, "tap full; keeping the frame until it drains");
+                    self.pending = Some(len);
+                    return false;
+                }
+                Err(error) => {
+                    self.counters.write_errors += 1;
+                    tracing::debug!(%error, len, "tap refused a frame; dropped");
+                }
+            }
+        }
+        true
+    }
+
+    fn flush_pcap<W: Write>(&mut self, pcap: &mut Option<&mut PcapWriter<W>>) {
+        if self.pcap_failed {
+            return;
+        }
+        let Some(writer) = pcap.as_mut() else { return };
+        if let Err(error) = writer.flush() {
+            tracing::warn!(%error, "pcap capture failed; capture stopped");
+            self.pcap_failed = true;
+        }
+    }
+}
+
+/// Writes one frame, retrying on `EINTR`.
+fn write_retrying(fd: BorrowedFd<'_>, frame: &[u8]) -> Result<(), Errno> {
+    loop {
+        match rustix::io::write(fd, frame) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Appends `frame` to the capture, stopping the capture at its first error.
+fn record<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool, frame: &[u8]) {
+    if *failed {
+        return;
+    }
+    let Some(writer) = pcap.as_mut() else { return };
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    if let Err(error) = writer.write_frame(timestamp, frame) {
+        tracing::warn!(%error, "pcap capture failed; capture stopped");
+        *failed = true;
+    }
+}
+
+/// Whether every TCP flow is closed or only lingering in TIME-WAIT.
+fn tcp_settled(backend: &Backend) -> bool {
+    backend
+        .tcp_flows_by_phase()
+        .iter()
+        .all(|(phase, _)| matches!(phase, Phase::TimeWait | Phase::Closed))
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    use nat_core::{Plan, Rules};
+
+    use super::*;
+    use crate::BackendConfig;
+
+    fn backend() -> Backend {
+        Backend::new(
+            BackendConfig::new(Plan::default(), Rules::default()),
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    /// A broadcast ARP request from the guest for the gateway.
+    fn arp_request_for_gateway() -> Vec<u8> {
+        let mut frame = vec![0xff; 6];
+        frame.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06]);
+        frame.extend([0, 1, 8, 0, 6, 4, 0, 1]);
+        frame.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 10, 0, 2, 15]);
+        frame.extend([0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+        frame
+    }
+
+    /// A datagram socket pair stands in for the tap: one frame per read and
+    /// write, non-blocking.
+    fn fake_tap() -> (UnixDatagram, UnixDatagram) {
+        let (ours, guest) = UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (ours, guest)
+    }
+
+    #[test]
+    fn answers_arp_and_captures_both_directions() {
+        let (tap, guest) = fake_tap();
+        guest.send(&arp_request_for_gateway()).unwrap();
+        let mut backend = backend();
+        let mut pcap = PcapWriter::new(Vec::new(), 0).unwrap();
+        let mut frontend = TapFrontend::new(tap.as_fd());
+        let stop = StopWhen {
+            deadline: Some(Instant::now() + Duration::from_millis(50)),
+            ..StopWhen::default()
+        };
+        let end = frontend
+            .serve(&mut backend, Some(&mut pcap), &stop)
+            .unwrap();
+        assert_eq!(end, ServeEnd::Deadline);
+        let mut reply = [0u8; 2048];
+        let len = guest.recv(&mut reply).unwrap();
+        assert_eq!(&reply[12..14], &[0x08, 0x06]);
+        assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
+        assert_eq!(&reply[28..32], &[10, 0, 2, 2]);
+        let counters = frontend.counters();
+        assert_eq!(
+            (counters.frames_from_guest, counters.frames_to_guest),
+            (1, 1)
+        );
+        assert_eq!(counters.bytes_to_guest, len as u64);
+        let capture = pcap.into_inner();
+        // Header, then two records (16-byte headers) of the two frames.
+        assert_eq!(capture.len(), 24 + 16 + 42 + 16 + len);
+    }
+
+    #[test]
+    fn a_frame_the_tap_cannot_take_is_kept_until_it_drains() {
+        let (tap, guest) = fake_tap();
+        // Fill the socket's send queue so the next write sees EAGAIN.
+        let filler = [0u8; 1024];
+        while tap.send(&filler).is_ok() {}
+        guest.send(&arp_request_for_gateway()).unwrap();
+        let mut backend = backend();
+        let mut frontend = TapFrontend::new(tap.as_fd());
+        let stop = |ms| StopWhen {
+            deadline: Some(Instant::now() + Duration::from_millis(ms)),
+            ..StopWhen::default()
+        };
+        let end = frontend
+            .serve::<Vec<u8>>(&mut backend, None, &stop(30))
+            .unwrap();
+        assert_eq!(end, ServeEnd::Deadline);
+        assert!(frontend.counters().write_waits >= 1);
+        assert_eq!(frontend.counters().frames_to_guest, 0);
+        // Drain the queue from the guest side; the kept reply goes out.
+        let mut buf = [0u8; 2048];
+        guest.set_nonblocking(true).unwrap();
+        while let Ok(len) = guest.recv(&mut buf) {
+            assert_eq!(len, filler.len());
+        }
+        let end = frontend
+            .serve::<Vec<u8>>(&mut backend, None, &stop(200))
+            .unwrap();
+        assert_eq!(end, ServeEnd::Deadline);
+        assert_eq!(frontend.counters().frames_to_guest, 1);
+        let len = guest.recv(&mut buf).unwrap();
+        assert_eq!((len, &buf[12..14]), (42, &[0x08, 0x06][..]));
+    }
+
+    #[test]
+    fn process_exit_ends_serving() {
+        let (tap, _guest) = fake_tap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = super::super::pidfd_open(i32::try_from(child.id()).unwrap()).unwrap();
+        let mut backend = backend();
+        let stop = StopWhen {
+            process_exit: Some(pidfd.as_fd()),
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            ..StopWhen::default()
+        };
+        let end = serve_tap::<Vec<u8>>(&mut backend, &OwnedFd::from(tap), None, stop).unwrap();
+        assert_eq!(end, ServeEnd::ProcessExited);
+        assert!(child.wait().unwrap().success());
+    }
+
+    #[test]
+    fn settled_tcp_ends_serving_at_once() {
+        let (tap, _guest) = fake_tap();
+        let mut backend = backend();
+        let stop = StopWhen {
+            tcp_settled: true,
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            ..StopWhen::default()
+        };
+        let end = serve_tap::<Vec<u8>>(&mut backend, &OwnedFd::from(tap), None, stop).unwrap();
+        assert_eq!(end, ServeEnd::TcpSettled);
+    }
+}

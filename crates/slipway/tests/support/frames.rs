@@ -1,0 +1,459 @@
+//! The frames a synthetic guest sends (Ethernet, IPv4, TCP, ARP, DHCP),
+//! built with `smoltcp::wire`, and a parser of the frames slipway sends
+//! back that checks every checksum on the way.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use nat_core::Plan;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType,
+    DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
+    Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpOption, TcpPacket,
+    TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+};
+
+/// The guest's MAC address.
+pub const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+/// The guest's IPv4 address in the default plan.
+pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// The gateway: host loopback, as the guest sees it.
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// The DNS address of the default plan.
+pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+
+/// Ethernet + IPv4 + TCP headers with the largest options field.
+pub const MAX_HEADERS: usize = 14 + 20 + 60;
+
+/// The gateway's MAC address in the default plan.
+#[must_use]
+pub fn gateway_mac() -> EthernetAddress {
+    EthernetAddress(Plan::default().gateway_mac().0)
+}
+
+fn u32_of(seq: TcpSeqNumber) -> u32 {
+    u32::from_ne_bytes(seq.0.to_ne_bytes())
+}
+
+fn seq_of(value: u32) -> TcpSeqNumber {
+    TcpSeqNumber(i32::from_ne_bytes(value.to_ne_bytes()))
+}
+
+/// Writes an Ethernet/IPv4 frame from the guest at the start of `buf`
+/// around an IP payload of `payload_len` bytes that `emit` writes, and
+/// returns its length.
+pub fn write_ipv4(
+    buf: &mut [u8],
+    eth_dst: EthernetAddress,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    payload_len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) -> usize {
+    let len = 14 + 20 + payload_len;
+    let frame = &mut buf[..len];
+    let mut eth = EthernetFrame::new_unchecked(&mut *frame);
+    EthernetRepr {
+        src_addr: GUEST_MAC,
+        dst_addr: eth_dst,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: protocol,
+        payload_len,
+        hop_limit: 64,
+    };
+    let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut packet, &ChecksumCapabilities::default());
+    emit(packet.payload_mut());
+    len
+}
+
+/// The header of a TCP segment from the guest. The source address is
+/// always [`GUEST_IP`].
+#[derive(Clone, Copy, Debug)]
+pub struct GuestSeg {
+    /// The guest's port.
+    pub src_port: u16,
+    /// Where the segment goes, as the guest names it.
+    pub dst: SocketAddrV4,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number; `Some` sets the ACK bit.
+    pub ack: Option<u32>,
+    /// SYN, FIN, RST, PSH or none.
+    pub control: TcpControl,
+    /// Window field as sent.
+    pub window: u16,
+    /// MSS option.
+    pub mss: Option<u16>,
+    /// Window scale option.
+    pub wscale: Option<u8>,
+}
+
+impl GuestSeg {
+    /// A SYN from `src_port` to `dst` with sequence number `iss`.
+    #[must_use]
+    pub fn syn(src_port: u16, dst: SocketAddrV4, iss: u32, wscale: Option<u8>) -> Self {
+        Self {
+            src_port,
+            dst,
+            seq: iss,
+            ack: None,
+            control: TcpControl::Syn,
+            window: 65535,
+            mss: Some(65480),
+            wscale,
+        }
+    }
+
+    /// A bare segment with `control`.
+    #[must_use]
+    pub fn bare(
+        src_port: u16,
+        dst: SocketAddrV4,
+        seq: u32,
+        ack: Option<u32>,
+        control: TcpControl,
+    ) -> Self {
+        Self {
+            src_port,
+            dst,
+            seq,
+            ack,
+            control,
+            window: 65535,
+            mss: None,
+            wscale: None,
+        }
+    }
+
+    /// Writes the frame of this segment carrying `payload` at the start of
+    /// `buf` (at least [`MAX_HEADERS`] plus the payload long) and returns
+    /// it.
+    pub fn write<'b>(&self, buf: &'b mut [u8], payload: &[u8]) -> &'b [u8] {
+        let repr = TcpRepr {
+            src_port: self.src_port,
+            dst_port: self.dst.port(),
+            control: self.control,
+            seq_number: seq_of(self.seq),
+            ack_number: self.ack.map(seq_of),
+            window_len: self.window,
+            window_scale: self.wscale,
+            max_seg_size: self.mss,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let (src, dst) = (GUEST_IP, *self.dst.ip());
+        let len = write_ipv4(
+            buf,
+            gateway_mac(),
+            src,
+            dst,
+            IpProtocol::Tcp,
+            repr.buffer_len(),
+            |area| {
+                repr.emit(
+                    &mut TcpPacket::new_unchecked(area),
+                    &IpAddress::Ipv4(src),
+                    &IpAddress::Ipv4(dst),
+                    &ChecksumCapabilities::default(),
+                );
+            },
+        );
+        &buf[..len]
+    }
+
+    /// The frame of this segment carrying `payload`, freshly allocated.
+    #[must_use]
+    pub fn frame(&self, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_HEADERS + payload.len()];
+        let len = self.write(&mut buf, payload).len();
+        buf.truncate(len);
+        buf
+    }
+}
+
+/// An ARP request from the guest for `target`, broadcast.
+#[must_use]
+pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: GUEST_MAC,
+        source_protocol_addr: GUEST_IP,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let mut frame = vec![0u8; 14 + repr.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    EthernetRepr {
+        src_addr: GUEST_MAC,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut eth);
+    repr.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    frame
+}
+
+/// A DHCP message from a client without an address, broadcast from
+/// 0.0.0.0:68 to 255.255.255.255:67, asking for the subnet mask, router,
+/// DNS servers, interface MTU and lease time.
+#[must_use]
+pub fn dhcp_message(
+    message_type: DhcpMessageType,
+    xid: u32,
+    requested_ip: Option<Ipv4Addr>,
+    server_identifier: Option<Ipv4Addr>,
+) -> Vec<u8> {
+    let wanted = [1u8, 3, 6, 26, 51];
+    let repr = DhcpRepr {
+        message_type,
+        transaction_id: xid,
+        secs: 0,
+        client_hardware_address: GUEST_MAC,
+        client_ip: Ipv4Addr::UNSPECIFIED,
+        your_ip: Ipv4Addr::UNSPECIFIED,
+        server_ip: Ipv4Addr::UNSPECIFIED,
+        router: None,
+        subnet_mask: None,
+        relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+        broadcast: false,
+        requested_ip,
+        client_identifier: Some(GUEST_MAC),
+        server_identifier,
+        parameter_request_list: Some(&wanted),
+        dns_servers: None,
+        max_size: None,
+        lease_duration: None,
+        renew_duration: None,
+        rebind_duration: None,
+        additional_options: &[],
+    };
+    let dhcp_len = repr.buffer_len();
+    let mut frame = vec![0u8; 14 + 20 + 8 + dhcp_len];
+    let (src, dst) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST);
+    write_ipv4(
+        &mut frame,
+        EthernetAddress::BROADCAST,
+        src,
+        dst,
+        IpProtocol::Udp,
+        8 + dhcp_len,
+        |area| {
+            UdpRepr {
+                src_port: DHCP_CLIENT_PORT,
+                dst_port: DHCP_SERVER_PORT,
+            }
+            .emit(
+                &mut UdpPacket::new_unchecked(area),
+                &IpAddress::Ipv4(src),
+                &IpAddress::Ipv4(dst),
+                dhcp_len,
+                |payload| {
+                    repr.emit(&mut DhcpPacket::new_unchecked(payload))
+                        .expect("DHCP message fits");
+                },
+                &ChecksumCapabilities::default(),
+            );
+        },
+    );
+    frame
+}
+
+/// A TCP segment slipway sent to the guest, checksums verified.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpView<'a> {
+    /// The remote end as the guest sees it.
+    pub src: SocketAddrV4,
+    /// The guest's end.
+    pub dst: SocketAddrV4,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number, when the ACK bit is set.
+    pub ack: Option<u32>,
+    /// SYN bit.
+    pub syn: bool,
+    /// FIN bit.
+    pub fin: bool,
+    /// RST bit.
+    pub rst: bool,
+    /// PSH bit.
+    pub psh: bool,
+    /// Window field as sent.
+    pub window: u16,
+    /// MSS option.
+    pub mss: Option<u16>,
+    /// Window scale option.
+    pub wscale: Option<u8>,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// A frame slipway sent to the guest, parsed.
+#[derive(Clone, Copy, Debug)]
+pub enum Parsed<'a> {
+    /// An ARP message.
+    Arp(ArpRepr),
+    /// A TCP segment.
+    Tcp(TcpView<'a>),
+    /// A UDP datagram.
+    Udp {
+        /// Source.
+        src: SocketAddrV4,
+        /// Destination.
+        dst: SocketAddrV4,
+        /// Payload.
+        payload: &'a [u8],
+    },
+    /// An ICMP message.
+    Icmp {
+        /// Source.
+        src: Ipv4Addr,
+        /// Type.
+        msg_type: u8,
+        /// Code.
+        code: u8,
+    },
+    /// Anything else.
+    Other,
+}
+
+/// Parses a frame slipway sent to the guest, asserting that it comes from
+/// the gateway's MAC address, goes to the guest (or is broadcast) and has
+/// correct IPv4, TCP, UDP and ICMP checksums.
+#[must_use]
+pub fn parse(frame: &[u8]) -> Parsed<'_> {
+    let eth = EthernetFrame::new_checked(frame).expect("an Ethernet frame");
+    assert_eq!(
+        eth.src_addr(),
+        gateway_mac(),
+        "frames come from the gateway"
+    );
+    assert!(
+        eth.dst_addr() == GUEST_MAC || eth.dst_addr().is_broadcast(),
+        "frame to {}",
+        eth.dst_addr()
+    );
+    let payload = &frame[14..];
+    match eth.ethertype() {
+        EthernetProtocol::Arp => {
+            let packet = ArpPacket::new_checked(payload).expect("an ARP packet");
+            Parsed::Arp(ArpRepr::parse(&packet).expect("a valid ARP message"))
+        }
+        EthernetProtocol::Ipv4 => parse_ipv4(payload),
+        _ => Parsed::Other,
+    }
+}
+
+fn parse_ipv4(bytes: &[u8]) -> Parsed<'_> {
+    let ip = Ipv4Packet::new_checked(bytes).expect("an IPv4 packet");
+    assert!(ip.verify_checksum(), "IPv4 header checksum");
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    assert!(dst == GUEST_IP || dst.is_broadcast(), "datagram to {dst}");
+    let total = usize::from(ip.total_len());
+    let payload = &bytes[usize::from(ip.header_len())..total];
+    let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
+    match ip.next_header() {
+        IpProtocol::Tcp => Parsed::Tcp(parse_tcp(src, dst, payload)),
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(payload).expect("a UDP datagram");
+            assert!(udp.verify_checksum(&s, &d), "UDP checksum");
+            let len = usize::from(udp.len());
+            Parsed::Udp {
+                src: SocketAddrV4::new(src, udp.src_port()),
+                dst: SocketAddrV4::new(dst, udp.dst_port()),
+                payload: &payload[8..len],
+            }
+        }
+        IpProtocol::Icmp => {
+            let icmp = Icmpv4Packet::new_checked(payload).expect("an ICMP message");
+            assert!(icmp.verify_checksum(), "ICMP checksum");
+            Parsed::Icmp {
+                src,
+                msg_type: u8::from(icmp.msg_type()),
+                code: icmp.msg_code(),
+            }
+        }
+        _ => Parsed::Other,
+    }
+}
+
+fn parse_tcp(src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) -> TcpView<'_> {
+    let tcp = TcpPacket::new_checked(bytes).expect("a TCP segment");
+    assert!(
+        tcp.verify_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)),
+        "TCP checksum"
+    );
+    let (mut mss, mut wscale) = (None, None);
+    let mut options = tcp.options();
+    for _ in 0..40 {
+        if options.is_empty() {
+            break;
+        }
+        let (rest, option) = TcpOption::parse(options).expect("well-formed TCP options");
+        match option {
+            TcpOption::EndOfList => break,
+            TcpOption::MaxSegmentSize(value) => mss = Some(value),
+            TcpOption::WindowScale(value) => wscale = Some(value),
+            _ => {}
+        }
+        options = rest;
+    }
+    TcpView {
+        src: SocketAddrV4::new(src, tcp.src_port()),
+        dst: SocketAddrV4::new(dst, tcp.dst_port()),
+        seq: u32_of(tcp.seq_number()),
+        ack: tcp.ack().then(|| u32_of(tcp.ack_number())),
+        syn: tcp.syn(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
+        psh: tcp.psh(),
+        window: tcp.window_len(),
+        mss,
+        wscale,
+        payload: &bytes[usize::from(tcp.header_len())..],
+    }
+}
+
+/// A frame slipway sent to the guest, kept.
+#[derive(Clone, Debug)]
+pub struct Frame(pub Vec<u8>);
+
+impl Frame {
+    /// The frame parsed.
+    #[must_use]
+    pub fn parse(&self) -> Parsed<'_> {
+        parse(&self.0)
+    }
+
+    /// The TCP segment, if it is one.
+    #[must_use]
+    pub fn tcp(&self) -> Option<TcpView<'_>> {
+        match self.parse() {
+            Parsed::Tcp(view) => Some(view),
+            _ => None,
+        }
+    }
+
+    /// The TCP segment, if it is one to guest port `port`.
+    #[must_use]
+    pub fn tcp_to(&self, port: u16) -> Option<TcpView<'_>> {
+        self.tcp().filter(|view| view.dst.port() == port)
+    }
+
+    /// The ARP message, if it is one.
+    #[must_use]
+    pub fn arp(&self) -> Option<ArpRepr> {
+        match self.parse() {
+            Parsed::Arp(repr) => Some(repr),
+            _ => None,
+        }
+    }
+}
