@@ -709,3 +709,26 @@ fn tcp_inbound_port_forward_reaches_guest() {
     assert!(rest.is_empty());
     assert_eq!(h.backend.counters().tcp_flows_accepted, 1);
 }
+
+#[test]
+fn tcp_to_port_53_of_the_dns_address_reaches_the_upstream() {
+    let listener = listen();
+    let upstream = listener.local_addr().unwrap();
+    let server = serve(listener, |mut stream| {
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    let mut config = default_config();
+    config.host_resolver = Some(upstream);
+    let mut h = Harness::with_config(config);
+    let dns = SocketAddrV4::new(DNS_IP, 53);
+    h.send(&GuestSeg::syn(40053, dns, 5000, Some(7)).frame(&[]));
+    let frames = h.collect_until(Duration::from_secs(2), |f| f.tcp().is_some());
+    let syn_ack = frames.last().and_then(Frame::tcp).expect("a segment");
+    assert!(syn_ack.syn && !syn_ack.rst, "a SYN-ACK: {syn_ack:?}");
+    assert_eq!(syn_ack.src, dns, "answered as the DNS address");
+    assert!(
+        server.accepted_within(Duration::from_secs(2)).is_some(),
+        "the upstream resolver saw the connection"
+    );
+}
