@@ -359,8 +359,8 @@ fn create_without_cap_sys_admin_says_root_is_needed() {
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     assert_eq!(
         err.to_string(),
-        "creating a network namespace needs root (CAP_SYS_ADMIN); \
-         user-namespace mode is not implemented yet"
+        "creating a network namespace needs CAP_SYS_ADMIN: run as root, \
+         or call enter_user_namespace() first (slipway run does)"
     );
 }
 

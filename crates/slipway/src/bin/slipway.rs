@@ -66,6 +66,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Run { options, argv } => {
+            // Not root: a user namespace of our own gives the capabilities
+            // the guest's namespace and tap need. Only while single-threaded.
+            if !rustix::process::geteuid().is_root() {
+                if let Err(error) = slipway::netns::enter_user_namespace() {
+                    eprintln!("slipway: {error}");
+                    return ExitCode::from(1);
+                }
+            }
             init_logging(options.log);
             run(&options, &argv)
         }

@@ -16,12 +16,16 @@
 //! that must happen inside a namespace runs on a short-lived thread
 //! ([`Namespace::run_in`]) or in a child process between `fork` and `exec`.
 //!
-//! These calls need `CAP_SYS_ADMIN` (root); the user-namespace mode that lets
-//! pasta run unprivileged is not implemented.
+//! These calls need `CAP_SYS_ADMIN` over the namespaces they make: root has
+//! it, and an unprivileged process gets it by moving into a user namespace of
+//! its own first ([`enter_user_namespace`], what `slipway run` does, as pasta
+//! does). That step changes the whole process, so it is the one exception to
+//! the invariant above, taken once at start-up.
 
 mod netlink;
 mod spawn;
 mod tap;
+mod userns;
 
 use std::fmt;
 use std::io;
@@ -35,11 +39,12 @@ use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
 pub use spawn::{command_in, spawn_in, write_resolv_conf};
 pub use tap::open_tap;
+pub use userns::enter_user_namespace;
 
 /// The message of the error [`Namespace::create`] returns without the
 /// privilege to create a network namespace.
-const NEEDS_ROOT: &str = "creating a network namespace needs root (CAP_SYS_ADMIN); \
-                          user-namespace mode is not implemented yet";
+const NEEDS_ROOT: &str = "creating a network namespace needs CAP_SYS_ADMIN: run as root, \
+                          or call enter_user_namespace() first (slipway run does)";
 
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
 const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
