@@ -552,3 +552,55 @@ fn tcp_forward_reaches_a_guest_server() {
     assert_eq!(reply, "hi from the guest; peer 10.0.2.2\n");
     assert!(out.status.success(), "{}", out.stderr);
 }
+
+/// Without root, `slipway run` enters a user namespace of its own (as pasta
+/// does) and still serves the guest. The test runs it as `nobody`; where the
+/// machine's /dev/net/tun is root-only (stock Debian makes it 0666), a
+/// private mount namespace shows a world-usable node of the same device in
+/// its place, so nothing changes on the host.
+#[test]
+fn run_without_root_enters_a_user_namespace_and_serves_the_guest() {
+    require_namespaces!();
+    let has = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has("unshare") || !has("setpriv") {
+        eprintln!("skipping: needs util-linux's unshare and setpriv");
+        return;
+    }
+    let port = http_server();
+    let dir = temp_path("userns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let node = dir.join("tun");
+    let binary = dir.join("slipway");
+    // nobody must be able to reach the binary: copy it out of target/.
+    std::fs::copy(env!("CARGO_BIN_EXE_slipway"), &binary).unwrap();
+    let script = format!(
+        "set -e; mknod -m 666 {node} c 10 200; mount --bind {node} /dev/net/tun; \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+         {binary} run -- sh -c 'id -u; {fetch}'",
+        node = node.display(),
+        binary = binary.display(),
+        fetch = fetch("10.0.2.2", port).replace('\'', "'\\''"),
+    );
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let out = wait_bounded(spawn(&mut command), "slipway run as nobody");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+    assert_eq!(
+        out.stdout,
+        format!("0\n{BODY}"),
+        "the command runs as root of the user namespace and fetches the page"
+    );
+}
