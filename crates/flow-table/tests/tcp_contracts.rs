@@ -657,6 +657,29 @@ fn shut_window_is_reopened_by_any_returning_space() {
     }
 }
 
+/// A guest that avoids the silly window syndrome sends nothing into a
+/// window smaller than a segment. Such a window must count as shut: the flow
+/// keeps writable interest and announces the window once a segment fits, or
+/// the guest stalls until its persist timer (seconds, then backing off).
+#[test]
+fn window_below_one_segment_waits_for_writable_and_is_announced() {
+    let syn = guest_syn(Some(1460), None, 65535);
+    let mut flow = Flow::established(config(), syn, HostSock::with_space(3000));
+    flow.data(10, 0, &bytes(1460, 7));
+    flow.data(10, 1460, &bytes(1460, 8));
+    assert_eq!(only(&flow.flush(10)).window, 80);
+    assert!(
+        flow.conn.interest().writable,
+        "80 bytes of space is below one 1460-byte segment"
+    );
+
+    flow.set_space(20, 64_000);
+    let update = only(&flow.flush(20));
+    assert!(is_pure_ack(&update));
+    assert_eq!(update.window, 64_000);
+    assert!(!flow.conn.interest().writable);
+}
+
 #[test]
 fn fin_carrying_data_writes_data_then_shuts_down_write() {
     let syn = guest_syn(Some(1000), None, 65535);

@@ -165,11 +165,14 @@ impl HostSocket {
     }
 
     /// Free space of the send buffer: `SO_SNDBUF` minus the bytes in the
-    /// send queue (`SIOCOUTQ`), saturating at 0 and at `u32::MAX`.
+    /// send queue (`SIOCOUTQ`) minus an eighth of `SO_SNDBUF`, saturating
+    /// at 0 and at `u32::MAX`.
     ///
-    /// `SO_SNDBUF` counts the kernel's per-buffer overhead too, so this can
-    /// exceed what a write takes at once; the state machine's backpressure
-    /// (the guest retransmits what was not acknowledged) covers the rest.
+    /// `SO_SNDBUF` counts the kernel's per-buffer overhead too, so the raw
+    /// difference exceeds what a write takes at once; the eighth held back
+    /// keeps the window promised to the guest close to what the kernel
+    /// accepts, and the state machine's backpressure (the guest retransmits
+    /// what was not acknowledged) covers the rest.
     ///
     /// # Errors
     /// The `getsockopt()` or `ioctl()` error; `NotConnected` once closed.
@@ -177,7 +180,8 @@ impl HostSocket {
         let fd = open(self.fd.as_ref())?;
         let sndbuf = sockopt::socket_send_buffer_size(fd)?;
         let queued = sys::outq(fd)?;
-        Ok(u32::try_from(sndbuf.saturating_sub(queued)).unwrap_or(u32::MAX))
+        let free = sndbuf.saturating_sub(queued).saturating_sub(sndbuf / 8);
+        Ok(u32::try_from(free).unwrap_or(u32::MAX))
     }
 
     /// Copies receive-queue bytes from `offset` (counted from the head)

@@ -7,6 +7,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -30,17 +32,7 @@ struct Output {
 fn slipway(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
     command.args(args);
-    // The guest reaches only what the test starts; no proxy in between.
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        command.env_remove(var);
-    }
+    common::scrub(&mut command);
     command.env_remove("RUST_LOG");
     command
 }
@@ -121,7 +113,7 @@ fn namespaces_unavailable() -> Option<&'static str> {
 macro_rules! require_namespaces {
     () => {
         if let Some(why) = namespaces_unavailable() {
-            eprintln!("skipping: {why}");
+            common::skip(why);
             return;
         }
     };
@@ -407,7 +399,7 @@ fn attach_serves_a_process_namespace_until_it_exits() {
             .is_ok_and(|s| s.success())
     };
     if !have("unshare") || !have("nsenter") {
-        eprintln!("skipping: needs unshare and nsenter (util-linux)");
+        common::skip("needs unshare and nsenter (util-linux)");
         return;
     }
     let port = http_server();
@@ -523,7 +515,7 @@ fn tcp_forward_reaches_a_guest_server() {
         .status()
         .is_ok_and(|s| s.success());
     if !have_python {
-        eprintln!("skipping: needs python3 for the guest-side server");
+        common::skip("needs python3 for the guest-side server");
         return;
     }
     let spec = format!("127.0.0.1/{host_port}:8080");
@@ -570,7 +562,7 @@ fn run_without_root_enters_a_user_namespace_and_serves_the_guest() {
             .is_ok_and(|s| s.success())
     };
     if !has("unshare") || !has("setpriv") {
-        eprintln!("skipping: needs util-linux's unshare and setpriv");
+        common::skip("needs util-linux's unshare and setpriv");
         return;
     }
     let port = http_server();

@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -41,13 +43,13 @@ const WAIT: Duration = Duration::from_secs(10);
 // ---- environment -----------------------------------------------------------
 
 /// Whether this test can run; says why on stderr when it cannot.
-fn privileged(test: &str) -> bool {
+fn privileged() -> bool {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("{test}: skipped: needs root (CAP_SYS_ADMIN) for network namespaces");
+        common::skip("needs root (CAP_SYS_ADMIN) for network namespaces");
         return false;
     }
     if !Path::new("/dev/net/tun").exists() {
-        eprintln!("{test}: skipped: /dev/net/tun is missing");
+        common::skip("/dev/net/tun is missing");
         return false;
     }
     true
@@ -60,10 +62,10 @@ fn have(program: &str) -> bool {
 }
 
 /// Whether `ip` is there to check results; says why not on stderr.
-fn have_ip(test: &str) -> bool {
+fn have_ip() -> bool {
     let found = have("ip");
     if !found {
-        eprintln!("{test}: `ip` not found (install iproute2): skipping the checks that use it");
+        common::skip("`ip` not found (install iproute2)");
     }
     found
 }
@@ -317,7 +319,7 @@ fn echo_reply(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn created_namespace_is_new_and_has_only_loopback_down() {
-    if !privileged("created_namespace_is_new_and_has_only_loopback_down") {
+    if !privileged() {
         return;
     }
     let ns = Namespace::create().unwrap();
@@ -330,7 +332,7 @@ fn created_namespace_is_new_and_has_only_loopback_down() {
     let names: Vec<String> = rx_packets(&dev).into_iter().map(|(name, _)| name).collect();
     assert_eq!(names, ["lo"], "{dev}");
 
-    if have_ip("created_namespace_is_new_and_has_only_loopback_down") {
+    if have_ip() {
         let links = stdout_of(&ns, &["ip", "-o", "link"]);
         assert_eq!(links.lines().count(), 1, "{links}");
         assert!(
@@ -366,7 +368,7 @@ fn create_without_cap_sys_admin_says_root_is_needed() {
 
 #[test]
 fn run_in_runs_inside_and_leaves_the_caller_outside() {
-    if !privileged("run_in_runs_inside_and_leaves_the_caller_outside") {
+    if !privileged() {
         return;
     }
     let ns = Namespace::create().unwrap();
@@ -385,8 +387,7 @@ fn run_in_runs_inside_and_leaves_the_caller_outside() {
 
 #[test]
 fn tap_has_address_routes_mtu_mac_and_is_up() {
-    let test = "tap_has_address_routes_mtu_mac_and_is_up";
-    if !privileged(test) {
+    if !privileged() {
         return;
     }
     let cfg = TapConfig {
@@ -400,7 +401,7 @@ fn tap_has_address_routes_mtu_mac_and_is_up() {
     let mut names: Vec<String> = rx_packets(&dev).into_iter().map(|(name, _)| name).collect();
     names.sort();
     assert_eq!(names, ["eth0", "lo"], "{dev}");
-    if !have_ip(test) {
+    if !have_ip() {
         return;
     }
 
@@ -436,7 +437,7 @@ fn tap_has_address_routes_mtu_mac_and_is_up() {
 
 #[test]
 fn kernel_frames_reach_the_tap_and_written_frames_reach_the_kernel() {
-    if !privileged("kernel_frames_reach_the_tap_and_written_frames_reach_the_kernel") {
+    if !privileged() {
         return;
     }
     let (ns, mut tap) = namespace_with_tap(&default_config());
@@ -460,7 +461,7 @@ fn kernel_frames_reach_the_tap_and_written_frames_reach_the_kernel() {
 
 #[test]
 fn written_frame_is_counted_by_the_kernel() {
-    if !privileged("written_frame_is_counted_by_the_kernel") {
+    if !privileged() {
         return;
     }
     let (ns, mut tap) = namespace_with_tap(&default_config());
@@ -484,8 +485,7 @@ fn written_frame_is_counted_by_the_kernel() {
 
 #[test]
 fn spawned_ping_gets_its_echo_reply_through_the_tap() {
-    let test = "spawned_ping_gets_its_echo_reply_through_the_tap";
-    if !privileged(test) {
+    if !privileged() {
         return;
     }
     let ping: &[&str] = if have("ping") {
@@ -493,9 +493,7 @@ fn spawned_ping_gets_its_echo_reply_through_the_tap() {
     } else if have("busybox") {
         &["busybox", "ping"]
     } else {
-        eprintln!(
-            "{test}: skipped: neither `ping` nor `busybox` found (install iputils-ping or busybox-static)"
-        );
+        common::skip("neither `ping` nor `busybox` found (install iputils-ping or busybox-static)");
         return;
     };
     let (ns, mut tap) = namespace_with_tap(&default_config());
@@ -529,12 +527,11 @@ fn spawned_ping_gets_its_echo_reply_through_the_tap() {
 
 #[test]
 fn resolv_conf_is_bind_mounted_for_the_command_only() {
-    let test = "resolv_conf_is_bind_mounted_for_the_command_only";
-    if !privileged(test) {
+    if !privileged() {
         return;
     }
     let Ok(host_before) = std::fs::read("/etc/resolv.conf") else {
-        eprintln!("{test}: skipped: the host has no /etc/resolv.conf to mount over");
+        common::skip("the host has no /etc/resolv.conf to mount over");
         return;
     };
     let ns = Namespace::create().unwrap();
@@ -582,7 +579,7 @@ impl Drop for RemoveOnDrop {
 
 #[test]
 fn open_by_pid_and_path_finds_the_process_namespace_until_it_exits() {
-    if !privileged("open_by_pid_and_path_finds_the_process_namespace_until_it_exits") {
+    if !privileged() {
         return;
     }
     let ns = Namespace::create().unwrap();
@@ -617,7 +614,7 @@ fn open_by_pid_and_path_finds_the_process_namespace_until_it_exits() {
 
 #[test]
 fn open_by_pid_of_a_host_process_is_the_host_namespace() {
-    if !privileged("open_by_pid_of_a_host_process_is_the_host_namespace") {
+    if !privileged() {
         return;
     }
     let mut child = Reaped(
@@ -653,7 +650,7 @@ fn open_rejects_what_is_not_a_network_namespace() {
 
 #[test]
 fn taken_interface_name_is_a_clear_error() {
-    if !privileged("taken_interface_name_is_a_clear_error") {
+    if !privileged() {
         return;
     }
     let (ns, _tap) = namespace_with_tap(&default_config());
@@ -672,7 +669,7 @@ fn taken_interface_name_is_a_clear_error() {
 
 #[test]
 fn off_link_gateway_error_names_the_route_step() {
-    if !privileged("off_link_gateway_error_names_the_route_step") {
+    if !privileged() {
         return;
     }
     let ns = Namespace::create().unwrap();
@@ -694,7 +691,7 @@ fn off_link_gateway_error_names_the_route_step() {
 
 #[test]
 fn tap_descriptor_is_nonblocking_and_close_on_exec() {
-    if !privileged("tap_descriptor_is_nonblocking_and_close_on_exec") {
+    if !privileged() {
         return;
     }
     let ns = Namespace::create().unwrap();
@@ -708,7 +705,7 @@ fn tap_descriptor_is_nonblocking_and_close_on_exec() {
 #[test]
 fn empty_command_is_an_error() {
     let Ok(ns) = Namespace::open("/proc/self/ns/net") else {
-        eprintln!("empty_command_is_an_error: skipped: cannot open /proc/self/ns/net");
+        common::skip("cannot open /proc/self/ns/net");
         return;
     };
     let err = netns::spawn_in(&ns, &[], None).unwrap_err();

@@ -517,13 +517,15 @@ impl TcpConn {
         self.iss + 1 + (offset & u64::from(u32::MAX)) as u32
     }
 
-    /// True while the host send buffer has less room than one unit of the
-    /// scaled window, so the window advertised is zero. Only then does the
-    /// flow ask for writable readiness: the kernel reports `EPOLLOUT` once a
-    /// third of the buffer is free, far above one unit, so a level-triggered
-    /// registration does not spin.
+    /// True while the host send buffer has less room than one segment (or
+    /// one unit of the scaled window, if larger). A guest that avoids the
+    /// silly window syndrome sends nothing into less than a segment, so the
+    /// flow must then ask for writable readiness and announce the reopened
+    /// window itself, or both sides wait forever. The kernel reports
+    /// `EPOLLOUT` once a third of the buffer is free, far above a segment,
+    /// so a level-triggered registration does not spin.
     pub(crate) fn window_closed(&self) -> bool {
-        self.host_send_space < 1u32 << self.rcv_wscale
+        self.host_send_space < (1u32 << self.rcv_wscale).max(u32::from(self.snd_mss))
     }
 
     pub(crate) fn arm_retransmit(&mut self, now: Instant) {

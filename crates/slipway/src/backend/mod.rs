@@ -80,8 +80,8 @@ pub enum BackendError {
     /// A port forward could not listen.
     #[error("port forward: {0}")]
     Listen(#[from] relay_tcp::ListenError),
-    /// The epoll set could not be made.
-    #[error("epoll: {0}")]
+    /// The epoll set, or a UDP forward's listener, could not be made.
+    #[error("host sockets: {0}")]
     Io(#[from] io::Error),
 }
 
@@ -190,6 +190,8 @@ pub struct Backend {
     dns: Option<relay_udp_icmp::DnsForwarder>,
     /// The one warning that ICMP echo cannot be relayed has been given.
     echo_warned: bool,
+    /// Whether the warning about an unreachable DNS upstream was given.
+    dns_warned: bool,
     /// Ready-made frames for the guest (ARP, DHCP, ICMP, RSTs).
     queued: VecDeque<Vec<u8>>,
     /// Flows that may have segments for the guest.
@@ -235,6 +237,7 @@ impl Backend {
             udp_listeners: Vec::new(),
             dns: None,
             echo_warned: false,
+            dns_warned: false,
             queued: VecDeque::new(),
             tx_ready: VecDeque::new(),
             time_wait: VecDeque::new(),

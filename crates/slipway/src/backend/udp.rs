@@ -108,16 +108,10 @@ fn dst_unreachable_of(report: &IcmpErrorReport) -> Icmpv4DstUnreachable {
 }
 
 impl Backend {
-    /// Starts the DNS forwarder and the inbound UDP listeners.
+    /// Starts the DNS forwarder (if its upstream is reachable) and the
+    /// inbound UDP listeners.
     pub(crate) fn start_udp(&mut self, rules: &nat_core::Rules) -> Result<(), super::BackendError> {
-        if let Some(upstream) = self.dns_upstream {
-            let forwarder = DnsForwarder::new(upstream, DnsForwarderConfig::default())?;
-            if let Some(token) = Token::new(KIND_DNS, 0, 0) {
-                self.poller
-                    .register(&forwarder, token, Interest::READABLE)?;
-            }
-            self.dns = Some(forwarder);
-        }
+        self.open_dns_forwarder();
         for forward in rules.udp_forwards.iter() {
             let bind = forward.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let listener = UdpListener::bind(SocketAddr::new(bind, forward.host_port))?;
@@ -128,6 +122,33 @@ impl Backend {
             self.udp_listeners.push(listener);
         }
         Ok(())
+    }
+
+    /// Opens the DNS forwarder unless it is open already. An upstream the
+    /// host cannot reach (no route to it, as in a namespace linked only to a
+    /// test network) leaves DNS unanswered, not the backend unstarted: the
+    /// next query tries again, so DNS works once a route appears.
+    fn open_dns_forwarder(&mut self) {
+        if self.dns.is_some() {
+            return;
+        }
+        let Some(upstream) = self.dns_upstream else {
+            return;
+        };
+        let opened = DnsForwarder::new(upstream, DnsForwarderConfig::default()).and_then(|dns| {
+            if let Some(token) = Token::new(KIND_DNS, 0, 0) {
+                self.poller.register(&dns, token, Interest::READABLE)?;
+            }
+            Ok(dns)
+        });
+        match opened {
+            Ok(dns) => self.dns = Some(dns),
+            Err(error) if !self.dns_warned => {
+                self.dns_warned = true;
+                tracing::warn!(%upstream, %error, "DNS upstream unreachable; queries are dropped until it is");
+            }
+            Err(error) => tracing::debug!(%upstream, %error, "DNS upstream still unreachable"),
+        }
     }
 
     /// A UDP datagram from the guest.
@@ -426,6 +447,7 @@ impl Backend {
 
     /// A DNS query to the DNS address.
     fn dns_query(&mut self, guest: SocketAddr, query: &[u8], now: Instant) {
+        self.open_dns_forwarder();
         let Some(dns) = self.dns.as_mut() else {
             self.counters.dns_drops += 1;
             return;

@@ -1,0 +1,458 @@
+//! Support for the end-to-end tests in which a real guest (the Linux kernel
+//! in a network namespace made by `slipway run`) talks through slipway to
+//! servers on host loopback or in namespaces the test builds.
+//!
+//! Every child process runs in its own process group under a [`Proc`]
+//! guard that kills the group when dropped, so a failing test leaves
+//! nothing behind; every wait has a deadline. Namespaces made with
+//! `ip netns add` are deleted by their [`NamedNetns`] guard, temporary
+//! directories by [`TempDir`].
+
+#![allow(dead_code)]
+
+pub mod data;
+pub mod servers;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+
+/// How long the output readers may take to report once a process is gone.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Why the namespace tests cannot run here, if they cannot.
+pub fn namespaces_unavailable() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root (CAP_SYS_ADMIN) to create network namespaces".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("needs /dev/net/tun".into());
+    }
+    None
+}
+
+/// The first of `tools` not found in `PATH`.
+pub fn missing_tool(tools: &[&str]) -> Option<String> {
+    tools
+        .iter()
+        .find(|tool| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|tool| (*tool).to_owned())
+}
+
+/// Returns from the test, saying why on stderr, unless namespaces and every
+/// named tool are available.
+macro_rules! require {
+    ($($tool:expr),* $(,)?) => {
+        if let Some(why) = $crate::e2e::namespaces_unavailable() {
+            $crate::common::skip(&why);
+            return;
+        }
+        if let Some(tool) = $crate::e2e::missing_tool(&[$($tool),*]) {
+            $crate::common::skip(&format!("needs {tool} in PATH"));
+            return;
+        }
+    };
+}
+
+/// The Python interpreter itself (not a version-manager shim), so that
+/// every start is quick and behaves the same in any namespace.
+pub fn python3() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|path| !path.is_empty())
+            .unwrap_or_else(|| "python3".to_owned())
+    })
+}
+
+/// Serializes the bulk-transfer tests, so that their throughput figures
+/// measure slipway rather than each other.
+pub fn bulk_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `slipway ARGS` with an environment that sends nothing through a proxy.
+pub fn slipway(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
+    command.args(args);
+    crate::common::scrub(&mut command);
+    command
+}
+
+/// `PROGRAM ARGS`, with the same environment as [`slipway`].
+pub fn command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    crate::common::scrub(&mut command);
+    command
+}
+
+/// What a finished process left.
+pub struct Output {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Panics with `what`, the status and both streams unless the process
+    /// exited with 0.
+    pub fn assert_success(&self, what: &str) {
+        assert!(
+            self.status.success(),
+            "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// A child process in its own process group, its output read by threads.
+/// Dropping it kills the whole group and reaps the child.
+pub struct Proc {
+    child: Option<Child>,
+    what: String,
+    lines: Receiver<String>,
+    stdout: String,
+    stderr: Receiver<String>,
+}
+
+impl Proc {
+    /// Spawns `command` in a new process group with stdin from /dev/null
+    /// and piped stdout and stderr.
+    pub fn spawn(command: &mut Command) -> Self {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let what = format!("{command:?}");
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => panic!("cannot spawn {what}: {e}"),
+        };
+        let (line_tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            thread::spawn(move || {
+                let mut out = BufReader::new(out);
+                let mut line = Vec::new();
+                while out.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    if line_tx
+                        .send(String::from_utf8_lossy(&line).into_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                    line.clear();
+                }
+            });
+        }
+        let (err_tx, stderr) = mpsc::channel();
+        if let Some(mut err) = child.stderr.take() {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = err.read_to_end(&mut bytes);
+                let _ = err_tx.send(String::from_utf8_lossy(&bytes).into_owned());
+            });
+        }
+        Self {
+            child: Some(child),
+            what,
+            lines,
+            stdout: String::new(),
+            stderr,
+        }
+    }
+
+    /// The process id (and process group id).
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits at most `limit` for a line of stdout that contains `needle`;
+    /// panics (killing the group) if none comes. Earlier lines are kept for
+    /// [`Proc::finish`].
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout.push_str(&line);
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    self.kill();
+                    let stderr = self.stderr.recv_timeout(DRAIN).unwrap_or_default();
+                    panic!(
+                        "{}: no line with {needle:?} within {limit:?}.\nstdout:\n{}\nstderr:\n{stderr}",
+                        self.what, self.stdout
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits at most `limit` for the process to exit, then kills whatever
+    /// else is left in its group and returns its output. On timeout kills
+    /// the group and panics with the output so far.
+    pub fn finish(mut self, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        let exited = loop {
+            if self.exited() {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        // The leader is a zombie until reaped, so its group id cannot have
+        // been reused: kill stragglers (and the leader on timeout).
+        self.kill_group();
+        let status = match self.child.take().map(|mut child| child.wait()) {
+            Some(Ok(status)) => status,
+            Some(Err(e)) => panic!("{}: wait: {e}", self.what),
+            None => panic!("{}: already reaped", self.what),
+        };
+        let stdout = self.drain_stdout();
+        let stderr = self.stderr.recv_timeout(DRAIN).unwrap_or_default();
+        assert!(
+            exited,
+            "{}: no exit within {limit:?}; killed.\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            self.what
+        );
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Whether the child has exited, without reaping it.
+    fn exited(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return true;
+        };
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+        match rustix::process::waitid(WaitId::Pid(pid), options) {
+            Ok(status) => status.is_some(),
+            Err(_) => true,
+        }
+    }
+
+    fn drain_stdout(&mut self) -> String {
+        let deadline = Instant::now() + DRAIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.stdout.push_str(&line),
+                Err(_) => return std::mem::take(&mut self.stdout),
+            }
+        }
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        self.child
+            .as_ref()
+            .and_then(|child| i32::try_from(child.id()).ok())
+            .and_then(Pid::from_raw)
+    }
+
+    fn kill_group(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        }
+    }
+
+    fn kill(&mut self) {
+        self.kill_group();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `command` to completion within `limit` (see [`Proc::finish`]).
+pub fn run(command: &mut Command, limit: Duration) -> Output {
+    Proc::spawn(command).finish(limit)
+}
+
+/// Runs `slipway run [OPTIONS] -- sh -c SCRIPT` within `limit`.
+pub fn run_in_guest(options: &[&str], script: &str, limit: Duration) -> Output {
+    let mut args = vec!["run"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    run(&mut slipway(&args), limit)
+}
+
+/// Runs `slipway run [OPTIONS] -- python3 -c SCRIPT ARGS` within `limit`.
+pub fn python_in_guest(options: &[&str], script: &str, args: &[&str], limit: Duration) -> Output {
+    let mut argv = vec!["run"];
+    argv.extend_from_slice(options);
+    argv.extend_from_slice(&["--", python3(), "-c", script]);
+    argv.extend_from_slice(args);
+    run(&mut slipway(&argv), limit)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    socket.local_addr().expect("local_addr").port()
+}
+
+/// Whether a TCP socket listens on `addr:port` in the caller's network
+/// namespace (read from /proc/net/tcp, so no connection disturbs the
+/// server).
+pub fn tcp_listening(addr: Ipv4Addr, port: u16) -> bool {
+    let local = format!(
+        "{:08X}:{port:04X}",
+        u32::from_le_bytes(addr.octets()) // /proc prints the address as a host-order word
+    );
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            fields.next() == Some(local.as_str()) && fields.nth(1) == Some("0A")
+        })
+    })
+}
+
+/// Waits at most `limit` for `condition`, checking every 20 ms; panics with
+/// `what` on timeout.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory under the system temporary directory, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `slipway-e2e-PID-NAME`, empty.
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("slipway-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temporary directory");
+        Self { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `NAME` inside the directory, as a string for command lines.
+    pub fn file(&self, name: &str) -> String {
+        self.path.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// How long one `ip` command may take.
+const IP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `ip ARGS`, panicking on failure.
+pub fn ip(args: &[&str]) {
+    run(&mut command("ip", args), IP_LIMIT).assert_success(&format!("ip {}", args.join(" ")));
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct NamedNetns {
+    name: String,
+}
+
+impl NamedNetns {
+    /// Creates `slw-ROLE-PID`, unique to this test run, with `lo` up.
+    pub fn new(role: &str) -> Self {
+        let name = format!("slw-{role}-{}", std::process::id());
+        // A leftover of a killed earlier run with the same pid.
+        let _ = run(&mut command("ip", &["netns", "del", &name]), IP_LIMIT);
+        ip(&["netns", "add", &name]);
+        let netns = Self { name };
+        ip(&["-n", netns.name(), "link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip netns exec NAME PROGRAM ARGS`.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Command {
+        let mut all = vec!["netns", "exec", self.name.as_str(), program];
+        all.extend_from_slice(args);
+        command("ip", &all)
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = run(&mut command("ip", &["netns", "del", &self.name]), IP_LIMIT);
+    }
+}
+
+/// Seconds and MiB/s for `bytes` moved in `seconds`.
+pub fn mib_per_s(bytes: usize, seconds: f64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let mib = bytes as f64 / f64::from(1 << 20);
+    mib / seconds
+}
+
+/// The value of the first `NAME=VALUE` line in `text`.
+pub fn field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+    text.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
+}

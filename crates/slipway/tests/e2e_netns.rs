@@ -1,0 +1,598 @@
+//! End to end with a real guest: the Linux kernel's own TCP/IP stack in the
+//! network namespace that `slipway run` makes, using curl, iperf3, busybox
+//! and python3 against servers on host loopback (reached through the
+//! gateway 10.0.2.2), servers inside the guest (reached through `-t` and
+//! `-u` forwards), and a server in a namespace the test builds, with
+//! slipway itself run inside namespaces that have no route to the host's.
+//!
+//! Needs root and /dev/net/tun; each test says on stderr why it skips
+//! otherwise, or which tool it is missing. Traffic goes only to 127.0.0.1
+//! and to namespaces made here. Every process runs under a guard that kills
+//! its process group; every wait is bounded. The bulk tests run one at a
+//! time and print their throughput as `e2e: ...` lines on stderr (see them
+//! with `--nocapture`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[macro_use]
+mod e2e;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpStream, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use e2e::data::{BULK_LEN, Sha256, Stream, bulk, hex};
+use e2e::{
+    NamedNetns, Proc, TempDir, bulk_lock, command, field, free_tcp_port, free_udp_port, ip,
+    mib_per_s, python_in_guest, python3, run, run_in_guest, servers, slipway, tcp_listening,
+    wait_until,
+};
+
+/// The bound on a short command in the guest.
+const LIMIT: Duration = Duration::from_secs(20);
+/// The bound on a bulk transfer (curl's own `--max-time` is shorter, so
+/// that a slow transfer fails with curl's account of it).
+const BULK_LIMIT: Duration = Duration::from_secs(60);
+/// How long the guest's servers may take to start listening.
+const READY: Duration = Duration::from_secs(10);
+
+/// The guest's name for host loopback.
+const GATEWAY: &str = "10.0.2.2";
+
+// ---------------------------------------------------------------------------
+// Bulk transfers, checked by hash.
+
+#[test]
+fn http_download_256mib_hash_verified() {
+    require!("curl", "sha256sum");
+    let _serial = bulk_lock();
+    let data = bulk();
+    let port = servers::http_body(&data.bytes);
+    let script = format!(
+        "curl -sS --max-time 50 -w '%{{stderr}}time_total=%{{time_total}}\\n' \
+         http://{GATEWAY}:{port}/ | sha256sum"
+    );
+    let out = run_in_guest(&[], &script, BULK_LIMIT);
+    out.assert_success("download");
+    assert_eq!(
+        out.stdout.split_whitespace().next(),
+        Some(data.sha256.as_str()),
+        "the guest's hash differs; curl said:\n{}",
+        out.stderr
+    );
+    let seconds: f64 = field(&out.stderr, "time_total")
+        .and_then(|s| s.parse().ok())
+        .expect("curl's time_total");
+    eprintln!(
+        "e2e: download 256 MiB in {seconds:.2} s = {:.0} MiB/s",
+        mib_per_s(BULK_LEN, seconds)
+    );
+}
+
+#[test]
+fn http_upload_256mib_hash_verified() {
+    require!("curl");
+    let _serial = bulk_lock();
+    let data = bulk();
+    let dir = TempDir::new("upload");
+    let file = dir.file("bulk.bin");
+    std::fs::write(&file, &data.bytes).expect("write the upload file");
+    let (port, uploads) = servers::http_upload_sink();
+    // No `Expect: 100-continue`: the body follows the head at once.
+    let script = format!(
+        "curl -sS --max-time 50 -H 'Expect:' -T {file} -w 'time_total=%{{time_total}}\\n' \
+         http://{GATEWAY}:{port}/upload"
+    );
+    let out = run_in_guest(&[], &script, BULK_LIMIT);
+    out.assert_success("upload");
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some(BULK_LEN.to_string().as_str())
+    );
+    let upload = uploads
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server's report");
+    assert_eq!(upload.len, BULK_LEN);
+    assert_eq!(upload.sha256, data.sha256, "the server's hash differs");
+    let seconds: f64 = field(&out.stdout, "time_total")
+        .and_then(|s| s.parse().ok())
+        .expect("curl's time_total");
+    eprintln!(
+        "e2e: upload 256 MiB in {seconds:.2} s = {:.0} MiB/s (server received for {:.2} s)",
+        mib_per_s(BULK_LEN, seconds),
+        upload.elapsed.as_secs_f64()
+    );
+}
+
+/// Runs a 5-second iperf3 test from the guest to a one-off server on host
+/// loopback; returns the receiver's bits per second.
+fn iperf3_from_guest(reverse: bool) -> f64 {
+    let port = free_tcp_port().to_string();
+    let server = Proc::spawn(&mut command(
+        "iperf3",
+        &["-s", "-B", "127.0.0.1", "-p", &port, "-1"],
+    ));
+    let port_number = port.parse().expect("port");
+    wait_until("iperf3 server listening", READY, || {
+        tcp_listening(Ipv4Addr::LOCALHOST, port_number)
+    });
+    let mut args = vec![
+        "run", "--", "iperf3", "-c", GATEWAY, "-p", &port, "-t", "5", "-J",
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    let out = run(&mut slipway(&args), LIMIT);
+    out.assert_success("iperf3 client");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 -J output: {e}\n{}", out.stdout));
+    assert!(report.get("error").is_none(), "iperf3: {}", report["error"]);
+    let server = server.finish(LIMIT);
+    server.assert_success("iperf3 server");
+    let bits = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("end.sum_received.bits_per_second");
+    assert!(bits > 0.0, "no bytes received: {}", report["end"]);
+    bits
+}
+
+#[test]
+fn iperf3_5s_each_direction() {
+    require!("iperf3");
+    let _serial = bulk_lock();
+    let up = iperf3_from_guest(false);
+    eprintln!("e2e: iperf3 guest->host {:.2} Gbit/s", up / 1e9);
+    let down = iperf3_from_guest(true);
+    eprintln!("e2e: iperf3 host->guest {:.2} Gbit/s", down / 1e9);
+}
+
+#[test]
+fn five_hundred_concurrent_connections_64kib_each() {
+    require!("python3");
+    const COUNT: usize = 500;
+    const SIZE: usize = 64 << 10;
+    let _serial = bulk_lock();
+    let (port, answered) = servers::hash_server(SIZE, 1024);
+    let (port, count, size) = (port.to_string(), COUNT.to_string(), SIZE.to_string());
+    let started = Instant::now();
+    let out = python_in_guest(
+        &[],
+        include_str!("e2e/many_connections.py"),
+        &[GATEWAY, &port, &count, &size],
+        BULK_LIMIT,
+    );
+    let wall = started.elapsed();
+    out.assert_success("500 connections");
+    assert_eq!(answered.load(Ordering::Relaxed), COUNT);
+    let elapsed = field(&out.stdout, "elapsed").expect("the client's elapsed time");
+    eprintln!(
+        "e2e: {COUNT} concurrent connections x 64 KiB in {elapsed} s ({:.2} s with slipway run)",
+        wall.as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// TCP half-close, UDP sizes, DNS, ICMP.
+
+/// The guest sends this much before shutting down its side.
+const HALF_CLOSE_LEN: usize = 1 << 20;
+
+/// Python that connects to `10.0.2.2:PORT`, sends the contents of FILE,
+/// shuts down writing and prints everything it then reads until the server
+/// closes. Arguments: PORT FILE.
+const GUEST_HALF_CLOSING_CLIENT: &str = "\
+import socket, sys
+data = open(sys.argv[2], 'rb').read()
+s = socket.create_connection(('10.0.2.2', int(sys.argv[1])), timeout=10)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+print(b''.join(iter(lambda: s.recv(65536), b'')).decode())
+";
+
+/// Python serving one connection on guest port 8080: reads to end of
+/// stream, then answers with the length and SHA-256 of what it read.
+const GUEST_EOF_SERVER: &str = "\
+import hashlib, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 8080))
+s.listen()
+print('ready', flush=True)
+s.settimeout(20)
+c, peer = s.accept()
+c.settimeout(10)
+data = b''.join(iter(lambda: c.recv(65536), b''))
+c.sendall(b'got %d bytes sha256 %s' % (len(data), hashlib.sha256(data).hexdigest().encode()))
+c.close()
+";
+
+fn half_close_payload() -> Vec<u8> {
+    let mut data = vec![0; HALF_CLOSE_LEN];
+    Stream::new(7).fill(&mut data);
+    data
+}
+
+#[test]
+fn half_close_both_ways() {
+    require!("python3");
+    let data = half_close_payload();
+    let expected = format!(
+        "got {} bytes sha256 {}",
+        data.len(),
+        hex(&Sha256::digest(&data))
+    );
+
+    // The guest shuts down writing and still reads the host's reply.
+    let dir = TempDir::new("half-close");
+    let input = dir.file("request.bin");
+    std::fs::write(&input, &data).expect("write the request");
+    let port = servers::reply_after_eof().to_string();
+    let out = python_in_guest(&[], GUEST_HALF_CLOSING_CLIENT, &[&port, &input], LIMIT);
+    out.assert_success("guest client");
+    assert_eq!(out.stdout.trim_end(), expected);
+
+    // A host client through a `-t` forward shuts down writing and still
+    // reads the guest's reply.
+    let host_port = free_tcp_port();
+    let spec = format!("127.0.0.1/{host_port}:8080");
+    let mut guest = Proc::spawn(&mut slipway(&[
+        "run",
+        "-t",
+        &spec,
+        "--",
+        python3(),
+        "-c",
+        GUEST_EOF_SERVER,
+    ]));
+    guest.wait_for_line("ready", READY);
+    let mut stream = connect_bounded(host_port);
+    stream.write_all(&data).expect("write through the forward");
+    stream.shutdown(Shutdown::Write).expect("shutdown(SHUT_WR)");
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .expect("read the guest's reply");
+    assert_eq!(reply, expected);
+    guest.finish(LIMIT).assert_success("guest server");
+}
+
+/// Connects to 127.0.0.1:`port`, retrying for a few seconds while the
+/// forward's listener comes up; sets read and write timeouts.
+fn connect_bounded(port: u16) -> TcpStream {
+    let deadline = Instant::now() + READY;
+    loop {
+        match TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+                stream.set_write_timeout(Some(LIMIT)).expect("timeout");
+                return stream;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "connect to {port}: {e}"),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Python that sends datagrams of each size to `10.0.2.2:PORT` and checks
+/// that each comes back unchanged (three tries each).
+const GUEST_UDP_CLIENT: &str = "\
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect(('10.0.2.2', int(sys.argv[1])))
+for size in (1, 1400, 60000):
+    data = bytes((i * 7 + size) % 256 for i in range(size))
+    for attempt in range(3):
+        s.send(data)
+        try:
+            echo = s.recv(65536)
+        except socket.timeout:
+            continue
+        break
+    else:
+        sys.exit('no echo of %d bytes' % size)
+    if echo != data:
+        sys.exit('echo of %d bytes came back as %d different bytes' % (size, len(echo)))
+    print('echo', size)
+";
+
+#[test]
+fn udp_echo_1_1400_60000_bytes() {
+    require!("python3");
+    let port = servers::udp_echo().to_string();
+    let out = python_in_guest(&[], GUEST_UDP_CLIENT, &[&port], LIMIT);
+    out.assert_success("udp client");
+    assert_eq!(out.stdout, "echo 1\necho 1400\necho 60000\n");
+}
+
+#[test]
+fn dns_lookup_through_test_responder() {
+    require!("busybox", "python3");
+    let (port, queries) = servers::dns_responder();
+    let upstream = format!("127.0.0.1:{port}");
+    // busybox asks the server in resolv.conf itself; python goes through
+    // the C library's resolver (hosts: files dns).
+    let script = format!(
+        "busybox nslookup {name} && {python} -c \"import socket; print('python', socket.gethostbyname('{name}'))\"",
+        name = servers::DNS_NAME,
+        python = python3()
+    );
+    let out = run_in_guest(&["--dns-upstream", &upstream], &script, LIMIT);
+    out.assert_success("lookups");
+    let address = servers::DNS_ADDRESS.to_string();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("Address") && l.contains(&address)),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("python {address}")),
+        "{}",
+        out.stdout
+    );
+    assert!(queries.load(Ordering::Relaxed) >= 2);
+}
+
+#[test]
+fn ping_gateway() {
+    require!("busybox");
+    let out = run_in_guest(&[], &format!("busybox ping -c 3 -W 2 {GATEWAY}"), LIMIT);
+    out.assert_success("ping");
+    assert!(
+        out.stdout
+            .contains("3 packets transmitted, 3 packets received"),
+        "{}",
+        out.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Inbound forwards.
+
+/// Python serving guest TCP port 8080 and UDP port 5353 once each: the
+/// answer names the protocol, echoes the request and names the peer.
+const GUEST_FORWARDED_SERVERS: &str = "\
+import socket
+t = socket.socket()
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(('0.0.0.0', 8080))
+t.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(('0.0.0.0', 5353))
+print('ready', flush=True)
+u.settimeout(20)
+data, peer = u.recvfrom(65536)
+u.sendto(b'udp in the guest got %s from %s' % (data, peer[0].encode()), peer)
+t.settimeout(20)
+c, peer = t.accept()
+c.settimeout(10)
+data = c.recv(65536)
+c.sendall(b'tcp in the guest got %s from %s' % (data, peer[0].encode()))
+c.close()
+";
+
+#[test]
+fn tcp_and_udp_forwards_reach_servers_in_the_namespace() {
+    require!("python3");
+    let tcp_port = free_tcp_port();
+    let udp_port = free_udp_port();
+    let tcp_spec = format!("127.0.0.1/{tcp_port}:8080");
+    let udp_spec = format!("127.0.0.1/{udp_port}:5353");
+    let mut guest = Proc::spawn(&mut slipway(&[
+        "run",
+        "-t",
+        &tcp_spec,
+        "-u",
+        &udp_spec,
+        "--",
+        python3(),
+        "-c",
+        GUEST_FORWARDED_SERVERS,
+    ]));
+    guest.wait_for_line("ready", READY);
+
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    socket
+        .connect((Ipv4Addr::LOCALHOST, udp_port))
+        .expect("connect udp");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0; 1500];
+    let udp_reply = (0..10)
+        .find_map(|_| {
+            socket.send(b"ping over udp").ok()?;
+            let len = socket.recv(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+        })
+        .expect("no UDP answer through the forward");
+    assert_eq!(
+        udp_reply,
+        "udp in the guest got ping over udp from 10.0.2.2"
+    );
+
+    let mut stream = connect_bounded(tcp_port);
+    stream.write_all(b"hello over tcp").expect("write");
+    let mut tcp_reply = String::new();
+    stream.read_to_string(&mut tcp_reply).expect("read");
+    assert_eq!(
+        tcp_reply,
+        "tcp in the guest got hello over tcp from 10.0.2.2"
+    );
+    guest.finish(LIMIT).assert_success("guest servers");
+}
+
+// ---------------------------------------------------------------------------
+// Failures are quick.
+
+/// A guest script that fetches `http://10.0.2.2:PORT/` with curl and
+/// prints curl's exit status as `rc=N` and the time it took as `ms=N`.
+fn timed_fetch(port: u16) -> String {
+    format!(
+        "s=$(date +%s%N); curl -sS --max-time 5 http://{GATEWAY}:{port}/; rc=$?; \
+         e=$(date +%s%N); echo; echo rc=$rc; echo ms=$(( (e - s) / 1000000 ))"
+    )
+}
+
+/// curl's exit status and milliseconds from [`timed_fetch`]'s output.
+fn fetch_result(out: &e2e::Output) -> (i32, u64) {
+    out.assert_success("timed fetch");
+    let rc = field(&out.stdout, "rc").and_then(|s| s.parse().ok());
+    let ms = field(&out.stdout, "ms").and_then(|s| s.parse().ok());
+    match (rc, ms) {
+        (Some(rc), Some(ms)) => (rc, ms),
+        _ => panic!("no rc= or ms= in:\n{}\n{}", out.stdout, out.stderr),
+    }
+}
+
+/// curl's "Failed to connect to host".
+const CURL_COULDNT_CONNECT: i32 = 7;
+
+#[test]
+fn closed_port_fails_within_a_second() {
+    require!("curl", "date");
+    let port = free_tcp_port();
+    let out = run_in_guest(&[], &timed_fetch(port), LIMIT);
+    let (rc, ms) = fetch_result(&out);
+    assert_eq!(rc, CURL_COULDNT_CONNECT, "{}", out.stderr);
+    assert!(ms < 1000, "refusal took {ms} ms");
+    eprintln!("e2e: closed port refused in {ms} ms");
+}
+
+#[test]
+fn denied_cidr_fails_within_a_second() {
+    require!("curl", "date");
+    let (port, accepted) = servers::counting_listener();
+    let out = run_in_guest(&["--deny", "10.0.2.2/32"], &timed_fetch(port), LIMIT);
+    let (rc, ms) = fetch_result(&out);
+    assert_ne!(rc, 0, "{}", out.stdout);
+    assert!(ms < 1000, "denial took {ms} ms");
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        0,
+        "the server was reached"
+    );
+    eprintln!("e2e: denied destination failed in {ms} ms (curl exit {rc})");
+}
+
+// ---------------------------------------------------------------------------
+// Namespaces the test builds: a destination other than the gateway, and a
+// host side with no route anywhere.
+
+/// What the server namespace's HTTP server serves.
+const KNOWN_FILE: &str = "served from 192.0.2.1 in the server namespace\n";
+
+#[test]
+fn destination_other_than_gateway_via_namespace_topology() {
+    require!("ip", "curl", "python3");
+    // Guest namespace (slipway's) -> slipway in `mid` -> veth -> `srv`.
+    // `mid` has only lo and the veth end: no route anywhere else.
+    let srv = NamedNetns::new("srv");
+    let mid = NamedNetns::new("mid");
+    ip(&[
+        "-n",
+        mid.name(),
+        "link",
+        "add",
+        "slw-mid0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "slw-srv0",
+        "netns",
+        srv.name(),
+    ]);
+    ip(&[
+        "-n",
+        mid.name(),
+        "addr",
+        "add",
+        "192.0.2.2/24",
+        "dev",
+        "slw-mid0",
+    ]);
+    ip(&["-n", mid.name(), "link", "set", "slw-mid0", "up"]);
+    ip(&[
+        "-n",
+        srv.name(),
+        "addr",
+        "add",
+        "192.0.2.1/24",
+        "dev",
+        "slw-srv0",
+    ]);
+    ip(&["-n", srv.name(), "link", "set", "slw-srv0", "up"]);
+    let routes = run(
+        &mut command("ip", &["-n", mid.name(), "-4", "route", "show"]),
+        LIMIT,
+    );
+    assert_eq!(
+        routes.stdout.lines().count(),
+        1,
+        "mid must have only its link route:\n{}",
+        routes.stdout
+    );
+
+    let www = TempDir::new("www");
+    std::fs::write(www.path().join("known.txt"), KNOWN_FILE).expect("write known.txt");
+    let root = www.file("");
+    let _server = Proc::spawn(&mut srv.exec(
+        python3(),
+        &[
+            "-m",
+            "http.server",
+            "--bind",
+            "192.0.2.1",
+            "--directory",
+            &root,
+            "8000",
+        ],
+    ));
+    let url = "http://192.0.2.1:8000/known.txt";
+    // Directly from `mid` first: the topology works without slipway.
+    wait_until("the server in srv answering mid", READY, || {
+        run(
+            &mut mid.exec("curl", &["-sf", "--max-time", "1", url]),
+            LIMIT,
+        )
+        .stdout
+            == KNOWN_FILE
+    });
+
+    let out = run(
+        &mut mid.exec(
+            env!("CARGO_BIN_EXE_slipway"),
+            &["run", "--", "curl", "-sS", "--max-time", "10", url],
+        ),
+        LIMIT,
+    );
+    out.assert_success("slipway run in mid");
+    assert_eq!(out.stdout, KNOWN_FILE);
+}
+
+#[test]
+fn an_unreachable_dns_upstream_does_not_stop_slipway() {
+    require!("ip");
+    // A namespace with only lo: no route to the upstream (TEST-NET-2), so
+    // connecting the forwarder's socket fails at once and nothing is sent.
+    let isolated = NamedNetns::new("noroute");
+    let out = run(
+        &mut isolated.exec(
+            env!("CARGO_BIN_EXE_slipway"),
+            &["run", "--dns-upstream", "198.51.100.53", "--", "true"],
+        ),
+        LIMIT,
+    );
+    out.assert_success("slipway run with an unreachable DNS upstream");
+    assert!(
+        out.stderr.contains("DNS upstream unreachable"),
+        "{}",
+        out.stderr
+    );
+}
