@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use nat_core::{
     BindPolicy, Cidr, DenyList, DenyReason, DnsUpstream, HostLoopback, Ipv4Cidr, Ipv6Cidr,
-    LINUX_EPHEMERAL_PORTS, MacAddr, Nat, Plan, PortForwards, PortSpec, Protocol, Rules, Verdict,
+    LINUX_EPHEMERAL_PORTS, LocalService, MacAddr, Nat, Plan, PortForwards, PortSpec, Protocol,
+    Rules, Verdict,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -202,6 +203,12 @@ proptest! {
         let nat = Nat::new(Plan::default(), rules).unwrap();
         let src: IpAddr = if dst.is_ipv4() { "10.0.2.15".parse().unwrap() } else { "fe80::2".parse().unwrap() };
         let verdict = nat.translate_outbound(proto, src, SocketAddr::new(dst, port));
+        // DHCPv4 to the gateway is slipway's own DHCP server, not a flow to
+        // the host: it never reaches host loopback, so no deny applies.
+        if dst.is_ipv4() && proto == Protocol::Udp && port == 67 {
+            prop_assert_eq!(verdict, Verdict::AnswerLocally(LocalService::Dhcpv4));
+            return Ok(());
+        }
         prop_assert!(
             matches!(verdict, Verdict::Deny(DenyReason::DeniedCidr(c)) if c.contains(target)),
             "{verdict:?}"
