@@ -262,14 +262,17 @@ impl NetDevice {
 
     fn deliver_tx<B: FrameBackend + ?Sized>(&mut self, len: usize, backend: &mut B, now: Instant) {
         let chain = &mut self.tx_buf[..len];
-        let parsed = TxHeader::parse(chain, self.acked_features & F_CSUM != 0);
-        let frame = &mut chain[NET_HDR_LEN..];
-        let checked = parsed.and_then(|header| match header.csum {
-            Some((start, offset)) => complete_checksum(frame, start, offset),
-            None => Ok(()),
+        let csum_negotiated = self.acked_features & F_CSUM != 0;
+        // `parse` checks the chain holds a whole header before it is split.
+        let checked = TxHeader::parse(chain, csum_negotiated).and_then(|header| {
+            let frame = &mut chain[NET_HDR_LEN..];
+            match header.csum {
+                Some((start, offset)) => complete_checksum(frame, start, offset).map(|()| frame),
+                None => Ok(frame),
+            }
         });
         match checked {
-            Ok(()) => {
+            Ok(frame) => {
                 backend.handle_guest_frame(frame, now);
                 self.counters.tx_frames += 1;
                 self.counters.tx_bytes += frame.len() as u64;

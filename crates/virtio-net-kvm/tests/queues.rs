@@ -2,11 +2,15 @@
 //! checksum completion checked by smoltcp, merged receive buffers,
 //! backpressure, and hostile descriptor chains.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Instant;
 
-use common::{Driver, Interrupts, NEXT, Peer, WRITE, guest_memory, pattern_frame, tx_header};
+use common::{
+    Driver, Interrupts, MEM_SIZE, NEXT, Peer, WRITE, guest_memory, pattern_frame, tx_header,
+};
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Address,
     Ipv4Packet, TcpPacket, UdpPacket, checksum,
@@ -169,7 +173,11 @@ fn partial_tcp_and_udp_checksums_are_completed_before_the_backend() {
     let (udp, udp_start, udp_off) = partially_checksummed(IpProtocol::Udp, &payload[..333]);
     let needs_csum = 1;
     tx.offer_tx(&[&tx_header(needs_csum, 0, tcp_start, tcp_off), &tcp]);
-    tx.offer_tx(&[&tx_header(needs_csum, 0, udp_start, udp_off), &udp[..50], &udp[50..]]);
+    tx.offer_tx(&[
+        &tx_header(needs_csum, 0, udp_start, udp_off),
+        &udp[..50],
+        &udp[50..],
+    ]);
     rig.tx(&mem);
 
     assert_eq!(rig.peer.from_guest.len(), 2);
@@ -181,7 +189,11 @@ fn partial_tcp_and_udp_checksums_are_completed_before_the_backend() {
     let sent_udp = &rig.peer.from_guest[1];
     let udp_packet = UdpPacket::new_checked(&sent_udp[34..]).unwrap();
     assert!(udp_packet.verify_checksum(&src, &dst), "UDP checksum wrong");
-    assert_ne!(udp_packet.checksum(), 0, "a computed UDP checksum is never 0");
+    assert_ne!(
+        udp_packet.checksum(),
+        0,
+        "a computed UDP checksum is never 0"
+    );
     // Nothing but the checksum field changed.
     let mut expected = tcp.clone();
     expected[50..52].copy_from_slice(&sent_tcp[50..52]);
@@ -217,7 +229,11 @@ fn headers_the_device_did_not_agree_to_are_dropped_and_counted() {
         (1, 1, 1)
     );
     assert_eq!(rig.peer.from_guest, vec![frame]);
-    assert_eq!(tx.take_used().len(), 4, "every chain goes back to the driver");
+    assert_eq!(
+        tx.take_used().len(),
+        4,
+        "every chain goes back to the driver"
+    );
 }
 
 #[test]
@@ -275,7 +291,10 @@ fn without_receive_buffers_frames_stay_in_the_backend() {
     let frames: Vec<Vec<u8>> = (0..3).map(|i| pattern_frame(60 + i, i as u8)).collect();
     rig.peer.to_guest.extend(frames.iter().cloned());
     rig.rx(&mem);
-    assert_eq!(rig.peer.polls, 0, "the backend is not asked without a buffer");
+    assert_eq!(
+        rig.peer.polls, 0,
+        "the backend is not asked without a buffer"
+    );
     assert_eq!(rig.peer.to_guest.len(), 3);
 
     let chains: Vec<_> = (0..3).map(|_| rx.offer_rx(&[2048])).collect();
@@ -300,7 +319,10 @@ fn frame_waits_for_enough_merged_buffers_then_arrives_whole() {
     rig.peer.to_guest.push_back(second.clone());
     let mut chains = vec![rx.offer_rx(&[512]), rx.offer_rx(&[512])];
     rig.rx(&mem);
-    assert!(rx.take_used().is_empty(), "a partial frame is never published");
+    assert!(
+        rx.take_used().is_empty(),
+        "a partial frame is never published"
+    );
     assert_eq!(rig.device.counters().rx_waits_for_buffers, 1);
     assert_eq!(rig.peer.to_guest, vec![second.clone()]);
 
@@ -308,7 +330,11 @@ fn frame_waits_for_enough_merged_buffers_then_arrives_whole() {
     chains.push(rx.offer_rx(&[512]));
     rig.rx(&mem);
     let used = rx.take_used();
-    assert_eq!(used.len(), 4, "three chains for the first frame, one for the second");
+    assert_eq!(
+        used.len(),
+        4,
+        "three chains for the first frame, one for the second"
+    );
     let mut written = Vec::new();
     for (chain, &(_, len)) in chains.iter().zip(&used[..3]) {
         written.extend(chain.contents(&rx, len));
@@ -356,4 +382,192 @@ fn data_valid_is_set_only_for_a_backend_that_checksums_and_a_guest_that_asked() 
         let (_, len) = rx.take_used()[0];
         assert_eq!(chain.contents(&rx, len)[0], expected_flags);
     }
+}
+
+// Hostile drivers. Each test offers one bad chain between two good frames:
+// the bad one is dropped and counted, the good ones still get through.
+
+/// Offers a good frame, lets `bad` write descriptors and make heads
+/// available, offers another good frame, and runs the transmit queue.
+fn tx_around(bad: impl FnOnce(&mut Driver<'_>)) -> (Rig, Vec<(u32, u32)>) {
+    let mem = guest_memory();
+    let (rx, mut tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    let hdr = tx_header(0, 0, 0, 0);
+    let first = pattern_frame(80, 1);
+    tx.offer_tx(&[&hdr, &first]);
+    bad(&mut tx);
+    let last = pattern_frame(90, 2);
+    tx.offer_tx(&[&hdr, &last]);
+    rig.tx(&mem);
+    assert_eq!(
+        rig.peer.from_guest,
+        vec![first, last],
+        "good frames around a bad chain"
+    );
+    let used = tx.take_used();
+    (rig, used)
+}
+
+// The helpers write bad chains at descriptor indices 8 and up, clear of the
+// good chains at 0..4.
+const BAD: u16 = 8;
+const DATA: u64 = 0x40_0000;
+
+#[test]
+fn head_index_past_the_queue_is_dropped_and_counted() {
+    let (rig, used) = tx_around(|tx| tx.make_available(16));
+    assert_eq!(rig.device.counters().tx_chain_faults.truncated, 1);
+    assert_eq!(used.len(), 2, "an index past the queue cannot be returned");
+}
+
+#[test]
+fn next_index_past_the_queue_is_dropped_and_counted() {
+    let (rig, used) = tx_around(|tx| {
+        tx.store(BAD, DATA, 12, NEXT, 400);
+        tx.make_available(BAD);
+    });
+    assert_eq!(rig.device.counters().tx_chain_faults.truncated, 1);
+    assert!(used.contains(&(u32::from(BAD), 0)));
+}
+
+#[test]
+fn descriptor_loop_is_dropped_and_counted() {
+    let (rig, _) = tx_around(|tx| {
+        tx.store(BAD, DATA, 100, NEXT, BAD + 1);
+        tx.store(BAD + 1, DATA, 100, NEXT, BAD);
+        tx.make_available(BAD);
+    });
+    assert_eq!(rig.device.counters().tx_chain_faults.truncated, 1);
+}
+
+#[test]
+fn chain_longer_than_the_queue_is_dropped_and_counted() {
+    // Every descriptor of the table points to the next, the last back to
+    // the first: a chain through all sixteen that never ends.
+    let mem = guest_memory();
+    let (rx, mut tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    for i in 0..16u16 {
+        tx.store(i, DATA, 4, NEXT, (i + 1) % 16);
+    }
+    tx.make_available(5);
+    rig.tx(&mem);
+    assert_eq!(rig.device.counters().tx_chain_faults.truncated, 1);
+    assert_eq!(tx.take_used(), vec![(5, 0)]);
+    // The device goes on serving the queue.
+    let frame = pattern_frame(64, 3);
+    tx.offer_tx(&[&tx_header(0, 0, 0, 0), &frame]);
+    rig.tx(&mem);
+    assert_eq!(rig.peer.from_guest, vec![frame]);
+}
+
+#[test]
+fn length_of_u32_max_is_dropped_and_counted() {
+    let (rig, _) = tx_around(|tx| {
+        tx.store(BAD, DATA, u32::MAX, 0, 0);
+        tx.make_available(BAD);
+    });
+    assert_eq!(rig.device.counters().tx_chain_faults.too_long, 1);
+}
+
+#[test]
+fn chain_one_byte_past_the_largest_frame_is_dropped_but_the_largest_passes() {
+    let largest = u32::try_from(NET_HDR_LEN + virtio_net_kvm::MAX_FRAME_LEN).unwrap();
+    let (rig, _) = tx_around(|tx| {
+        tx.store(BAD, DATA, largest - 1000, NEXT, BAD + 1);
+        tx.store(BAD + 1, DATA, 1001, 0, 0);
+        tx.make_available(BAD);
+    });
+    assert_eq!(rig.device.counters().tx_chain_faults.too_long, 1);
+
+    let mem = guest_memory();
+    let (rx, mut tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    let frame = pattern_frame(virtio_net_kvm::MAX_FRAME_LEN, 5);
+    tx.offer_tx(&[&tx_header(0, 0, 0, 0), &frame]);
+    rig.tx(&mem);
+    assert_eq!(rig.peer.from_guest, vec![frame]);
+}
+
+#[test]
+fn buffer_outside_guest_memory_is_dropped_and_counted() {
+    let (rig, _) = tx_around(|tx| {
+        tx.store(BAD, MEM_SIZE - 10, 100, 0, 0);
+        tx.store(BAD + 1, u64::MAX - 5, 100, 0, 0);
+        tx.make_available(BAD);
+        tx.make_available(BAD + 1);
+    });
+    assert_eq!(rig.device.counters().tx_chain_faults.bad_address, 2);
+}
+
+#[test]
+fn write_only_descriptor_on_transmit_is_dropped_and_counted() {
+    let (rig, _) = tx_around(|tx| {
+        tx.store(BAD, DATA, 100, NEXT, BAD + 1);
+        tx.store(BAD + 1, DATA, 100, WRITE, 0);
+        tx.make_available(BAD);
+    });
+    assert_eq!(rig.device.counters().tx_chain_faults.wrong_direction, 1);
+}
+
+#[test]
+fn available_index_running_ahead_is_counted_and_nothing_is_read() {
+    let mem = guest_memory();
+    let (rx, tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    tx.vq.avail().idx().store(1000);
+    rig.tx(&mem);
+    assert_eq!(rig.device.counters().bad_avail_index, 1);
+    assert!(rig.peer.from_guest.is_empty());
+}
+
+#[test]
+fn bad_receive_chains_are_returned_empty_and_good_ones_used() {
+    let mem = guest_memory();
+    let (mut rx, tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    // Read-only, outside memory, a loop, too short for a header, then a good one.
+    rx.store(BAD, DATA, 2048, 0, 0);
+    rx.store(BAD + 1, MEM_SIZE - 100, 2048, WRITE, 0);
+    rx.store(BAD + 2, DATA, 100, WRITE | NEXT, BAD + 3);
+    rx.store(BAD + 3, DATA, 100, WRITE | NEXT, BAD + 2);
+    rx.store(BAD + 5, DATA, 11, WRITE, 0);
+    for head in [BAD, BAD + 1, BAD + 2, BAD + 5, 17] {
+        rx.make_available(head);
+    }
+    let good = rx.offer_rx(&[2048]);
+    let frame = pattern_frame(300, 4);
+    rig.peer.to_guest.push_back(frame.clone());
+    rig.rx(&mem);
+
+    let faults = &rig.device.counters().rx_chain_faults;
+    assert_eq!(
+        (
+            faults.wrong_direction,
+            faults.bad_address,
+            faults.truncated,
+            faults.short
+        ),
+        (1, 1, 2, 1)
+    );
+    let used = rx.take_used();
+    let expected: Vec<(u32, u32)> = [BAD, BAD + 1, BAD + 2, BAD + 5]
+        .iter()
+        .map(|&head| (u32::from(head), 0))
+        .chain([(u32::from(good.head), 312)])
+        .collect();
+    assert_eq!(used, expected);
+    assert_eq!(&good.contents(&rx, 312)[NET_HDR_LEN..], &frame[..]);
+}
+
+#[test]
+fn chain_of_empty_descriptors_is_dropped_and_counted() {
+    let (rig, used) = tx_around(|tx| {
+        tx.store(BAD, DATA, 0, NEXT, BAD + 1);
+        tx.store(BAD + 1, DATA, 0, 0, 0);
+        tx.make_available(BAD);
+    });
+    assert_eq!(rig.device.counters().tx_header_drops.short, 1);
+    assert!(used.contains(&(u32::from(BAD), 0)));
 }

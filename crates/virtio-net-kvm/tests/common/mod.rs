@@ -2,6 +2,7 @@
 //! records what it gets, and a counting notifier.
 
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
+#![allow(clippy::unwrap_used)]
 
 use std::cell::Cell;
 use std::collections::VecDeque;
