@@ -50,6 +50,7 @@ mod chain;
 mod config;
 mod device;
 mod header;
+pub mod mmio;
 
 pub use backend::{FrameBackend, Notifier};
 pub use config::{
@@ -60,3 +61,4 @@ pub use device::{
     ChainFaults, NUM_QUEUES, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE, TxHeaderDrops,
 };
 pub use header::{MAX_FRAME_LEN, NET_HDR_LEN};
+pub use mmio::MmioTransport;
