@@ -5,6 +5,7 @@ use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
+use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 /// A feature bit as a mask.
 const fn bit(n: u32) -> u64 {
@@ -26,10 +27,14 @@ pub const F_MRG_RXBUF: u64 = bit(VIRTIO_NET_F_MRG_RXBUF);
 /// The configuration space carries a link status.
 pub const F_STATUS: u64 = bit(VIRTIO_NET_F_STATUS);
 
+/// The driver and device tell each other, through the rings, at which
+/// index they next want a notification.
+pub const F_EVENT_IDX: u64 = bit(VIRTIO_RING_F_EVENT_IDX);
+
 /// Every feature the device offers. Anything else a driver acknowledges is
 /// refused at `FEATURES_OK`.
 pub const DEVICE_FEATURES: u64 =
-    F_VERSION_1 | F_CSUM | F_GUEST_CSUM | F_MTU | F_MAC | F_MRG_RXBUF | F_STATUS;
+    F_VERSION_1 | F_CSUM | F_GUEST_CSUM | F_MTU | F_MAC | F_MRG_RXBUF | F_STATUS | F_EVENT_IDX;
 
 /// Why the features a driver acknowledged were refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,7 @@ use vm_memory::GuestMemory;
 use crate::backend::{FrameBackend, Notifier};
 use crate::chain::{ChainFault, Segment, gather_rx_chain, read_tx_chain, write_segments};
 use crate::config::{
-    DEVICE_FEATURES, F_CSUM, F_GUEST_CSUM, F_MRG_RXBUF, FeatureError, NetConfig,
+    DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MRG_RXBUF, FeatureError, NetConfig,
     check_driver_features,
 };
 use crate::header::{
@@ -231,29 +231,46 @@ impl NetDevice {
         B: FrameBackend + ?Sized,
         N: Notifier + ?Sized,
     {
+        queue.set_event_idx(self.has(F_EVENT_IDX));
         let budget = queue.size();
+        let mut handled = 0u16;
         let mut used = false;
-        let mut more = false;
-        for n in 0..=budget {
-            let Some(chain) = self.pop_chain(mem, queue) else {
-                break;
-            };
-            if n == budget {
-                queue.go_to_previous_position();
-                more = true;
-                break;
-            }
-            let head = chain.head_index();
-            let read = read_tx_chain(mem, chain, &mut self.tx_buf);
-            used |= self.return_chain(mem, queue, head, 0);
-            match read {
-                Ok(len) => self.deliver_tx(len, backend, now),
-                Err(fault) => {
-                    tracing::debug!(?fault, head, "transmit chain dropped");
-                    self.counters.tx_chain_faults.count(fault);
+        // Drain with driver notifications off, then turn them back on and
+        // look once more, so a chain made available in between is not
+        // left waiting for a kick that never comes.
+        let mut round_start = handled;
+        let mut empty_rounds = 0;
+        let more = 'drain: loop {
+            self.set_notification(mem, queue, false);
+            while let Some(chain) = self.pop_chain(mem, queue) {
+                if handled == budget {
+                    queue.go_to_previous_position();
+                    break 'drain true;
+                }
+                handled += 1;
+                let head = chain.head_index();
+                let read = read_tx_chain(mem, chain, &mut self.tx_buf);
+                used |= self.return_chain(mem, queue, head, 0);
+                match read {
+                    Ok(len) => self.deliver_tx(len, backend, now),
+                    Err(fault) => {
+                        tracing::debug!(?fault, head, "transmit chain dropped");
+                        self.counters.tx_chain_faults.count(fault);
+                    }
                 }
             }
-        }
+            // Two rounds in a row that find nothing although the ring says
+            // otherwise mean an available ring that cannot be read.
+            if handled == round_start {
+                empty_rounds += 1;
+            } else {
+                empty_rounds = 0;
+            }
+            round_start = handled;
+            if !self.set_notification(mem, queue, true) || empty_rounds == 2 {
+                break false;
+            }
+        };
         if used {
             self.notify(mem, queue, notifier);
         }
@@ -306,6 +323,7 @@ impl NetDevice {
         B: FrameBackend + ?Sized,
         N: Notifier + ?Sized,
     {
+        queue.set_event_idx(self.has(F_EVENT_IDX));
         let budget = queue.size().max(1);
         let mut used = false;
         let mut more = true;
@@ -414,8 +432,15 @@ impl NetDevice {
         queue: &mut Queue,
         used: &mut bool,
     ) -> bool {
+        let mut looked_again = false;
         for _ in 0..=queue.size() {
             let Some(chain) = self.pop_chain(mem, queue) else {
+                // Out of buffers: ask the driver to kick when it adds some,
+                // and catch any it added before it could see the request.
+                if !looked_again && self.set_notification(mem, queue, true) {
+                    looked_again = true;
+                    continue;
+                }
                 return false;
             };
             let head = chain.head_index();
@@ -479,6 +504,22 @@ impl NetDevice {
                 false
             }
         }
+    }
+
+    /// Turns driver notifications for `queue` on or off (the used ring's
+    /// flags, or its `avail_event` with `VIRTIO_RING_F_EVENT_IDX`). When
+    /// turning them on, returns whether chains arrived meanwhile.
+    fn set_notification<M: GuestMemory>(&mut self, mem: &M, queue: &mut Queue, on: bool) -> bool {
+        let result = if on {
+            queue.enable_notification(mem)
+        } else {
+            queue.disable_notification(mem).map(|()| false)
+        };
+        result.unwrap_or_else(|error| {
+            tracing::debug!(%error, "used ring unwritable");
+            self.counters.used_ring_errors += 1;
+            false
+        })
     }
 
     fn notify<M: GuestMemory, N: Notifier + ?Sized>(

@@ -54,8 +54,8 @@ pub mod mmio;
 
 pub use backend::{FrameBackend, Notifier};
 pub use config::{
-    CONFIG_SPACE_LEN, DEVICE_FEATURES, F_CSUM, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF, F_MTU, F_STATUS,
-    F_VERSION_1, FeatureError, NetConfig, check_driver_features,
+    CONFIG_SPACE_LEN, DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF,
+    F_MTU, F_STATUS, F_VERSION_1, FeatureError, NetConfig, check_driver_features,
 };
 pub use device::{
     ChainFaults, NUM_QUEUES, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE, TxHeaderDrops,

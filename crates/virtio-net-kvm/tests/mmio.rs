@@ -87,13 +87,14 @@ fn set_up_queue(t: &mut Transport<'_>, index: u32, driver: &Driver<'_>, size: u3
     assert_eq!(read(t, QUEUE_NUM_MAX), u32::from(QUEUE_MAX_SIZE));
     write(t, QUEUE_NUM, size);
     let split = |a: vm_memory::GuestAddress| (a.0 as u32, (a.0 >> 32) as u32);
-    let (lo, hi) = split(driver.vq.desc_table_addr());
+    let [desc, avail, used] = driver.addresses();
+    let (lo, hi) = split(desc);
     write(t, QUEUE_DESC_LOW, lo);
     write(t, QUEUE_DESC_HIGH, hi);
-    let (lo, hi) = split(driver.vq.avail_addr());
+    let (lo, hi) = split(avail);
     write(t, QUEUE_DRIVER_LOW, lo);
     write(t, QUEUE_DRIVER_HIGH, hi);
-    let (lo, hi) = split(driver.vq.used_addr());
+    let (lo, hi) = split(used);
     write(t, QUEUE_DEVICE_LOW, lo);
     write(t, QUEUE_DEVICE_HIGH, hi);
     write(t, QUEUE_READY, 1);

@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_net_kvm::{FrameBackend, NET_HDR_LEN, Notifier};
-use virtio_queue::Queue;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::mock::{AvailRing, DescriptorTable, UsedRing};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest memory for the tests: 16 MiB from address 0.
@@ -28,9 +28,17 @@ pub fn guest_memory() -> GuestMemoryMmap {
 pub const NEXT: u16 = VRING_DESC_F_NEXT as u16;
 pub const WRITE: u16 = VRING_DESC_F_WRITE as u16;
 
-/// The driver side of one split queue.
+/// The driver side of one split queue, built from virtio-queue's mock
+/// rings.
+///
+/// The rings are laid out here rather than by `MockSplitQueue::create`,
+/// whose used ring (virtio-queue 0.18) starts inside the available ring
+/// once a queue has more than a few entries.
 pub struct Driver<'a> {
-    pub vq: MockSplitQueue<'a, GuestMemoryMmap>,
+    desc_table: DescriptorTable<'a, GuestMemoryMmap>,
+    avail: AvailRing<'a, GuestMemoryMmap>,
+    used: UsedRing<'a, GuestMemoryMmap>,
+    addrs: [GuestAddress; 3],
     mem: &'a GuestMemoryMmap,
     size: u16,
     next_desc: u16,
@@ -42,8 +50,16 @@ impl<'a> Driver<'a> {
     /// A queue of `size` entries with its rings at `ring_base` and its
     /// buffers allocated from `buf_base` on.
     pub fn new(mem: &'a GuestMemoryMmap, ring_base: u64, size: u16, buf_base: u64) -> Self {
+        let n = u64::from(size);
+        let desc = GuestAddress(ring_base);
+        let avail = GuestAddress(ring_base + 16 * n);
+        // flags, idx, ring, used_event; the used ring is 4-aligned.
+        let used = GuestAddress((avail.0 + 6 + 2 * n + 3) & !3);
         Self {
-            vq: MockSplitQueue::create(mem, GuestAddress(ring_base), size),
+            desc_table: DescriptorTable::new(mem, desc, size),
+            avail: AvailRing::new(mem, avail, size),
+            used: UsedRing::new(mem, used, size),
+            addrs: [desc, avail, used],
             mem,
             size,
             next_desc: 0,
@@ -52,15 +68,47 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Addresses of the descriptor table, available ring and used ring.
+    pub fn addresses(&self) -> [GuestAddress; 3] {
+        self.addrs
+    }
+
+    /// The available ring, for tests that write it directly.
+    pub fn avail(&self) -> &AvailRing<'a, GuestMemoryMmap> {
+        &self.avail
+    }
+
+    /// The device's `avail_event`: the available index at which it next
+    /// wants a notification (`VIRTIO_RING_F_EVENT_IDX`).
+    pub fn avail_event(&self) -> u16 {
+        let at = self.addrs[2].0 + 4 + 8 * u64::from(self.size);
+        self.mem.read_obj(GuestAddress(at)).unwrap()
+    }
+
+    /// The used ring's flags (`VRING_USED_F_NO_NOTIFY`).
+    pub fn used_flags(&self) -> u16 {
+        self.mem.read_obj(self.addrs[2]).unwrap()
+    }
+
+    /// Asks for an interrupt only once the used index passes `index`.
+    pub fn set_used_event(&self, index: u16) {
+        let at = self.addrs[1].0 + 4 + 2 * u64::from(self.size);
+        self.mem.write_obj(index, GuestAddress(at)).unwrap();
+    }
+
     /// The device's view of the queue, ready.
     pub fn queue(&self) -> Queue {
-        self.vq.create_queue().unwrap()
+        let mut q = Queue::new(self.size).unwrap();
+        q.try_set_desc_table_address(self.addrs[0]).unwrap();
+        q.try_set_avail_ring_address(self.addrs[1]).unwrap();
+        q.try_set_used_ring_address(self.addrs[2]).unwrap();
+        q.set_ready(true);
+        q
     }
 
     /// Writes descriptor `index` as given.
     pub fn store(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        self.vq
-            .desc_table()
+        self.desc_table
             .store(
                 index,
                 RawDescriptor::from(Descriptor::new(addr, len, flags, next)),
@@ -70,14 +118,13 @@ impl<'a> Driver<'a> {
 
     /// Makes `head` available, as a driver does after writing its chain.
     pub fn make_available(&self, head: u16) {
-        let idx = self.vq.avail().idx().load();
-        self.vq
-            .avail()
+        let idx = self.avail.idx().load();
+        self.avail
             .ring()
             .ref_at(usize::from(idx % self.size))
             .unwrap()
             .store(head);
-        self.vq.avail().idx().store(idx.wrapping_add(1));
+        self.avail.idx().store(idx.wrapping_add(1));
     }
 
     fn alloc(&mut self, len: u32) -> u64 {
@@ -123,12 +170,11 @@ impl<'a> Driver<'a> {
 
     /// Used entries (head, length) added since the last call.
     pub fn take_used(&mut self) -> Vec<(u32, u32)> {
-        let idx = self.vq.used().idx().load();
+        let idx = self.used.idx().load();
         let mut entries = Vec::new();
         while self.seen_used != idx {
             let elem = self
-                .vq
-                .used()
+                .used
                 .ring()
                 .ref_at(usize::from(self.seen_used % self.size))
                 .unwrap()
