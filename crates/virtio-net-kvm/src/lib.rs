@@ -50,6 +50,7 @@ mod chain;
 mod config;
 mod device;
 mod header;
+pub mod kvm;
 pub mod mmio;
 
 pub use backend::{FrameBackend, Notifier};
