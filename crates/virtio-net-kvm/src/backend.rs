@@ -1,6 +1,7 @@
 //! What the device needs from a network backend, and how it signals the
 //! driver.
 
+use std::cell::Cell;
 use std::io;
 use std::time::Instant;
 
@@ -42,5 +43,26 @@ impl Notifier for EventFd {
 impl<N: Notifier + ?Sized> Notifier for &N {
     fn notify_used(&self) -> io::Result<()> {
         (**self).notify_used()
+    }
+}
+
+/// Remembers that the driver is due a notification, for a caller that
+/// cannot lend its signal while the queue is borrowed: a vhost-user vring
+/// keeps its queue and its call eventfd behind one lock, so the caller
+/// passes this, and signals the vring afterwards when [`Self::take`] says so.
+#[derive(Debug, Default)]
+pub struct DeferredNotifier(Cell<bool>);
+
+impl DeferredNotifier {
+    /// Whether a notification came due since the last call; clears it.
+    pub fn take(&self) -> bool {
+        self.0.replace(false)
+    }
+}
+
+impl Notifier for DeferredNotifier {
+    fn notify_used(&self) -> io::Result<()> {
+        self.0.set(true);
+        Ok(())
     }
 }

@@ -34,9 +34,22 @@
 //! 4. All of it on the thread that owns the backend: the core takes the
 //!    backend by `&mut`, so no lock is needed or possible.
 //!
+//! The transports:
+//! - [`mmio::MmioTransport`]: the virtio-mmio (version 2) register file,
+//!   owning the device, both queues, an eventfd per queue (what a driver's
+//!   notify write signals, and what a VMM registers as an ioeventfd) and the
+//!   interrupt (a status register plus an eventfd a VMM registers as an
+//!   irqfd). [`kvm::register_eventfds`] is the crate's only KVM call. MMIO
+//!   exits go to `read`/`write`; a VMM whose vCPUs run on other threads
+//!   forwards them to the backend's thread.
+//! - vhost-user (in slipway): the frontend owns the queue layout; the
+//!   backend lends each vring's `Queue` to [`NetDevice::handle_tx`] and
+//!   [`NetDevice::handle_rx`] with a [`DeferredNotifier`], then signals the
+//!   vring's call eventfd if it says so.
+//!
 //! The backend trait lives here rather than in slipway because slipway's
-//! vhost-user frontend depends on this crate; slipway implements
-//! [`FrameBackend`] for its backend.
+//! vhost-user frontend depends on this crate: slipway implements
+//! [`FrameBackend`] for its backend, and this crate never depends on slipway.
 //!
 //! Copies: a transmitted frame is copied once from guest memory into the
 //! device's buffer and the backend writes it to a host socket from there;
@@ -53,7 +66,7 @@ mod header;
 pub mod kvm;
 pub mod mmio;
 
-pub use backend::{FrameBackend, Notifier};
+pub use backend::{DeferredNotifier, FrameBackend, Notifier};
 pub use config::{
     CONFIG_SPACE_LEN, DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF,
     F_MTU, F_STATUS, F_VERSION_1, FeatureError, NetConfig, check_driver_features,

@@ -16,8 +16,8 @@ use smoltcp::wire::{
     Ipv4Packet, TcpPacket, UdpPacket, checksum,
 };
 use virtio_net_kvm::{
-    DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MRG_RXBUF, F_VERSION_1, NET_HDR_LEN,
-    NetConfig, NetDevice,
+    DEVICE_FEATURES, DeferredNotifier, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MRG_RXBUF, F_VERSION_1,
+    NET_HDR_LEN, NetConfig, NetDevice,
 };
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
@@ -610,4 +610,36 @@ fn without_event_idx_kicks_are_suppressed_only_while_draining() {
     assert_eq!(tx.used_flags(), 0, "notifications back on after draining");
     assert_eq!(tx.avail_event(), 0, "avail_event untouched");
     assert_eq!(rig.tx_irqs.0.get(), 1);
+}
+
+#[test]
+fn deferred_notifier_says_when_a_vring_must_be_signalled() {
+    let mem = guest_memory();
+    let (rx, mut tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    let deferred = DeferredNotifier::default();
+    let hdr = tx_header(0, 0, 0, 0);
+    tx.set_used_event(1);
+    tx.offer_tx(&[&hdr, &pattern_frame(60, 0)]);
+    rig.device.handle_tx(
+        &mem,
+        &mut rig.tx_queue,
+        &mut rig.peer,
+        &deferred,
+        Instant::now(),
+    );
+    assert!(
+        !deferred.take(),
+        "used_event 1 not reached by the first chain"
+    );
+    tx.offer_tx(&[&hdr, &pattern_frame(60, 1)]);
+    rig.device.handle_tx(
+        &mem,
+        &mut rig.tx_queue,
+        &mut rig.peer,
+        &deferred,
+        Instant::now(),
+    );
+    assert!(deferred.take());
+    assert!(!deferred.take(), "taking clears it");
 }
