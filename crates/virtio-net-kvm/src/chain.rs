@@ -73,26 +73,9 @@ pub(crate) struct RxRoom {
 }
 
 /// Checks a receive chain and appends its buffers to `segments`, recording
-/// no more than `limit` bytes. On a fault nothing is appended.
+/// no more than `limit` bytes. On a fault, what was appended is the
+/// caller's to discard.
 pub(crate) fn gather_rx_chain<M, D>(
-    mem: &M,
-    chain: DescriptorChain<D>,
-    segments: &mut Vec<Segment>,
-    limit: usize,
-) -> Result<RxRoom, ChainFault>
-where
-    M: GuestMemory,
-    D: Deref<Target = M>,
-{
-    let start = segments.len();
-    let result = gather(mem, chain, segments, limit);
-    if result.is_err() {
-        segments.truncate(start);
-    }
-    result
-}
-
-fn gather<M, D>(
     mem: &M,
     chain: DescriptorChain<D>,
     segments: &mut Vec<Segment>,

@@ -457,6 +457,7 @@ impl NetDevice {
                     return true;
                 }
                 Err(fault) => {
+                    self.rx_segments.truncate(start);
                     tracing::debug!(?fault, head, "receive chain refused");
                     self.counters.rx_chain_faults.count(fault);
                     *used |= self.return_chain(mem, queue, head, 0);

@@ -11,6 +11,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+/// The workspace's skip helper: says why on stderr, fails under
+/// `SLIPWAY_NO_SKIP=1`.
+#[path = "../../slipway/tests/common/mod.rs"]
+mod skipping;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -207,7 +211,7 @@ fn run_guest() -> Result<Run, String> {
 #[test]
 fn guest_drives_registers_notifies_through_ioeventfd_and_takes_the_irqfd_interrupt() {
     if !std::path::Path::new("/dev/kvm").exists() {
-        common::skip("no /dev/kvm");
+        skipping::skip("no /dev/kvm");
         return;
     }
     let (done, result) = mpsc::channel();
@@ -219,7 +223,7 @@ fn guest_drives_registers_notifies_through_ioeventfd_and_takes_the_irqfd_interru
     let run = match result.recv_timeout(Duration::from_secs(30)) {
         Ok(Ok(run)) => run,
         Ok(Err(why)) if why.starts_with("open /dev/kvm") => {
-            common::skip(&why);
+            skipping::skip(&why);
             return;
         }
         Ok(Err(why)) => panic!("KVM guest: {why}"),

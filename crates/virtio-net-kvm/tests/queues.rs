@@ -56,32 +56,38 @@ impl Rig {
     }
 
     fn tx(&mut self, mem: &GuestMemoryMmap) {
-        let mut rounds = 0;
-        while self.device.handle_tx(
-            mem,
-            &mut self.tx_queue,
-            &mut self.peer,
-            &self.tx_irqs,
-            Instant::now(),
-        ) {
-            rounds += 1;
-            assert!(rounds < 100, "transmit never drains");
-        }
+        drain("transmit", || {
+            self.device.handle_tx(
+                mem,
+                &mut self.tx_queue,
+                &mut self.peer,
+                &self.tx_irqs,
+                Instant::now(),
+            )
+        });
     }
 
     fn rx(&mut self, mem: &GuestMemoryMmap) {
-        let mut rounds = 0;
-        while self.device.handle_rx(
-            mem,
-            &mut self.rx_queue,
-            &mut self.peer,
-            &self.rx_irqs,
-            Instant::now(),
-        ) {
-            rounds += 1;
-            assert!(rounds < 100, "receive never drains");
+        drain("receive", || {
+            self.device.handle_rx(
+                mem,
+                &mut self.rx_queue,
+                &mut self.peer,
+                &self.rx_irqs,
+                Instant::now(),
+            )
+        });
+    }
+}
+
+/// Calls `step` until it reports no more work, a bounded number of times.
+fn drain(what: &str, mut step: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if !step() {
+            return;
         }
     }
+    panic!("{what} never drains");
 }
 
 fn drivers(mem: &GuestMemoryMmap) -> (Driver<'_>, Driver<'_>) {

@@ -266,16 +266,3 @@ pub fn pattern_frame(len: usize, seed: u8) -> Vec<u8> {
     frame[13] = 0x00;
     frame
 }
-
-/// The variable that turns skips into failures.
-pub const NO_SKIP: &str = "SLIPWAY_NO_SKIP";
-
-/// Reports that the current test cannot run, and why; panics instead when
-/// [`NO_SKIP`] is set to anything but `0` or empty.
-pub fn skip(why: &str) {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("test");
-    let strict = std::env::var_os(NO_SKIP).is_some_and(|v| !v.is_empty() && v != "0");
-    assert!(!strict, "{test}: cannot run here ({NO_SKIP} is set): {why}");
-    eprintln!("{test}: skipped: {why}");
-}
