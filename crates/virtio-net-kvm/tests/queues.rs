@@ -80,6 +80,12 @@ impl Rig {
     }
 }
 
+/// Offers `frame` behind a plain header and runs the transmit queue.
+fn transmit(rig: &mut Rig, tx: &mut Driver<'_>, mem: &GuestMemoryMmap, frame: &[u8]) {
+    tx.offer_tx(&[&tx_header(0, 0, 0, 0), frame]);
+    rig.tx(mem);
+}
+
 /// Calls `step` until it reports no more work, a bounded number of times.
 fn drain(what: &str, mut step: impl FnMut() -> bool) {
     for _ in 0..100 {
@@ -227,8 +233,7 @@ fn headers_the_device_did_not_agree_to_are_dropped_and_counted() {
     tx.offer_tx(&[&tx_header(1, 0, 34, 16), &frame]);
     tx.offer_tx(&[&tx_header(0, 1, 0, 0), &frame]); // GSO TCPv4, never offered
     tx.offer_tx(&[&tx_header(0, 0, 0, 0), &frame[..13]]); // shorter than Ethernet
-    tx.offer_tx(&[&tx_header(0, 0, 0, 0), &frame]);
-    rig.tx(&mem);
+    transmit(&mut rig, &mut tx, &mem, &frame);
     let drops = &rig.device.counters().tx_header_drops;
     assert_eq!(
         (drops.csum_not_negotiated, drops.gso, drops.short),
@@ -463,8 +468,7 @@ fn chain_longer_than_the_queue_is_dropped_and_counted() {
     assert_eq!(tx.take_used(), vec![(5, 0)]);
     // The device goes on serving the queue.
     let frame = pattern_frame(64, 3);
-    tx.offer_tx(&[&tx_header(0, 0, 0, 0), &frame]);
-    rig.tx(&mem);
+    transmit(&mut rig, &mut tx, &mem, &frame);
     assert_eq!(rig.peer.from_guest, vec![frame]);
 }
 
@@ -491,8 +495,7 @@ fn chain_one_byte_past_the_largest_frame_is_dropped_but_the_largest_passes() {
     let (rx, mut tx) = drivers(&mem);
     let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
     let frame = pattern_frame(virtio_net_kvm::MAX_FRAME_LEN, 5);
-    tx.offer_tx(&[&tx_header(0, 0, 0, 0), &frame]);
-    rig.tx(&mem);
+    transmit(&mut rig, &mut tx, &mem, &frame);
     assert_eq!(rig.peer.from_guest, vec![frame]);
 }
 
