@@ -364,10 +364,14 @@ fn build_overlay(
         &overlay_manifest(&tree.root, current, benches)?,
     )?;
     write(src.join("lib.rs"), "//! Bench targets only.\n")?;
+    // The tree's own versions of everything it shares with the benches;
+    // cargo adds what only the benches use.
     let lock = overlay.join("Cargo.lock");
-    if !lock.exists() {
-        // The tree's own versions of everything it shares with the benches.
-        let _ = fs::copy(tree.root.join("Cargo.lock"), &lock);
+    if let Err(e) = fs::copy(tree.root.join("Cargo.lock"), &lock) {
+        eprintln!(
+            "bench-compare: {} tree's Cargo.lock not copied: {e}",
+            tree.label
+        );
     }
     let manifest = overlay.join("Cargo.toml");
     let target = overlay.join("target");

@@ -175,9 +175,26 @@ fn significant(value: f64) -> String {
     }
 }
 
+/// A part of a benchmark name; numbers (divan's args) order by value, so
+/// `lookup/100` comes before `lookup/10000`.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NamePart<'a> {
+    Number(u64),
+    Text(&'a str),
+}
+
+fn name_key(name: &str) -> Vec<NamePart<'_>> {
+    name.split('/')
+        .map(|part| part.parse().map_or(NamePart::Text(part), NamePart::Number))
+        .collect()
+}
+
 /// The markdown table of every benchmark both trees measured, sorted by
-/// name, followed by the names of those that only one tree has.
+/// name (numbers by value), followed by the names of those that only one
+/// tree has.
 pub fn markdown(title: &str, series: &BTreeMap<String, Series>) -> String {
+    let mut series: Vec<(&String, &Series)> = series.iter().collect();
+    series.sort_by_cached_key(|(name, _)| name_key(name));
     let mut out = format!(
         "### {title}\n\n\
          | benchmark | baseline median | current median | delta % | spread % | verdict |\n\
@@ -290,6 +307,29 @@ mod tests {
         assert_eq!(format_value(0.25, "ns"), "0.25 ns");
         assert_eq!(format_value(9.41, "Gbit/s"), "9.41 Gbit/s");
         assert_eq!(format_value(1234.0, "us"), "1234 us");
+    }
+
+    #[test]
+    fn args_sort_by_value() {
+        let mut all = BTreeMap::new();
+        for name in [
+            "t/lookup/10000",
+            "t/lookup/64",
+            "t/lookup/100",
+            "t/insert/1",
+        ] {
+            all.insert(name.to_owned(), series(&[1.0], &[1.0]));
+        }
+        let table = markdown("t", &all);
+        let order: Vec<&str> = table
+            .lines()
+            .filter_map(|line| line.strip_prefix("| t/"))
+            .map(|line| line.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            ["insert/1", "lookup/64", "lookup/100", "lookup/10000"]
+        );
     }
 
     #[test]
