@@ -35,6 +35,11 @@ use report::Series;
 
 /// Default repetitions of each tree.
 const DEFAULT_REPS: u32 = 3;
+/// Default smallest change called faster or slower, in percent: identical
+/// sources built into the two overlay packages measured up to 13 % apart,
+/// steadily, on a few flow-table benches (code layout), so smaller deltas
+/// say little.
+const DEFAULT_MIN_CHANGE_PCT: f64 = 5.0;
 /// The harness paths that run slipway itself.
 const SLIPWAY_PATHS: &str = "slipway-65520,slipway-1500";
 /// Longest one bench binary may run.
@@ -43,10 +48,11 @@ const BENCH_TIMEOUT: Duration = Duration::from_secs(600);
 const HARNESS_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Command-line options of `bench-compare`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct Options {
     baseline: String,
     reps: u32,
+    min_change_pct: f64,
     harness: bool,
     harness_args: Vec<String>,
 }
@@ -58,6 +64,7 @@ impl Options {
         let mut options = Options {
             baseline: String::new(),
             reps: DEFAULT_REPS,
+            min_change_pct: DEFAULT_MIN_CHANGE_PCT,
             harness: true,
             harness_args: Vec::new(),
         };
@@ -73,6 +80,13 @@ impl Options {
                     options.reps = match value.parse() {
                         Ok(n) if n >= 1 => n,
                         _ => return Err(format!("--reps takes a number from 1, not `{value}`")),
+                    };
+                }
+                "--min-change" => {
+                    let value = args.next().ok_or("--min-change needs a percentage")?;
+                    options.min_change_pct = match value.parse::<f64>() {
+                        Ok(pct) if pct.is_finite() && pct >= 0.0 => pct,
+                        _ => return Err(format!("--min-change takes a percentage, not `{value}`")),
                     };
                 }
                 "--no-harness" => options.harness = false,
@@ -168,31 +182,64 @@ fn compare(options: &Options) -> Result<String, String> {
         None
     };
 
-    let mut divan_series: BTreeMap<String, Series> = BTreeMap::new();
-    let mut harness_series: BTreeMap<String, Series> = BTreeMap::new();
+    let trees = [&baseline, &current];
+    let measured = measure(
+        options,
+        trees,
+        &built,
+        &common,
+        harness.as_ref(),
+        &mut notes,
+    )?;
+    let mut seen = std::collections::HashSet::new();
+    notes.retain(|note| seen.insert(note.clone()));
+    let out = render(options, &short, &notes, &measured, harness.is_some());
+    let saved = base_dir.join(format!("report-{short}.md"));
+    fs::write(&saved, &out).map_err(|e| format!("cannot write {}: {e}", saved.display()))?;
+    eprintln!("bench-compare: report saved to {}", saved.display());
+    Ok(out)
+}
+
+/// Every benchmark's values in both trees.
+#[derive(Default)]
+struct Measured {
+    divan: BTreeMap<String, Series>,
+    harness: BTreeMap<String, Series>,
+}
+
+/// Runs the benches both trees built, and the harness, tree after tree,
+/// `options.reps` times.
+fn measure(
+    options: &Options,
+    trees: [&Tree; 2],
+    built: &[BTreeMap<String, PathBuf>],
+    common: &[&String],
+    harness: Option<&Harness>,
+    notes: &mut Vec<String>,
+) -> Result<Measured, String> {
+    let mut measured = Measured::default();
     for rep in 1..=options.reps {
-        for (index, tree) in [&baseline, &current].into_iter().enumerate() {
-            let exes = &built[index];
-            for bench in &common {
+        for (index, tree) in trees.into_iter().enumerate() {
+            for bench in common {
                 let log = tree.scratch.join("logs").join(format!("{bench}-{rep}.txt"));
                 eprintln!("bench-compare: rep {rep}, {}: {bench}", tree.label);
-                let output = run_logged(
-                    Command::new(&exes[*bench]).arg("--bench"),
-                    &log,
-                    BENCH_TIMEOUT,
-                )?;
+                let exe = built[index]
+                    .get(*bench)
+                    .ok_or("a bench binary went missing")?;
+                let output = run_logged(Command::new(exe).arg("--bench"), &log, BENCH_TIMEOUT)?;
                 for m in divan::parse(&output) {
-                    let series = divan_series.entry(m.name).or_insert_with(Series::nanos);
+                    let series = measured.divan.entry(m.name).or_insert_with(Series::nanos);
                     side(series, index).push(m.nanos);
                 }
             }
-            if let Some(h) = &harness {
+            if let Some(h) = harness {
                 let run = run_harness(h, tree, index, rep, &options.harness_args)?;
                 for (path, why) in run.absent {
                     notes.push(format!("{} harness: {path} absent: {why}", tree.label));
                 }
                 for m in run.results {
-                    let series = harness_series
+                    let series = measured
+                        .harness
                         .entry(m.name)
                         .or_insert_with(|| Series::new(&m.unit, m.better));
                     side(series, index).push(m.median);
@@ -200,29 +247,40 @@ fn compare(options: &Options) -> Result<String, String> {
             }
         }
     }
-    notes.dedup();
+    Ok(measured)
+}
 
+/// The whole report: notes, then the tables.
+fn render(
+    options: &Options,
+    short: &str,
+    notes: &[String],
+    measured: &Measured,
+    harness_ran: bool,
+) -> String {
     let mut out = format!(
         "## bench-compare: {short} (baseline) vs the working tree, {} rep(s), interleaved\n\n",
         options.reps
     );
-    for note in &notes {
+    for note in notes {
         out.push_str(&format!("- {note}\n"));
     }
     out.push('\n');
-    out.push_str(&report::markdown("divan benches", &divan_series));
-    if harness.is_some() {
+    let floor = options.min_change_pct;
+    out.push_str(&report::markdown("divan benches", &measured.divan, floor));
+    if harness_ran {
         out.push('\n');
-        out.push_str(&report::markdown("wall-clock harness", &harness_series));
+        out.push_str(&report::markdown(
+            "wall-clock harness",
+            &measured.harness,
+            floor,
+        ));
     }
-    out.push_str(
+    out.push_str(&format!(
         "\nspread %: the wider of the two trees' (max - min) / median over the repetitions; \
-         a delta inside it is noise.\n",
-    );
-    let saved = base_dir.join(format!("report-{short}.md"));
-    fs::write(&saved, &out).map_err(|e| format!("cannot write {}: {e}", saved.display()))?;
-    eprintln!("bench-compare: report saved to {}", saved.display());
-    Ok(out)
+         a delta inside it, or below {floor}%, is noise.\n"
+    ));
+    out
 }
 
 fn side(series: &mut Series, index: usize) -> &mut Vec<f64> {
@@ -609,6 +667,7 @@ mod tests {
         let options = parse(&["--baseline", "HEAD~1"]).unwrap();
         assert_eq!(options.baseline, "HEAD~1");
         assert_eq!(options.reps, 3);
+        assert!((options.min_change_pct - 5.0).abs() < f64::EPSILON);
         assert!(options.harness);
     }
 
@@ -635,6 +694,9 @@ mod tests {
         assert!(parse(&["--baseline", "x", "--reps", "0"]).is_err());
         assert!(parse(&["--baseline", "x", "--reps"]).is_err());
         assert!(parse(&["--baseline", "x", "--fast"]).is_err());
+        assert!(parse(&["--baseline", "x", "--min-change", "-1"]).is_err());
+        let zero = parse(&["--baseline", "x", "--min-change", "0"]).unwrap();
+        assert!(zero.min_change_pct.abs() < f64::EPSILON);
     }
 
     #[test]

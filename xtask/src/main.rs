@@ -24,11 +24,13 @@ Commands:
                               a server on host loopback through slipway (root)
   fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
                               with `cargo +nightly fuzz run` (needs cargo-fuzz)
-  bench-compare --baseline REF [--reps N] [--no-harness] [--harness-args ...]
+  bench-compare --baseline REF [--reps N] [--min-change PCT] [--no-harness]
+                [--harness-args ARGS...]
                               this tree's benches against commit REF's, runs
                               interleaved N times (default 3): divan benches
                               and the wall-clock harness, as a markdown table
-                              with deltas and a noise verdict
+                              with deltas; a delta within the run-to-run
+                              spread or below PCT % (default 5) is noise
   help                        print this message
 ";
 

@@ -4,7 +4,10 @@
 //! compared is the median over repetitions; the run-to-run spread of a tree
 //! is `(max - min) / median` over its repetitions, and a change is called
 //! only when it is larger than the wider of the two trees' spreads: a delta
-//! inside the spread is noise, not a regression.
+//! inside the spread is noise, not a regression. Nor is a delta below a
+//! floor (`min_change_pct`): two binaries built apart from the same source
+//! differ by a few percent in code layout alone, steadily across
+//! repetitions, which no run-to-run spread shows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -113,9 +116,10 @@ pub fn spread_pct(values: &[f64]) -> Option<f64> {
     (mid != 0.0).then(|| (max - min) / mid.abs() * 100.0)
 }
 
-/// Compares the two trees' values of one benchmark; `None` when a tree has
-/// no value or the baseline's median is zero.
-pub fn compare(series: &Series) -> Option<Row> {
+/// Compares the two trees' values of one benchmark, calling deltas within
+/// the spread or below `min_change_pct` noise; `None` when a tree has no
+/// value or the baseline's median is zero.
+pub fn compare(series: &Series, min_change_pct: f64) -> Option<Row> {
     let baseline = median(&series.baseline)?;
     let current = median(&series.current)?;
     if baseline == 0.0 {
@@ -132,7 +136,7 @@ pub fn compare(series: &Series) -> Option<Row> {
     };
     let verdict = match spread {
         None => Verdict::Unknown,
-        Some(spread) if delta_pct.abs() <= spread => Verdict::Noise,
+        Some(spread) if delta_pct.abs() <= spread.max(min_change_pct) => Verdict::Noise,
         Some(_) if improved => Verdict::Faster,
         Some(_) => Verdict::Slower,
     };
@@ -192,7 +196,7 @@ fn name_key(name: &str) -> Vec<NamePart<'_>> {
 /// The markdown table of every benchmark both trees measured, sorted by
 /// name (numbers by value), followed by the names of those that only one
 /// tree has.
-pub fn markdown(title: &str, series: &BTreeMap<String, Series>) -> String {
+pub fn markdown(title: &str, series: &BTreeMap<String, Series>, min_change_pct: f64) -> String {
     let mut series: Vec<(&String, &Series)> = series.iter().collect();
     series.sort_by_cached_key(|(name, _)| name_key(name));
     let mut out = format!(
@@ -202,7 +206,7 @@ pub fn markdown(title: &str, series: &BTreeMap<String, Series>) -> String {
     );
     let mut missing = Vec::new();
     for (name, s) in series {
-        let Some(row) = compare(s) else {
+        let Some(row) = compare(s, min_change_pct) else {
             missing.push(name.as_str());
             continue;
         };
@@ -263,7 +267,7 @@ mod tests {
     #[test]
     fn delta_inside_the_spread_is_noise() {
         // Baseline 100 ± 5 %, current 104: a 4 % change inside a 10 % spread.
-        let row = compare(&series(&[95.0, 100.0, 105.0], &[103.0, 104.0, 105.0])).unwrap();
+        let row = compare(&series(&[95.0, 100.0, 105.0], &[103.0, 104.0, 105.0]), 0.0).unwrap();
         assert!((row.delta_pct - 4.0).abs() < 1e-9);
         assert_eq!(row.spread_pct, Some(10.0));
         assert_eq!(row.verdict, Verdict::Noise);
@@ -272,16 +276,16 @@ mod tests {
     #[test]
     fn the_wider_spread_of_the_two_trees_counts() {
         // Tight baseline, noisy current tree: 8 % slower is inside its 20 %.
-        let row = compare(&series(&[100.0, 100.0, 101.0], &[98.0, 108.0, 118.0])).unwrap();
+        let row = compare(&series(&[100.0, 100.0, 101.0], &[98.0, 108.0, 118.0]), 0.0).unwrap();
         assert_eq!(row.verdict, Verdict::Noise);
         assert!((row.spread_pct.unwrap() - 20.0 / 108.0 * 100.0).abs() < 1e-9);
     }
 
     #[test]
     fn delta_beyond_the_spread_is_called_by_direction() {
-        let slower = compare(&series(&[100.0, 101.0, 102.0], &[120.0, 121.0, 122.0])).unwrap();
+        let slower = compare(&series(&[100.0, 101.0, 102.0], &[120.0, 121.0, 122.0]), 0.0).unwrap();
         assert_eq!(slower.verdict, Verdict::Slower);
-        let faster = compare(&series(&[100.0, 101.0, 102.0], &[80.0, 81.0, 82.0])).unwrap();
+        let faster = compare(&series(&[100.0, 101.0, 102.0], &[80.0, 81.0, 82.0]), 0.0).unwrap();
         assert_eq!(faster.verdict, Verdict::Faster);
         // For a throughput, higher is the improvement.
         let throughput = Series {
@@ -289,12 +293,21 @@ mod tests {
             unit: "Gbit/s".to_owned(),
             ..series(&[10.0, 10.1, 10.2], &[12.0, 12.1, 12.2])
         };
-        assert_eq!(compare(&throughput).unwrap().verdict, Verdict::Faster);
+        assert_eq!(compare(&throughput, 0.0).unwrap().verdict, Verdict::Faster);
+    }
+
+    #[test]
+    fn delta_below_the_floor_is_noise_however_tight_the_spread() {
+        let tight = series(&[100.0, 100.1, 100.2], &[96.0, 96.1, 96.2]);
+        assert_eq!(compare(&tight, 0.0).unwrap().verdict, Verdict::Faster);
+        assert_eq!(compare(&tight, 5.0).unwrap().verdict, Verdict::Noise);
+        let big = series(&[100.0, 100.1, 100.2], &[90.0, 90.1, 90.2]);
+        assert_eq!(compare(&big, 5.0).unwrap().verdict, Verdict::Faster);
     }
 
     #[test]
     fn one_repetition_has_no_verdict() {
-        let row = compare(&series(&[100.0], &[150.0])).unwrap();
+        let row = compare(&series(&[100.0], &[150.0]), 0.0).unwrap();
         assert_eq!(row.spread_pct, None);
         assert_eq!(row.verdict, Verdict::Unknown);
     }
@@ -320,7 +333,7 @@ mod tests {
         ] {
             all.insert(name.to_owned(), series(&[1.0], &[1.0]));
         }
-        let table = markdown("t", &all);
+        let table = markdown("t", &all, 0.0);
         let order: Vec<&str> = table
             .lines()
             .filter_map(|line| line.strip_prefix("| t/"))
@@ -344,7 +357,7 @@ mod tests {
             series(&[26.0, 26.5, 27.0], &[26.2, 26.4, 26.9]),
         );
         all.insert("backend/new".to_owned(), series(&[], &[2000.0, 2100.0]));
-        let table = markdown("divan benches", &all);
+        let table = markdown("divan benches", &all, 5.0);
         let expected = "\
 ### divan benches
 
