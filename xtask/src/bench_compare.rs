@@ -234,8 +234,8 @@ fn measure(
             }
             if let Some(h) = harness {
                 let run = run_harness(h, tree, index, rep, &options.harness_args)?;
-                for (path, why) in run.absent {
-                    notes.push(format!("{} harness: {path} absent: {why}", tree.label));
+                for missing in run.missing {
+                    notes.push(format!("{} harness: {missing}", tree.label));
                 }
                 for m in run.results {
                     let series = measured
@@ -595,8 +595,12 @@ fn run_harness(
         .arg(&harness.slipway[index])
         .arg("--json")
         .arg(&json);
-    if !extra.iter().any(|a| a == "--paths") {
-        command.args(["--paths", SLIPWAY_PATHS]);
+    // bench-compare repeats the harness itself; one repetition per run
+    // unless told otherwise.
+    for (option, default) in [("--paths", SLIPWAY_PATHS), ("--reps", "1")] {
+        if !extra.iter().any(|a| a == option) {
+            command.args([option, default]);
+        }
     }
     command.args(extra);
     eprintln!("bench-compare: rep {rep}, {}: harness", tree.label);

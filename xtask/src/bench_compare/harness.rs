@@ -3,8 +3,11 @@
 //! The harness (`bench-harness --json FILE`) writes schema 1:
 //! `{"schema":1,"machine":{..},"results":[{"path","workload","metric",
 //! "unit","better","values","median","min","max"}],"absent":[{"path","why"}]}`.
-//! One run of the harness gives one value per result (its median); the
-//! repetitions of bench-compare give the run-to-run spread.
+//! An `absent` entry may name a `workload` too, `failures` lists what was
+//! attempted and failed, and a result none of whose repetitions succeeded
+//! has a `null` median. One run of the harness gives one value per result
+//! (its median); the repetitions of bench-compare give the run-to-run
+//! spread.
 
 use serde_json::Value;
 
@@ -29,10 +32,11 @@ pub struct Measurement {
 /// What one harness run reported.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Run {
-    /// The measurements.
+    /// The measurements that have a median.
     pub results: Vec<Measurement>,
-    /// Paths the harness could not run, with the reason.
-    pub absent: Vec<(String, String)>,
+    /// What the harness could not run or measure, one line each:
+    /// `path[/workload]: why`, and the failures.
+    pub missing: Vec<String>,
 }
 
 /// Parses the harness's JSON report.
@@ -47,37 +51,53 @@ pub fn parse(json: &str) -> Result<Run, String> {
             ));
         }
     }
+    let mut run = Run::default();
     let results = root
         .get("results")
         .and_then(Value::as_array)
-        .ok_or("harness JSON has no `results` array")?
-        .iter()
-        .map(measurement)
-        .collect::<Result<Vec<_>, _>>()?;
-    let absent = root
-        .get("absent")
+        .ok_or("harness JSON has no `results` array")?;
+    for entry in results {
+        match measurement(entry)? {
+            Some(m) => run.results.push(m),
+            None => run
+                .missing
+                .push(format!("{}: no successful repetition", place(entry))),
+        }
+    }
+    for entry in list(&root, "absent") {
+        let why = text(entry, "why").unwrap_or("?");
+        run.missing.push(format!("{} absent: {why}", place(entry)));
+    }
+    for entry in list(&root, "failures") {
+        let error = text(entry, "error").unwrap_or("?");
+        run.missing
+            .push(format!("{} failed: {error}", place(entry)));
+    }
+    Ok(run)
+}
+
+/// The entries of an optional array field.
+fn list<'a>(root: &'a Value, field: &str) -> &'a [Value] {
+    root.get(field)
         .and_then(Value::as_array)
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| {
-                    (
-                        text(e, "path").unwrap_or("?"),
-                        text(e, "why").unwrap_or("?"),
-                    )
-                })
-                .map(|(path, why)| (path.to_owned(), why.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Run { results, absent })
+        .map_or(&[], Vec::as_slice)
+}
+
+/// `path[/workload]` of an entry.
+fn place(entry: &Value) -> String {
+    let path = text(entry, "path").unwrap_or("?");
+    match text(entry, "workload") {
+        Some(workload) => format!("{path}/{workload}"),
+        None => path.to_owned(),
+    }
 }
 
 fn text<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
     value.get(field).and_then(Value::as_str)
 }
 
-fn measurement(entry: &Value) -> Result<Measurement, String> {
+/// A result; `None` when its median is `null` (no repetition succeeded).
+fn measurement(entry: &Value) -> Result<Option<Measurement>, String> {
     let field = |name: &str| {
         text(entry, name).ok_or_else(|| format!("harness result without `{name}`: {entry}"))
     };
@@ -96,16 +116,18 @@ fn measurement(entry: &Value) -> Result<Measurement, String> {
             ));
         }
     };
-    let median = entry
-        .get("median")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| format!("{name}: no numeric `median`"))?;
-    Ok(Measurement {
+    let median = match entry.get("median") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value) => value
+            .as_f64()
+            .ok_or_else(|| format!("{name}: `median` is not a number"))?,
+    };
+    Ok(Some(Measurement {
         name,
         unit: field("unit")?.to_owned(),
         better,
         median,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -122,13 +144,17 @@ mod tests {
          "better": "lower", "values": [41.0, 40.2, 43.9], "median": 41.0, "min": 40.2, "max": 43.9},
         {"path": "slipway-1500", "workload": "tcp_stream", "metric": "throughput",
          "unit": "Gbit/s", "better": "higher", "values": [9.1], "median": 9.1, "min": 9.1,
-         "max": 9.1}
+         "max": 9.1},
+        {"path": "slipway-1500", "workload": "dns", "metric": "qps", "unit": "1/s",
+         "better": "higher", "values": [], "median": null, "min": null, "max": null}
       ],
-      "absent": [{"path": "passt", "why": "passt not installed"}]
+      "absent": [{"path": "pasta", "why": "pasta not installed"},
+                 {"path": "slipway-1500", "workload": "idle_10k", "why": "too few descriptors"}],
+      "failures": [{"path": "slipway-1500", "workload": "dns", "rep": 1, "error": "timed out"}]
     }"#;
 
     #[test]
-    fn results_and_absent_paths_are_read() {
+    fn results_absent_paths_and_failures_are_read() {
         let run = parse(SAMPLE).unwrap();
         assert_eq!(
             run.results,
@@ -148,8 +174,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            run.absent,
-            [("passt".to_owned(), "passt not installed".to_owned())]
+            run.missing,
+            [
+                "slipway-1500/dns: no successful repetition",
+                "pasta absent: pasta not installed",
+                "slipway-1500/idle_10k absent: too few descriptors",
+                "slipway-1500/dns failed: timed out",
+            ]
         );
     }
 
