@@ -589,8 +589,11 @@ fn run_harness(
 ) -> Result<harness::Run, String> {
     let logs = tree.scratch.join("logs");
     let json = logs.join(format!("harness-{rep}.json"));
+    fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
     let mut command = Command::new(&harness.binary);
+    // Whatever else the harness writes by default lands beside its log.
     command
+        .current_dir(&logs)
         .arg("--slipway")
         .arg(&harness.slipway[index])
         .arg("--json")

@@ -194,6 +194,26 @@ mod tests {
     }
 
     #[test]
+    fn real_report_of_the_harness() {
+        let run = parse(include_str!("testdata/harness-slipway-1500.json")).unwrap();
+        let names: Vec<&str> = run.results.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "slipway-1500/tcp_rr/p50_us",
+                "slipway-1500/tcp_rr/p99_us",
+                "slipway-1500/tcp_rr/tps",
+                "slipway-1500/dns/qps",
+            ]
+        );
+        assert_eq!(run.results[0].unit, "us");
+        assert_eq!(run.results[0].better, Better::Lower);
+        assert!((run.results[0].median - 11.251).abs() < 1e-9);
+        assert_eq!(run.results[3].better, Better::Higher);
+        assert!(run.missing.is_empty());
+    }
+
+    #[test]
     fn absent_list_may_be_missing() {
         let run = parse(r#"{"schema": 1, "results": []}"#).unwrap();
         assert_eq!(run, Run::default());
