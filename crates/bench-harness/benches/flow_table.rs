@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -11,12 +13,7 @@ use divan::{Bencher, black_box};
 use flow_table::{FlowId, FlowKey, FlowTable, Protocol};
 
 fn main() {
-    // Bodies of a few nanoseconds: a fixed sample size keeps divan from
-    // timing single calls, whose timer overhead would double the result.
-    divan::Divan::default()
-        .sample_size(1000)
-        .config_with_args()
-        .main();
+    common::run_nanosecond_benches();
 }
 
 const FLOWS: [usize; 3] = [1, 100, 10_000];

@@ -18,12 +18,7 @@ use slipway::frontdesk::{
 use common::{ACK, GATEWAY_IP, GUEST_IP, PSH, Seg};
 
 fn main() {
-    // Bodies of a few nanoseconds: a fixed sample size keeps divan from
-    // timing single calls, whose timer overhead would double the result.
-    divan::Divan::default()
-        .sample_size(1000)
-        .config_with_args()
-        .main();
+    common::run_nanosecond_benches();
 }
 
 /// Payload sizes: a small request, one Ethernet MSS, a 64 KiB-MTU segment.

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use divan::{Bencher, black_box};
@@ -12,12 +14,7 @@ use nat_core::{
 };
 
 fn main() {
-    // Bodies of a few nanoseconds: a fixed sample size keeps divan from
-    // timing single calls, whose timer overhead would double the result.
-    divan::Divan::default()
-        .sample_size(1000)
-        .config_with_args()
-        .main();
+    common::run_nanosecond_benches();
 }
 
 /// 1 000 disjoint /24 prefixes in 198.18.0.0/15 and 100.64.0.0/10, none of

@@ -4,18 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use divan::{Bencher, black_box};
 use flow_table::tcp::{Flags, HostError, Phase, Segment, SeqNum, TcpConfig, TcpConn};
 
 fn main() {
-    // Bodies of a few nanoseconds: a fixed sample size keeps divan from
-    // timing single calls, whose timer overhead would double the result.
-    divan::Divan::default()
-        .sample_size(1000)
-        .config_with_args()
-        .main();
+    common::run_nanosecond_benches();
 }
 
 /// Free space the fake host socket reports after every write.
