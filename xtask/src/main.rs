@@ -4,6 +4,7 @@
 //! CI runs nothing else. Each subcommand lives in its own module; this file
 //! only parses the command line and maps outcomes to exit codes.
 
+mod bench_compare;
 mod demo;
 mod fuzz;
 mod process;
@@ -23,6 +24,13 @@ Commands:
                               a server on host loopback through slipway (root)
   fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
                               with `cargo +nightly fuzz run` (needs cargo-fuzz)
+  bench-compare --baseline REF [--reps N] [--min-change PCT] [--no-harness]
+                [--harness-args ARGS...]
+                              this tree's benches against commit REF's, runs
+                              interleaved N times (default 3): divan benches
+                              and the wall-clock harness, as a markdown table
+                              with deltas; a delta within the run-to-run
+                              spread or below PCT % (default 5) is noise
   help                        print this message
 ";
 
@@ -42,6 +50,10 @@ fn main() -> ExitCode {
         "demo" if rest.is_empty() => demo::run(),
         "fuzz" => match fuzz::Options::parse(rest) {
             Ok(options) => fuzz::run(&options),
+            Err(message) => usage_error(&message),
+        },
+        "bench-compare" => match bench_compare::Options::parse(rest) {
+            Ok(options) => bench_compare::run(&options),
             Err(message) => usage_error(&message),
         },
         "help" | "--help" | "-h" => {
