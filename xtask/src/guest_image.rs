@@ -10,9 +10,10 @@
 //! QEMU boots through its PVH entry without the seconds of decompression a
 //! guest under TCG would spend. Everything lands in `TARGET/guest-image/`
 //! and is rebuilt only when a stamp of its inputs (kernel version, the
-//! guest files, the sizes and times of the host files copied) changes;
-//! a build goes to a fresh directory renamed into place, so concurrent
-//! builders never see half an image.
+//! guest files, the sizes and times of the host files copied) changes:
+//! each set of inputs has its own directory, written to a scratch
+//! directory and renamed into place, so concurrent builders (test
+//! processes starting together) never see half an image.
 //!
 //! This file uses std alone: the VM tests include it with `#[path]` and
 //! build the image themselves when it is missing.
@@ -77,30 +78,38 @@ pub struct Image {
     pub kernel_version: String,
 }
 
-/// The image directory under a cargo target directory.
-pub fn image_dir(target_dir: &Path) -> PathBuf {
+/// Where images live under a cargo target directory: one subdirectory per
+/// set of inputs, named by the hash of their stamp.
+pub fn images_dir(target_dir: &Path) -> PathBuf {
     target_dir.join("guest-image")
 }
 
-/// Returns the image in `target_dir/guest-image`, building it first if it
-/// is missing or its inputs changed. Fails with a message naming what is
-/// missing on the host.
+/// Returns the image for the host's current inputs under
+/// `target_dir/guest-image/`, building it first if there is none. Fails
+/// with a message naming what is missing on the host.
+///
+/// Each image directory is written once, complete, by a rename, and never
+/// changed or removed while its inputs are current: builders racing on the
+/// same inputs keep whichever lands first, and a QEMU booting from it
+/// never sees its files move.
 pub fn ensure(target_dir: &Path) -> Result<Image, String> {
     let inputs = Inputs::find()?;
-    let dir = image_dir(target_dir);
+    let stamp = inputs.stamp()?;
+    let mut hash = Fnv1a::default();
+    hash.update(stamp.as_bytes());
+    let name = format!("{:016x}", hash.0);
+    let images = images_dir(target_dir);
+    let dir = images.join(&name);
     let image = Image {
         kernel: dir.join("vmlinux"),
         initramfs: dir.join("initramfs.cpio"),
         kernel_version: inputs.kernel_version.clone(),
     };
-    let stamp = inputs.stamp()?;
-    if fs::read_to_string(dir.join("stamp")).is_ok_and(|old| old == stamp)
-        && image.kernel.is_file()
-        && image.initramfs.is_file()
-    {
+    if fs::read_to_string(dir.join("stamp")).is_ok_and(|old| old == stamp) {
         return Ok(image);
     }
-    let fresh = target_dir.join(format!("guest-image.tmp{}", std::process::id()));
+    fs::create_dir_all(&images).map_err(|e| format!("create {}: {e}", images.display()))?;
+    let fresh = images.join(format!(".build-{}", std::process::id()));
     let _ = fs::remove_dir_all(&fresh);
     fs::create_dir_all(&fresh).map_err(|e| format!("create {}: {e}", fresh.display()))?;
     let built = build_into(&inputs, &fresh).and_then(|()| {
@@ -110,15 +119,32 @@ pub fn ensure(target_dir: &Path) -> Result<Image, String> {
         let _ = fs::remove_dir_all(&fresh);
         return Err(message);
     }
-    // Another builder may have finished first: theirs is as good as ours.
-    let _ = fs::remove_dir_all(&dir);
-    if let Err(e) = fs::rename(&fresh, &dir) {
+    if fs::rename(&fresh, &dir).is_err() {
+        // Another builder's identical image is already in place.
         let _ = fs::remove_dir_all(&fresh);
-        if !dir.join("stamp").is_file() {
-            return Err(format!("rename {} into place: {e}", fresh.display()));
+    }
+    if !fs::read_to_string(dir.join("stamp")).is_ok_and(|old| old == stamp) {
+        return Err(format!(
+            "could not put the image in place at {}",
+            dir.display()
+        ));
+    }
+    remove_stale(&images, &name);
+    Ok(image)
+}
+
+/// Removes the images of inputs that are no longer current.
+fn remove_stale(images: &Path, current: &str) {
+    let Ok(entries) = fs::read_dir(images) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.len() == 16 && name != current && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
-    Ok(image)
 }
 
 /// What the image is made from.
@@ -231,7 +257,7 @@ fn newest_kernel() -> Result<(String, PathBuf), String> {
                 .is_dir()
         })
         .collect();
-    versions.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    versions.sort_by_key(|version| version_key(version));
     let version = versions
         .pop()
         .ok_or("no /boot/vmlinuz-VERSION with modules in /lib/modules/VERSION")?;
@@ -239,8 +265,8 @@ fn newest_kernel() -> Result<(String, PathBuf), String> {
     Ok((version, path))
 }
 
-/// Orders `6.1.0-10-amd64` before `6.1.0-9-amd64`'s successor correctly:
-/// numbers compare as numbers.
+/// The numbers in a kernel version, so that `6.1.0-10-amd64` sorts after
+/// `6.1.0-9-amd64`.
 fn version_key(version: &str) -> Vec<u64> {
     version
         .split(|c: char| !c.is_ascii_digit())

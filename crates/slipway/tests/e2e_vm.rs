@@ -333,6 +333,10 @@ fn judge(network: Network, report: &Report, checks: &mut Checks) {
 #[test]
 fn guest_kernel_through_slipway_stream_passes_every_check() {
     require_vm!("iperf3");
+    if let Some(why) = vm::stream_unsupported() {
+        common::skip(&why);
+        return;
+    }
     run_checks(Network::Slipway);
 }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::e2e::{Output, Proc, TempDir, command, missing_tool, slipway, wait_until};
+use crate::e2e::{Output, Proc, TempDir, command, missing_tool, slipway};
 
 pub use guest_image::Image;
 
@@ -105,6 +105,13 @@ pub fn image() -> Result<&'static Image, String> {
         .map_err(Clone::clone)
 }
 
+/// Why this build of slipway cannot serve a QEMU guest, if it cannot.
+pub fn stream_unsupported() -> Option<String> {
+    let help = slipway(&["--help"]).output().ok()?;
+    let text = String::from_utf8_lossy(&help.stdout) + String::from_utf8_lossy(&help.stderr);
+    (!text.contains("slipway stream")).then(|| "this slipway has no `stream` command".to_owned())
+}
+
 /// Why no VM can run here, if none can.
 pub fn unavailable() -> Option<String> {
     if let Some(tool) = missing_tool(&[QEMU]) {
@@ -144,7 +151,22 @@ impl SlipwayStream {
         let mut args = vec!["stream", "--socket", path.as_str()];
         args.extend_from_slice(options);
         let proc = Proc::spawn(&mut slipway(&args));
-        wait_until("slipway stream's socket", LISTEN_LIMIT, || socket.exists());
+        let deadline = Instant::now() + LISTEN_LIMIT;
+        while !socket.exists() {
+            if proc.exited() {
+                let out = proc.finish(LISTEN_LIMIT);
+                panic!(
+                    "slipway stream exited before listening ({:?}):\n{}",
+                    out.status, out.stderr
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slipway stream: no socket at {} within {LISTEN_LIMIT:?}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Self {
             proc,
             socket: socket.to_path_buf(),
