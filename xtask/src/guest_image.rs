@@ -498,3 +498,83 @@ impl Fnv1a {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{Cpio, module_stem, version_key};
+
+    /// Reads a newc archive back: (name, mode, rdev major, data) per entry,
+    /// checking the magic and the 4-byte alignment the kernel relies on.
+    fn entries(archive: &[u8]) -> Vec<(String, u32, u32, Vec<u8>)> {
+        let field = |at: usize, index: usize| {
+            let start = at + 6 + index * 8;
+            let text = std::str::from_utf8(&archive[start..start + 8]).unwrap_or("");
+            u32::from_str_radix(text, 16).unwrap_or(u32::MAX)
+        };
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            assert_eq!(at % 4, 0, "entry at an unaligned offset");
+            assert_eq!(&archive[at..at + 6], b"070701");
+            let (mode, size, major, name_len) =
+                (field(at, 1), field(at, 6), field(at, 9), field(at, 11));
+            let name_at = at + 110;
+            let name_end = name_at + name_len as usize;
+            assert_eq!(archive[name_end - 1], 0, "name without its NUL");
+            let name = String::from_utf8_lossy(&archive[name_at..name_end - 1]).into_owned();
+            let data_at = name_end.next_multiple_of(4);
+            let data = archive[data_at..data_at + size as usize].to_vec();
+            at = (data_at + size as usize).next_multiple_of(4);
+            if name == "TRAILER!!!" {
+                assert_eq!(at, archive.len(), "bytes after the trailer");
+                return out;
+            }
+            out.push((name, mode, major, data));
+        }
+    }
+
+    #[test]
+    fn cpio_newc_round_trips_directories_files_and_devices() {
+        let mut cpio = Cpio::default();
+        cpio.directory("bin");
+        cpio.file("bin/x", 0o755, b"12345");
+        cpio.file("init", 0o755, b"#!/bin/sh\n");
+        cpio.character_device("dev/console", 5, 1);
+        let read = entries(&cpio.finish());
+        let summary: Vec<(&str, u32, u32, &[u8])> = read
+            .iter()
+            .map(|(name, mode, major, data)| (name.as_str(), *mode, *major, data.as_slice()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("bin", 0o040_755, 0, &b""[..]),
+                ("bin/x", 0o100_755, 0, b"12345"),
+                ("init", 0o100_755, 0, b"#!/bin/sh\n"),
+                ("dev/console", 0o020_600, 5, b""),
+            ]
+        );
+    }
+
+    #[test]
+    fn module_stems_cover_plain_and_compressed_modules() {
+        assert_eq!(
+            module_stem(Path::new("/x/virtio_net.ko")),
+            Some("virtio_net")
+        );
+        assert_eq!(module_stem(Path::new("/x/virtio.ko.xz")), Some("virtio"));
+        assert_eq!(
+            module_stem(Path::new("/x/failover.ko.zst")),
+            Some("failover")
+        );
+        assert_eq!(module_stem(Path::new("/x/modules.dep")), None);
+    }
+
+    #[test]
+    fn kernel_versions_compare_numerically() {
+        assert!(version_key("6.1.0-10-amd64") > version_key("6.1.0-9-amd64"));
+        assert!(version_key("6.10.0-1-amd64") > version_key("6.9.0-3-amd64"));
+    }
+}
