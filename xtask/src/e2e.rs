@@ -21,10 +21,16 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| crate::process::workspace_root().join("target"))
 }
 
-/// Installs the missing packages of the guest image with apt-get when
-/// running as root; otherwise says what to install.
+/// The package with the QEMU that boots the image.
+const QEMU_PACKAGE: &str = "qemu-system-x86";
+
+/// Installs the missing packages of the guest image, and QEMU, with
+/// apt-get when running as root; otherwise says what to install.
 fn install_packages() -> Result<(), String> {
-    let missing = guest_image::missing_packages();
+    let mut missing = guest_image::missing_packages();
+    if !succeeds(Command::new("qemu-system-x86_64").arg("--version")) {
+        missing.push(QEMU_PACKAGE);
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -60,9 +66,6 @@ fn build_image() -> Result<(), String> {
         image.kernel.display(),
         image.initramfs.display()
     );
-    if !succeeds(Command::new("qemu-system-x86_64").arg("--version")) {
-        eprintln!("guest-image: note: the VM tests also need qemu-system-x86 to boot it");
-    }
     Ok(())
 }
 
