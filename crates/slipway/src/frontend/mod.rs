@@ -2,6 +2,8 @@
 //!
 //! - [`tap`]: a tap device in a network namespace (`slipway run`,
 //!   `slipway attach`), served by [`serve_tap`] on one thread.
+//! - [`stream`]: QEMU's `-netdev stream` protocol on a UNIX stream socket
+//!   (`slipway stream`), with the length-prefixed framing of [`framing`].
 //! - The stop sources a frontend loop waits on besides its frames: a
 //!   [`SignalFd`] for SIGINT and SIGTERM, and a process descriptor
 //!   ([`pidfd_open`]) that turns readable when a process exits.
@@ -14,15 +16,52 @@
 //!
 //! [`Backend`]: crate::Backend
 
+pub mod framing;
+pub mod stream;
 pub mod tap;
 
 use std::fmt::Write as _;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use tap::{ServeEnd, StopWhen, TapCounters, TapFrontend, serve_tap};
+use epoll_dispatch::{Kind, Readiness, Token};
+use flow_table::tcp::Phase;
+pub use stream::{AfterDisconnect, BindError, StreamCounters, StreamFrontend, StreamSocket};
+pub use tap::{TapCounters, TapFrontend, serve_tap};
 
 use crate::Backend;
+use crate::frontdesk::PcapWriter;
+
+/// What ends a frontend's `serve`; whichever comes first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopWhen<'a> {
+    /// A process descriptor (pidfd): serving ends when that process exits.
+    pub process_exit: Option<BorrowedFd<'a>>,
+    /// Serving ends when one of this descriptor's signals arrives.
+    pub signals: Option<&'a SignalFd>,
+    /// Serving ends at this instant.
+    pub deadline: Option<Instant>,
+    /// Serving ends once no TCP flow is left exchanging data (every one is
+    /// closed or in TIME-WAIT) and every frame for the guest is written.
+    pub tcp_settled: bool,
+}
+
+/// Why a frontend's `serve` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// The process of [`StopWhen::process_exit`] exited.
+    ProcessExited,
+    /// This signal arrived on [`StopWhen::signals`].
+    Signal(libc::c_int),
+    /// [`StopWhen::deadline`] passed.
+    Deadline,
+    /// [`StopWhen::tcp_settled`] held.
+    TcpSettled,
+    /// The stream frontend's client disconnected, and the frontend waits
+    /// for no other.
+    Disconnected,
+}
 
 /// A signalfd: the signals it was made for are blocked in the calling
 /// thread and read from this descriptor instead of interrupting it.
@@ -128,22 +167,80 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Resu
     Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
 }
 
-/// The counters of `backend` and of the tap frontend, one per line, for
-/// `--stats`. Zero drop reasons are left out.
+/// The token of a frontend's single source of kind `kind`.
+pub(super) const fn token(kind: u8) -> Token {
+    match Token::new(Kind(kind), 0, 0) {
+        Some(token) => token,
+        None => panic!("index 0 fits in a token"),
+    }
+}
+
+/// Whether the descriptor reported an error or a hang-up.
+pub(super) fn is_failed(readiness: Readiness) -> bool {
+    readiness.is_error() || readiness.is_hangup()
+}
+
+/// Appends `frame` to the capture, stopping the capture at its first error.
+pub(super) fn record<W: Write>(
+    pcap: &mut Option<&mut PcapWriter<W>>,
+    failed: &mut bool,
+    frame: &[u8],
+) {
+    if *failed {
+        return;
+    }
+    let Some(writer) = pcap.as_mut() else { return };
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    if let Err(error) = writer.write_frame(timestamp, frame) {
+        tracing::warn!(%error, "pcap capture failed; capture stopped");
+        *failed = true;
+    }
+}
+
+/// Whether every TCP flow is closed or only lingering in TIME-WAIT.
+pub(super) fn tcp_settled(backend: &Backend) -> bool {
+    backend
+        .tcp_flows_by_phase()
+        .iter()
+        .all(|(phase, _)| matches!(phase, Phase::TimeWait | Phase::Closed))
+}
+
+/// The earlier of two optional deadlines.
+pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Flushes the capture, stopping it at its first error.
+pub(super) fn flush_pcap<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool) {
+    if *failed {
+        return;
+    }
+    let Some(writer) = pcap.as_mut() else { return };
+    if let Err(error) = writer.flush() {
+        tracing::warn!(%error, "pcap capture failed; capture stopped");
+        *failed = true;
+    }
+}
+
+/// The counters of `backend` and of a frontend (its named counters, as
+/// [`TapCounters::lines`] gives them), one per line, for `--stats`. Zero
+/// drop reasons are left out.
 #[must_use]
-pub fn stats_report(backend: &Backend, tap: &TapCounters) -> String {
+pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
     let mut out = String::new();
     let frames = backend.frame_counters();
     let c = backend.counters();
     let mut line = |name: &str, value: u64| {
         let _ = writeln!(out, "  {name:<26} {value}");
     };
-    line("frames from guest", tap.frames_from_guest);
-    line("bytes from guest", tap.bytes_from_guest);
-    line("frames to guest", tap.frames_to_guest);
-    line("bytes to guest", tap.bytes_to_guest);
-    line("tap write waits (EAGAIN)", tap.write_waits);
-    line("tap write errors", tap.write_errors);
+    for &(name, value) in frontend {
+        line(name, value);
+    }
     line("frames seen by front desk", frames.frames());
     line("guest frames dropped", frames.total_drops());
     for (reason, count) in frames.iter().filter(|(_, n)| *n > 0) {
@@ -206,7 +303,7 @@ mod tests {
         let config =
             crate::BackendConfig::new(nat_core::Plan::default(), nat_core::Rules::default());
         let backend = Backend::new(config, std::time::Instant::now()).unwrap();
-        let report = stats_report(&backend, &TapCounters::default());
+        let report = stats_report(&backend, &TapCounters::default().lines());
         assert!(report.contains("frames from guest"));
         assert!(report.contains("tcp flows opened"));
         assert!(report.contains("open tcp flows"));
