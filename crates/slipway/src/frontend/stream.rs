@@ -40,9 +40,11 @@ use super::{ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record, tcp_set
 use crate::frontdesk::PcapWriter;
 use crate::{Backend, NetworkBackend};
 
-/// Reads from the client per wakeup, so that host traffic is not starved by
-/// a guest that sends without pause.
+/// Reads from the client per pass of the loop, and frames handed to the
+/// backend, so that host traffic and the replies to these frames are not
+/// starved by a guest that sends without pause.
 const READ_BATCH: usize = 16;
+const FRAME_BATCH: usize = 256;
 
 /// Frames taken from the backend per pass of the loop before it looks at
 /// its other sources again; the next wait then does not sleep.
@@ -308,6 +310,8 @@ pub struct StreamFrontend {
     outbox: Outbox,
     /// The client's socket was full at the last write.
     blocked: bool,
+    /// What the client is registered for in the current poller.
+    interest: Option<Interest>,
     after_disconnect: AfterDisconnect,
     counters: StreamCounters,
     pcap_failed: bool,
@@ -341,6 +345,7 @@ impl StreamFrontend {
             decoder: FrameDecoder::new(max_frame),
             outbox: Outbox::new(max_frame),
             blocked: false,
+            interest: None,
             after_disconnect,
             counters: StreamCounters {
                 connections,
@@ -372,21 +377,7 @@ impl StreamFrontend {
     ) -> io::Result<ServeEnd> {
         let mut poller = Poller::new()?;
         let mut events = Events::with_capacity(8);
-        poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
-        if let Some(signals) = stop.signals {
-            poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
-        }
-        if let Some(process) = stop.process_exit {
-            poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
-        }
-        if let Some(socket) = &self.listener {
-            poller.register(&socket.listener, TOKEN_LISTENER, Interest::READABLE)?;
-        }
-        let mut client_interest = None;
-        if let Some(client) = &self.client {
-            poller.register(client, TOKEN_CLIENT, Interest::READABLE)?;
-            client_interest = Some(Interest::READABLE);
-        }
+        self.register(&poller, backend, stop)?;
         // The first pass looks at every source without waiting.
         let mut ready = Ready {
             listener: true,
@@ -409,52 +400,46 @@ impl StreamFrontend {
                 tracing::debug!("process exited");
                 return Ok(ServeEnd::ProcessExited);
             }
-            if ready.listener && self.accept(&poller)? {
-                client_interest = Some(Interest::READABLE);
-                ready.client_read = true;
-            }
             let now = Instant::now();
-            let mut closed = None;
-            if ready.client_read {
-                closed = self.read_frames(backend, &mut pcap, now);
+            // The client first: one that has just left makes room for the
+            // one knocking, rather than that one being refused.
+            let mut input_left = false;
+            if ready.client_read || ready.listener {
+                match self.read_frames(backend, &mut pcap, now) {
+                    Ok(left) => input_left = left,
+                    Err(reason) => {
+                        if let Some(end) = self.end_client(&poller, &reason, &mut pcap) {
+                            return Ok(end);
+                        }
+                    }
+                }
+            }
+            if ready.listener && self.accept(&poller)? {
+                input_left = true;
             }
             if ready.backend {
                 backend.handle_host_events(now)?;
             }
             backend.handle_timeout(now);
             let mut more = false;
-            if closed.is_none() && (ready.client_write || !self.blocked) {
+            if ready.client_write || !self.blocked {
                 match self.write_frames(backend, &mut pcap, now) {
                     Ok(again) => more = again,
-                    Err(reason) => closed = Some(reason),
+                    Err(reason) => {
+                        if let Some(end) = self.end_client(&poller, &reason, &mut pcap) {
+                            return Ok(end);
+                        }
+                    }
                 }
             }
-            if let Some(reason) = closed {
-                self.disconnect(&poller, &reason);
-                client_interest = None;
-                if self.listener.is_none() || self.after_disconnect == AfterDisconnect::Exit {
-                    flush_pcap(&mut pcap, &mut self.pcap_failed);
-                    return Ok(ServeEnd::Disconnected);
-                }
-            }
-            if let Some(client) = &self.client {
-                let wanted = if self.blocked {
-                    Interest::READABLE | Interest::WRITABLE
-                } else {
-                    Interest::READABLE
-                };
-                if client_interest != Some(wanted) {
-                    poller.modify(client, TOKEN_CLIENT, wanted)?;
-                    client_interest = Some(wanted);
-                }
-            }
+            self.update_interest(&poller)?;
             if stop.tcp_settled && self.outbox.is_empty() && tcp_settled(backend) {
                 return Ok(ServeEnd::TcpSettled);
             }
             if stop.deadline.is_some_and(|deadline| now >= deadline) {
                 return Ok(ServeEnd::Deadline);
             }
-            let deadline = if more {
+            let deadline = if more || input_left {
                 Some(now)
             } else {
                 flush_pcap(&mut pcap, &mut self.pcap_failed);
@@ -462,7 +447,68 @@ impl StreamFrontend {
             };
             poller.wait(&mut events, deadline)?;
             ready = Ready::from_events(&events);
+            ready.client_read |= input_left;
         }
+    }
+
+    /// Adds the backend, the stop sources, the listening socket and the
+    /// client to `poller`.
+    fn register(
+        &mut self,
+        poller: &Poller,
+        backend: &Backend,
+        stop: &StopWhen<'_>,
+    ) -> io::Result<()> {
+        poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
+        if let Some(signals) = stop.signals {
+            poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
+        }
+        if let Some(process) = stop.process_exit {
+            poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
+        }
+        if let Some(socket) = &self.listener {
+            poller.register(&socket.listener, TOKEN_LISTENER, Interest::READABLE)?;
+        }
+        self.interest = None;
+        if let Some(client) = &self.client {
+            poller.register(client, TOKEN_CLIENT, Interest::READABLE)?;
+            self.interest = Some(Interest::READABLE);
+        }
+        Ok(())
+    }
+
+    /// Waits for the client's socket to turn writable only while bytes for
+    /// it are kept.
+    fn update_interest(&mut self, poller: &Poller) -> io::Result<()> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        let wanted = if self.blocked {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if self.interest != Some(wanted) {
+            poller.modify(client, TOKEN_CLIENT, wanted)?;
+            self.interest = Some(wanted);
+        }
+        Ok(())
+    }
+
+    /// Ends the client's connection; returns how serving ends if it does
+    /// (no listening socket, or [`AfterDisconnect::Exit`]).
+    fn end_client<W: Write>(
+        &mut self,
+        poller: &Poller,
+        reason: &Closed,
+        pcap: &mut Option<&mut PcapWriter<W>>,
+    ) -> Option<ServeEnd> {
+        self.disconnect(poller, reason);
+        if self.listener.is_some() && self.after_disconnect == AfterDisconnect::Listen {
+            return None;
+        }
+        flush_pcap(pcap, &mut self.pcap_failed);
+        Some(ServeEnd::Disconnected)
     }
 
     /// Accepts waiting connections: the first becomes the client when there
@@ -495,6 +541,7 @@ impl StreamFrontend {
             let client = OwnedFd::from(stream);
             poller.register(&client, TOKEN_CLIENT, Interest::READABLE)?;
             self.client = Some(client);
+            self.interest = Some(Interest::READABLE);
             self.counters.connections += 1;
             tracing::info!("guest connected");
             taken = true;
@@ -502,28 +549,30 @@ impl StreamFrontend {
         Ok(taken)
     }
 
-    /// Reads up to [`READ_BATCH`] times and hands every whole frame to the
-    /// backend. Returns why the connection ended, if it did.
+    /// Hands the client's whole frames to the backend, reading when none
+    /// is left, until the socket is empty, [`READ_BATCH`] reads are done or
+    /// [`FRAME_BATCH`] frames are handed. Returns whether input is perhaps
+    /// left (the next pass must not wait for readiness), or why the
+    /// connection ended.
     fn read_frames<W: Write>(
         &mut self,
         backend: &mut Backend,
         pcap: &mut Option<&mut PcapWriter<W>>,
         now: Instant,
-    ) -> Option<Closed> {
-        let client = self.client.as_ref()?.as_fd();
+    ) -> Result<bool, Closed> {
+        let Some(client) = self.client.as_ref().map(AsFd::as_fd) else {
+            return Ok(false);
+        };
+        let mut handed = 0;
         for _ in 0..READ_BATCH {
-            let space = self.decoder.space();
-            match rustix::io::read(client, space) {
-                Ok(0) => return Some(Closed::Eof),
-                Ok(n) => self.decoder.filled(n),
-                Err(Errno::AGAIN) => return None,
-                Err(Errno::INTR) => continue,
-                Err(e) => return Some(Closed::Io(e)),
-            }
             // Bounded: each frame consumes at least one byte of the buffer.
             loop {
+                if handed == FRAME_BATCH {
+                    return Ok(true);
+                }
                 match self.decoder.next_frame() {
                     Ok(Some(Decoded::Frame(frame))) => {
+                        handed += 1;
                         self.counters.frames_from_guest += 1;
                         self.counters.bytes_from_guest += frame.len() as u64;
                         record(pcap, &mut self.pcap_failed, frame);
@@ -536,12 +585,19 @@ impl StreamFrontend {
                     Ok(None) => break,
                     Err(error) => {
                         self.counters.bad_lengths += 1;
-                        return Some(Closed::Framing(error));
+                        return Err(Closed::Framing(error));
                     }
                 }
             }
+            match rustix::io::read(client, self.decoder.space()) {
+                Ok(0) => return Err(Closed::Eof),
+                Ok(n) => self.decoder.filled(n),
+                Err(Errno::AGAIN) => return Ok(false),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Closed::Io(e)),
+            }
         }
-        None
+        Ok(true)
     }
 
     /// Takes frames from the backend while the outbox has room, and writes
@@ -603,6 +659,7 @@ impl StreamFrontend {
         if let Err(error) = poller.unregister(&client) {
             tracing::debug!(%error, "cannot unregister the client");
         }
+        self.interest = None;
         let lost = self.outbox.queued_frames();
         self.counters.frames_lost += lost;
         self.outbox.clear();
