@@ -304,8 +304,7 @@ fn serve_child(
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let pidfd = pidfd_open(pid).map_err(Failure::runtime("pidfd_open"))?;
     // Blocked only now: the child must not inherit a mask that blocks them.
-    let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .map_err(Failure::runtime("signalfd"))?;
+    let signals = stop_signals()?;
     let mut frontend = TapFrontend::new(tap.as_fd());
     let serving = StopWhen {
         process_exit: Some(pidfd.as_fd()),
@@ -348,8 +347,7 @@ fn serve_child(
 fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
     // Blocked first, so the helper threads of the namespace calls inherit
     // the mask and no signal lands on a thread that does not block it.
-    let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .map_err(Failure::runtime("signalfd"))?;
+    let signals = stop_signals()?;
     let Setup {
         plan,
         mut backend,
@@ -374,24 +372,40 @@ fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
     let end = frontend
         .serve(&mut backend, pcap.as_mut(), &stop)
         .map_err(Failure::runtime("serving the namespace"))?;
-    match end {
-        ServeEnd::ProcessExited => tracing::info!("the namespace's process exited"),
-        ServeEnd::Signal(signal) => tracing::info!(signal, "stopped by a signal"),
-        ServeEnd::Deadline | ServeEnd::TcpSettled | ServeEnd::Disconnected => {}
-    }
-    if options.stats {
-        eprint!(
-            "slipway: counters\n{}",
-            stats_report(&backend, &frontend.counters().lines())
-        );
-    }
-    finish_pcap(pcap);
+    finish_serving(options, end, &backend, &frontend.counters().lines(), pcap);
     Ok(0)
 }
 
+/// Logs why serving ended, prints the counters if `--stats` asks, and
+/// closes the capture.
+fn finish_serving(
+    options: &Options,
+    end: ServeEnd,
+    backend: &Backend,
+    frontend: &[(&str, u64)],
+    pcap: Option<Pcap>,
+) {
+    match end {
+        ServeEnd::ProcessExited => tracing::info!("the namespace's process exited"),
+        ServeEnd::Disconnected => tracing::info!("the guest disconnected"),
+        ServeEnd::Signal(signal) => tracing::info!(signal, "stopped by a signal"),
+        ServeEnd::Deadline | ServeEnd::TcpSettled => {}
+    }
+    if options.stats {
+        eprint!("slipway: counters\n{}", stats_report(backend, frontend));
+    }
+    finish_pcap(pcap);
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP and opens a signalfd for them.
+fn stop_signals() -> Result<SignalFd, Failure> {
+    SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(Failure::runtime("signalfd"))
+}
+
 fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Result<u8, Failure> {
-    let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .map_err(Failure::runtime("signalfd"))?;
+    // Blocked first, before anything could start a thread.
+    let signals = stop_signals()?;
     let Setup {
         plan,
         mut backend,
@@ -430,18 +444,7 @@ fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Res
     let end = frontend
         .serve(&mut backend, pcap.as_mut(), &stop)
         .map_err(Failure::runtime("serving the guest"))?;
-    match end {
-        ServeEnd::Disconnected => tracing::info!("the guest disconnected"),
-        ServeEnd::Signal(signal) => tracing::info!(signal, "stopped by a signal"),
-        ServeEnd::ProcessExited | ServeEnd::Deadline | ServeEnd::TcpSettled => {}
-    }
-    if options.stats {
-        eprint!(
-            "slipway: counters\n{}",
-            stats_report(&backend, &frontend.counters().lines())
-        );
-    }
-    finish_pcap(pcap);
+    finish_serving(options, end, &backend, &frontend.counters().lines(), pcap);
     Ok(0)
 }
 

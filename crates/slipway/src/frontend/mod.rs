@@ -25,13 +25,13 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use epoll_dispatch::{Kind, Readiness, Token};
+use epoll_dispatch::{Interest, Kind, Poller, Readiness, Token};
 use flow_table::tcp::Phase;
 pub use stream::{AfterDisconnect, BindError, StreamCounters, StreamFrontend, StreamSocket};
 pub use tap::{TapCounters, TapFrontend, serve_tap};
 
-use crate::Backend;
 use crate::frontdesk::PcapWriter;
+use crate::{Backend, NetworkBackend};
 
 /// What ends a frontend's `serve`; whichever comes first.
 #[derive(Clone, Copy, Debug, Default)]
@@ -175,6 +175,98 @@ pub(super) const fn token(kind: u8) -> Token {
     }
 }
 
+/// The tokens of the sources every frontend waits on; a frontend's own
+/// sources take kinds from [`FIRST_OWN_KIND`] on.
+pub(super) const TOKEN_BACKEND: Token = token(1);
+pub(super) const TOKEN_SIGNAL: Token = token(2);
+pub(super) const TOKEN_PROCESS: Token = token(3);
+pub(super) const FIRST_OWN_KIND: u8 = 4;
+
+/// Registers the backend's descriptor and the stop sources of `stop`.
+pub(super) fn register_common(
+    poller: &Poller,
+    backend: &Backend,
+    stop: &StopWhen<'_>,
+) -> io::Result<()> {
+    poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
+    if let Some(signals) = stop.signals {
+        poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
+    }
+    if let Some(process) = stop.process_exit {
+        poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
+    }
+    Ok(())
+}
+
+/// Which of the common sources the last wait reported.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct CommonReady {
+    pub(super) backend: bool,
+    pub(super) signal: bool,
+    pub(super) process: bool,
+}
+
+impl CommonReady {
+    /// Everything worth a look on the first pass, which does not wait.
+    pub(super) fn first(stop: &StopWhen<'_>) -> Self {
+        Self {
+            backend: true,
+            signal: stop.signals.is_some(),
+            process: false,
+        }
+    }
+
+    /// Notes `readiness` if `token` is a common source's; returns whether
+    /// it was.
+    pub(super) fn note(&mut self, token: Token, readiness: Readiness) -> bool {
+        let any = readiness.is_readable() || is_failed(readiness);
+        match token {
+            TOKEN_BACKEND => self.backend |= any,
+            TOKEN_SIGNAL => self.signal |= any,
+            TOKEN_PROCESS => self.process |= any,
+            _ => return false,
+        }
+        true
+    }
+
+    /// The end of serving a stop source reported, if any.
+    ///
+    /// # Errors
+    /// Reading the signalfd failed.
+    pub(super) fn stopped(self, stop: &StopWhen<'_>) -> io::Result<Option<ServeEnd>> {
+        let signal = match stop.signals {
+            Some(signals) if self.signal => signals.read()?,
+            _ => None,
+        };
+        if let Some(signal) = signal {
+            tracing::debug!(signal, "signal received");
+            return Ok(Some(ServeEnd::Signal(signal)));
+        }
+        if self.process {
+            tracing::debug!("process exited");
+            return Ok(Some(ServeEnd::ProcessExited));
+        }
+        Ok(None)
+    }
+}
+
+/// The end of serving after a pass at `now`, if `stop` asks for it:
+/// `flushed` says that every frame for the guest is written.
+pub(super) fn stop_after_pass(
+    stop: &StopWhen<'_>,
+    backend: &Backend,
+    now: Instant,
+    flushed: bool,
+) -> Option<ServeEnd> {
+    if stop.tcp_settled && flushed && tcp_settled(backend) {
+        return Some(ServeEnd::TcpSettled);
+    }
+    if stop.deadline.is_some_and(|deadline| now >= deadline) {
+        return Some(ServeEnd::Deadline);
+    }
+    None
+}
+
 /// Whether the descriptor reported an error or a hang-up.
 pub(super) fn is_failed(readiness: Readiness) -> bool {
     readiness.is_error() || readiness.is_hangup()
@@ -200,7 +292,7 @@ pub(super) fn record<W: Write>(
 }
 
 /// Whether every TCP flow is closed or only lingering in TIME-WAIT.
-pub(super) fn tcp_settled(backend: &Backend) -> bool {
+fn tcp_settled(backend: &Backend) -> bool {
     backend
         .tcp_flows_by_phase()
         .iter()

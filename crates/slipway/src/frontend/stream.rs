@@ -36,7 +36,10 @@ use rustix::net::{AddressFamily, SendFlags, SocketType};
 use thiserror::Error;
 
 use super::framing::{Decoded, FrameDecoder, FramingError, Outbox};
-use super::{ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record, tcp_settled, token};
+use super::{
+    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record,
+    register_common, stop_after_pass, token,
+};
 use crate::frontdesk::PcapWriter;
 use crate::{Backend, NetworkBackend};
 
@@ -53,11 +56,8 @@ const WRITE_BATCH: usize = 256;
 /// Connections accepted per wakeup of the listener.
 const ACCEPT_BATCH: usize = 8;
 
-const TOKEN_LISTENER: Token = token(1);
-const TOKEN_CLIENT: Token = token(2);
-const TOKEN_BACKEND: Token = token(3);
-const TOKEN_SIGNAL: Token = token(4);
-const TOKEN_PROCESS: Token = token(5);
+const TOKEN_LISTENER: Token = token(FIRST_OWN_KIND);
+const TOKEN_CLIENT: Token = token(FIRST_OWN_KIND + 1);
 
 /// What the stream frontend does when its client disconnects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -272,25 +272,23 @@ struct Ready {
     listener: bool,
     client_read: bool,
     client_write: bool,
-    backend: bool,
-    signal: bool,
-    process: bool,
+    common: CommonReady,
 }
 
 impl Ready {
     fn from_events(events: &Events) -> Self {
         let mut ready = Ready::default();
         for (token, readiness) in events {
-            let any = readiness.is_readable() || is_failed(readiness);
+            if ready.common.note(token, readiness) {
+                continue;
+            }
+            let failed = is_failed(readiness);
             match token {
-                TOKEN_LISTENER => ready.listener |= any,
+                TOKEN_LISTENER => ready.listener |= readiness.is_readable() || failed,
                 TOKEN_CLIENT => {
-                    ready.client_read |= any;
-                    ready.client_write |= readiness.is_writable() || is_failed(readiness);
+                    ready.client_read |= readiness.is_readable() || failed;
+                    ready.client_write |= readiness.is_writable() || failed;
                 }
-                TOKEN_BACKEND => ready.backend |= any,
-                TOKEN_SIGNAL => ready.signal |= any,
-                TOKEN_PROCESS => ready.process |= any,
                 _ => {}
             }
         }
@@ -383,22 +381,11 @@ impl StreamFrontend {
             listener: true,
             client_read: true,
             client_write: true,
-            backend: true,
-            signal: stop.signals.is_some(),
-            process: false,
+            common: CommonReady::first(stop),
         };
         loop {
-            let signal = match stop.signals {
-                Some(signals) if ready.signal => signals.read()?,
-                _ => None,
-            };
-            if let Some(signal) = signal {
-                tracing::debug!(signal, "signal received");
-                return Ok(ServeEnd::Signal(signal));
-            }
-            if ready.process {
-                tracing::debug!("process exited");
-                return Ok(ServeEnd::ProcessExited);
+            if let Some(end) = ready.common.stopped(stop)? {
+                return Ok(end);
             }
             let now = Instant::now();
             // The client first: one that has just left makes room for the
@@ -417,7 +404,7 @@ impl StreamFrontend {
             if ready.listener && self.accept(&poller)? {
                 input_left = true;
             }
-            if ready.backend {
+            if ready.common.backend {
                 backend.handle_host_events(now)?;
             }
             backend.handle_timeout(now);
@@ -433,11 +420,8 @@ impl StreamFrontend {
                 }
             }
             self.update_interest(&poller)?;
-            if stop.tcp_settled && self.outbox.is_empty() && tcp_settled(backend) {
-                return Ok(ServeEnd::TcpSettled);
-            }
-            if stop.deadline.is_some_and(|deadline| now >= deadline) {
-                return Ok(ServeEnd::Deadline);
+            if let Some(end) = stop_after_pass(stop, backend, now, self.outbox.is_empty()) {
+                return Ok(end);
             }
             let deadline = if more || input_left {
                 Some(now)
@@ -459,13 +443,7 @@ impl StreamFrontend {
         backend: &Backend,
         stop: &StopWhen<'_>,
     ) -> io::Result<()> {
-        poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
-        if let Some(signals) = stop.signals {
-            poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
-        }
-        if let Some(process) = stop.process_exit {
-            poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
-        }
+        register_common(poller, backend, stop)?;
         if let Some(socket) = &self.listener {
             poller.register(&socket.listener, TOKEN_LISTENER, Interest::READABLE)?;
         }

@@ -14,7 +14,10 @@ use std::time::Instant;
 use epoll_dispatch::{Events, Interest, Poller, Token};
 use rustix::io::Errno;
 
-use super::{ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record, tcp_settled, token};
+use super::{
+    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record,
+    register_common, stop_after_pass, token,
+};
 use crate::frontdesk::PcapWriter;
 use crate::{Backend, NetworkBackend};
 
@@ -30,10 +33,7 @@ const READ_BATCH: usize = 64;
 /// other sources again; the next wait then does not sleep.
 const WRITE_BATCH: usize = 256;
 
-const TOKEN_TAP: Token = token(1);
-const TOKEN_BACKEND: Token = token(2);
-const TOKEN_SIGNAL: Token = token(3);
-const TOKEN_PROCESS: Token = token(4);
+const TOKEN_TAP: Token = token(FIRST_OWN_KIND);
 
 /// What the tap frontend moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,22 +72,16 @@ impl TapCounters {
 #[derive(Clone, Copy, Debug, Default)]
 struct Ready {
     tap: bool,
-    backend: bool,
-    signal: bool,
-    process: bool,
+    common: CommonReady,
 }
 
 impl Ready {
     fn from_events(events: &Events) -> Self {
         let mut ready = Ready::default();
         for (token, readiness) in events {
-            let any = readiness.is_readable() || is_failed(readiness);
-            match token {
-                TOKEN_TAP => ready.tap |= any || readiness.is_writable(),
-                TOKEN_BACKEND => ready.backend |= any,
-                TOKEN_SIGNAL => ready.signal |= any,
-                TOKEN_PROCESS => ready.process |= any,
-                _ => {}
+            if !ready.common.note(token, readiness) && token == TOKEN_TAP {
+                ready.tap |=
+                    readiness.is_readable() || readiness.is_writable() || is_failed(readiness);
             }
         }
         ready
@@ -158,39 +152,22 @@ impl<'t> TapFrontend<'t> {
         let mut poller = Poller::new()?;
         let mut events = Events::with_capacity(8);
         poller.register(self.tap, TOKEN_TAP, Interest::READABLE)?;
-        poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
-        if let Some(signals) = stop.signals {
-            poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
-        }
-        if let Some(process) = stop.process_exit {
-            poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
-        }
+        register_common(&poller, backend, stop)?;
         let mut tap_interest = Interest::READABLE;
         // The first pass looks at every source without waiting.
         let mut ready = Ready {
             tap: true,
-            backend: true,
-            signal: stop.signals.is_some(),
-            process: false,
+            common: CommonReady::first(stop),
         };
         loop {
-            let signal = match stop.signals {
-                Some(signals) if ready.signal => signals.read()?,
-                _ => None,
-            };
-            if let Some(signal) = signal {
-                tracing::debug!(signal, "signal received");
-                return Ok(ServeEnd::Signal(signal));
-            }
-            if ready.process {
-                tracing::debug!("process exited");
-                return Ok(ServeEnd::ProcessExited);
+            if let Some(end) = ready.common.stopped(stop)? {
+                return Ok(end);
             }
             let now = Instant::now();
             if ready.tap {
                 self.read_frames(backend, &mut pcap, now)?;
             }
-            if ready.backend {
+            if ready.common.backend {
                 backend.handle_host_events(now)?;
             }
             backend.handle_timeout(now);
@@ -204,11 +181,8 @@ impl<'t> TapFrontend<'t> {
                 poller.modify(self.tap, TOKEN_TAP, wanted)?;
                 tap_interest = wanted;
             }
-            if stop.tcp_settled && self.pending.is_none() && tcp_settled(backend) {
-                return Ok(ServeEnd::TcpSettled);
-            }
-            if stop.deadline.is_some_and(|deadline| now >= deadline) {
-                return Ok(ServeEnd::Deadline);
+            if let Some(end) = stop_after_pass(stop, backend, now, self.pending.is_none()) {
+                return Ok(end);
             }
             let deadline = if more {
                 Some(now)
