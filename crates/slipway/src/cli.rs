@@ -30,7 +30,8 @@ Usage:
   slipway stream [OPTIONS] --socket PATH | --fd N
       Serve one QEMU guest over a UNIX stream socket (QEMU's -netdev
       stream, length-prefixed frames, as with passt) until it disconnects;
-      one client at a time, others are refused.
+      one client at a time, others are refused. Prints the QEMU options to
+      use on stdout (not with -q).
 
 Options:
   -t, --tcp-ports SPEC    forward inbound TCP ports to the guest (repeatable)

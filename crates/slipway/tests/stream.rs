@@ -13,6 +13,7 @@ mod common;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -26,8 +27,8 @@ use rustix::event::{PollFd, PollFlags};
 use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType};
 use support::frames::{arp_request, check_dhcp_reply, dhcp_message};
 use support::{
-    Fnv, Frame, GATEWAY_IP, GUEST_IP, GuestTcp, GuestWire, Parsed, TcpOpts, fnv, gateway_mac,
-    listen, parse, pattern, serve,
+    Fnv, Frame, GATEWAY_IP, GUEST_IP, GuestTcp, GuestWire, Parsed, TcpOpts, fnv, free_port,
+    gateway_mac, listen, parse, pattern, serve,
 };
 
 /// The longest a test waits for slipway to start, answer or exit.
@@ -381,8 +382,11 @@ fn bad_length_prefixes_close_the_connection_with_a_clear_error() {
     let mut slipway = Slipway::start(&["--keep-listening", "--stats", "--mtu", "1500"]);
     // A claimed 4 GiB frame: refused at once, nothing allocated for it.
     let mut guest = slipway.connect();
-    guest.sock.write_all(&u32::MAX.to_be_bytes()).unwrap();
-    guest.sock.write_all(&[0u8; 64]).unwrap();
+    let mut claim = u32::MAX.to_be_bytes().to_vec();
+    claim.extend_from_slice(&[0u8; 64]);
+    // One write: slipway may close the stream as soon as it reads the
+    // prefix, and a second write would then fail.
+    guest.sock.write_all(&claim).unwrap();
     assert!(guest.closed_within(LIMIT), "slipway closes the stream");
     // A frame of no bytes.
     let mut guest = slipway.connect();
@@ -616,6 +620,49 @@ fn a_guest_that_stops_reading_gets_backpressure_and_counted_drops_only() {
         "every request answered or counted"
     );
     eprintln!("flood: {replies} replies, {dropped} counted drops");
+}
+
+#[test]
+fn a_forwarded_host_port_reaches_the_guest_over_the_stream() {
+    let port = free_port();
+    let spec = format!("127.0.0.1/{port}:8080");
+    let mut slipway = Slipway::start(&["-t", &spec]);
+    let mut guest = slipway.connect();
+    let client = thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(b"ping").unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        reply
+    });
+    let deadline = Instant::now() + LIMIT;
+    let syn = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = Frame(guest.recv(left).expect("a SYN for the guest"));
+        if frame.tcp_to(8080).is_some_and(|t| t.syn) {
+            break frame;
+        }
+    };
+    let view = syn.tcp_to(8080).unwrap();
+    assert_eq!(*view.src.ip(), GATEWAY_IP, "host loopback is the gateway");
+    let opts = TcpOpts::default();
+    let mut ep = GuestTcp::accept(opts, &view, 0x8000_0000, Instant::now(), &mut guest);
+    let never = (u64::MAX, Duration::ZERO);
+    let pinged = drive(&mut guest, &mut ep, LIMIT, never, |ep| {
+        ep.received() == b"ping"
+    });
+    assert!(pinged, "data from the host: {:?}", ep.stats());
+    ep.send(b"pong");
+    ep.close();
+    let closed = drive(&mut guest, &mut ep, LIMIT, never, |ep| {
+        ep.fin_acked() && ep.peer_fin()
+    });
+    assert!(closed, "reply and close: {:?}", ep.stats());
+    assert_eq!(client.join().unwrap(), b"pong");
+    drop(guest);
+    let (status, stderr) = slipway.wait();
+    assert!(status.success(), "{status:?}: {stderr}");
 }
 
 /// Bytes each way in the TCP test.
