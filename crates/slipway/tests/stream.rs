@@ -453,6 +453,17 @@ fn keep_listening_serves_the_next_client_until_sigterm() {
     assert!(!slipway.socket.exists(), "the socket file is removed");
 }
 
+/// Runs `slipway stream --socket PATH`, expects it to fail with status 1,
+/// and returns its stderr.
+fn bind_failure(path: &std::path::Path) -> String {
+    let output = command(&["stream", "--socket", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_an_error() {
     // Stale: bound once, nobody listens any more.
@@ -468,21 +479,13 @@ fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_an_error() {
     let dir = TempDir::new();
     let path = dir.0.join("live.sock");
     let _live = UnixListener::bind(&path).unwrap();
-    let output = command(&["stream", "--socket", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = bind_failure(&path);
     assert!(stderr.contains("another process is listening"), "{stderr}");
     assert!(path.exists(), "the live socket is left alone");
     // A regular file.
     let file = dir.0.join("file");
     std::fs::write(&file, b"not a socket").unwrap();
-    let output = command(&["stream", "--socket", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = bind_failure(&file);
     assert!(stderr.contains("is not a socket"), "{stderr}");
     assert_eq!(std::fs::read(&file).unwrap(), b"not a socket");
 }
