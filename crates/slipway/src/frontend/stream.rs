@@ -20,8 +20,12 @@
 //! Invariant: the loop never blocks on the client and never queues without
 //! bound. Frames the client has not taken stay in the fixed-size
 //! [`Outbox`]; while it is full, no frame is taken from the backend
-//! (backpressure) and the loop waits for `EPOLLOUT`. A frame is dropped only
-//! when its client disconnects, and then it is counted.
+//! (backpressure) and the loop waits for `EPOLLOUT`. The frontend drops a
+//! frame for the guest only when its client disconnects, and counts it.
+//! The client's frames are read even while its socket is full, so a guest
+//! that writes before it reads cannot deadlock with slipway: TCP data then
+//! waits in the host sockets, and the front desk's replies in the
+//! backend's bounded queue, whose overflow the backend counts.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -43,10 +47,12 @@ use super::{
 use crate::frontdesk::PcapWriter;
 use crate::{Backend, NetworkBackend};
 
-/// Reads from the client per pass of the loop, and frames handed to the
-/// backend, so that host traffic and the replies to these frames are not
+/// Reads from the client per pass of the loop, so that host traffic is not
 /// starved by a guest that sends without pause.
 const READ_BATCH: usize = 16;
+
+/// Frames handed to the backend per pass, so that the replies to them are
+/// written before more come.
 const FRAME_BATCH: usize = 256;
 
 /// Frames taken from the backend per pass of the loop before it looks at
