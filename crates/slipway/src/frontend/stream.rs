@@ -223,6 +223,8 @@ pub struct StreamCounters {
     pub connections: u64,
     /// Connections closed at once because a client was already connected.
     pub connections_refused: u64,
+    /// `accept()` failures other than `EAGAIN`/`EINTR` (say `EMFILE`).
+    pub accept_errors: u64,
     /// Frames read from the client.
     pub frames_from_guest: u64,
     /// Their bytes, without the length prefixes.
@@ -245,10 +247,11 @@ pub struct StreamCounters {
 impl StreamCounters {
     /// Each counter with its name, for [`stats_report`](super::stats_report).
     #[must_use]
-    pub fn lines(&self) -> [(&'static str, u64); 10] {
+    pub fn lines(&self) -> [(&'static str, u64); 11] {
         [
             ("clients", self.connections),
             ("clients refused", self.connections_refused),
+            ("accept errors", self.accept_errors),
             ("frames from guest", self.frames_from_guest),
             ("bytes from guest", self.bytes_from_guest),
             ("frames to guest", self.frames_to_guest),
@@ -319,6 +322,11 @@ pub struct StreamFrontend {
     after_disconnect: AfterDisconnect,
     counters: StreamCounters,
     pcap_failed: bool,
+    /// The listener is left out of the poller after `accept()` failed
+    /// (say `EMFILE`) while a client was connected, so that a connection
+    /// it cannot take does not wake the loop on every pass; it is put back
+    /// when the client leaves.
+    accept_paused: bool,
 }
 
 impl StreamFrontend {
@@ -356,6 +364,7 @@ impl StreamFrontend {
                 ..StreamCounters::default()
             },
             pcap_failed: false,
+            accept_paused: false,
         }
     }
 
@@ -509,7 +518,15 @@ impl StreamFrontend {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot accept a connection");
+                    self.counters.accept_errors += 1;
+                    if self.client.is_none() {
+                        // Nothing else to serve, and the connection waits
+                        // at the listener: retrying would spin.
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, "cannot accept a connection; not listening until the guest leaves");
+                    poller.modify(&socket.listener, TOKEN_LISTENER, Interest::NONE)?;
+                    self.accept_paused = true;
                     break;
                 }
             };
@@ -644,6 +661,12 @@ impl StreamFrontend {
             tracing::debug!(%error, "cannot unregister the client");
         }
         self.interest = None;
+        if let (true, Some(socket)) = (self.accept_paused, &self.listener) {
+            match poller.modify(&socket.listener, TOKEN_LISTENER, Interest::READABLE) {
+                Ok(()) => self.accept_paused = false,
+                Err(error) => tracing::warn!(%error, "cannot listen again"),
+            }
+        }
         let lost = self.outbox.queued_frames();
         self.counters.frames_lost += lost;
         self.outbox.clear();
