@@ -4,6 +4,7 @@
 //! CI runs nothing else. Each subcommand lives in its own module; this file
 //! only parses the command line and maps outcomes to exit codes.
 
+mod bench;
 mod demo;
 mod fuzz;
 mod process;
@@ -21,6 +22,12 @@ Commands:
                               purity, test, doc (repeat --skip or use commas)
   demo                        a guest in a network namespace fetches a page from
                               a server on host loopback through slipway (root)
+  bench [--install-peers] [HARNESS OPTIONS]
+                              build slipway and bench-harness (release) and
+                              run the wall-clock benchmarks (root); results in
+                              target/bench/; --install-peers apt-installs
+                              passt, slirp4netns and iperf3 first; see
+                              `bench-harness --help` for the options
   fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
                               with `cargo +nightly fuzz run` (needs cargo-fuzz)
   help                        print this message
@@ -40,6 +47,7 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         "demo" if rest.is_empty() => demo::run(),
+        "bench" => bench::run(&bench::Options::parse(rest)),
         "fuzz" => match fuzz::Options::parse(rest) {
             Ok(options) => fuzz::run(&options),
             Err(message) => usage_error(&message),

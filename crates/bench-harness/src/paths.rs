@@ -205,7 +205,7 @@ pub fn namespaces_absent() -> Option<String> {
     if !FsPath::new("/dev/net/tun").exists() {
         return Some("needs /dev/net/tun".into());
     }
-    ["ip", "nsenter", "unshare", "sysctl"]
+    ["ip", "nsenter", "unshare"]
         .into_iter()
         .find(|tool| !sys::in_path(tool))
         .map(|tool| format!("needs {tool} in PATH"))

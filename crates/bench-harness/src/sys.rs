@@ -294,14 +294,17 @@ impl NetNs {
             name: name.to_owned(),
         };
         ns.ip(&["link", "set", "lo", "up"])?;
-        for (key, value) in [
-            ("net.ipv4.ping_group_range", "0 2147483647"),
-            ("net.ipv4.ip_local_port_range", "1024 65535"),
-            ("net.ipv4.tcp_tw_reuse", "1"),
+        for (file, value) in [
+            ("ipv4/ping_group_range", "0 2147483647"),
+            ("ipv4/ip_local_port_range", "1024 65535"),
+            ("ipv4/tcp_tw_reuse", "1"),
         ] {
+            // /proc/sys/net shows the namespace of the process that opens it.
             run(
-                ns.command("sysctl")
-                    .args(["-q", "-w", &format!("{key}={value}")]),
+                ns.command("sh")
+                    .args(["-c", "echo \"$1\" > \"$0\""])
+                    .arg(format!("/proc/sys/net/{file}"))
+                    .arg(value),
                 limit,
             )?;
         }
