@@ -19,10 +19,10 @@
 //! |---|---|---|
 //! | `idle` | the stack with no flows | `wakeups_per_s`, `rss_mib` |
 //! | `tcp_g2h`, `tcp_h2g` | iperf3 guest→host, host→guest (`-R`) | `gbit_s`, `cpu_s_per_gbit` |
-//! | `tcp_rr`, `tcp_crr`, `udp_rr` | 1-byte request-response (CRR: connect each time) | `p50_us`, `p99_us`, `tps` |
+//! | `tcp_rr`, `tcp_crr`, `udp_rr` | 1-byte request-response (CRR: connect each time) | `p50_us`, `p99_us`, `tps` (CRR also `errors`: refused or reset transactions) |
 //! | `dns` | queries to the DNS address, 16 in flight | `qps` |
 //! | `icmp` | echo to the gateway, back to back | `p50_us`, `p99_us` |
-//! | `fwd_connect` | host connects through the inbound forward, 1-byte echo from the guest | `p50_us`, `p99_us` |
+//! | `fwd_connect` | host connects through the inbound forward, 1-byte echo from the guest | `p50_us`, `p99_us`, `errors` |
 //! | `idle_10k` | the stack while the guest holds 10k idle TCP connections | `wakeups_per_s`, `rss_mib` |
 //!
 //! Paths: `slipway-65520`, `slipway-1500` (`--slipway BIN` selects the
@@ -55,7 +55,11 @@
 //! `values` holds one value per successful repetition; `median`, `min` and
 //! `max` summarize them; `vs_pasta` and `vs_veth` are this median divided by
 //! the same workload and metric's median on `pasta` and `veth` (`null` when
-//! that is missing). `better` is `"higher"` or `"lower"`. Fields may be
+//! that is missing). `better` is `"higher"` or `"lower"`. An `absent`
+//! entry without `workload` is a whole path; with one, that workload on
+//! that path (`"path": "*"` for every path, as when iperf3 is missing).
+//! `failures` lists what was attempted and failed (`workload` is `null`
+//! when the path itself did not start). Fields may be
 //! added; a change to these is a new `schema` number.
 
 #![forbid(unsafe_code)]

@@ -124,7 +124,7 @@ impl Host {
     /// `SO_REUSEADDR`.
     pub fn forward_port(&self) -> u16 {
         let port = self.next_forward.get();
-        let next = port.checked_add(1).filter(|p| *p < ports::FORWARD + 10_000);
+        let next = port.checked_add(1).filter(|p| *p < ports::FORWARD_END);
         self.next_forward.set(next.unwrap_or(ports::FORWARD));
         port
     }

@@ -99,6 +99,12 @@ pub mod metric {
         unit: "1/s",
         better: Better::Higher,
     };
+    /// Transactions that failed (refused or reset) and were not timed.
+    pub const ERRORS: Metric = Metric {
+        name: "errors",
+        unit: "count",
+        better: Better::Lower,
+    };
     /// Wakeups (context switches) of the stack's process per second.
     pub const WAKEUPS_PER_S: Metric = Metric {
         name: "wakeups_per_s",

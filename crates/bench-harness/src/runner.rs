@@ -115,7 +115,10 @@ pub fn run(options: &RunOptions, exe: &FsPath) -> Result<Report, String> {
     if present.is_empty() {
         return Ok(report);
     }
-    let host = Host::create(&format!("slwb{}", std::process::id()))?;
+    for name in sys::reap_stale_runs() {
+        eprintln!("bench: removed {name}, left by a harness run that was killed");
+    }
+    let host = Host::create(&format!("{}{}", sys::NETNS_PREFIX, std::process::id()))?;
     let settings = Settings {
         exe: exe.to_path_buf(),
         duration: options.duration,

@@ -260,15 +260,72 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Raises the soft limit on open files to the hard limit, so that the
-/// harness's children (servers, clients and the stacks themselves) can hold
-/// many flows; returns the new soft limit.
+/// The open-file limit the harness asks for, so that every stack can hold
+/// the idle flows of `idle_10k` however many descriptors it spends per
+/// flow (some spend two).
+const WANTED_NOFILE: u64 = 1 << 18;
+
+/// Raises the limit on open files for the harness and its children
+/// (servers, clients and the stacks themselves): the hard limit to
+/// [`WANTED_NOFILE`] where allowed (root), the soft limit to the hard one.
+/// Returns the new soft limit.
 pub fn raise_nofile() -> Option<u64> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let current = getrlimit(Resource::Nofile);
+    if current.maximum.is_some_and(|max| max < WANTED_NOFILE) {
+        let wanted = Some(WANTED_NOFILE);
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: wanted,
+                maximum: wanted,
+            },
+        );
+    }
     let mut limit = getrlimit(Resource::Nofile);
     limit.current = limit.maximum;
     let _ = setrlimit(Resource::Nofile, limit);
     getrlimit(Resource::Nofile).current
+}
+
+/// The prefix of every namespace a harness run makes: `PREFIX<pid>-`.
+pub const NETNS_PREFIX: &str = "slwb";
+
+/// Cleans up after harness runs that were killed before their guards ran:
+/// for each namespace named [`NETNS_PREFIX`]`<pid>-...` whose harness
+/// process `<pid>` is gone, kills the processes in it (the stacks, servers
+/// and clients that run) and deletes it. Returns the namespaces removed.
+pub fn reap_stale_runs() -> Vec<String> {
+    let limit = Duration::from_secs(10);
+    let Ok(list) = run(Command::new("ip").args(["netns", "list"]), limit) else {
+        return Vec::new();
+    };
+    let mut reaped = Vec::new();
+    for name in list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+    {
+        let Some(owner) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = run(Command::new("ip").args(["netns", "pids", name]), limit) {
+            for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                if let Some(pid) = Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                }
+            }
+        }
+        let _ = run(Command::new("ip").args(["netns", "del", name]), limit);
+        reaped.push(name.to_owned());
+    }
+    reaped
 }
 
 /// A network namespace made with `ip netns add`, deleted when dropped.
@@ -279,7 +336,8 @@ pub struct NetNs {
 impl NetNs {
     /// Creates the namespace `name` with its loopback up, and the kernel
     /// settings every namespace of the harness shares: ping sockets for
-    /// every group, the widest ephemeral port range, and reuse of
+    /// every group, a wide ephemeral port range that stays clear of the
+    /// servers' and forwards' ports (see `tools::ports`), and reuse of
     /// TIME-WAIT ports for new connections (connect-per-transaction
     /// workloads otherwise run out of ports).
     ///
@@ -296,7 +354,7 @@ impl NetNs {
         ns.ip(&["link", "set", "lo", "up"])?;
         for (file, value) in [
             ("ipv4/ping_group_range", "0 2147483647"),
-            ("ipv4/ip_local_port_range", "1024 65535"),
+            ("ipv4/ip_local_port_range", "20000 65535"),
             ("ipv4/tcp_tw_reuse", "1"),
         ] {
             // /proc/sys/net shows the namespace of the process that opens it.

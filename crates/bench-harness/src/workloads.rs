@@ -208,6 +208,7 @@ impl<'a> Session<'a> {
                 Ok(Outcome::Measured(vec![
                     (metric::P50_US, number(&result, "p50_us")?),
                     (metric::P99_US, number(&result, "p99_us")?),
+                    (metric::ERRORS, number(&result, "errors")?),
                 ]))
             }
         }
@@ -230,6 +231,9 @@ impl<'a> Session<'a> {
         ];
         if with_rate {
             values.push((metric::TPS, number(&result, "tps")?));
+        }
+        if workload == Workload::TcpCrr {
+            values.push((metric::ERRORS, number(&result, "errors")?));
         }
         Ok(Outcome::Measured(values))
     }
