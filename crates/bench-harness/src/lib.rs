@@ -22,7 +22,7 @@
 //! | `tcp_rr`, `tcp_crr`, `udp_rr` | 1-byte request-response (CRR: connect each time) | `p50_us`, `p99_us`, `tps` (CRR also `errors`: refused or reset transactions) |
 //! | `dns` | queries to the DNS address, 16 in flight | `qps` |
 //! | `icmp` | echo to the gateway, back to back | `p50_us`, `p99_us` |
-//! | `fwd_connect` | host connects through the inbound forward, 1-byte echo from the guest | `p50_us`, `p99_us`, `errors` |
+//! | `fwd_connect` | host connects through the inbound forward, 1-byte echo from the guest | `p50_us`, `p99_us`, `tps`, `errors` |
 //! | `idle_10k` | the stack while the guest holds 10k idle TCP connections | `wakeups_per_s`, `rss_mib` |
 //!
 //! Paths: `slipway-65520`, `slipway-1500` (`--slipway BIN` selects the

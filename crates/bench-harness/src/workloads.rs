@@ -208,6 +208,7 @@ impl<'a> Session<'a> {
                 Ok(Outcome::Measured(vec![
                     (metric::P50_US, number(&result, "p50_us")?),
                     (metric::P99_US, number(&result, "p99_us")?),
+                    (metric::TPS, number(&result, "tps")?),
                     (metric::ERRORS, number(&result, "errors")?),
                 ]))
             }
