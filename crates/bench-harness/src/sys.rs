@@ -267,7 +267,7 @@ const WANTED_NOFILE: u64 = 1 << 18;
 
 /// Raises the limit on open files for the harness and its children
 /// (servers, clients and the stacks themselves): the hard limit to
-/// [`WANTED_NOFILE`] where allowed (root), the soft limit to the hard one.
+/// 262144 where allowed (root), the soft limit to the hard one.
 /// Returns the new soft limit.
 pub fn raise_nofile() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
