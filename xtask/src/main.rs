@@ -5,6 +5,7 @@
 //! only parses the command line and maps outcomes to exit codes.
 
 mod bench_compare;
+mod bench;
 mod demo;
 mod e2e;
 mod fuzz;
@@ -31,6 +32,12 @@ Commands:
   e2e [--netns] [--vm]        run the end-to-end suites with their output:
                               guest in a network namespace (default), guest
                               kernel under QEMU through slipway stream (--vm)
+  bench [--install-peers] [HARNESS OPTIONS]
+                              build slipway and bench-harness (release) and
+                              run the wall-clock benchmarks (root); results in
+                              target/bench/; --install-peers apt-installs
+                              passt, slirp4netns and iperf3 first; see
+                              `bench-harness --help` for the options
   fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
                               with `cargo +nightly fuzz run` (needs cargo-fuzz)
   bench-compare --baseline REF [--reps N] [--min-change PCT] [--no-harness]
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
             Ok(options) => e2e::run(&options),
             Err(message) => usage_error(&message),
         },
+        "bench" => bench::run(&bench::Options::parse(rest)),
         "fuzz" => match fuzz::Options::parse(rest) {
             Ok(options) => fuzz::run(&options),
             Err(message) => usage_error(&message),

@@ -1,5 +1,76 @@
-//! Benchmarks of slipway: divan microbenches of the hot paths and the
-//! wall-clock harness that runs the same workloads over slipway and its peers.
+//! Benchmarks of slipway: the wall-clock harness that runs the same
+//! workloads over slipway and its peers side by side (and, in `benches/`,
+//! microbenches of the hot paths).
 //!
 //! Invariant: every benchmark sends traffic only to loopback or to addresses
-//! inside network namespaces the harness creates itself.
+//! inside network namespaces the harness creates itself. The stacks and the
+//! host-side servers run in a namespace of the harness's own whose only
+//! way out leads into an empty namespace (see [`paths`]).
+//!
+//! # The harness
+//!
+//! `bench-harness [--paths P,..] [--workloads W,..] [--reps N]
+//! [--duration SECS] [--json FILE] [--markdown FILE] [--svg FILE]
+//! [--slipway BIN]` (also `cargo xtask bench`, which builds first) runs, in
+//! each of N repetitions, every path in turn (interleaved), each started
+//! afresh, through every workload:
+//!
+//! | workload | what | metrics |
+//! |---|---|---|
+//! | `idle` | the stack with no flows | `wakeups_per_s`, `rss_mib` |
+//! | `tcp_g2h`, `tcp_h2g` | iperf3 guest→host, host→guest (`-R`) | `gbit_s`, `cpu_s_per_gbit` |
+//! | `tcp_rr`, `tcp_crr`, `udp_rr` | 1-byte request-response (CRR: connect each time) | `p50_us`, `p99_us`, `tps` (CRR also `errors`: refused or reset transactions) |
+//! | `dns` | queries to the DNS address, 16 in flight | `qps` |
+//! | `icmp` | echo to the gateway, back to back | `p50_us`, `p99_us` |
+//! | `fwd_connect` | host connects through the inbound forward, 1-byte echo from the guest | `p50_us`, `p99_us`, `tps`, `errors` |
+//! | `idle_10k` | the stack while the guest holds 10k idle TCP connections | `wakeups_per_s`, `rss_mib` |
+//!
+//! Paths: `slipway-65520`, `slipway-1500` (`--slipway BIN` selects the
+//! binary; default `target/release/slipway`), `pasta`, `slirp4netns-1500`,
+//! `slirp4netns-65520`, `veth` (the kernel, upper bound) and `loopback`
+//! (client and server on 127.0.0.1). A peer not installed is reported
+//! absent, not failed. Stack metrics (CPU, wakeups, memory) exist only for
+//! paths with a stack process.
+//!
+//! # JSON schema (version 1)
+//!
+//! ```json
+//! {
+//!   "schema": 1,
+//!   "machine": { "kernel": "6.1.0", "cpu": "...", "cpus": 2, "unix_time": 1700000000,
+//!                "slipway": "target/release/slipway", "reps": 3, "duration_s": 5.0,
+//!                "idle_flows": 10000, "paths": ["..."], "workloads": ["..."],
+//!                "versions": { "pasta": "...", "slirp4netns": "...", "iperf3": "..." } },
+//!   "results": [
+//!     { "path": "slipway-65520", "workload": "tcp_rr", "metric": "p50_us", "unit": "us",
+//!       "better": "lower", "values": [30.1, 29.8, 31.0], "median": 30.1, "min": 29.8,
+//!       "max": 31.0, "vs_pasta": 0.64, "vs_veth": 1.43 }
+//!   ],
+//!   "absent": [ { "path": "pasta", "why": "pasta not installed" },
+//!               { "path": "veth", "workload": "idle", "why": "no stack process to measure" } ],
+//!   "failures": [ { "path": "slirp4netns-1500", "workload": "icmp", "rep": 2, "error": "..." } ]
+//! }
+//! ```
+//!
+//! `values` holds one value per successful repetition; `median`, `min` and
+//! `max` summarize them; `vs_pasta` and `vs_veth` are this median divided by
+//! the same workload and metric's median on `pasta` and `veth` (`null` when
+//! that is missing). `better` is `"higher"` or `"lower"`. An `absent`
+//! entry without `workload` is a whole path; with one, that workload on
+//! that path (`"path": "*"` for every path, as when iperf3 is missing).
+//! `failures` lists what was attempted and failed (`workload` is `null`
+//! when the path itself did not start). Fields may be
+//! added; a change to these is a new `schema` number.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod dns;
+pub mod paths;
+pub mod report;
+pub mod runner;
+pub mod stats;
+pub mod svg;
+pub mod sys;
+pub mod tools;
+pub mod workloads;

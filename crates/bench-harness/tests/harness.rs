@@ -1,0 +1,215 @@
+//! The harness end to end: a tiny run (one repetition, one-second
+//! workloads) over slipway and host loopback whose JSON must hold sane
+//! positive numbers, and a run on a machine without the peers, which must
+//! report them absent rather than failed.
+//!
+//! The first test needs root, /dev/net/tun and iperf3, and says why it
+//! skips otherwise. Traffic goes only to 127.0.0.1 and to namespaces the
+//! harness makes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../slipway/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// A directory for the run's outputs, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("bench-harness-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn harness() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bench-harness"))
+}
+
+/// The slipway binary of this build (built if the workspace's tests have
+/// not built it yet).
+fn slipway() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_bench-harness"));
+    let binary = exe.with_file_name("slipway");
+    if !binary.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "slipway", "--bin", "slipway"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .status()
+            .expect("cargo build -p slipway");
+        assert!(status.success(), "cargo build -p slipway failed");
+    }
+    binary
+}
+
+/// Runs the harness with `args` plus output files in `dir`; returns the
+/// JSON it wrote and the markdown it printed.
+fn run(dir: &Scratch, args: &[&str], path_env: Option<&Path>) -> (Value, String) {
+    let json = dir.0.join("bench.json");
+    let mut command = harness();
+    command
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(dir.0.join("bench.md"))
+        .arg("--svg")
+        .arg(dir.0.join("bench.svg"));
+    if let Some(path) = path_env {
+        command.env("PATH", path);
+    }
+    common::scrub(&mut command);
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "harness failed: {}\n{stderr}",
+        out.status
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    (
+        serde_json::from_str(&text).unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn value(json: &Value, path: &str, workload: &str, metric: &str) -> f64 {
+    let results = json["results"].as_array().unwrap();
+    let row = results
+        .iter()
+        .find(|r| r["path"] == path && r["workload"] == workload && r["metric"] == metric)
+        .unwrap_or_else(|| panic!("no {path}/{workload}/{metric} in {json:#}"));
+    assert_eq!(
+        row["values"].as_array().unwrap().len(),
+        1,
+        "one rep, one value: {row}"
+    );
+    row["median"].as_f64().unwrap()
+}
+
+#[test]
+fn tiny_run_over_slipway_and_loopback_measures_sane_numbers() {
+    let root = rustix::process::geteuid().is_root();
+    if !root || !Path::new("/dev/net/tun").exists() {
+        common::skip("needs root and /dev/net/tun for network namespaces");
+        return;
+    }
+    if Command::new("iperf3").arg("--version").output().is_err() {
+        common::skip("needs iperf3 in PATH");
+        return;
+    }
+    let dir = Scratch::new("tiny");
+    let slipway = slipway();
+    let (json, markdown) = run(
+        &dir,
+        &[
+            "--paths",
+            "slipway-65520,loopback",
+            "--workloads",
+            "idle,tcp_g2h,tcp_rr,udp_rr,dns",
+            "--reps",
+            "1",
+            "--duration",
+            "1",
+            "--slipway",
+            slipway.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["failures"].as_array().unwrap().len(), 0, "{json:#}");
+    for path in ["slipway-65520", "loopback"] {
+        assert!(value(&json, path, "tcp_g2h", "gbit_s") > 0.01, "{path}");
+        for workload in ["tcp_rr", "udp_rr"] {
+            let p50 = value(&json, path, workload, "p50_us");
+            let p99 = value(&json, path, workload, "p99_us");
+            assert!(
+                p50 > 0.0 && p50 <= p99 && p99 < 1e6,
+                "{path} {workload}: {p50} {p99}"
+            );
+            assert!(
+                value(&json, path, workload, "tps") > 10.0,
+                "{path} {workload}"
+            );
+        }
+        assert!(value(&json, path, "dns", "qps") > 10.0, "{path}");
+    }
+    // The stack's own costs exist only where there is a stack process.
+    let cpu = value(&json, "slipway-65520", "tcp_g2h", "cpu_s_per_gbit");
+    assert!((0.0..10.0).contains(&cpu), "cpu s/Gbit {cpu}");
+    assert!(value(&json, "slipway-65520", "idle", "rss_mib") > 0.1);
+    assert!(value(&json, "slipway-65520", "idle", "wakeups_per_s") >= 0.0);
+    let absent = json["absent"].as_array().unwrap();
+    assert!(
+        absent
+            .iter()
+            .any(|a| a["path"] == "loopback" && a["workload"] == "idle"),
+        "{json:#}"
+    );
+    assert!(markdown.contains("| slipway-65520 |"), "{markdown}");
+    let svg = std::fs::read_to_string(dir.0.join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("slipway-65520"));
+}
+
+#[test]
+fn peers_not_installed_are_absent_not_failed() {
+    let dir = Scratch::new("absent");
+    // An empty PATH: no pasta, no slirp4netns, no iperf3.
+    let empty = dir.0.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (json, markdown) = run(
+        &dir,
+        &[
+            "--paths",
+            "pasta,slirp4netns-1500,slipway-65520",
+            "--workloads",
+            "tcp_g2h,tcp_rr",
+            "--reps",
+            "1",
+            "--duration",
+            "1",
+            "--slipway",
+            "/nonexistent/slipway",
+        ],
+        Some(&empty),
+    );
+    let absent = json["absent"].as_array().unwrap();
+    let why = |path: &str| {
+        absent
+            .iter()
+            .find(|a| a["path"] == path && a.get("workload").is_none())
+            .and_then(|a| a["why"].as_str())
+            .unwrap_or_else(|| panic!("{path} not absent: {json:#}"))
+            .to_owned()
+    };
+    assert!(why("pasta").contains("pasta not installed"));
+    assert!(why("slirp4netns-1500").contains("slirp4netns not installed"));
+    assert!(why("slipway-65520").contains("/nonexistent/slipway"));
+    assert!(
+        absent
+            .iter()
+            .any(|a| a["workload"] == "tcp_g2h" && a["why"].as_str().unwrap().contains("iperf3")),
+        "{json:#}"
+    );
+    assert_eq!(json["results"].as_array().unwrap().len(), 0);
+    assert_eq!(json["failures"].as_array().unwrap().len(), 0);
+    assert!(
+        markdown.contains("- pasta: pasta not installed"),
+        "{markdown}"
+    );
+}

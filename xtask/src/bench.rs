@@ -1,0 +1,96 @@
+//! `cargo xtask bench`: builds slipway and the wall-clock harness in
+//! release mode and runs the harness, passing every other argument through
+//! (see `bench-harness --help`). `--install-peers` first installs the peers
+//! the harness compares with (pasta, slirp4netns) and iperf3 from Debian
+//! packages.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use crate::process::{cargo_command, run_echoed, workspace_root};
+
+/// The Debian packages of the peers and of iperf3.
+const PEER_PACKAGES: [&str; 3] = ["passt", "slirp4netns", "iperf3"];
+
+/// What `cargo xtask bench` was asked to do.
+pub struct Options {
+    install_peers: bool,
+    harness_args: Vec<String>,
+}
+
+impl Options {
+    /// Takes `--install-peers` out of the arguments; the rest go to the
+    /// harness, which checks them.
+    pub fn parse(args: &[String]) -> Self {
+        Self {
+            install_peers: args.iter().any(|a| a == "--install-peers"),
+            harness_args: args
+                .iter()
+                .filter(|a| *a != "--install-peers")
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Runs the command.
+pub fn run(options: &Options) -> ExitCode {
+    if options.install_peers {
+        if let Err(error) = install_peers() {
+            eprintln!("bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(error) = run_echoed(&mut cargo_command(&[
+        "build",
+        "--release",
+        "-p",
+        "slipway",
+        "-p",
+        "bench-harness",
+    ])) {
+        eprintln!("bench: {error}");
+        return ExitCode::FAILURE;
+    }
+    let harness = target_dir().join("release/bench-harness");
+    match run_echoed(Command::new(harness).args(&options.harness_args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The target directory cargo builds into.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+fn install_peers() -> Result<(), String> {
+    if !is_root() {
+        return Err(format!(
+            "--install-peers needs root (apt-get install {})",
+            PEER_PACKAGES.join(" ")
+        ));
+    }
+    let install = || {
+        let mut command = Command::new("apt-get");
+        command
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(PEER_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    if run_echoed(&mut install()).is_ok() {
+        return Ok(());
+    }
+    run_echoed(Command::new("apt-get").arg("update"))?;
+    run_echoed(&mut install())
+}
+
+/// Whether we run as root, from `id -u` (xtask has no libc dependency).
+fn is_root() -> bool {
+    crate::process::capture(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
