@@ -4,8 +4,8 @@
 //! CI runs nothing else. Each subcommand lives in its own module; this file
 //! only parses the command line and maps outcomes to exit codes.
 
-mod bench_compare;
 mod bench;
+mod bench_compare;
 mod demo;
 mod e2e;
 mod fuzz;

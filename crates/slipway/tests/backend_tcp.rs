@@ -683,6 +683,76 @@ fn tcp_inbound_port_forward_reaches_guest() {
     assert_eq!(h.backend.counters().tcp_flows_accepted, 1);
 }
 
+/// A TCP client on 127.0.0.1 bound to local `port` (with `SO_REUSEADDR`,
+/// so that it may take a port whose last connection is in TIME-WAIT).
+fn connect_from_port(port: u16, to: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket, sockopt};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    sockopt::set_socket_reuseaddr(&fd, true).unwrap();
+    bind(&fd, &SocketAddr::from((Ipv4Addr::LOCALHOST, port))).unwrap();
+    connect(&fd, &to).unwrap();
+    let stream = TcpStream::from(fd);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// The host peer reuses its port as soon as its own TIME-WAIT lets it
+/// (Linux: after a second on loopback, `tcp_tw_reuse` = 2). slipway, which
+/// closed first toward the guest, still lingers in TIME-WAIT for that
+/// 4-tuple: the new connection must take over, not be reset.
+#[test]
+fn tcp_inbound_forward_reuses_a_port_slipway_holds_in_time_wait() {
+    let port = free_port();
+    let client_port = free_port();
+    let mut config = default_config();
+    config.rules.tcp_forwards = format!("127.0.0.1/{port}:8080").parse().unwrap();
+    let mut h = Harness::with_config(config);
+    let host_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for round in 0..2u32 {
+        if round > 0 {
+            thread::sleep(Duration::from_millis(1100));
+        }
+        let client = thread::spawn(move || {
+            let mut stream = connect_from_port(client_port, host_addr);
+            stream.write_all(b"ping").unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply).unwrap();
+            reply
+        });
+        let frames = h.collect_until(Duration::from_secs(5), |f| {
+            f.tcp_to(8080).is_some_and(|t| t.syn)
+        });
+        let syn = frames
+            .iter()
+            .find_map(|f| f.tcp_to(8080).filter(|t| t.syn))
+            .unwrap_or_else(|| panic!("round {round}: no SYN toward the guest"));
+        assert_eq!(syn.src.port(), client_port);
+        let mut ep = GuestTcp::accept(
+            TcpOpts::default(),
+            &syn,
+            0x8000_0000 + round * 0x1000_0000,
+            Instant::now(),
+            &mut h.backend,
+        );
+        let pinged = h.drive(&mut ep, Duration::from_secs(3), |ep, _| {
+            ep.received() == b"ping" && ep.peer_fin()
+        });
+        assert!(pinged, "round {round}: data and FIN: {:?}", ep.stats());
+        ep.send(b"pong");
+        ep.close();
+        let done = h.drive(&mut ep, Duration::from_secs(3), |ep, _| ep.fin_acked());
+        assert!(done, "round {round}: close: {:?}", ep.stats());
+        assert_eq!(client.join().unwrap(), b"pong", "round {round}");
+    }
+    let counters = h.backend.counters();
+    assert_eq!(counters.tcp_flows_accepted, 2);
+    assert_eq!(counters.time_wait_reclaimed, 1);
+    assert_eq!(counters.flow_limit_drops, 0);
+}
+
 #[test]
 fn tcp_to_port_53_of_the_dns_address_reaches_the_upstream() {
     let listener = listen();

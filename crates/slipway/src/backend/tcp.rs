@@ -154,6 +154,12 @@ impl Backend {
             SocketAddrV4::new(src, gs.src_port),
             SocketAddrV4::new(dst, gs.dst_port),
         );
+        let is_syn = gs.seg.flags.syn && gs.seg.ack.is_none() && !gs.seg.flags.rst;
+        if is_syn {
+            // A new connection on the 4-tuple of one lingering in
+            // TIME-WAIT takes over from it (RFC 6191).
+            self.end_time_wait(&key);
+        }
         if let Some(id) = self.flows.lookup(&key) {
             if let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) {
                 let _entered = flow.span.clone().entered();
@@ -163,7 +169,6 @@ impl Backend {
             self.tcp_after(id, now);
             return;
         }
-        let is_syn = gs.seg.flags.syn && gs.seg.ack.is_none() && !gs.seg.flags.rst;
         if is_syn {
             self.tcp_open(key, &gs, now);
         } else {
@@ -276,6 +281,10 @@ impl Backend {
                 continue;
             };
             let key = FlowKey::v4(Protocol::Tcp, guest, seen_from);
+            // The host peer reuses its port as soon as its own TIME-WAIT
+            // allows (or at once, with `tcp_tw_reuse`); the entry slipway
+            // keeps for the guest side must not refuse it.
+            self.end_time_wait(&key);
             if self.flows.lookup(&key).is_some() || !self.tcp_room() {
                 self.counters.flow_limit_drops += 1;
                 let _ = sock.reset();
@@ -300,16 +309,31 @@ impl Backend {
             let Some(id) = self.time_wait.pop_front() else {
                 return false;
             };
-            let lingering = matches!(
-                self.flows.get(id),
-                Some(Flow::Tcp(flow)) if flow.conn.phase() == flow_table::tcp::Phase::TimeWait
-            );
-            if lingering && self.flows.remove(id).is_some() {
-                self.counters.tcp_flows_closed += 1;
-                self.counters.time_wait_reclaimed += 1;
-            }
+            self.remove_if_time_wait(id);
         }
         true
+    }
+
+    /// Removes the flow of `key` if it only lingers in TIME-WAIT: its
+    /// socket is closed already, and a new connection on the same 4-tuple
+    /// replaces it. The guest side accepts that: slipway lingers only when
+    /// it closed first, so the guest has forgotten the old connection.
+    fn end_time_wait(&mut self, key: &FlowKey) {
+        if let Some(id) = self.flows.lookup(key) {
+            self.remove_if_time_wait(id);
+        }
+    }
+
+    /// Removes flow `id` if it is a TCP flow lingering in TIME-WAIT.
+    fn remove_if_time_wait(&mut self, id: FlowId) {
+        let lingering = matches!(
+            self.flows.get(id),
+            Some(Flow::Tcp(flow)) if flow.conn.phase() == flow_table::tcp::Phase::TimeWait
+        );
+        if lingering && self.flows.remove(id).is_some() {
+            self.counters.tcp_flows_closed += 1;
+            self.counters.time_wait_reclaimed += 1;
+        }
     }
 
     /// Drops ids of flows that left TIME-WAIT from the front of the list:
