@@ -64,6 +64,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod dns;
 pub mod paths;
@@ -73,4 +74,5 @@ pub mod stats;
 pub mod svg;
 pub mod sys;
 pub mod tools;
+pub mod vm;
 pub mod workloads;
