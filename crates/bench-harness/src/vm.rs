@@ -256,7 +256,8 @@ impl Path for Vm {
                 )
             }
             Network::Passt => {
-                // Foreground, IPv4, as root (it would drop to nobody), the
+                // Foreground, errors to stderr, IPv4, as root (it would
+                // drop to nobody), the
                 // same address plan as slipway's, the gateway mapped to
                 // host loopback (passt's default), DNS at 10.0.2.3
                 // forwarded to the resolver, only the two inbound forwards.
@@ -266,7 +267,7 @@ impl Path for Vm {
                     .arg(&socket)
                     .args(["-a", "10.0.2.15", "-n", "24", "-g", "10.0.2.2"])
                     .args(["-m", "65520", "--dns-forward", "10.0.2.3"])
-                    .args(["-u", "none", "-T", "none", "-U", "none"]);
+                    .args(["-e", "-u", "none"]);
                 for (from, to) in forwards {
                     command.args(["-t", &format!("127.0.0.1/{from}:{to}")]);
                 }
