@@ -32,6 +32,18 @@
 //! absent, not failed. Stack metrics (CPU, wakeups, memory) exist only for
 //! paths with a stack process.
 //!
+//! VM paths ([`vm`]): `qemu-slipway` (`slipway stream`), `qemu-passt`
+//! (passt) — both over QEMU's `-netdev stream` — and `qemu-libslirp`
+//! (`-netdev user`) boot the same Linux guest (`cargo xtask guest-image`,
+//! built on first use) with this binary appended to its initramfs, and run
+//! the same workloads inside it through a command agent ([`agent`])
+//! reached over the stack's own inbound forward. The stack measured is the
+//! slipway or passt process; libslirp lives inside QEMU, so its `idle`
+//! rows are absent and its throughput has no CPU figure. Under TCG (no
+//! usable /dev/kvm; `SLIPWAY_VM_ACCEL=kvm|tcg|auto` overrides) the timed
+//! workloads run for at most 2 s and `idle_10k` is absent. Select them
+//! alone with `--paths qemu-slipway,qemu-passt,qemu-libslirp`.
+//!
 //! # JSON schema (version 1)
 //!
 //! ```json
