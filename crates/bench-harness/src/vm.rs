@@ -20,7 +20,7 @@ use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::paths::{DNS_ADDR, GATEWAY, Guest, Host, Path, TempDir, namespaces_absent};
 use crate::sys::{self, Child};
@@ -307,7 +307,7 @@ impl Path for Vm {
             .args(["-device", "virtio-net-device,netdev=net0", "-fw_cfg"])
             .arg(format!("name=opt/slipway/script,file={}", script.display()));
         let qemu = Child::spawn(&mut qemu)?;
-        let guest = VmGuest {
+        let mut guest = VmGuest {
             qemu: Some(qemu),
             stack,
             netns: host.ns().path(),
@@ -364,13 +364,31 @@ struct VmGuest {
 }
 
 impl VmGuest {
-    /// Waits until the guest has booted and its agent runs a command.
-    fn wait_for_agent(&self) -> Result<(), String> {
-        let mut probe = self.remote(&["--wait", &BOOT_LIMIT.as_secs().to_string()]);
-        probe.arg("true");
-        sys::run(&mut probe, BOOT_LIMIT + Duration::from_secs(10))
-            .map(drop)
-            .map_err(|e| format!("the guest's agent did not answer: {e}"))
+    /// Waits until the guest has booted and its agent runs a command, or
+    /// QEMU has exited (with what it said), or [`BOOT_LIMIT`] passed.
+    fn wait_for_agent(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + BOOT_LIMIT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let exited = self.qemu.as_mut().is_some_and(|q| !q.running());
+            if let Some(qemu) = self.qemu.take_if(|_| exited) {
+                let out = qemu.finish(Duration::from_secs(2))?;
+                return Err(format!(
+                    "QEMU exited while the guest booted: {}\nserial console:\n{}",
+                    out.stderr.trim(),
+                    out.stdout.trim()
+                ));
+            }
+            let mut probe = self.remote(&["--wait", "5"]);
+            probe.arg("true");
+            match sys::run(&mut probe, Duration::from_secs(20)) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!(
+            "the guest's agent did not answer within {BOOT_LIMIT:?}: {last}"
+        ))
     }
 
     /// `bench-harness remote --agent ADDR OPTIONS --` in the host namespace.
