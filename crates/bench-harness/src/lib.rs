@@ -39,7 +39,9 @@
 //! the same workloads inside it through a command agent ([`agent`])
 //! reached over the stack's own inbound forward. The stack measured is the
 //! slipway or passt process; libslirp lives inside QEMU, so its `idle`
-//! rows are absent and its throughput has no CPU figure. Under TCG (no
+//! rows are absent and its throughput has no CPU figure; passt answers
+//! no echo request to the gateway (it maps only TCP and UDP there), so
+//! `qemu-passt`'s `icmp` is absent. Under TCG (no
 //! usable /dev/kvm; `SLIPWAY_VM_ACCEL=kvm|tcg|auto` overrides) the timed
 //! workloads run for at most 2 s and `idle_10k` is absent. Select them
 //! alone with `--paths qemu-slipway,qemu-passt,qemu-libslirp`.

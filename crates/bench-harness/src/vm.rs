@@ -316,6 +316,7 @@ impl Path for Vm {
             forward: SocketAddrV4::new(Ipv4Addr::LOCALHOST, echo_port),
             accel,
             libslirp: matches!(self.network, Network::Libslirp),
+            passt: matches!(self.network, Network::Passt),
             _dir: dir,
         };
         guest.wait_for_agent()?;
@@ -360,6 +361,7 @@ struct VmGuest {
     forward: SocketAddrV4,
     accel: Accel,
     libslirp: bool,
+    passt: bool,
     _dir: TempDir,
 }
 
@@ -442,8 +444,16 @@ impl Guest for VmGuest {
         }
     }
     fn skip(&self, workload: Workload) -> Option<&'static str> {
-        (self.accel == Accel::Tcg && workload == Workload::Idle10k)
-            .then_some("10k connections from a TCG-emulated guest take minutes to open")
+        match workload {
+            Workload::Idle10k if self.accel == Accel::Tcg => {
+                Some("10k connections from a TCG-emulated guest take minutes to open")
+            }
+            Workload::Icmp if self.passt => Some(
+                "passt maps only TCP and UDP for the gateway to the host (passt(1), \
+                 --no-map-gw): echo requests to it go unanswered",
+            ),
+            _ => None,
+        }
     }
     fn max_duration(&self) -> Option<Duration> {
         (self.accel == Accel::Tcg).then_some(TCG_DURATION)
