@@ -1,16 +1,30 @@
 //! `cargo xtask bench`: builds slipway and the wall-clock harness in
 //! release mode and runs the harness, passing every other argument through
 //! (see `bench-harness --help`). `--install-peers` first installs the peers
-//! the harness compares with (pasta, slirp4netns) and iperf3 from Debian
-//! packages.
+//! the harness compares with (pasta, passt, slirp4netns), iperf3, and QEMU
+//! with what the VM paths' guest image is built from (see
+//! `guest_image.rs`), from Debian packages.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
+use crate::guest_image;
 use crate::process::{cargo_command, run_echoed, workspace_root};
 
-/// The Debian packages of the peers and of iperf3.
-const PEER_PACKAGES: [&str; 3] = ["passt", "slirp4netns", "iperf3"];
+/// The Debian packages of the peers, of iperf3 and of QEMU (the VM paths'
+/// guest image needs [`guest_image::PACKAGES`] too).
+const PEER_PACKAGES: [&str; 4] = ["passt", "slirp4netns", "iperf3", "qemu-system-x86"];
+
+/// Every package `--install-peers` installs.
+fn packages() -> Vec<&'static str> {
+    let mut all = PEER_PACKAGES.to_vec();
+    for (package, _) in guest_image::PACKAGES {
+        if !all.contains(&package) {
+            all.push(package);
+        }
+    }
+    all
+}
 
 /// What `cargo xtask bench` was asked to do.
 pub struct Options {
@@ -72,14 +86,14 @@ fn install_peers() -> Result<(), String> {
     if !is_root() {
         return Err(format!(
             "--install-peers needs root (apt-get install {})",
-            PEER_PACKAGES.join(" ")
+            packages().join(" ")
         ));
     }
     let install = || {
         let mut command = Command::new("apt-get");
         command
             .args(["install", "-y", "--no-install-recommends"])
-            .args(PEER_PACKAGES)
+            .args(packages())
             .env("DEBIAN_FRONTEND", "noninteractive");
         command
     };

@@ -296,7 +296,7 @@ fn module_stem(path: &Path) -> Option<&str> {
 }
 
 /// The absolute paths `ldd` resolves for `program` (none for a static one).
-fn shared_libraries(program: &Path) -> Result<Vec<String>, String> {
+pub fn shared_libraries(program: &Path) -> Result<Vec<String>, String> {
     let output = Command::new("ldd")
         .arg(program)
         .stdin(Stdio::null())
@@ -429,17 +429,19 @@ fn extract_vmlinux(bzimage: &Path) -> Result<Vec<u8>, String> {
 
 /// An uncompressed cpio archive in the `newc` format the kernel unpacks.
 #[derive(Default)]
-struct Cpio {
+pub struct Cpio {
     bytes: Vec<u8>,
     inode: u32,
 }
 
 impl Cpio {
-    fn directory(&mut self, path: &str) {
+    /// Adds a directory (mode 755).
+    pub fn directory(&mut self, path: &str) {
         self.entry(path, 0o040_755, (0, 0), &[]);
     }
 
-    fn file(&mut self, path: &str, permissions: u32, data: &[u8]) {
+    /// Adds a regular file with `permissions` and contents `data`.
+    pub fn file(&mut self, path: &str, permissions: u32, data: &[u8]) {
         self.entry(path, 0o100_000 | permissions, (0, 0), data);
     }
 
@@ -475,7 +477,8 @@ impl Cpio {
         }
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    /// The archive, with its trailer.
+    pub fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, (0, 0), &[]);
         self.bytes
     }

@@ -23,7 +23,8 @@ Usage:
 
 Options:
   --paths P,..        paths to run (default: all): slipway-65520, slipway-1500,
-                      pasta, slirp4netns-1500, slirp4netns-65520, veth, loopback
+                      pasta, slirp4netns-1500, slirp4netns-65520, veth, loopback,
+                      qemu-slipway, qemu-passt, qemu-libslirp (a QEMU guest)
   --workloads W,..    workloads to run (default: all): idle, tcp_g2h, tcp_h2g,
                       tcp_rr, tcp_crr, udp_rr, dns, icmp, fwd_connect, idle_10k
   --reps N            repetitions of every path and workload (default 3)
@@ -41,6 +42,10 @@ Subcommands the harness runs itself (inside guests and on the host side):
   client --workload tcp_rr|tcp_crr|udp_rr|dns|icmp --target ADDR:PORT [--duration SECS]
   hold --target ADDR:PORT --count N [--lifetime SECS]
   probe --target ADDR:PORT [--limit SECS]
+  agent --port PORT      (inside a VM guest: run commands sent to PORT)
+  remote --agent ADDR:PORT [--wait SECS] [--] PROGRAM [ARGS..]
+                         (run PROGRAM in a VM through its agent; exits
+                         with its status)
 ";
 
 /// What the command line asks for.
@@ -81,6 +86,20 @@ pub enum Command {
         count: usize,
         /// For how long at most.
         lifetime: Duration,
+    },
+    /// Serve commands inside a VM guest (see [`crate::agent`]).
+    Agent {
+        /// The TCP port.
+        port: u16,
+    },
+    /// Run a command in a VM guest through its agent.
+    Remote {
+        /// The agent, as the host reaches it.
+        agent: SocketAddrV4,
+        /// How long to retry while the agent is not up yet.
+        wait: Duration,
+        /// The program and its arguments.
+        argv: Vec<String>,
     },
     /// Wait until the echo at a target answers.
     Probe {
@@ -174,6 +193,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 lifetime: o.seconds("--lifetime", 900.0)?,
             })
         }
+        "agent" => {
+            let o = Flags::parse(rest, &["--port"])?;
+            Ok(Command::Agent {
+                port: o.required("--port", parse_value)?,
+            })
+        }
+        "remote" => parse_remote(rest),
         "probe" => {
             let o = Flags::parse(rest, &["--target", "--limit"])?;
             Ok(Command::Probe {
@@ -183,6 +209,41 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         _ => parse_run(args).map(Command::Run),
     }
+}
+
+/// `remote`'s options come first; everything after them (or after `--`)
+/// is the guest's command line, passed on untouched.
+fn parse_remote(args: &[String]) -> Result<Command, String> {
+    let (mut agent, mut wait, mut at) = (None, Duration::ZERO, 0);
+    while let Some(arg) = args.get(at) {
+        let value = || {
+            args.get(at + 1)
+                .ok_or_else(|| format!("{arg}: missing value"))
+        };
+        match arg.as_str() {
+            "--agent" => {
+                agent = Some(
+                    parse_value::<SocketAddrV4>(value()?).map_err(|e| format!("--agent: {e}"))?,
+                )
+            }
+            "--wait" => {
+                let secs = parse_value::<u64>(value()?).map_err(|e| format!("--wait: {e}"))?;
+                wait = Duration::from_secs(secs);
+            }
+            "--" => {
+                at += 1;
+                break;
+            }
+            _ => break,
+        }
+        at += 2;
+    }
+    let agent = agent.ok_or("remote: --agent ADDR:PORT is required")?;
+    let argv = args.get(at..).unwrap_or_default().to_vec();
+    if argv.is_empty() {
+        return Err("remote: no command to run".into());
+    }
+    Ok(Command::Remote { agent, wait, argv })
 }
 
 fn parse_run(args: &[String]) -> Result<RunOptions, String> {
@@ -382,5 +443,44 @@ mod tests {
                 .contains("--bind is required")
         );
         assert!(parse(&args("client --workload ping --target 1.2.3.4:1")).is_err());
+    }
+
+    #[test]
+    fn remote_passes_the_guest_command_line_on_untouched() {
+        assert_eq!(
+            parse(&args(
+                "remote --agent 127.0.0.1:18000 --wait 5 -- iperf3 -c 10.0.2.2 --wait"
+            ))
+            .unwrap(),
+            Command::Remote {
+                agent: "127.0.0.1:18000".parse().unwrap(),
+                wait: Duration::from_secs(5),
+                argv: args("iperf3 -c 10.0.2.2 --wait"),
+            }
+        );
+        assert_eq!(
+            parse(&args(
+                "remote --agent 127.0.0.1:1 bench-harness probe --target x"
+            ))
+            .unwrap(),
+            Command::Remote {
+                agent: "127.0.0.1:1".parse().unwrap(),
+                wait: Duration::ZERO,
+                argv: args("bench-harness probe --target x"),
+            }
+        );
+        for (line, needle) in [
+            ("remote true", "--agent"),
+            ("remote --agent 127.0.0.1:1 --", "no command"),
+            ("remote --agent nope true", "--agent"),
+            ("remote --agent", "missing value"),
+        ] {
+            let error = parse(&args(line)).unwrap_err();
+            assert!(error.contains(needle), "{line}: {error}");
+        }
+        assert_eq!(
+            parse(&args("agent --port 7100")).unwrap(),
+            Command::Agent { port: 7100 }
+        );
     }
 }

@@ -32,6 +32,20 @@
 //! absent, not failed. Stack metrics (CPU, wakeups, memory) exist only for
 //! paths with a stack process.
 //!
+//! VM paths ([`vm`]): `qemu-slipway` (`slipway stream`), `qemu-passt`
+//! (passt) — both over QEMU's `-netdev stream` — and `qemu-libslirp`
+//! (`-netdev user`) boot the same Linux guest (`cargo xtask guest-image`,
+//! built on first use) with this binary appended to its initramfs, and run
+//! the same workloads inside it through a command agent ([`agent`])
+//! reached over the stack's own inbound forward. The stack measured is the
+//! slipway or passt process; libslirp lives inside QEMU, so its `idle`
+//! rows are absent and its throughput has no CPU figure; passt answers
+//! no echo request to the gateway (it maps only TCP and UDP there), so
+//! `qemu-passt`'s `icmp` is absent. Under TCG (no
+//! usable /dev/kvm; `SLIPWAY_VM_ACCEL=kvm|tcg|auto` overrides) the timed
+//! workloads run for at most 2 s and `idle_10k` is absent. Select them
+//! alone with `--paths qemu-slipway,qemu-passt,qemu-libslirp`.
+//!
 //! # JSON schema (version 1)
 //!
 //! ```json
@@ -64,6 +78,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod dns;
 pub mod paths;
@@ -73,4 +88,5 @@ pub mod stats;
 pub mod svg;
 pub mod sys;
 pub mod tools;
+pub mod vm;
 pub mod workloads;

@@ -1,6 +1,6 @@
 //! The paths a workload can take between a guest and host-side servers:
 //! slipway, pasta and slirp4netns serving a network namespace, the kernel's
-//! veth pair, and plain host loopback.
+//! veth pair, plain host loopback, and the VM paths of [`crate::vm`].
 //!
 //! A [`Path`] knows whether it can run here and how to start a [`Guest`]: an
 //! environment in which a command can run, plus the addresses by which the
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::sys::{self, Child, NetNs};
 use crate::tools::ports;
+use crate::workloads::Workload;
 
 /// How long a stack may take to configure its guest.
 const START_LIMIT: Duration = Duration::from_secs(15);
@@ -165,13 +166,29 @@ pub trait Guest {
     /// The process of the stack, whose CPU time, wakeups and memory are
     /// measured; `None` for the kernel's own paths.
     fn stack_pid(&self) -> Option<u32>;
+    /// Why [`Guest::stack_pid`] is `None`, as the stack metrics' absence
+    /// is reported.
+    fn no_stack_why(&self) -> &'static str {
+        "no stack process to measure"
+    }
+    /// Why `workload` cannot run in this guest, if it cannot.
+    fn skip(&self, workload: Workload) -> Option<&'static str> {
+        let _ = workload;
+        None
+    }
+    /// The longest a timed workload may run in this guest (shorter than
+    /// `--duration` where the guest is slow, as an emulated CPU is).
+    fn max_duration(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Every path the harness knows, in report order. `slipway` is the binary
-/// under test.
+/// under test; `target` the cargo target directory holding (or to hold)
+/// the VM paths' guest image.
 #[must_use]
-pub fn all(slipway: &FsPath) -> Vec<Box<dyn Path>> {
-    vec![
+pub fn all(slipway: &FsPath, target: &FsPath) -> Vec<Box<dyn Path>> {
+    let mut all: Vec<Box<dyn Path>> = vec![
         Box::new(Slipway {
             binary: slipway.to_path_buf(),
             mtu: 65520,
@@ -193,7 +210,9 @@ pub fn all(slipway: &FsPath) -> Vec<Box<dyn Path>> {
         }),
         Box::new(Veth),
         Box::new(Loopback),
-    ]
+    ];
+    all.extend(crate::vm::paths(slipway, target));
+    all
 }
 
 /// Why namespace paths cannot run, if they cannot.

@@ -28,7 +28,7 @@ pub fn default_out_dir() -> PathBuf {
 
 /// The workspace's target directory: `CARGO_TARGET_DIR` when set at build
 /// time, else `target/` under the workspace root.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     option_env!("CARGO_TARGET_DIR").map_or_else(
         || FsPath::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
         PathBuf::from,
@@ -57,7 +57,7 @@ pub fn run(options: &RunOptions, exe: &FsPath) -> Result<Report, String> {
         .slipway
         .clone()
         .unwrap_or_else(|| default_slipway(exe));
-    let all = paths::all(&slipway);
+    let all = paths::all(&slipway, &target_dir());
     let selected: Vec<&dyn Path> = if options.paths.is_empty() {
         all.iter().map(AsRef::as_ref).collect()
     } else {

@@ -34,6 +34,8 @@ pub mod ports {
     pub const DNS: u16 = 53;
     /// The echo server inside the guest, the target of inbound forwards.
     pub const GUEST_ECHO: u16 = 8000;
+    /// The command agent inside a VM guest (see [`crate::agent`]).
+    pub const AGENT: u16 = 7100;
     /// The first host-side port forwarded to [`GUEST_ECHO`] (each guest
     /// gets the next one).
     pub const FORWARD: u16 = 18000;

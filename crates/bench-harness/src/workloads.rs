@@ -131,7 +131,8 @@ pub struct Session<'a> {
     _servers: Vec<Child>,
     guest: Box<dyn Guest>,
     host: &'a Host,
-    settings: &'a Settings,
+    /// The run's settings, the duration cut to the guest's maximum.
+    settings: Settings,
 }
 
 impl<'a> Session<'a> {
@@ -139,8 +140,12 @@ impl<'a> Session<'a> {
     ///
     /// # Errors
     /// The path, a server or the first round trip failed.
-    pub fn start(host: &'a Host, path: &dyn Path, settings: &'a Settings) -> Result<Self, String> {
+    pub fn start(host: &'a Host, path: &dyn Path, settings: &Settings) -> Result<Self, String> {
         let guest = path.start(host)?;
+        let mut settings = settings.clone();
+        if let Some(max) = guest.max_duration() {
+            settings.duration = settings.duration.min(max);
+        }
         let exe = settings.exe.as_os_str();
         let mut host_servers = Child::spawn(
             host.command(exe)
@@ -176,6 +181,9 @@ impl<'a> Session<'a> {
     /// # Errors
     /// The workload's client failed or printed something unexpected.
     pub fn run(&self, workload: Workload) -> Result<Outcome, String> {
+        if let Some(why) = self.guest.skip(workload) {
+            return Ok(Outcome::NotApplicable(why));
+        }
         let host = self.guest.host_addr();
         match workload {
             Workload::Idle => self.idle(None),
@@ -314,7 +322,7 @@ impl<'a> Session<'a> {
     /// its resident memory.
     fn idle(&self, flows: Option<usize>) -> Result<Outcome, String> {
         let Some(pid) = self.guest.stack_pid() else {
-            return Ok(Outcome::NotApplicable("no stack process to measure"));
+            return Ok(Outcome::NotApplicable(self.guest.no_stack_why()));
         };
         let _holder = match flows {
             Some(count) => {

@@ -1,7 +1,8 @@
 //! The harness end to end: a tiny run (one repetition, one-second
-//! workloads) over slipway and host loopback whose JSON must hold sane
-//! positive numbers, and a run on a machine without the peers, which must
-//! report them absent rather than failed.
+//! workloads) over slipway and host loopback, and one over a QEMU guest
+//! served by `slipway stream`, whose JSON must hold sane positive numbers,
+//! and a run on a machine without the peers, which must report them
+//! absent rather than failed.
 //!
 //! The first test needs root, /dev/net/tun and iperf3, and says why it
 //! skips otherwise. Traffic goes only to 127.0.0.1 and to namespaces the
@@ -166,6 +167,63 @@ fn tiny_run_over_slipway_and_loopback_measures_sane_numbers() {
     assert!(svg.starts_with("<svg") && svg.contains("slipway-65520"));
 }
 
+/// A QEMU guest served by `slipway stream`: the harness boots it, runs
+/// its clients inside the VM through the agent and measures the stream
+/// process. Skips (as the harness reports the path absent) without QEMU,
+/// the Debian kernel or root.
+#[test]
+fn tiny_run_over_a_qemu_guest_served_by_slipway_stream_measures_sane_numbers() {
+    let root = rustix::process::geteuid().is_root();
+    if !root || !Path::new("/dev/net/tun").exists() {
+        common::skip("needs root and /dev/net/tun for network namespaces");
+        return;
+    }
+    let dir = Scratch::new("vm");
+    let slipway = slipway();
+    let (json, markdown) = run(
+        &dir,
+        &[
+            "--paths",
+            "qemu-slipway",
+            "--workloads",
+            "idle,tcp_rr,fwd_connect",
+            "--reps",
+            "1",
+            "--duration",
+            "1",
+            "--slipway",
+            slipway.to_str().unwrap(),
+        ],
+        None,
+    );
+    let absent = json["absent"].as_array().unwrap();
+    if let Some(why) = absent
+        .iter()
+        .find(|a| a["path"] == "qemu-slipway" && a.get("workload").is_none())
+    {
+        common::skip(&format!("the VM path is absent: {}", why["why"]));
+        return;
+    }
+    assert_eq!(json["failures"].as_array().unwrap().len(), 0, "{json:#}");
+    for workload in ["tcp_rr", "fwd_connect"] {
+        let p50 = value(&json, "qemu-slipway", workload, "p50_us");
+        let p99 = value(&json, "qemu-slipway", workload, "p99_us");
+        assert!(
+            p50 > 0.0 && p50 <= p99 && p99 < 1e6,
+            "{workload}: {p50} {p99}"
+        );
+        assert!(
+            value(&json, "qemu-slipway", workload, "tps") > 1.0,
+            "{workload}"
+        );
+    }
+    assert_eq!(value(&json, "qemu-slipway", "fwd_connect", "errors"), 0.0);
+    // The stack measured is slipway stream's process.
+    assert!(value(&json, "qemu-slipway", "idle", "rss_mib") > 0.1);
+    assert!(value(&json, "qemu-slipway", "idle", "wakeups_per_s") >= 0.0);
+    assert!(markdown.contains("| qemu-slipway |"), "{markdown}");
+}
+
 #[test]
 fn peers_not_installed_are_absent_not_failed() {
     let dir = Scratch::new("absent");
@@ -176,7 +234,7 @@ fn peers_not_installed_are_absent_not_failed() {
         &dir,
         &[
             "--paths",
-            "pasta,slirp4netns-1500,slipway-65520",
+            "pasta,slirp4netns-1500,slipway-65520,qemu-passt",
             "--workloads",
             "tcp_g2h,tcp_rr",
             "--reps",
@@ -200,6 +258,7 @@ fn peers_not_installed_are_absent_not_failed() {
     assert!(why("pasta").contains("pasta not installed"));
     assert!(why("slirp4netns-1500").contains("slirp4netns not installed"));
     assert!(why("slipway-65520").contains("/nonexistent/slipway"));
+    assert!(why("qemu-passt").contains("qemu-system-x86_64 not installed"));
     assert!(
         absent
             .iter()

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use bench_harness::cli::{self, Command};
-use bench_harness::{runner, tools};
+use bench_harness::{agent, runner, tools};
 
 /// Exit status of a usage error.
 const EXIT_USAGE: u8 = 2;
@@ -37,6 +37,17 @@ fn main() -> ExitCode {
             lifetime,
         } => tools::hold(target, count, lifetime),
         Command::Probe { target, limit } => tools::probe(target, limit),
+        Command::Agent { port } => agent::serve(port),
+        Command::Remote { agent, wait, argv } => {
+            return match agent::remote(agent, &argv, wait) {
+                // The guest command's status, as a shell reports it.
+                Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(u8::MAX)),
+                Err(message) => {
+                    eprintln!("bench-harness remote: {message}");
+                    ExitCode::from(255)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
