@@ -6,7 +6,9 @@
 
 mod bench_compare;
 mod demo;
+mod e2e;
 mod fuzz;
+mod guest_image;
 mod process;
 mod purity;
 mod verify;
@@ -22,6 +24,13 @@ Commands:
                               purity, test, doc (repeat --skip or use commas)
   demo                        a guest in a network namespace fetches a page from
                               a server on host loopback through slipway (root)
+  guest-image                 build the Linux guest (kernel and busybox
+                              initramfs) the VM tests boot, into
+                              target/guest-image/; installs its Debian
+                              packages with apt-get when run as root
+  e2e [--netns] [--vm]        run the end-to-end suites with their output:
+                              guest in a network namespace (default), guest
+                              kernel under QEMU through slipway stream (--vm)
   fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
                               with `cargo +nightly fuzz run` (needs cargo-fuzz)
   bench-compare --baseline REF [--reps N] [--min-change PCT] [--no-harness]
@@ -48,6 +57,11 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         "demo" if rest.is_empty() => demo::run(),
+        "guest-image" if rest.is_empty() => e2e::guest_image(),
+        "e2e" => match e2e::Options::parse(rest) {
+            Ok(options) => e2e::run(&options),
+            Err(message) => usage_error(&message),
+        },
         "fuzz" => match fuzz::Options::parse(rest) {
             Ok(options) => fuzz::run(&options),
             Err(message) => usage_error(&message),

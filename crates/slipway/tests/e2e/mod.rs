@@ -257,7 +257,7 @@ impl Proc {
     }
 
     /// Whether the child has exited, without reaping it.
-    fn exited(&self) -> bool {
+    pub fn exited(&self) -> bool {
         let Some(pid) = self.pid() else {
             return true;
         };

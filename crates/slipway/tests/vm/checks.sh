@@ -1,0 +1,72 @@
+# The checks of the VM suite, run by the guest's /init (busybox sh) once
+# eth0 is up. The host prepends the variables: DOWNLOAD_PORT, UPLOAD_PORT,
+# IPERF_UP_PORT, IPERF_DOWN_PORT, EOF_PORT (its servers on 127.0.0.1,
+# reached through the gateway), HALF_LEN, IPERF_SECONDS and CHECK_DNS.
+# Each check reports `SLIPWAY-RESULT KEY=VALUE`; the host judges them.
+
+GATEWAY=10.0.2.2
+result() { echo "SLIPWAY-RESULT $1=$2"; }
+now() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+show_on_failure() { [ "$1" = 0 ] || cat "$2"; }
+
+# The lease DHCP gave.
+result address "$(ip -4 addr show dev eth0 | awk '/inet / { print $2; exit }')"
+result router "$(ip route | awk '/^default/ { print $3; exit }')"
+result nameserver "$(awk '/^nameserver/ { print $2; exit }' /etc/resolv.conf)"
+result mtu "$(cat /sys/class/net/eth0/mtu)"
+
+# An inbound forward to a server in the guest; the host sends, shuts down
+# its side, and reads the hash the guest answers after end of stream.
+nc -l -p 8080 -e sha256sum &
+server=$!
+tries=0
+while ! grep -q ':1F90 00000000:0000 0A' /proc/net/tcp && [ "$tries" -lt 100 ]; do
+    tries=$((tries + 1))
+    sleep 0.1
+done
+echo "SLIPWAY-READY inbound"
+wait "$server"
+result inbound_status $?
+
+# ICMP echo to the gateway.
+ping -c 3 -W 5 "$GATEWAY" > /tmp/ping 2>&1
+result ping_received "$(sed -n 's/.*, \([0-9]*\) packets received.*/\1/p' /tmp/ping)"
+
+# A name the host's responder knows, through the DNS address.
+if [ "$CHECK_DNS" = 1 ]; then
+    nslookup slipway.test > /tmp/dns 2>&1
+    result dns_answer "$(awk '/^Name:/ { named = 1 } named && /^Address/ { print $NF; exit }' /tmp/dns)"
+fi
+
+# HTTP download and upload of the bulk data, checked by hash at both ends.
+start=$(now)
+curl -sS --max-time 100 -o /tmp/bulk "http://$GATEWAY:$DOWNLOAD_PORT/bulk" 2> /tmp/curl
+status=$?
+result download_seconds "$(since "$start")"
+show_on_failure $status /tmp/curl
+result download_sha256 "$(sha256sum /tmp/bulk | cut -d' ' -f1)"
+start=$(now)
+reply=$(curl -sS --max-time 100 -H 'Expect:' -T /tmp/bulk "http://$GATEWAY:$UPLOAD_PORT/upload" 2> /tmp/curl)
+status=$?
+result upload_seconds "$(since "$start")"
+show_on_failure $status /tmp/curl
+result upload_reply "$reply"
+
+# The guest shuts down its side and still reads the host's answer.
+head -c "$HALF_LEN" /tmp/bulk > /tmp/half
+result halfclose_reply "$(nc "$GATEWAY" "$EOF_PORT" < /tmp/half)"
+rm -f /tmp/bulk
+
+# iperf3 each way against the host's servers; the client's JSON report
+# (which holds the receiver's count either way) goes between markers.
+iperf() {
+    iperf3 -c "$GATEWAY" -p "$2" -t "$IPERF_SECONDS" -J $3 > /tmp/iperf 2>&1
+    result "iperf_$1_status" $?
+    echo "SLIPWAY-BEGIN iperf_$1"
+    cat /tmp/iperf
+    echo "SLIPWAY-END iperf_$1"
+}
+iperf up "$IPERF_UP_PORT"
+iperf down "$IPERF_DOWN_PORT" -R
+exit 0

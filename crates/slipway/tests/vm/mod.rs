@@ -1,0 +1,377 @@
+//! Support for the end-to-end tests in which the guest is a Linux kernel
+//! under QEMU: the image (built by `cargo xtask guest-image`, or here when
+//! it is missing), the network QEMU's virtio-net device is wired to
+//! (`slipway stream` on a UNIX socket, or QEMU's own libslirp for
+//! comparison), and the boot itself.
+//!
+//! The guest's `/init` runs the script passed as the fw_cfg file
+//! `opt/slipway/script` and reports on the serial console (QEMU's stdout)
+//! with `SLIPWAY-RESULT KEY=VALUE` lines and a final `SLIPWAY-EXIT CODE`,
+//! then powers off. QEMU and slipway each run under a [`Proc`] guard that
+//! kills them when the test ends, however it ends; every wait is bounded.
+
+#![allow(dead_code)]
+
+#[path = "../../../../xtask/src/guest_image.rs"]
+mod guest_image;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::e2e::{Output, Proc, TempDir, command, missing_tool, slipway};
+
+pub use guest_image::Image;
+
+/// The variable that picks QEMU's accelerator: `kvm` or `tcg`.
+pub const ACCEL_VAR: &str = "SLIPWAY_VM_ACCEL";
+
+/// The QEMU binary.
+const QEMU: &str = "qemu-system-x86_64";
+
+/// The guest's RAM: room for the bulk file in its tmpfs and a copy in
+/// busybox wget's upload buffer.
+const GUEST_MIB: &str = "512";
+
+/// How long `slipway stream` may take to create its socket.
+const LISTEN_LIMIT: Duration = Duration::from_secs(10);
+
+/// How QEMU runs the guest's CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// QEMU's binary translator: slower, runs anywhere.
+    Tcg,
+}
+
+impl Accel {
+    /// [`ACCEL_VAR`] when set; otherwise KVM where /dev/kvm opens and is
+    /// not PVM (whose KVM cannot run a stock kernel), TCG elsewhere.
+    pub fn choose() -> Result<Self, String> {
+        match std::env::var(ACCEL_VAR).as_deref() {
+            Ok("kvm") => return Ok(Self::Kvm),
+            Ok("tcg") => return Ok(Self::Tcg),
+            Ok("" | "auto") | Err(_) => {}
+            Ok(other) => return Err(format!("{ACCEL_VAR}={other}: expected kvm, tcg or auto")),
+        }
+        let kvm_opens = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        let pvm = Path::new("/sys/module/kvm_pvm").exists();
+        Ok(if kvm_opens && !pvm {
+            Self::Kvm
+        } else {
+            Self::Tcg
+        })
+    }
+
+    fn qemu_args(self) -> [&'static str; 4] {
+        match self {
+            Self::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            Self::Tcg => ["-accel", "tcg", "-cpu", "max"],
+        }
+    }
+
+    /// Kernel parameters the accelerator needs: under TCG the guest's
+    /// timer calibration otherwise hangs or takes seconds.
+    fn kernel_args(self) -> &'static str {
+        match self {
+            Self::Kvm => "",
+            Self::Tcg => " tsc_early_khz=2100000 tsc=reliable lpj=8400000",
+        }
+    }
+}
+
+/// The cargo target directory the test binaries were built into.
+fn target_dir() -> PathBuf {
+    let slipway = Path::new(env!("CARGO_BIN_EXE_slipway"));
+    slipway
+        .parent()
+        .and_then(Path::parent)
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+}
+
+/// The guest image, built on first use if `cargo xtask guest-image` has
+/// not built it yet; or why there is none.
+pub fn image() -> Result<&'static Image, String> {
+    static IMAGE: OnceLock<Result<Image, String>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| guest_image::ensure(&target_dir()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Why this build of slipway cannot serve a QEMU guest, if it cannot.
+pub fn stream_unsupported() -> Option<String> {
+    let help = slipway(&["--help"]).output().ok()?;
+    let text = String::from_utf8_lossy(&help.stdout) + String::from_utf8_lossy(&help.stderr);
+    (!text.contains("slipway stream")).then(|| "this slipway has no `stream` command".to_owned())
+}
+
+/// Why no VM can run here, if none can.
+pub fn unavailable() -> Option<String> {
+    if let Some(tool) = missing_tool(&[QEMU]) {
+        return Some(format!("needs {tool} (apt-get install qemu-system-x86)"));
+    }
+    if let Err(why) = Accel::choose() {
+        return Some(why);
+    }
+    image().err()
+}
+
+/// Returns from the test, saying why on stderr, unless a VM can boot here
+/// and every named host tool is present.
+macro_rules! require_vm {
+    ($($tool:expr),* $(,)?) => {
+        if let Some(why) = $crate::vm::unavailable() {
+            $crate::common::skip(&why);
+            return;
+        }
+        if let Some(tool) = $crate::e2e::missing_tool(&[$($tool),*]) {
+            $crate::common::skip(&format!("needs {tool} in PATH"));
+            return;
+        }
+    };
+}
+
+/// `slipway stream --socket PATH OPTIONS`, listening.
+pub struct SlipwayStream {
+    proc: Proc,
+    socket: PathBuf,
+}
+
+impl SlipwayStream {
+    /// Starts slipway on `socket` and waits for the socket to appear.
+    pub fn start(socket: &Path, options: &[&str]) -> Self {
+        let path = socket.to_string_lossy().into_owned();
+        let mut args = vec!["stream", "--socket", path.as_str()];
+        args.extend_from_slice(options);
+        let proc = Proc::spawn(&mut slipway(&args));
+        let deadline = Instant::now() + LISTEN_LIMIT;
+        while !socket.exists() {
+            if proc.exited() {
+                let out = proc.finish(LISTEN_LIMIT);
+                panic!(
+                    "slipway stream exited before listening ({:?}):\n{}",
+                    out.status, out.stderr
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slipway stream: no socket at {} within {LISTEN_LIMIT:?}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            proc,
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// QEMU's `-netdev` for this socket.
+    pub fn netdev(&self) -> String {
+        format!(
+            "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+            self.socket.display()
+        )
+    }
+
+    /// Waits at most `limit` for slipway to exit (it does when QEMU
+    /// disconnects) and returns its output.
+    pub fn finish(self, limit: Duration) -> Output {
+        self.proc.finish(limit)
+    }
+}
+
+/// QEMU's own user-mode network (libslirp) with `hostfwd` rules of the
+/// form `tcp:127.0.0.1:HOSTPORT-:GUESTPORT`: the reference slipway is
+/// compared with.
+pub fn libslirp_netdev(hostfwd: &[String]) -> String {
+    let mut netdev = "user,id=net0,net=10.0.2.0/24".to_owned();
+    for rule in hostfwd {
+        netdev.push_str(",hostfwd=");
+        netdev.push_str(rule);
+    }
+    netdev
+}
+
+/// A booted guest running a test script.
+pub struct Guest {
+    qemu: Proc,
+    started: Instant,
+}
+
+impl Guest {
+    /// Boots the guest with `netdev` as its only network device and
+    /// `script` (a busybox `sh` script) as what `/init` runs once eth0 is up.
+    pub fn boot(netdev: &str, script: &str, dir: &TempDir) -> Self {
+        let image = image().expect("the guest image");
+        let accel = Accel::choose().expect("an accelerator");
+        let script_path = dir.file("script.sh");
+        std::fs::write(&script_path, script).expect("write the guest script");
+        let append = format!(
+            "console=ttyS0 quiet pci=off panic=-1 reboot=t{}",
+            accel.kernel_args()
+        );
+        let kernel = image.kernel.to_string_lossy();
+        let initramfs = image.initramfs.to_string_lossy();
+        let fw_cfg = format!("name=opt/slipway/script,file={script_path}");
+        let mut args = vec!["-M", "microvm"];
+        args.extend(accel.qemu_args());
+        args.extend([
+            "-m",
+            GUEST_MIB,
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-kernel",
+            &kernel,
+            "-initrd",
+            &initramfs,
+            "-append",
+            &append,
+            "-netdev",
+            netdev,
+            "-device",
+            "virtio-net-device,netdev=net0",
+            "-fw_cfg",
+            &fw_cfg,
+        ]);
+        eprintln!(
+            "e2e-vm: booting the guest ({accel:?}, kernel {})",
+            image.kernel_version
+        );
+        Self {
+            qemu: Proc::spawn(&mut command(QEMU, &args)),
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits at most `limit` for a serial console line containing `marker`.
+    pub fn wait_for(&mut self, marker: &str, limit: Duration) -> String {
+        self.qemu.wait_for_line(marker, limit)
+    }
+
+    /// Waits at most `limit` for the guest to power off and returns what
+    /// it reported.
+    pub fn finish(self, limit: Duration) -> Report {
+        let started = self.started;
+        let out = self.qemu.finish(limit);
+        let serial = out.stdout.replace('\r', "");
+        let mut results = BTreeMap::new();
+        let mut blocks = BTreeMap::new();
+        let mut block: Option<(String, String)> = None;
+        let mut exit = None;
+        for line in serial.lines() {
+            if let Some((name, text)) = &mut block {
+                if line.strip_prefix("SLIPWAY-END ") == Some(name.as_str()) {
+                    let (name, text) = block.take().unwrap_or_default();
+                    blocks.insert(name, text);
+                } else {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            } else if let Some(name) = line.strip_prefix("SLIPWAY-BEGIN ") {
+                block = Some((name.trim().to_owned(), String::new()));
+            } else if let Some(result) = line.strip_prefix("SLIPWAY-RESULT ") {
+                if let Some((key, value)) = result.split_once('=') {
+                    results.insert(key.to_owned(), value.trim().to_owned());
+                }
+            } else if let Some(code) = line.strip_prefix("SLIPWAY-EXIT ") {
+                exit = code.trim().parse().ok();
+            }
+        }
+        Report {
+            serial,
+            qemu_stderr: out.stderr,
+            results,
+            blocks,
+            exit,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// What a guest reported before powering off.
+pub struct Report {
+    /// The serial console, kernel messages included.
+    pub serial: String,
+    /// What QEMU itself wrote to stderr.
+    pub qemu_stderr: String,
+    /// The `SLIPWAY-RESULT` lines.
+    pub results: BTreeMap<String, String>,
+    /// The text between `SLIPWAY-BEGIN NAME` and `SLIPWAY-END NAME` lines.
+    pub blocks: BTreeMap<String, String>,
+    /// The test script's exit status, if the guest got that far.
+    pub exit: Option<i32>,
+    /// From the start of QEMU to its exit.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// The value reported for `key`, or an empty string.
+    pub fn get(&self, key: &str) -> &str {
+        self.results.get(key).map_or("", String::as_str)
+    }
+
+    /// The block called `name`, or an empty string.
+    pub fn block(&self, name: &str) -> &str {
+        self.blocks.get(name).map_or("", String::as_str)
+    }
+
+    /// The value for `key` as a number of seconds, if it is one.
+    pub fn seconds(&self, key: &str) -> Option<f64> {
+        self.get(key).parse().ok().filter(|s: &f64| *s > 0.0)
+    }
+
+    /// Everything a failure message needs: the serial log and QEMU's stderr.
+    pub fn log(&self) -> String {
+        format!(
+            "guest serial console:\n{}\nqemu stderr:\n{}",
+            self.serial, self.qemu_stderr
+        )
+    }
+}
+
+/// Failed checks, gathered so that one boot reports all of them.
+#[derive(Default)]
+pub struct Checks {
+    failures: Vec<String>,
+}
+
+impl Checks {
+    /// Records a failure unless `actual == expected`.
+    pub fn equal(&mut self, what: &str, actual: &str, expected: &str) {
+        if actual != expected {
+            self.failures
+                .push(format!("{what}: got {actual:?}, expected {expected:?}"));
+        }
+    }
+
+    /// Records `failure` unless `ok`.
+    pub fn check(&mut self, ok: bool, failure: impl FnOnce() -> String) {
+        if !ok {
+            self.failures.push(failure());
+        }
+    }
+
+    /// Panics listing every failure, with `context` (logs), if any failed.
+    pub fn assert_all(self, context: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} check(s) failed:\n  {}\n\n{context}",
+            self.failures.len(),
+            self.failures.join("\n  ")
+        );
+    }
+}
