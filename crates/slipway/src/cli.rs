@@ -18,7 +18,7 @@ use nat_core::{Cidr, HostLoopback, MTU_MAX, MTU_MIN, Plan, PortForwards, PortSpe
 
 /// The help text of `slipway --help`.
 pub const USAGE: &str = "\
-slipway: a user-mode network stack for network namespaces
+slipway: a user-mode network stack for network namespaces and virtual machines
 
 Usage:
   slipway run [OPTIONS] [--] CMD [ARGS...]
@@ -27,6 +27,11 @@ Usage:
   slipway attach [OPTIONS] --netns PATH|PID
       Serve an existing network namespace until it is gone (when given by
       PID) or slipway is stopped (SIGINT, SIGTERM).
+  slipway stream [OPTIONS] --socket PATH | --fd N
+      Serve one QEMU guest over a UNIX stream socket (QEMU's -netdev
+      stream, length-prefixed frames, as with passt) until it disconnects;
+      one client at a time, others are refused. Prints the QEMU options to
+      use on stdout (not with -q).
 
 Options:
   -t, --tcp-ports SPEC    forward inbound TCP ports to the guest (repeatable)
@@ -45,6 +50,11 @@ Options:
       --ifname NAME       interface name in the namespace (default eth0)
       --netns PATH|PID    attach: the namespace, as a path (/run/netns/NAME,
                           /proc/PID/ns/net) or a process id
+      --socket PATH       stream: listen on PATH (created, removed at exit;
+                          a stale socket nobody listens on is replaced)
+      --fd N              stream: serve the connected UNIX stream socket N
+      --keep-listening    stream: after the client disconnects, wait for the
+                          next one instead of exiting
       --stats             print counters to stderr at exit
   -d, --debug             debug logging
       --trace             trace logging
@@ -78,6 +88,24 @@ pub enum Command {
         /// The namespace.
         netns: NetnsTarget,
     },
+    /// Serve a QEMU guest over a stream socket.
+    Stream {
+        /// The options.
+        options: Options,
+        /// Where the guest connects, or its connection.
+        target: StreamTarget,
+        /// Whether to wait for another client after one disconnects.
+        keep_listening: bool,
+    },
+}
+
+/// The socket `stream` serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamTarget {
+    /// A path to listen on (`--socket`).
+    Socket(PathBuf),
+    /// A descriptor of a connected socket (`--fd`).
+    Fd(i32),
 }
 
 /// The namespace `attach` serves.
@@ -114,7 +142,7 @@ pub enum LogLevel {
     Trace,
 }
 
-/// The options shared by `run` and `attach`.
+/// The options shared by `run`, `attach` and `stream`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// Inbound TCP forwards (`-t`).
@@ -209,6 +237,9 @@ enum Opt {
     Pcap,
     Ifname,
     Netns,
+    Socket,
+    Fd,
+    KeepListening,
     Stats,
     Debug,
     Trace,
@@ -228,6 +259,9 @@ const OPTIONS: &[(Option<char>, &str, Opt, bool)] = &[
     (None, "pcap", Opt::Pcap, true),
     (None, "ifname", Opt::Ifname, true),
     (None, "netns", Opt::Netns, true),
+    (None, "socket", Opt::Socket, true),
+    (None, "fd", Opt::Fd, true),
+    (None, "keep-listening", Opt::KeepListening, false),
     (None, "stats", Opt::Stats, false),
     (Some('d'), "debug", Opt::Debug, false),
     (None, "trace", Opt::Trace, false),
@@ -241,6 +275,7 @@ const OPTIONS: &[(Option<char>, &str, Opt, bool)] = &[
 enum Sub {
     Run,
     Attach,
+    Stream,
 }
 
 /// Options as they accumulate, before the subcommand checks them.
@@ -250,6 +285,10 @@ struct Collected {
     tcp_specs: Vec<(String, PortSpec)>,
     udp_specs: Vec<(String, PortSpec)>,
     netns: Option<NetnsTarget>,
+    socket: Option<PathBuf>,
+    fd: Option<i32>,
+    keep_listening: bool,
+    ifname_set: bool,
 }
 
 /// Parses the arguments after the program name.
@@ -307,6 +346,13 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
                     arg.to_string_lossy()
                 )));
             }
+            Some(Sub::Stream) => {
+                return Err(UsageError::new(format!(
+                    "stream: unexpected argument {:?}: stream runs no command \
+                     (usage: slipway stream [OPTIONS] --socket PATH)",
+                    arg.to_string_lossy()
+                )));
+            }
         }
     }
     finish(collected, sub, argv)
@@ -316,8 +362,9 @@ fn subcommand(arg: &OsStr) -> Result<Sub, UsageError> {
     match arg.to_str() {
         Some("run") => Ok(Sub::Run),
         Some("attach") => Ok(Sub::Attach),
+        Some("stream") => Ok(Sub::Stream),
         _ => Err(UsageError::new(format!(
-            "unknown command {:?}: expected \"run\" or \"attach\"",
+            "unknown command {:?}: expected \"run\", \"attach\" or \"stream\"",
             arg.to_string_lossy()
         ))),
     }
@@ -409,7 +456,15 @@ fn expected_form(opt: Opt) -> &'static str {
         Opt::Pcap => "a file name",
         Opt::Ifname => "an interface name of 1 to 15 bytes without '/', ':' or whitespace",
         Opt::Netns => "a namespace path such as /run/netns/NAME, or a process id",
-        Opt::Stats | Opt::Debug | Opt::Trace | Opt::Quiet | Opt::Help | Opt::Version => "nothing",
+        Opt::Socket => "a socket path",
+        Opt::Fd => "a descriptor number from 0 to 2147483647",
+        Opt::KeepListening
+        | Opt::Stats
+        | Opt::Debug
+        | Opt::Trace
+        | Opt::Quiet
+        | Opt::Help
+        | Opt::Version => "nothing",
     }
 }
 
@@ -431,8 +486,17 @@ fn apply(c: &mut Collected, opt: Opt, name: &str, value: Option<&str>) -> Result
             return Err(UsageError::invalid_form(name, value, opt));
         }
         Opt::Pcap => options.pcap = Some(PathBuf::from(value)),
-        Opt::Ifname => options.ifname = ifname(name, value)?,
+        Opt::Ifname => {
+            options.ifname = ifname(name, value)?;
+            c.ifname_set = true;
+        }
         Opt::Netns => c.netns = Some(netns(name, value)?),
+        Opt::Socket if value.is_empty() => {
+            return Err(UsageError::invalid_form(name, value, opt));
+        }
+        Opt::Socket => c.socket = Some(PathBuf::from(value)),
+        Opt::Fd => c.fd = Some(fd(name, value)?),
+        Opt::KeepListening => c.keep_listening = true,
         Opt::Stats => options.stats = true,
         Opt::Debug => options.log = LogLevel::Debug,
         Opt::Trace => options.log = LogLevel::Trace,
@@ -445,14 +509,33 @@ fn apply(c: &mut Collected, opt: Opt, name: &str, value: Option<&str>) -> Result
 fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command, UsageError> {
     let Some(sub) = sub else {
         return Err(UsageError::new(
-            "missing command: expected \"slipway run [OPTIONS] [--] CMD [ARGS...]\" \
-             or \"slipway attach [OPTIONS] --netns PATH|PID\"",
+            "missing command: expected \"slipway run [OPTIONS] [--] CMD [ARGS...]\", \
+             \"slipway attach [OPTIONS] --netns PATH|PID\" \
+             or \"slipway stream [OPTIONS] --socket PATH\"",
         ));
     };
     let mut options = c.options;
     options.tcp_forwards = forwards("-t", c.tcp_specs)?;
     options.udp_forwards = forwards("-u", c.udp_specs)?;
+    if sub != Sub::Stream {
+        let stream_only = [
+            (c.socket.is_some(), "--socket"),
+            (c.fd.is_some(), "--fd"),
+            (c.keep_listening, "--keep-listening"),
+        ];
+        if let Some((_, name)) = stream_only.iter().find(|(given, _)| *given) {
+            return Err(UsageError::new(format!("{name}: only for stream")));
+        }
+    }
     match sub {
+        Sub::Stream => stream(
+            options,
+            c.netns,
+            c.socket,
+            c.fd,
+            c.keep_listening,
+            c.ifname_set,
+        ),
         Sub::Run => {
             if c.netns.is_some() {
                 return Err(UsageError::new(
@@ -473,6 +556,62 @@ fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command
             )),
         },
     }
+}
+
+/// Checks `stream`'s own options: exactly one of `--socket` and `--fd`,
+/// `--keep-listening` only with a socket to listen on, nothing about a
+/// namespace.
+fn stream(
+    options: Options,
+    netns: Option<NetnsTarget>,
+    socket: Option<PathBuf>,
+    fd: Option<i32>,
+    keep_listening: bool,
+    ifname_set: bool,
+) -> Result<Command, UsageError> {
+    if netns.is_some() {
+        return Err(UsageError::new(
+            "--netns: only for attach: stream serves a socket, not a namespace",
+        ));
+    }
+    if ifname_set {
+        return Err(UsageError::new(
+            "--ifname: only for run and attach: the guest names its own interface",
+        ));
+    }
+    let target = match (socket, fd) {
+        (Some(path), None) => StreamTarget::Socket(path),
+        (None, Some(fd)) if keep_listening => {
+            return Err(UsageError::new(format!(
+                "--keep-listening: not with --fd {fd}: there is no socket to listen on"
+            )));
+        }
+        (None, Some(fd)) => StreamTarget::Fd(fd),
+        (Some(_), Some(_)) => {
+            return Err(UsageError::new(
+                "stream: --socket and --fd exclude each other: give one",
+            ));
+        }
+        (None, None) => {
+            return Err(UsageError::new(
+                "stream: missing --socket: expected \"slipway stream [OPTIONS] --socket PATH\"",
+            ));
+        }
+    };
+    Ok(Command::Stream {
+        options,
+        target,
+        keep_listening,
+    })
+}
+
+fn fd(name: &str, value: &str) -> Result<i32, UsageError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UsageError::invalid_form(name, value, Opt::Fd));
+    }
+    value
+        .parse::<i32>()
+        .map_err(|_| UsageError::invalid_form(name, value, Opt::Fd))
 }
 
 fn port_spec(name: &str, value: &str) -> Result<PortSpec, UsageError> {
@@ -700,7 +839,7 @@ mod tests {
         assert!(error(&["-d"]).starts_with("missing command"));
         assert_eq!(
             error(&["walk"]),
-            "unknown command \"walk\": expected \"run\" or \"attach\""
+            "unknown command \"walk\": expected \"run\", \"attach\" or \"stream\""
         );
     }
 
@@ -891,6 +1030,75 @@ mod tests {
         assert!(error(&["attach", "--netns", "0"]).starts_with("--netns: invalid value \"0\""));
         assert!(error(&["attach", "--netns", "1", "sh"]).contains("attach runs no command"));
         assert!(error(&["run", "--netns", "1", "sh"]).starts_with("--netns: only for attach"));
+    }
+
+    fn stream_parsed(list: &[&str]) -> (Options, StreamTarget, bool) {
+        match parse(&args(list)) {
+            Ok(Command::Stream {
+                options,
+                target,
+                keep_listening,
+            }) => (options, target, keep_listening),
+            other => panic!("{list:?}: expected stream, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stream_takes_a_socket_or_an_fd_and_the_shared_options() {
+        let (options, target, keep) = stream_parsed(&[
+            "stream",
+            "--socket",
+            "/tmp/s.sock",
+            "-t",
+            "2222:22",
+            "--mtu",
+            "1500",
+            "--pcap",
+            "/tmp/x.pcap",
+            "-q",
+        ]);
+        assert_eq!(target, StreamTarget::Socket(PathBuf::from("/tmp/s.sock")));
+        assert!(!keep);
+        assert_eq!(options.tcp_forwards.guest_port_for(2222), Some(22));
+        assert_eq!(
+            (options.mtu, options.log, options.pcap.is_some()),
+            (1500, LogLevel::Quiet, true)
+        );
+        let (_, target, keep) = stream_parsed(&["stream", "--socket=s", "--keep-listening"]);
+        assert_eq!((target, keep), (StreamTarget::Socket("s".into()), true));
+        let (_, target, _) = stream_parsed(&["stream", "--fd", "3"]);
+        assert_eq!(target, StreamTarget::Fd(3));
+        assert!(USAGE.contains("slipway stream [OPTIONS] --socket PATH"));
+    }
+
+    #[test]
+    fn stream_option_errors_name_the_option() {
+        assert!(error(&["stream"]).starts_with("stream: missing --socket"));
+        assert!(error(&["stream", "--socket", "a", "--fd", "3"]).contains("exclude each other"));
+        assert!(error(&["stream", "--fd", "x"]).starts_with("--fd: invalid value \"x\""));
+        assert!(error(&["stream", "--fd", "-1"]).starts_with("--fd: invalid value \"-1\""));
+        assert!(error(&["stream", "--socket="]).starts_with("--socket: invalid value \"\""));
+        assert!(
+            error(&["stream", "--fd", "3", "--keep-listening"])
+                .starts_with("--keep-listening: not with --fd")
+        );
+        assert!(
+            error(&["stream", "--socket", "s", "--ifname", "x"])
+                .starts_with("--ifname: only for run and attach")
+        );
+        assert!(
+            error(&["stream", "--socket", "s", "--netns", "1"])
+                .starts_with("--netns: only for attach")
+        );
+        assert!(error(&["stream", "--socket", "s", "qemu"]).contains("stream runs no command"));
+        assert_eq!(
+            error(&["run", "--socket", "s", "true"]),
+            "--socket: only for stream"
+        );
+        assert_eq!(
+            error(&["attach", "--netns", "1", "--keep-listening"]),
+            "--keep-listening: only for stream"
+        );
     }
 
     #[test]

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use flow_table::{Limits, Protocol};
 use slipway::frontdesk::DropReason;
-use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, TcpControl};
+use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType, TcpControl};
 
-use support::frames::{arp_request, dhcp_message};
+use support::frames::{arp_request, check_dhcp_reply, dhcp_message};
 use support::{
     DNS_IP, Fnv, Frame, GATEWAY_IP, GUEST_IP, GUEST_MAC, GuestSeg, GuestStats, GuestTcp, Harness,
-    Impairments, Parsed, State, TcpOpts, default_config, fnv, free_port, gateway_mac, listen,
-    listen_with, pattern, reset, serve, via_gateway,
+    Impairments, State, TcpOpts, default_config, fnv, free_port, gateway_mac, listen, listen_with,
+    pattern, reset, serve, via_gateway,
 };
 
 /// The size of the bulk transfers.
@@ -92,33 +92,6 @@ fn arp_answers_gateway_and_dns_but_not_guest_or_outside() {
         h.backend.frame_counters().drops(DropReason::ArpNotServed),
         unanswered.len() as u64
     );
-}
-
-/// Checks a DHCP reply and returns its server identifier and address.
-fn check_dhcp_reply(frame: &Frame, kind: DhcpMessageType, xid: u32) -> (Ipv4Addr, Ipv4Addr) {
-    let Parsed::Udp { src, dst, payload } = frame.parse() else {
-        panic!("not a UDP datagram: {frame:?}");
-    };
-    assert_eq!(src, SocketAddrV4::new(GATEWAY_IP, 67));
-    assert_eq!(dst.port(), 68);
-    let packet = DhcpPacket::new_checked(payload).expect("a DHCP packet");
-    let repr = DhcpRepr::parse(&packet).expect("a DHCP message");
-    assert_eq!(repr.message_type, kind);
-    assert_eq!(repr.transaction_id, xid);
-    assert_eq!(repr.client_hardware_address, GUEST_MAC);
-    assert_eq!(repr.your_ip, GUEST_IP);
-    assert_eq!(repr.router, Some(GATEWAY_IP));
-    assert_eq!(repr.subnet_mask, Some(Ipv4Addr::new(255, 255, 255, 0)));
-    let dns = repr.dns_servers.expect("DNS servers");
-    assert_eq!(dns.as_slice(), [DNS_IP]);
-    assert_eq!(repr.server_identifier, Some(GATEWAY_IP));
-    assert_eq!(repr.lease_duration, Some(3600));
-    let mtu = packet
-        .options()
-        .find(|option| option.kind == 26)
-        .expect("an interface MTU option");
-    assert_eq!(mtu.data, 65520u16.to_be_bytes());
-    (GATEWAY_IP, repr.your_ip)
 }
 
 #[test]

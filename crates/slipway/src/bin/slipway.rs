@@ -1,7 +1,8 @@
 //! The `slipway` command: `slipway run [OPTIONS] [--] CMD [ARGS...]` runs a
 //! command in a new network namespace whose only link is a tap device served
 //! by slipway; `slipway attach [OPTIONS] --netns PATH|PID` serves an existing
-//! namespace. See `slipway --help`.
+//! namespace; `slipway stream [OPTIONS] --socket PATH` serves a QEMU guest
+//! over a UNIX stream socket (`-netdev stream`). See `slipway --help`.
 //!
 //! Exit status: `run` exits with the command's status (128+N when signal N
 //! ended it); 1 when slipway itself fails; 2 on a usage error.
@@ -12,16 +13,19 @@ use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nat_core::{DenyList, IPV6_MIN_MTU, Nat, Plan, Rules, RulesError};
 use relay_udp_icmp::resolv_conf;
-use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, USAGE};
+use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE};
 use slipway::frontdesk::PcapWriter;
+use slipway::frontend::framing::max_frame_for_mtu;
+use slipway::frontend::stream::adopt_connected_fd;
 use slipway::frontend::{
-    ServeEnd, SignalFd, StopWhen, TapFrontend, pidfd_open, pidfd_send_signal, stats_report,
+    AfterDisconnect, ServeEnd, SignalFd, StopWhen, StreamFrontend, StreamSocket, TapFrontend,
+    pidfd_open, pidfd_send_signal, stats_report,
 };
 use slipway::netns::{self, Namespace, TapConfig};
 use slipway::{Backend, BackendConfig, BackendError};
@@ -80,6 +84,14 @@ fn main() -> ExitCode {
         Command::Attach { options, netns } => {
             init_logging(options.log);
             attach(&options, &netns)
+        }
+        Command::Stream {
+            options,
+            target,
+            keep_listening,
+        } => {
+            init_logging(options.log);
+            stream(&options, &target, keep_listening)
         }
     };
     match result {
@@ -265,7 +277,10 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
     let status = match outcome {
         Ok((status, counters)) => {
             if options.stats {
-                eprint!("slipway: counters\n{}", stats_report(&backend, &counters));
+                eprint!(
+                    "slipway: counters\n{}",
+                    stats_report(&backend, &counters.lines())
+                );
             }
             status
         }
@@ -289,8 +304,7 @@ fn serve_child(
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let pidfd = pidfd_open(pid).map_err(Failure::runtime("pidfd_open"))?;
     // Blocked only now: the child must not inherit a mask that blocks them.
-    let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .map_err(Failure::runtime("signalfd"))?;
+    let signals = stop_signals()?;
     let mut frontend = TapFrontend::new(tap.as_fd());
     let serving = StopWhen {
         process_exit: Some(pidfd.as_fd()),
@@ -310,7 +324,10 @@ fn serve_child(
                     tracing::debug!(%error, "the command did not take the signal");
                 }
             }
-            ServeEnd::ProcessExited | ServeEnd::Deadline | ServeEnd::TcpSettled => break,
+            ServeEnd::ProcessExited
+            | ServeEnd::Deadline
+            | ServeEnd::TcpSettled
+            | ServeEnd::Disconnected => break,
         }
     }
     let draining = StopWhen {
@@ -330,8 +347,7 @@ fn serve_child(
 fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
     // Blocked first, so the helper threads of the namespace calls inherit
     // the mask and no signal lands on a thread that does not block it.
-    let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .map_err(Failure::runtime("signalfd"))?;
+    let signals = stop_signals()?;
     let Setup {
         plan,
         mut backend,
@@ -356,19 +372,92 @@ fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
     let end = frontend
         .serve(&mut backend, pcap.as_mut(), &stop)
         .map_err(Failure::runtime("serving the namespace"))?;
+    finish_serving(options, end, &backend, &frontend.counters().lines(), pcap);
+    Ok(0)
+}
+
+/// Logs why serving ended, prints the counters if `--stats` asks, and
+/// closes the capture.
+fn finish_serving(
+    options: &Options,
+    end: ServeEnd,
+    backend: &Backend,
+    frontend: &[(&str, u64)],
+    pcap: Option<Pcap>,
+) {
     match end {
         ServeEnd::ProcessExited => tracing::info!("the namespace's process exited"),
+        ServeEnd::Disconnected => tracing::info!("the guest disconnected"),
         ServeEnd::Signal(signal) => tracing::info!(signal, "stopped by a signal"),
         ServeEnd::Deadline | ServeEnd::TcpSettled => {}
     }
     if options.stats {
-        eprint!(
-            "slipway: counters\n{}",
-            stats_report(&backend, frontend.counters())
-        );
+        eprint!("slipway: counters\n{}", stats_report(backend, frontend));
     }
     finish_pcap(pcap);
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP and opens a signalfd for them.
+fn stop_signals() -> Result<SignalFd, Failure> {
+    SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(Failure::runtime("signalfd"))
+}
+
+fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Result<u8, Failure> {
+    // Blocked first, before anything could start a thread.
+    let signals = stop_signals()?;
+    let Setup {
+        plan,
+        mut backend,
+        mut pcap,
+    } = setup(options)?;
+    let max_frame = max_frame_for_mtu(plan.mtu());
+    let mut frontend = match target {
+        StreamTarget::Socket(path) => {
+            let socket =
+                StreamSocket::bind(path).map_err(|e| Failure::Runtime(format!("--socket: {e}")))?;
+            if options.log != LogLevel::Quiet {
+                println!(
+                    "slipway: listening on {}; start QEMU with: {}",
+                    path.display(),
+                    qemu_options(path)
+                );
+                let _ = io::stdout().flush();
+            }
+            let after = if keep_listening {
+                AfterDisconnect::Listen
+            } else {
+                AfterDisconnect::Exit
+            };
+            StreamFrontend::listen(socket, max_frame, after)
+        }
+        StreamTarget::Fd(fd) => {
+            let client =
+                adopt_connected_fd(*fd).map_err(|e| Failure::Usage(format!("--fd: {e}")))?;
+            StreamFrontend::connected(client, max_frame)
+        }
+    };
+    let stop = StopWhen {
+        signals: Some(&signals),
+        ..StopWhen::default()
+    };
+    let end = frontend
+        .serve(&mut backend, pcap.as_mut(), &stop)
+        .map_err(Failure::runtime("serving the guest"))?;
+    finish_serving(options, end, &backend, &frontend.counters().lines(), pcap);
     Ok(0)
+}
+
+/// QEMU's options for a guest NIC on the socket at `path`: absolute, as
+/// QEMU may run elsewhere, with commas doubled as QEMU's option syntax
+/// wants.
+fn qemu_options(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
+    let path = absolute.display().to_string().replace(',', ",,");
+    format!(
+        "-netdev stream,id=net0,server=off,addr.type=unix,addr.path={path} \
+         -device virtio-net-pci,netdev=net0"
+    )
 }
 
 fn finish_pcap(pcap: Option<Pcap>) {

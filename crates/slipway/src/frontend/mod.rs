@@ -2,6 +2,8 @@
 //!
 //! - [`tap`]: a tap device in a network namespace (`slipway run`,
 //!   `slipway attach`), served by [`serve_tap`] on one thread.
+//! - [`stream`]: QEMU's `-netdev stream` protocol on a UNIX stream socket
+//!   (`slipway stream`), with the length-prefixed framing of [`framing`].
 //! - The stop sources a frontend loop waits on besides its frames: a
 //!   [`SignalFd`] for SIGINT and SIGTERM, and a process descriptor
 //!   ([`pidfd_open`]) that turns readable when a process exits.
@@ -14,15 +16,52 @@
 //!
 //! [`Backend`]: crate::Backend
 
+pub mod framing;
+pub mod stream;
 pub mod tap;
 
 use std::fmt::Write as _;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use tap::{ServeEnd, StopWhen, TapCounters, TapFrontend, serve_tap};
+use epoll_dispatch::{Interest, Kind, Poller, Readiness, Token};
+use flow_table::tcp::Phase;
+pub use stream::{AfterDisconnect, BindError, StreamCounters, StreamFrontend, StreamSocket};
+pub use tap::{TapCounters, TapFrontend, serve_tap};
 
-use crate::Backend;
+use crate::frontdesk::PcapWriter;
+use crate::{Backend, NetworkBackend};
+
+/// What ends a frontend's `serve`; whichever comes first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopWhen<'a> {
+    /// A process descriptor (pidfd): serving ends when that process exits.
+    pub process_exit: Option<BorrowedFd<'a>>,
+    /// Serving ends when one of this descriptor's signals arrives.
+    pub signals: Option<&'a SignalFd>,
+    /// Serving ends at this instant.
+    pub deadline: Option<Instant>,
+    /// Serving ends once no TCP flow is left exchanging data (every one is
+    /// closed or in TIME-WAIT) and every frame for the guest is written.
+    pub tcp_settled: bool,
+}
+
+/// Why a frontend's `serve` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// The process of [`StopWhen::process_exit`] exited.
+    ProcessExited,
+    /// This signal arrived on [`StopWhen::signals`].
+    Signal(libc::c_int),
+    /// [`StopWhen::deadline`] passed.
+    Deadline,
+    /// [`StopWhen::tcp_settled`] held.
+    TcpSettled,
+    /// The stream frontend's client disconnected, and the frontend waits
+    /// for no other.
+    Disconnected,
+}
 
 /// A signalfd: the signals it was made for are blocked in the calling
 /// thread and read from this descriptor instead of interrupting it.
@@ -128,22 +167,172 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Resu
     Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
 }
 
-/// The counters of `backend` and of the tap frontend, one per line, for
-/// `--stats`. Zero drop reasons are left out.
+/// The token of a frontend's single source of kind `kind`.
+pub(super) const fn token(kind: u8) -> Token {
+    match Token::new(Kind(kind), 0, 0) {
+        Some(token) => token,
+        None => panic!("index 0 fits in a token"),
+    }
+}
+
+/// The tokens of the sources every frontend waits on; a frontend's own
+/// sources take kinds from [`FIRST_OWN_KIND`] on.
+pub(super) const TOKEN_BACKEND: Token = token(1);
+pub(super) const TOKEN_SIGNAL: Token = token(2);
+pub(super) const TOKEN_PROCESS: Token = token(3);
+pub(super) const FIRST_OWN_KIND: u8 = 4;
+
+/// Registers the backend's descriptor and the stop sources of `stop`.
+pub(super) fn register_common(
+    poller: &Poller,
+    backend: &Backend,
+    stop: &StopWhen<'_>,
+) -> io::Result<()> {
+    poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
+    if let Some(signals) = stop.signals {
+        poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
+    }
+    if let Some(process) = stop.process_exit {
+        poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
+    }
+    Ok(())
+}
+
+/// Which of the common sources the last wait reported.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct CommonReady {
+    pub(super) backend: bool,
+    pub(super) signal: bool,
+    pub(super) process: bool,
+}
+
+impl CommonReady {
+    /// Everything worth a look on the first pass, which does not wait.
+    pub(super) fn first(stop: &StopWhen<'_>) -> Self {
+        Self {
+            backend: true,
+            signal: stop.signals.is_some(),
+            process: false,
+        }
+    }
+
+    /// Notes `readiness` if `token` is a common source's; returns whether
+    /// it was.
+    pub(super) fn note(&mut self, token: Token, readiness: Readiness) -> bool {
+        let any = readiness.is_readable() || is_failed(readiness);
+        match token {
+            TOKEN_BACKEND => self.backend |= any,
+            TOKEN_SIGNAL => self.signal |= any,
+            TOKEN_PROCESS => self.process |= any,
+            _ => return false,
+        }
+        true
+    }
+
+    /// The end of serving a stop source reported, if any.
+    ///
+    /// # Errors
+    /// Reading the signalfd failed.
+    pub(super) fn stopped(self, stop: &StopWhen<'_>) -> io::Result<Option<ServeEnd>> {
+        let signal = match stop.signals {
+            Some(signals) if self.signal => signals.read()?,
+            _ => None,
+        };
+        if let Some(signal) = signal {
+            tracing::debug!(signal, "signal received");
+            return Ok(Some(ServeEnd::Signal(signal)));
+        }
+        if self.process {
+            tracing::debug!("process exited");
+            return Ok(Some(ServeEnd::ProcessExited));
+        }
+        Ok(None)
+    }
+}
+
+/// The end of serving after a pass at `now`, if `stop` asks for it:
+/// `flushed` says that every frame for the guest is written.
+pub(super) fn stop_after_pass(
+    stop: &StopWhen<'_>,
+    backend: &Backend,
+    now: Instant,
+    flushed: bool,
+) -> Option<ServeEnd> {
+    if stop.tcp_settled && flushed && tcp_settled(backend) {
+        return Some(ServeEnd::TcpSettled);
+    }
+    if stop.deadline.is_some_and(|deadline| now >= deadline) {
+        return Some(ServeEnd::Deadline);
+    }
+    None
+}
+
+/// Whether the descriptor reported an error or a hang-up.
+pub(super) fn is_failed(readiness: Readiness) -> bool {
+    readiness.is_error() || readiness.is_hangup()
+}
+
+/// Appends `frame` to the capture, stopping the capture at its first error.
+pub(super) fn record<W: Write>(
+    pcap: &mut Option<&mut PcapWriter<W>>,
+    failed: &mut bool,
+    frame: &[u8],
+) {
+    if *failed {
+        return;
+    }
+    let Some(writer) = pcap.as_mut() else { return };
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    if let Err(error) = writer.write_frame(timestamp, frame) {
+        tracing::warn!(%error, "pcap capture failed; capture stopped");
+        *failed = true;
+    }
+}
+
+/// Whether every TCP flow is closed or only lingering in TIME-WAIT.
+fn tcp_settled(backend: &Backend) -> bool {
+    backend
+        .tcp_flows_by_phase()
+        .iter()
+        .all(|(phase, _)| matches!(phase, Phase::TimeWait | Phase::Closed))
+}
+
+/// The earlier of two optional deadlines.
+pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Flushes the capture, stopping it at its first error.
+pub(super) fn flush_pcap<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool) {
+    if *failed {
+        return;
+    }
+    let Some(writer) = pcap.as_mut() else { return };
+    if let Err(error) = writer.flush() {
+        tracing::warn!(%error, "pcap capture failed; capture stopped");
+        *failed = true;
+    }
+}
+
+/// The counters of `backend` and of a frontend (its named counters, as
+/// [`TapCounters::lines`] gives them), one per line, for `--stats`. Zero
+/// drop reasons are left out.
 #[must_use]
-pub fn stats_report(backend: &Backend, tap: &TapCounters) -> String {
+pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
     let mut out = String::new();
     let frames = backend.frame_counters();
     let c = backend.counters();
     let mut line = |name: &str, value: u64| {
         let _ = writeln!(out, "  {name:<26} {value}");
     };
-    line("frames from guest", tap.frames_from_guest);
-    line("bytes from guest", tap.bytes_from_guest);
-    line("frames to guest", tap.frames_to_guest);
-    line("bytes to guest", tap.bytes_to_guest);
-    line("tap write waits (EAGAIN)", tap.write_waits);
-    line("tap write errors", tap.write_errors);
+    for &(name, value) in frontend {
+        line(name, value);
+    }
     line("frames seen by front desk", frames.frames());
     line("guest frames dropped", frames.total_drops());
     for (reason, count) in frames.iter().filter(|(_, n)| *n > 0) {
@@ -206,7 +395,7 @@ mod tests {
         let config =
             crate::BackendConfig::new(nat_core::Plan::default(), nat_core::Rules::default());
         let backend = Backend::new(config, std::time::Instant::now()).unwrap();
-        let report = stats_report(&backend, &TapCounters::default());
+        let report = stats_report(&backend, &TapCounters::default().lines());
         assert!(report.contains("frames from guest"));
         assert!(report.contains("tcp flows opened"));
         assert!(report.contains("open tcp flows"));

@@ -9,13 +9,15 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use epoll_dispatch::{Events, Interest, Kind, Poller, Readiness, Token};
-use flow_table::tcp::Phase;
+use epoll_dispatch::{Events, Interest, Poller, Token};
 use rustix::io::Errno;
 
-use super::SignalFd;
+use super::{
+    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record,
+    register_common, stop_after_pass, token,
+};
 use crate::frontdesk::PcapWriter;
 use crate::{Backend, NetworkBackend};
 
@@ -31,44 +33,7 @@ const READ_BATCH: usize = 64;
 /// other sources again; the next wait then does not sleep.
 const WRITE_BATCH: usize = 256;
 
-const fn token(kind: u8) -> Token {
-    match Token::new(Kind(kind), 0, 0) {
-        Some(token) => token,
-        None => panic!("index 0 fits in a token"),
-    }
-}
-
-const TOKEN_TAP: Token = token(1);
-const TOKEN_BACKEND: Token = token(2);
-const TOKEN_SIGNAL: Token = token(3);
-const TOKEN_PROCESS: Token = token(4);
-
-/// What ends [`TapFrontend::serve`]; whichever comes first.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StopWhen<'a> {
-    /// A process descriptor (pidfd): serving ends when that process exits.
-    pub process_exit: Option<BorrowedFd<'a>>,
-    /// Serving ends when one of this descriptor's signals arrives.
-    pub signals: Option<&'a SignalFd>,
-    /// Serving ends at this instant.
-    pub deadline: Option<Instant>,
-    /// Serving ends once no TCP flow is left exchanging data (every one is
-    /// closed or in TIME-WAIT) and every frame for the guest is written.
-    pub tcp_settled: bool,
-}
-
-/// Why [`TapFrontend::serve`] returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServeEnd {
-    /// The process of [`StopWhen::process_exit`] exited.
-    ProcessExited,
-    /// This signal arrived on [`StopWhen::signals`].
-    Signal(libc::c_int),
-    /// [`StopWhen::deadline`] passed.
-    Deadline,
-    /// [`StopWhen::tcp_settled`] held.
-    TcpSettled,
-}
+const TOKEN_TAP: Token = token(FIRST_OWN_KIND);
 
 /// What the tap frontend moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,34 +53,39 @@ pub struct TapCounters {
     pub write_errors: u64,
 }
 
+impl TapCounters {
+    /// Each counter with its name, for [`stats_report`](super::stats_report).
+    #[must_use]
+    pub fn lines(&self) -> [(&'static str, u64); 6] {
+        [
+            ("frames from guest", self.frames_from_guest),
+            ("bytes from guest", self.bytes_from_guest),
+            ("frames to guest", self.frames_to_guest),
+            ("bytes to guest", self.bytes_to_guest),
+            ("tap write waits (EAGAIN)", self.write_waits),
+            ("tap write errors", self.write_errors),
+        ]
+    }
+}
+
 /// Which sources the last wait reported.
 #[derive(Clone, Copy, Debug, Default)]
 struct Ready {
     tap: bool,
-    backend: bool,
-    signal: bool,
-    process: bool,
+    common: CommonReady,
 }
 
 impl Ready {
     fn from_events(events: &Events) -> Self {
         let mut ready = Ready::default();
         for (token, readiness) in events {
-            let any = readiness.is_readable() || is_failed(readiness);
-            match token {
-                TOKEN_TAP => ready.tap |= any || readiness.is_writable(),
-                TOKEN_BACKEND => ready.backend |= any,
-                TOKEN_SIGNAL => ready.signal |= any,
-                TOKEN_PROCESS => ready.process |= any,
-                _ => {}
+            if !ready.common.note(token, readiness) && token == TOKEN_TAP {
+                ready.tap |=
+                    readiness.is_readable() || readiness.is_writable() || is_failed(readiness);
             }
         }
         ready
     }
-}
-
-fn is_failed(readiness: Readiness) -> bool {
-    readiness.is_error() || readiness.is_hangup()
 }
 
 /// The tap side of the loop: its buffers, the frame the tap has not taken
@@ -182,39 +152,22 @@ impl<'t> TapFrontend<'t> {
         let mut poller = Poller::new()?;
         let mut events = Events::with_capacity(8);
         poller.register(self.tap, TOKEN_TAP, Interest::READABLE)?;
-        poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
-        if let Some(signals) = stop.signals {
-            poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
-        }
-        if let Some(process) = stop.process_exit {
-            poller.register(process, TOKEN_PROCESS, Interest::READABLE)?;
-        }
+        register_common(&poller, backend, stop)?;
         let mut tap_interest = Interest::READABLE;
         // The first pass looks at every source without waiting.
         let mut ready = Ready {
             tap: true,
-            backend: true,
-            signal: stop.signals.is_some(),
-            process: false,
+            common: CommonReady::first(stop),
         };
         loop {
-            let signal = match stop.signals {
-                Some(signals) if ready.signal => signals.read()?,
-                _ => None,
-            };
-            if let Some(signal) = signal {
-                tracing::debug!(signal, "signal received");
-                return Ok(ServeEnd::Signal(signal));
-            }
-            if ready.process {
-                tracing::debug!("process exited");
-                return Ok(ServeEnd::ProcessExited);
+            if let Some(end) = ready.common.stopped(stop)? {
+                return Ok(end);
             }
             let now = Instant::now();
             if ready.tap {
                 self.read_frames(backend, &mut pcap, now)?;
             }
-            if ready.backend {
+            if ready.common.backend {
                 backend.handle_host_events(now)?;
             }
             backend.handle_timeout(now);
@@ -228,16 +181,13 @@ impl<'t> TapFrontend<'t> {
                 poller.modify(self.tap, TOKEN_TAP, wanted)?;
                 tap_interest = wanted;
             }
-            if stop.tcp_settled && self.pending.is_none() && tcp_settled(backend) {
-                return Ok(ServeEnd::TcpSettled);
-            }
-            if stop.deadline.is_some_and(|deadline| now >= deadline) {
-                return Ok(ServeEnd::Deadline);
+            if let Some(end) = stop_after_pass(stop, backend, now, self.pending.is_none()) {
+                return Ok(end);
             }
             let deadline = if more {
                 Some(now)
             } else {
-                self.flush_pcap(&mut pcap);
+                flush_pcap(&mut pcap, &mut self.pcap_failed);
                 earliest(backend.poll_timeout(), stop.deadline)
             };
             poller.wait(&mut events, deadline)?;
@@ -312,17 +262,6 @@ impl<'t> TapFrontend<'t> {
         }
         true
     }
-
-    fn flush_pcap<W: Write>(&mut self, pcap: &mut Option<&mut PcapWriter<W>>) {
-        if self.pcap_failed {
-            return;
-        }
-        let Some(writer) = pcap.as_mut() else { return };
-        if let Err(error) = writer.flush() {
-            tracing::warn!(%error, "pcap capture failed; capture stopped");
-            self.pcap_failed = true;
-        }
-    }
 }
 
 /// Writes one frame, retrying on `EINTR`.
@@ -333,36 +272,6 @@ fn write_retrying(fd: BorrowedFd<'_>, frame: &[u8]) -> Result<(), Errno> {
             Err(Errno::INTR) => {}
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Appends `frame` to the capture, stopping the capture at its first error.
-fn record<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool, frame: &[u8]) {
-    if *failed {
-        return;
-    }
-    let Some(writer) = pcap.as_mut() else { return };
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    if let Err(error) = writer.write_frame(timestamp, frame) {
-        tracing::warn!(%error, "pcap capture failed; capture stopped");
-        *failed = true;
-    }
-}
-
-/// Whether every TCP flow is closed or only lingering in TIME-WAIT.
-fn tcp_settled(backend: &Backend) -> bool {
-    backend
-        .tcp_flows_by_phase()
-        .iter()
-        .all(|(phase, _)| matches!(phase, Phase::TimeWait | Phase::Closed))
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 

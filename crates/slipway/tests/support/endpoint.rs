@@ -17,6 +17,19 @@ use smoltcp::wire::TcpControl;
 use super::frames::{GUEST_IP, GuestSeg, MAX_HEADERS, TcpView};
 use super::{Fnv, Rng};
 
+/// Where the endpoint's frames go: straight into a backend, or through a
+/// frontend's transport (a stream socket).
+pub trait GuestWire {
+    /// Carries one frame from the guest.
+    fn send_frame(&mut self, frame: &[u8], now: Instant);
+}
+
+impl GuestWire for Backend {
+    fn send_frame(&mut self, frame: &[u8], now: Instant) {
+        self.handle_guest_frame(frame, now);
+    }
+}
+
 /// What the endpoint does wrong on purpose.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Impairments {
@@ -209,9 +222,9 @@ impl GuestTcp {
     }
 
     /// Sends the SYN.
-    pub fn connect(&mut self, now: Instant, backend: &mut Backend) {
+    pub fn connect(&mut self, now: Instant, backend: &mut impl GuestWire) {
         self.state = State::SynSent;
-        backend.handle_guest_frame(&self.syn_frame(), now);
+        backend.send_frame(&self.syn_frame(), now);
         self.timer = Some(now + self.rto);
     }
 
@@ -232,7 +245,7 @@ impl GuestTcp {
         syn: &TcpView<'_>,
         iss: u32,
         now: Instant,
-        backend: &mut Backend,
+        backend: &mut impl GuestWire,
     ) -> Self {
         let mut ep = Self::new(opts, syn.dst.port(), syn.src, iss);
         ep.state = State::SynReceived;
@@ -373,7 +386,7 @@ impl GuestTcp {
         self.peer_wnd = u64::from(syn.window);
     }
 
-    fn send_syn_ack(&mut self, now: Instant, backend: &mut Backend) {
+    fn send_syn_ack(&mut self, now: Instant, backend: &mut impl GuestWire) {
         let seg = GuestSeg {
             src_port: self.local.port(),
             dst: self.remote,
@@ -384,11 +397,11 @@ impl GuestTcp {
             mss: Some(self.opts.mss),
             wscale: self.opts.wscale.filter(|_| self.scaling),
         };
-        backend.handle_guest_frame(seg.write(&mut self.tx, &[]), now);
+        backend.send_frame(seg.write(&mut self.tx, &[]), now);
     }
 
     /// Takes one segment of this connection.
-    pub fn on_segment(&mut self, view: &TcpView<'_>, now: Instant, backend: &mut Backend) {
+    pub fn on_segment(&mut self, view: &TcpView<'_>, now: Instant, backend: &mut impl GuestWire) {
         if view.rst {
             self.stats.rsts += 1;
             let exact = match self.state {
@@ -428,7 +441,7 @@ impl GuestTcp {
         self.on_data(view, now, backend);
     }
 
-    fn on_syn_ack(&mut self, view: &TcpView<'_>, now: Instant, backend: &mut Backend) {
+    fn on_syn_ack(&mut self, view: &TcpView<'_>, now: Instant, backend: &mut impl GuestWire) {
         if !(view.syn && view.ack == Some(self.iss.wrapping_add(1))) {
             return;
         }
@@ -493,7 +506,7 @@ impl GuestTcp {
         }
     }
 
-    fn on_data(&mut self, view: &TcpView<'_>, now: Instant, backend: &mut Backend) {
+    fn on_data(&mut self, view: &TcpView<'_>, now: Instant, backend: &mut impl GuestWire) {
         if view.payload.is_empty() && !view.fin {
             return;
         }
@@ -532,7 +545,7 @@ impl GuestTcp {
         self.send_ack(now, backend, droppable);
     }
 
-    fn send_ack(&mut self, now: Instant, backend: &mut Backend, droppable: bool) {
+    fn send_ack(&mut self, now: Instant, backend: &mut impl GuestWire, droppable: bool) {
         let impair = self.opts.impair;
         if droppable && impair.drop_every_nth_ack > 0 {
             self.data_acks += 1;
@@ -555,11 +568,11 @@ impl GuestTcp {
             wscale: None,
         };
         self.stats.acks_sent += 1;
-        backend.handle_guest_frame(seg.write(&mut self.tx, &[]), now);
+        backend.send_frame(seg.write(&mut self.tx, &[]), now);
     }
 
     /// Runs the retransmission timer.
-    pub fn on_timer(&mut self, now: Instant, backend: &mut Backend) {
+    pub fn on_timer(&mut self, now: Instant, backend: &mut impl GuestWire) {
         let Some(at) = self.timer else { return };
         if now < at {
             return;
@@ -569,7 +582,7 @@ impl GuestTcp {
         match self.state {
             State::SynSent => {
                 self.stats.retransmitted += 1;
-                backend.handle_guest_frame(&self.syn_frame(), now);
+                backend.send_frame(&self.syn_frame(), now);
             }
             State::SynReceived => {
                 self.stats.retransmitted += 1;
@@ -589,7 +602,7 @@ impl GuestTcp {
 
     /// Sends what the peer's window allows, up to [`TcpOpts::max_burst`]
     /// segments, and returns how many went out.
-    pub fn transmit(&mut self, now: Instant, backend: &mut Backend) -> usize {
+    pub fn transmit(&mut self, now: Instant, backend: &mut impl GuestWire) -> usize {
         if self.state != State::Established {
             return 0;
         }
@@ -626,7 +639,7 @@ impl GuestTcp {
             self.timer = Some(now + self.rto);
         }
         if let Some(held) = self.held.take() {
-            backend.handle_guest_frame(&held, now);
+            backend.send_frame(&held, now);
         }
         sent
     }
@@ -637,7 +650,7 @@ impl GuestTcp {
         len: usize,
         fin: bool,
         now: Instant,
-        backend: &mut Backend,
+        backend: &mut impl GuestWire,
     ) {
         let start = usize::try_from(offset).expect("offset fits");
         let control = if fin {
@@ -681,17 +694,17 @@ impl GuestTcp {
             self.stats.reordered += 1;
             return;
         }
-        backend.handle_guest_frame(frame, now);
+        backend.send_frame(frame, now);
         if duplicate {
-            backend.handle_guest_frame(frame, now);
+            backend.send_frame(frame, now);
             self.stats.duplicated += 1;
         }
         if let Some(held) = self.held.take() {
-            backend.handle_guest_frame(&held, now);
+            backend.send_frame(&held, now);
         }
     }
 
-    fn send_fin(&mut self, now: Instant, backend: &mut Backend) {
+    fn send_fin(&mut self, now: Instant, backend: &mut impl GuestWire) {
         let end = self.data.len() as u64;
         self.stats.segments_sent += 1;
         if end < self.snd_max {
@@ -708,6 +721,6 @@ impl GuestTcp {
             mss: None,
             wscale: None,
         };
-        backend.handle_guest_frame(seg.write(&mut self.tx, &[]), now);
+        backend.send_frame(seg.write(&mut self.tx, &[]), now);
     }
 }

@@ -267,6 +267,34 @@ pub fn dhcp_message(
     frame
 }
 
+/// Checks a DHCP reply of the default plan (address, router, DNS, MTU
+/// 65520, lease) and returns its server identifier and address.
+pub fn check_dhcp_reply(frame: &Frame, kind: DhcpMessageType, xid: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let Parsed::Udp { src, dst, payload } = frame.parse() else {
+        panic!("not a UDP datagram: {frame:?}");
+    };
+    assert_eq!(src, SocketAddrV4::new(GATEWAY_IP, 67));
+    assert_eq!(dst.port(), 68);
+    let packet = DhcpPacket::new_checked(payload).expect("a DHCP packet");
+    let repr = DhcpRepr::parse(&packet).expect("a DHCP message");
+    assert_eq!(repr.message_type, kind);
+    assert_eq!(repr.transaction_id, xid);
+    assert_eq!(repr.client_hardware_address, GUEST_MAC);
+    assert_eq!(repr.your_ip, GUEST_IP);
+    assert_eq!(repr.router, Some(GATEWAY_IP));
+    assert_eq!(repr.subnet_mask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+    let dns = repr.dns_servers.expect("DNS servers");
+    assert_eq!(dns.as_slice(), [DNS_IP]);
+    assert_eq!(repr.server_identifier, Some(GATEWAY_IP));
+    assert_eq!(repr.lease_duration, Some(3600));
+    let mtu = packet
+        .options()
+        .find(|option| option.kind == 26)
+        .expect("an interface MTU option");
+    assert_eq!(mtu.data, 65520u16.to_be_bytes());
+    (GATEWAY_IP, repr.your_ip)
+}
+
 /// A TCP segment slipway sent to the guest, checksums verified.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpView<'a> {

@@ -23,7 +23,7 @@ use nat_core::{Plan, Rules};
 use rustix::net::{AddressFamily, SocketType, sockopt};
 use slipway::{Backend, BackendConfig, NetworkBackend};
 
-pub use endpoint::{GuestStats, GuestTcp, Impairments, State, TcpOpts};
+pub use endpoint::{GuestStats, GuestTcp, GuestWire, Impairments, State, TcpOpts};
 pub use frames::{
     DNS_IP, Frame, GATEWAY_IP, GUEST_IP, GUEST_MAC, GuestSeg, Parsed, TcpView, gateway_mac, parse,
 };
