@@ -467,7 +467,7 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
         StreamSocket::bind(path).map_err(|e| Failure::Runtime(format!("--socket: {e}")))?;
     if options.log != LogLevel::Quiet {
         println!(
-            "slipway: listening on {}; start QEMU with: {}",
+            "slipway: listening on {}; start QEMU with (RAM: the guest's -m size): {}",
             path.display(),
             vhost_user_qemu_options(path)
         );
@@ -492,10 +492,12 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
 }
 
 /// QEMU's options for a vhost-user NIC on the socket at `path`: the guest's
-/// memory must be shared with slipway, hence the memfd backend.
+/// memory must be shared with slipway, hence the memfd backend. (On
+/// `-M microvm`, `-device virtio-net-device` also needs
+/// `-global virtio-mmio.force-legacy=false`: the device is virtio 1.x.)
 fn vhost_user_qemu_options(path: &Path) -> String {
     format!(
-        "-object memory-backend-memfd,id=mem,size=MEMSIZE,share=on \
+        "-object memory-backend-memfd,id=mem,size=RAM,share=on \
          -machine memory-backend=mem -chardev socket,id=chr0,path={} \
          -netdev vhost-user,id=net0,chardev=chr0 -device virtio-net-pci,netdev=net0",
         qemu_path(path)
