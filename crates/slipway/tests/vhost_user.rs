@@ -326,3 +326,15 @@ fn sigterm_before_a_vmm_connects_ends_cleanly_and_removes_the_socket() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!slipway.socket.exists(), "the socket file is removed");
 }
+
+#[test]
+fn a_message_for_a_third_vring_ends_the_connection_and_slipway_exits() {
+    let mut slipway = Slipway::start("bad-vring");
+    let vmm = connect(&slipway.socket);
+    vmm.send(SET_OWNER, &[], &[]);
+    vmm.vring_state(SET_VRING_NUM, 2, 256);
+    let (code, stderr) = slipway.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("vring 2: the device has two"), "{stderr}");
+    assert!(!slipway.socket.exists(), "the socket file is removed");
+}

@@ -301,9 +301,12 @@ impl VhostUserFrontend {
                 let index = message.u32_at(0)?;
                 let vring = vring_mut(&mut self.vrings, index)?;
                 let base = vring.stop(poller);
-                // The frame waiting for this ring's buffers belonged to
-                // chains the driver is about to forget.
-                self.device.reset();
+                // Once both rings stop, the receive chains the device core
+                // holds and its waiting frame belong to a driver that is
+                // going away.
+                if self.vrings.iter().all(|vring| !vring.is_started()) {
+                    self.device.reset();
+                }
                 let mut payload = index.to_ne_bytes().to_vec();
                 payload.extend_from_slice(&u32::from(base).to_ne_bytes());
                 self.reply(&message, &payload)
@@ -341,8 +344,12 @@ impl VhostUserFrontend {
         let virtio = features & !F_PROTOCOL_FEATURES;
         tracing::debug!(features = format_args!("{virtio:#x}"), "features acked");
         // The VMM sets the features each time it starts the device: what
-        // the device core kept belongs to the rings of before.
-        self.device.reset();
+        // the device core kept belongs to the rings of before. While the
+        // rings run (the VMM toggles logging for a migration) it keeps
+        // the receive chains it holds.
+        if self.vrings.iter().all(|vring| !vring.is_started()) {
+            self.device.reset();
+        }
         self.device
             .set_acked_features(virtio)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

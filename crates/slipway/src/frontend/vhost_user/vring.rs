@@ -184,6 +184,11 @@ impl Vring {
         self.queue.next_avail()
     }
 
+    /// Between `SET_VRING_KICK` and `GET_VRING_BASE`.
+    pub(super) fn is_started(&self) -> bool {
+        self.started
+    }
+
     pub(super) fn set_call(&mut self, fd: Option<OwnedFd>) {
         self.call = CallFd(fd);
     }
