@@ -13,21 +13,21 @@
 
 #[allow(dead_code, reason = "no test here needs to skip")]
 mod common;
+#[allow(unused_macros, reason = "the namespace suite's `require!`")]
+mod e2e;
 mod support;
 #[path = "../../virtio-net-kvm/tests/common/mod.rs"]
 mod virtq;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use e2e::{Proc, TempDir};
 use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use smoltcp::wire::DhcpMessageType;
@@ -57,88 +57,38 @@ const SET_VRING_CALL: u32 = 13;
 const SET_VRING_ENABLE: u32 = 18;
 const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
-/// A running `slipway vhost-user`; killed on drop if it is still running.
+/// A running `slipway vhost-user --stats`, killed on drop if it runs.
 struct Slipway {
-    child: Child,
+    proc: Proc,
     socket: PathBuf,
-    dir: PathBuf,
-    stderr: Option<thread::JoinHandle<String>>,
+    _dir: TempDir,
 }
 
 impl Slipway {
+    /// Starts slipway and waits for the line that says it listens.
     fn start(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("slipway-vhost-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir(&dir).unwrap();
-        let socket = dir.join("vhost.sock");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
-        command.args([
+        let dir = TempDir::new(&format!("vhost-{name}"));
+        let socket = dir.path().join("vhost.sock");
+        let path = socket.to_string_lossy().into_owned();
+        let mut proc = Proc::spawn(&mut e2e::slipway(&[
             "vhost-user",
             "--socket",
-            socket.to_str().unwrap(),
+            &path,
             "--stats",
-        ]);
-        common::scrub(&mut command);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("slipway starts");
-        let mut stderr_pipe = child.stderr.take().unwrap();
-        let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr_pipe.read_to_string(&mut text);
-            text
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
-            for _ in lines {}
-        });
-        let mut slipway = Self {
-            child,
+        ]));
+        proc.wait_for_line("-netdev vhost-user", LIMIT);
+        Self {
+            proc,
             socket,
-            dir,
-            stderr: Some(stderr),
-        };
-        let line = rx.recv_timeout(LIMIT).unwrap_or_default();
-        if !line.contains("-netdev vhost-user") {
-            let (code, stderr) = slipway.wait();
-            panic!("slipway did not announce its socket ({code:?}): {line}\n{stderr}");
+            _dir: dir,
         }
-        slipway
     }
 
-    /// Waits for slipway to exit (killing it after [`LIMIT`]); returns its
-    /// exit code and stderr.
-    fn wait(&mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + LIMIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                break self.child.wait().unwrap();
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap())
-            .unwrap_or_default();
-        (status.code(), stderr)
-    }
-}
-
-impl Drop for Slipway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+    /// Waits for slipway to exit, which it must within [`LIMIT`]; returns
+    /// its exit code and stderr, and whether the socket file is gone.
+    fn finish(self) -> (Option<i32>, String, bool) {
+        let out = self.proc.finish(LIMIT);
+        (out.status.code(), out.stderr, !self.socket.exists())
     }
 }
 
@@ -254,7 +204,7 @@ fn connect(socket: &Path) -> Vmm {
 
 #[test]
 fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring() {
-    let mut slipway = Slipway::start("dhcp");
+    let slipway = Slipway::start("dhcp");
     let (file, mem) = shared_memory();
     let mut vmm = connect(&slipway.socket);
 
@@ -307,34 +257,34 @@ fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring() {
     assert_eq!(base, [1, 0, 0, 0, 1, 0, 0, 0]);
 
     drop(vmm);
-    let (code, stderr) = slipway.wait();
+    let (code, stderr, removed) = slipway.finish();
     assert_eq!(
         code,
         Some(0),
         "slipway exits cleanly when the VMM leaves:\n{stderr}"
     );
     assert!(stderr.contains("frames from guest          1"), "{stderr}");
-    assert!(!slipway.socket.exists(), "the socket file is removed");
+    assert!(removed, "the socket file is removed");
 }
 
 #[test]
 fn sigterm_before_a_vmm_connects_ends_cleanly_and_removes_the_socket() {
-    let mut slipway = Slipway::start("sigterm");
-    let pid = rustix::process::Pid::from_raw(i32::try_from(slipway.child.id()).unwrap()).unwrap();
+    let slipway = Slipway::start("sigterm");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(slipway.proc.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let (code, stderr) = slipway.wait();
+    let (code, stderr, removed) = slipway.finish();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(!slipway.socket.exists(), "the socket file is removed");
+    assert!(removed, "the socket file is removed");
 }
 
 #[test]
 fn a_message_for_a_third_vring_ends_the_connection_and_slipway_exits() {
-    let mut slipway = Slipway::start("bad-vring");
+    let slipway = Slipway::start("bad-vring");
     let vmm = connect(&slipway.socket);
     vmm.send(SET_OWNER, &[], &[]);
     vmm.vring_state(SET_VRING_NUM, 2, 256);
-    let (code, stderr) = slipway.wait();
+    let (code, stderr, removed) = slipway.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("vring 2: the device has two"), "{stderr}");
-    assert!(!slipway.socket.exists(), "the socket file is removed");
+    assert!(removed, "the socket file is removed");
 }

@@ -421,16 +421,7 @@ fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Res
     let max_frame = max_frame_for_mtu(plan.mtu());
     let mut frontend = match target {
         StreamTarget::Socket(path) => {
-            let socket =
-                StreamSocket::bind(path).map_err(|e| Failure::Runtime(format!("--socket: {e}")))?;
-            if options.log != LogLevel::Quiet {
-                println!(
-                    "slipway: listening on {}; start QEMU with: {}",
-                    path.display(),
-                    qemu_options(path)
-                );
-                let _ = io::stdout().flush();
-            }
+            let socket = listen_announced(options, path, "", &qemu_options(path))?;
             let after = if keep_listening {
                 AfterDisconnect::Listen
             } else {
@@ -463,16 +454,8 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
         mut backend,
         mut pcap,
     } = setup(options)?;
-    let socket =
-        StreamSocket::bind(path).map_err(|e| Failure::Runtime(format!("--socket: {e}")))?;
-    if options.log != LogLevel::Quiet {
-        println!(
-            "slipway: listening on {}; start QEMU with (RAM: the guest's -m size): {}",
-            path.display(),
-            vhost_user_qemu_options(path)
-        );
-        let _ = io::stdout().flush();
-    }
+    let qemu = vhost_user_qemu_options(path);
+    let socket = listen_announced(options, path, " (RAM: the guest's -m size)", &qemu)?;
     let config = virtio_net_kvm::NetConfig {
         mtu: plan.mtu(),
         ..virtio_net_kvm::NetConfig::default()
@@ -489,6 +472,26 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
     let counters = vhost_user::counter_lines(frontend.counters());
     finish_serving(options, end, &backend, &counters, pcap);
     Ok(0)
+}
+
+/// Listens on `path` and, unless `-q`, says so on stdout with the QEMU
+/// options (`qemu`, explained by `note`) that connect a guest to it.
+fn listen_announced(
+    options: &Options,
+    path: &Path,
+    note: &str,
+    qemu: &str,
+) -> Result<StreamSocket, Failure> {
+    let socket =
+        StreamSocket::bind(path).map_err(|e| Failure::Runtime(format!("--socket: {e}")))?;
+    if options.log != LogLevel::Quiet {
+        println!(
+            "slipway: listening on {}; start QEMU with{note}: {qemu}",
+            path.display()
+        );
+        let _ = io::stdout().flush();
+    }
+    Ok(socket)
 }
 
 /// QEMU's options for a vhost-user NIC on the socket at `path`: the guest's
