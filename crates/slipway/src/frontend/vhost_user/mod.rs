@@ -128,33 +128,35 @@ impl VhostUserFrontend {
         let mut events = Events::with_capacity(8);
         register_common(&poller, backend, stop)?;
         poller.register(&self.listener, TOKEN_LISTENER, Interest::READABLE)?;
-        let mut common = CommonReady::first(stop);
-        let (mut listener, mut conn) = (true, false);
-        let mut kicks = [false; 2];
+        let mut ready = Ready {
+            common: CommonReady::first(stop),
+            listener: true,
+            ..Ready::default()
+        };
         let mut tx_more = false;
         loop {
-            if let Some(end) = common.stopped(stop)? {
+            if let Some(end) = ready.common.stopped(stop)? {
                 return Ok(end);
             }
             let now = Instant::now();
-            if listener && self.conn.is_none() {
+            if ready.listener && self.conn.is_none() {
                 self.accept(&poller)?;
             }
-            if conn {
+            if ready.conn {
                 if let Some(end) = self.handle_messages(&poller) {
                     flush_pcap(&mut pcap, &mut self.pcap_failed);
                     return Ok(end);
                 }
+                // A ring may have started with chains already queued.
+                tx_more = true;
             }
-            for (index, kicked) in kicks.iter_mut().enumerate() {
-                if std::mem::take(kicked) {
-                    self.vrings[index].drain_kick();
-                    if index == usize::from(TX_QUEUE) {
-                        tx_more = true;
-                    }
+            for (vring, kicked) in self.vrings.iter().zip(ready.kicks) {
+                if kicked {
+                    vring.drain_kick();
                 }
             }
-            if common.backend {
+            tx_more |= ready.kicks[usize::from(TX_QUEUE)];
+            if ready.common.backend {
                 backend.handle_host_events(now)?;
             }
             backend.handle_timeout(now);
@@ -170,26 +172,7 @@ impl VhostUserFrontend {
                 earliest(backend.poll_timeout(), stop.deadline)
             };
             poller.wait(&mut events, deadline)?;
-            common = CommonReady::default();
-            (listener, conn) = (false, false);
-            for (token, readiness) in &events {
-                if common.note(token, readiness) {
-                    continue;
-                }
-                match token {
-                    TOKEN_LISTENER => listener = true,
-                    TOKEN_CONN => conn = true,
-                    _ if token.kind() == KIND_KICK => {
-                        if let Some(kicked) = usize::try_from(token.index())
-                            .ok()
-                            .and_then(|i| kicks.get_mut(i))
-                        {
-                            *kicked = true;
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            ready = Ready::from_events(&events);
         }
     }
 
@@ -424,6 +407,39 @@ impl VhostUserFrontend {
             }
         }
         more
+    }
+}
+
+/// Which sources the last wait reported.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ready {
+    common: CommonReady,
+    listener: bool,
+    conn: bool,
+    /// Per vring: its kick eventfd.
+    kicks: [bool; 2],
+}
+
+impl Ready {
+    fn from_events(events: &Events) -> Self {
+        let mut ready = Self::default();
+        for (token, readiness) in events {
+            if ready.common.note(token, readiness) {
+                continue;
+            }
+            match token {
+                TOKEN_LISTENER => ready.listener = true,
+                TOKEN_CONN => ready.conn = true,
+                _ if token.kind() == KIND_KICK => {
+                    let index = usize::try_from(token.index()).ok();
+                    if let Some(kicked) = index.and_then(|i| ready.kicks.get_mut(i)) {
+                        *kicked = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        ready
     }
 }
 
