@@ -136,8 +136,15 @@ impl Vmm {
         self.send(request, &payload, &[]);
     }
 
-    /// Configures ring `index` as QEMU does when the device starts.
-    fn set_up_vring(&self, index: u32, driver: &Driver<'_>, size: u32) -> (OwnedFd, OwnedFd) {
+    /// Configures ring `index` as QEMU does when the device starts, the
+    /// driver's next chain at `base`.
+    fn set_up_vring(
+        &self,
+        index: u32,
+        driver: &Driver<'_>,
+        size: u32,
+        base: u32,
+    ) -> (OwnedFd, OwnedFd) {
         self.vring_state(SET_VRING_NUM, index, size);
         let [desc, avail, used] = driver.addresses();
         let mut addr = index.to_ne_bytes().to_vec();
@@ -147,7 +154,7 @@ impl Vmm {
         }
         addr.extend_from_slice(&0u64.to_ne_bytes());
         self.send(SET_VRING_ADDR, &addr, &[]);
-        self.vring_state(SET_VRING_BASE, index, 0);
+        self.vring_state(SET_VRING_BASE, index, base);
         let flags = EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC;
         let (kick, call) = (eventfd(0, flags).unwrap(), eventfd(0, flags).unwrap());
         self.send(
@@ -196,6 +203,29 @@ fn shared_memory() -> (File, GuestMemoryMmap) {
     (file, mem)
 }
 
+/// Offers a receive buffer, transmits a DHCP DISCOVER with `xid` and
+/// checks the OFFER that arrives in the buffer; `fds` are the receive
+/// ring's kick and call and the transmit ring's kick.
+fn dhcp_exchange(rx: &mut Driver<'_>, tx: &mut Driver<'_>, fds: [&OwnedFd; 3], xid: u32) {
+    let [rx_kick, rx_call, tx_kick] = fds;
+    let rx_buffers = rx.offer_rx(&[4096]);
+    signal(rx_kick);
+    let discover = dhcp_message(DhcpMessageType::Discover, xid, None, None);
+    tx.offer_tx(&[&[0u8; NET_HDR_LEN], &discover]);
+    signal(tx_kick);
+
+    wait_signalled(rx_call, "the offer on the receive ring");
+    let used = rx.take_used();
+    assert_eq!(used.len(), 1, "one receive chain used: {used:?}");
+    let (head, len) = used[0];
+    assert_eq!(head, u32::from(rx_buffers.head));
+    let (addr, _) = rx_buffers.buffers[0];
+    let written = rx.read(addr, len);
+    let frame = Frame(written[NET_HDR_LEN..].to_vec());
+    check_dhcp_reply(&frame, DhcpMessageType::Offer, xid);
+    assert_eq!(tx.take_used().len(), 1, "the transmit chain is returned");
+}
+
 fn connect(socket: &Path) -> Vmm {
     let conn = UnixStream::connect(socket).expect("connect to slipway");
     conn.set_read_timeout(Some(LIMIT)).unwrap();
@@ -203,7 +233,7 @@ fn connect(socket: &Path) -> Vmm {
 }
 
 #[test]
-fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring() {
+fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring_before_and_after_a_restart() {
     let slipway = Slipway::start("dhcp");
     let (file, mem) = shared_memory();
     let mut vmm = connect(&slipway.socket);
@@ -231,30 +261,30 @@ fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring() {
     let size = 64u16;
     let mut rx = Driver::new(&mem, 0x1000, size, 0x10_0000);
     let mut tx = Driver::new(&mem, 0x8000, size, 0x80_0000);
-    let (rx_kick, rx_call) = vmm.set_up_vring(0, &rx, u32::from(size));
-    let (tx_kick, _tx_call) = vmm.set_up_vring(1, &tx, u32::from(size));
+    let (rx_kick, rx_call) = vmm.set_up_vring(0, &rx, u32::from(size), 0);
+    let (tx_kick, _tx_call) = vmm.set_up_vring(1, &tx, u32::from(size), 0);
+    dhcp_exchange(
+        &mut rx,
+        &mut tx,
+        [&rx_kick, &rx_call, &tx_kick],
+        0x5157_1e00,
+    );
 
-    let rx_buffers = rx.offer_rx(&[4096]);
-    signal(&rx_kick);
-    let xid = 0x5157_1e00;
-    let discover = dhcp_message(DhcpMessageType::Discover, xid, None, None);
-    tx.offer_tx(&[&[0u8; NET_HDR_LEN], &discover]);
-    signal(&tx_kick);
-
-    wait_signalled(&rx_call, "the offer on the receive ring");
-    let used = rx.take_used();
-    assert_eq!(used.len(), 1, "one receive chain used: {used:?}");
-    let (head, len) = used[0];
-    assert_eq!(head, u32::from(rx_buffers.head));
-    let (addr, _) = rx_buffers.buffers[0];
-    let written = rx.read(addr, len);
-    let frame = Frame(written[NET_HDR_LEN..].to_vec());
-    check_dhcp_reply(&frame, DhcpMessageType::Offer, xid);
-    assert_eq!(tx.take_used().len(), 1, "the transmit chain is returned");
-
-    // Stopping the transmit ring reports where the driver's next chain is.
-    let base = vmm.call(GET_VRING_BASE, &[1, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(base, [1, 0, 0, 0, 1, 0, 0, 0]);
+    // The guest's driver resets: QEMU stops both rings, each reporting
+    // where the driver's next chain is, then starts the device again.
+    for index in [0u8, 1] {
+        let base = vmm.call(GET_VRING_BASE, &[index, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(base, [index, 0, 0, 0, 1, 0, 0, 0], "ring {index}");
+    }
+    vmm.send(SET_FEATURES, &features.to_ne_bytes(), &[]);
+    let (rx_kick, rx_call) = vmm.set_up_vring(0, &rx, u32::from(size), 1);
+    let (tx_kick, _tx_call) = vmm.set_up_vring(1, &tx, u32::from(size), 1);
+    dhcp_exchange(
+        &mut rx,
+        &mut tx,
+        [&rx_kick, &rx_call, &tx_kick],
+        0x5157_1e01,
+    );
 
     drop(vmm);
     let (code, stderr, removed) = slipway.finish();
@@ -263,7 +293,7 @@ fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring() {
         Some(0),
         "slipway exits cleanly when the VMM leaves:\n{stderr}"
     );
-    assert!(stderr.contains("frames from guest          1"), "{stderr}");
+    assert!(stderr.contains("frames from guest          2"), "{stderr}");
     assert!(removed, "the socket file is removed");
 }
 

@@ -497,7 +497,9 @@ fn listen_announced(
 /// QEMU's options for a vhost-user NIC on the socket at `path`: the guest's
 /// memory must be shared with slipway, hence the memfd backend. (On
 /// `-M microvm`, `-device virtio-net-device` also needs
-/// `-global virtio-mmio.force-legacy=false`: the device is virtio 1.x.)
+/// `-global virtio-mmio.force-legacy=false`: the device is virtio 1.x. Under
+/// TCG, QEMU 7.2 crashes starting vhost on a virtio-net-pci with MSI-X;
+/// `vectors=0` avoids it.)
 fn vhost_user_qemu_options(path: &Path) -> String {
     format!(
         "-object memory-backend-memfd,id=mem,size=RAM,share=on \
