@@ -318,3 +318,24 @@ fn a_message_for_a_third_vring_ends_the_connection_and_slipway_exits() {
     assert!(stderr.contains("vring 2: the device has two"), "{stderr}");
     assert!(removed, "the socket file is removed");
 }
+
+#[test]
+fn a_memory_region_past_the_end_of_its_file_is_refused_not_mapped() {
+    let slipway = Slipway::start("short-memfd");
+    let (file, _mem) = shared_memory();
+    let vmm = connect(&slipway.socket);
+    vmm.send(SET_OWNER, &[], &[]);
+    let mut table = 1u32.to_ne_bytes().to_vec();
+    table.extend_from_slice(&0u32.to_ne_bytes());
+    for value in [0, 2 * MEM_SIZE, VMM_BASE, 0] {
+        table.extend_from_slice(&value.to_ne_bytes());
+    }
+    vmm.send(SET_MEM_TABLE, &table, &[file.as_fd()]);
+    let (code, stderr, removed) = slipway.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("memory region 0 extends past the end of its file"),
+        "{stderr}"
+    );
+    assert!(removed, "the socket file is removed");
+}

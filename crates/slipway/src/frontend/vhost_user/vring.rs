@@ -58,6 +58,15 @@ pub(super) fn map_memory(message: &Message) -> io::Result<(GuestMemoryMmap, Memo
         let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "region too large"))?;
         let file = File::from(fd.try_clone()?);
+        // Pages past the end of the file would fault (SIGBUS) when touched.
+        let end = offset.checked_add(size);
+        let file_len = file.metadata()?.len();
+        if end.is_none_or(|end| end > file_len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("memory region {i} extends past the end of its file"),
+            ));
+        }
         ranges.push((GuestAddress(gpa), len, Some(FileOffset::new(file, offset))));
         table.regions.push((gpa, size, user));
     }
