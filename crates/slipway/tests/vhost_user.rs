@@ -226,6 +226,17 @@ fn dhcp_exchange(rx: &mut Driver<'_>, tx: &mut Driver<'_>, fds: [&OwnedFd; 3], x
     assert_eq!(tx.take_used().len(), 1, "the transmit chain is returned");
 }
 
+/// A `SET_MEM_TABLE` payload: one region of `size` bytes at guest address
+/// 0, at [`VMM_BASE`] in the VMM, from offset 0 of its file.
+fn memory_table(size: u64) -> Vec<u8> {
+    let mut table = 1u32.to_ne_bytes().to_vec();
+    table.extend_from_slice(&0u32.to_ne_bytes());
+    for value in [0, size, VMM_BASE, 0] {
+        table.extend_from_slice(&value.to_ne_bytes());
+    }
+    table
+}
+
 fn connect(socket: &Path) -> Vmm {
     let conn = UnixStream::connect(socket).expect("connect to slipway");
     conn.set_read_timeout(Some(LIMIT)).unwrap();
@@ -251,12 +262,7 @@ fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring_before_and_aft
     vmm.vring_state(SET_VRING_ENABLE, 1, 1);
     let features = F_VERSION_1 | F_MRG_RXBUF | F_PROTOCOL_FEATURES;
     vmm.send(SET_FEATURES, &features.to_ne_bytes(), &[]);
-    let mut table = 1u32.to_ne_bytes().to_vec();
-    table.extend_from_slice(&0u32.to_ne_bytes());
-    for value in [0, MEM_SIZE, VMM_BASE, 0] {
-        table.extend_from_slice(&value.to_ne_bytes());
-    }
-    vmm.send(SET_MEM_TABLE, &table, &[file.as_fd()]);
+    vmm.send(SET_MEM_TABLE, &memory_table(MEM_SIZE), &[file.as_fd()]);
 
     let size = 64u16;
     let mut rx = Driver::new(&mem, 0x1000, size, 0x10_0000);
@@ -325,12 +331,7 @@ fn a_memory_region_past_the_end_of_its_file_is_refused_not_mapped() {
     let (file, _mem) = shared_memory();
     let vmm = connect(&slipway.socket);
     vmm.send(SET_OWNER, &[], &[]);
-    let mut table = 1u32.to_ne_bytes().to_vec();
-    table.extend_from_slice(&0u32.to_ne_bytes());
-    for value in [0, 2 * MEM_SIZE, VMM_BASE, 0] {
-        table.extend_from_slice(&value.to_ne_bytes());
-    }
-    vmm.send(SET_MEM_TABLE, &table, &[file.as_fd()]);
+    vmm.send(SET_MEM_TABLE, &memory_table(2 * MEM_SIZE), &[file.as_fd()]);
     let (code, stderr, removed) = slipway.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
