@@ -57,11 +57,22 @@ const SET_VRING_CALL: u32 = 13;
 const SET_VRING_ENABLE: u32 = 18;
 const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
-/// A running `slipway vhost-user --stats`, killed on drop if it runs.
+/// A running `slipway vhost-user --stats --pcap FILE`, killed on drop if
+/// it runs.
 struct Slipway {
     proc: Proc,
     socket: PathBuf,
+    pcap: PathBuf,
     _dir: TempDir,
+}
+
+/// What slipway left when it exited.
+struct Finished {
+    code: Option<i32>,
+    stderr: String,
+    socket_removed: bool,
+    /// The frames of its capture, in order.
+    frames: Vec<Vec<u8>>,
 }
 
 impl Slipway {
@@ -69,26 +80,45 @@ impl Slipway {
     fn start(name: &str) -> Self {
         let dir = TempDir::new(&format!("vhost-{name}"));
         let socket = dir.path().join("vhost.sock");
-        let path = socket.to_string_lossy().into_owned();
-        let mut proc = Proc::spawn(&mut e2e::slipway(&[
+        let pcap = dir.path().join("guest.pcap");
+        let (path, pcap_path) = (socket.to_string_lossy(), pcap.to_string_lossy());
+        let args = [
             "vhost-user",
             "--socket",
             &path,
             "--stats",
-        ]));
+            "--pcap",
+            &pcap_path,
+        ];
+        let mut proc = Proc::spawn(&mut e2e::slipway(&args));
         proc.wait_for_line("-netdev vhost-user", LIMIT);
         Self {
             proc,
             socket,
+            pcap,
             _dir: dir,
         }
     }
 
-    /// Waits for slipway to exit, which it must within [`LIMIT`]; returns
-    /// its exit code and stderr, and whether the socket file is gone.
-    fn finish(self) -> (Option<i32>, String, bool) {
+    /// Waits for slipway to exit, which it must within [`LIMIT`].
+    fn finish(self) -> Finished {
         let out = self.proc.finish(LIMIT);
-        (out.status.code(), out.stderr, !self.socket.exists())
+        let capture = std::fs::read(&self.pcap).unwrap_or_default();
+        // Records follow the 24-byte file header: 16 bytes (the captured
+        // length, little endian, at 8), then the frame.
+        let mut frames = Vec::new();
+        let mut rest = capture.get(24..).unwrap_or_default();
+        while rest.len() >= 16 {
+            let len = u32::from_le_bytes(rest[8..12].try_into().unwrap()) as usize;
+            frames.push(rest[16..16 + len].to_vec());
+            rest = &rest[16 + len..];
+        }
+        Finished {
+            code: out.status.code(),
+            stderr: out.stderr,
+            socket_removed: !self.socket.exists(),
+            frames,
+        }
     }
 }
 
@@ -293,14 +323,24 @@ fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring_before_and_aft
     );
 
     drop(vmm);
-    let (code, stderr, removed) = slipway.finish();
+    let end = slipway.finish();
+    let stderr = &end.stderr;
     assert_eq!(
-        code,
+        end.code,
         Some(0),
         "slipway exits cleanly when the VMM leaves:\n{stderr}"
     );
     assert!(stderr.contains("frames from guest          2"), "{stderr}");
-    assert!(removed, "the socket file is removed");
+    assert!(end.socket_removed, "the socket file is removed");
+    // The capture holds each DISCOVER as the guest sent it and each OFFER.
+    assert_eq!(end.frames.len(), 4, "{stderr}");
+    let discover = dhcp_message(DhcpMessageType::Discover, 0x5157_1e00, None, None);
+    assert_eq!(end.frames[0], discover);
+    check_dhcp_reply(
+        &Frame(end.frames[1].clone()),
+        DhcpMessageType::Offer,
+        0x5157_1e00,
+    );
 }
 
 #[test]
@@ -308,7 +348,12 @@ fn sigterm_before_a_vmm_connects_ends_cleanly_and_removes_the_socket() {
     let slipway = Slipway::start("sigterm");
     let pid = rustix::process::Pid::from_raw(i32::try_from(slipway.proc.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let (code, stderr, removed) = slipway.finish();
+    let Finished {
+        code,
+        stderr,
+        socket_removed: removed,
+        ..
+    } = slipway.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(removed, "the socket file is removed");
 }
@@ -319,7 +364,12 @@ fn a_message_for_a_third_vring_ends_the_connection_and_slipway_exits() {
     let vmm = connect(&slipway.socket);
     vmm.send(SET_OWNER, &[], &[]);
     vmm.vring_state(SET_VRING_NUM, 2, 256);
-    let (code, stderr, removed) = slipway.finish();
+    let Finished {
+        code,
+        stderr,
+        socket_removed: removed,
+        ..
+    } = slipway.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("vring 2: the device has two"), "{stderr}");
     assert!(removed, "the socket file is removed");
@@ -332,7 +382,12 @@ fn a_memory_region_past_the_end_of_its_file_is_refused_not_mapped() {
     let vmm = connect(&slipway.socket);
     vmm.send(SET_OWNER, &[], &[]);
     vmm.send(SET_MEM_TABLE, &memory_table(2 * MEM_SIZE), &[file.as_fd()]);
-    let (code, stderr, removed) = slipway.finish();
+    let Finished {
+        code,
+        stderr,
+        socket_removed: removed,
+        ..
+    } = slipway.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("memory region 0 extends past the end of its file"),
