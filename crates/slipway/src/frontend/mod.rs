@@ -5,8 +5,8 @@
 //! - [`stream`]: QEMU's `-netdev stream` protocol on a UNIX stream socket
 //!   (`slipway stream`), with the length-prefixed framing of [`framing`].
 //! - [`vhost_user`]: a vhost-user-net backend (`slipway vhost-user`): the
-//!   VMM shares the guest's memory and virtqueues, and `virtio-net-kvm`'s
-//!   device core serves them on the daemon's vring worker thread.
+//!   VMM shares the guest's memory and virtqueues over a UNIX socket, and
+//!   `virtio-net-kvm`'s device core serves them on the same one thread.
 //! - The stop sources a frontend loop waits on besides its frames: a
 //!   [`SignalFd`] for SIGINT and SIGTERM, and a process descriptor
 //!   ([`pidfd_open`]) that turns readable when a process exits.
