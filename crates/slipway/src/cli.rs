@@ -32,6 +32,11 @@ Usage:
       stream, length-prefixed frames, as with passt) until it disconnects;
       one client at a time, others are refused. Prints the QEMU options to
       use on stdout (not with -q).
+  slipway vhost-user [OPTIONS] --socket PATH
+      Serve one VMM's virtio-net device as a vhost-user backend on the
+      UNIX socket PATH (QEMU's -netdev vhost-user; guest memory must be
+      shared, e.g. memory-backend-memfd,share=on) until it disconnects.
+      Prints the QEMU options to use on stdout (not with -q).
 
 Options:
   -t, --tcp-ports SPEC    forward inbound TCP ports to the guest (repeatable)
@@ -50,8 +55,9 @@ Options:
       --ifname NAME       interface name in the namespace (default eth0)
       --netns PATH|PID    attach: the namespace, as a path (/run/netns/NAME,
                           /proc/PID/ns/net) or a process id
-      --socket PATH       stream: listen on PATH (created, removed at exit;
-                          a stale socket nobody listens on is replaced)
+      --socket PATH       stream, vhost-user: listen on PATH (created,
+                          removed at exit; a stale socket nobody listens on
+                          is replaced)
       --fd N              stream: serve the connected UNIX stream socket N
       --keep-listening    stream: after the client disconnects, wait for the
                           next one instead of exiting
@@ -96,6 +102,13 @@ pub enum Command {
         target: StreamTarget,
         /// Whether to wait for another client after one disconnects.
         keep_listening: bool,
+    },
+    /// Serve a VMM's virtio-net device as a vhost-user backend.
+    VhostUser {
+        /// The options.
+        options: Options,
+        /// The socket to listen on.
+        socket: PathBuf,
     },
 }
 
@@ -276,6 +289,7 @@ enum Sub {
     Run,
     Attach,
     Stream,
+    VhostUser,
 }
 
 /// Options as they accumulate, before the subcommand checks them.
@@ -353,6 +367,13 @@ pub fn parse(args: &[OsString]) -> Result<Command, UsageError> {
                     arg.to_string_lossy()
                 )));
             }
+            Some(Sub::VhostUser) => {
+                return Err(UsageError::new(format!(
+                    "vhost-user: unexpected argument {:?}: vhost-user runs no command \
+                     (usage: slipway vhost-user [OPTIONS] --socket PATH)",
+                    arg.to_string_lossy()
+                )));
+            }
         }
     }
     finish(collected, sub, argv)
@@ -363,8 +384,9 @@ fn subcommand(arg: &OsStr) -> Result<Sub, UsageError> {
         Some("run") => Ok(Sub::Run),
         Some("attach") => Ok(Sub::Attach),
         Some("stream") => Ok(Sub::Stream),
+        Some("vhost-user") => Ok(Sub::VhostUser),
         _ => Err(UsageError::new(format!(
-            "unknown command {:?}: expected \"run\", \"attach\" or \"stream\"",
+            "unknown command {:?}: expected \"run\", \"attach\", \"stream\" or \"vhost-user\"",
             arg.to_string_lossy()
         ))),
     }
@@ -510,8 +532,9 @@ fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command
     let Some(sub) = sub else {
         return Err(UsageError::new(
             "missing command: expected \"slipway run [OPTIONS] [--] CMD [ARGS...]\", \
-             \"slipway attach [OPTIONS] --netns PATH|PID\" \
-             or \"slipway stream [OPTIONS] --socket PATH\"",
+             \"slipway attach [OPTIONS] --netns PATH|PID\", \
+             \"slipway stream [OPTIONS] --socket PATH\" \
+             or \"slipway vhost-user [OPTIONS] --socket PATH\"",
         ));
     };
     let mut options = c.options;
@@ -519,15 +542,18 @@ fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command
     options.udp_forwards = forwards("-u", c.udp_specs)?;
     if sub != Sub::Stream {
         let stream_only = [
-            (c.socket.is_some(), "--socket"),
             (c.fd.is_some(), "--fd"),
             (c.keep_listening, "--keep-listening"),
         ];
         if let Some((_, name)) = stream_only.iter().find(|(given, _)| *given) {
             return Err(UsageError::new(format!("{name}: only for stream")));
         }
+        if sub != Sub::VhostUser && c.socket.is_some() {
+            return Err(UsageError::new("--socket: only for stream and vhost-user"));
+        }
     }
     match sub {
+        Sub::VhostUser => vhost_user(options, c.netns, c.socket, c.ifname_set),
         Sub::Stream => stream(
             options,
             c.netns,
@@ -603,6 +629,32 @@ fn stream(
         target,
         keep_listening,
     })
+}
+
+/// Checks `vhost-user`'s own options: `--socket`, nothing about a
+/// namespace.
+fn vhost_user(
+    options: Options,
+    netns: Option<NetnsTarget>,
+    socket: Option<PathBuf>,
+    ifname_set: bool,
+) -> Result<Command, UsageError> {
+    if netns.is_some() {
+        return Err(UsageError::new(
+            "--netns: only for attach: vhost-user serves a socket, not a namespace",
+        ));
+    }
+    if ifname_set {
+        return Err(UsageError::new(
+            "--ifname: only for run and attach: the guest names its own interface",
+        ));
+    }
+    match socket {
+        Some(socket) => Ok(Command::VhostUser { options, socket }),
+        None => Err(UsageError::new(
+            "vhost-user: missing --socket: expected \"slipway vhost-user [OPTIONS] --socket PATH\"",
+        )),
+    }
 }
 
 fn fd(name: &str, value: &str) -> Result<i32, UsageError> {
@@ -839,7 +891,7 @@ mod tests {
         assert!(error(&["-d"]).starts_with("missing command"));
         assert_eq!(
             error(&["walk"]),
-            "unknown command \"walk\": expected \"run\", \"attach\" or \"stream\""
+            "unknown command \"walk\": expected \"run\", \"attach\", \"stream\" or \"vhost-user\""
         );
     }
 
@@ -1093,12 +1145,41 @@ mod tests {
         assert!(error(&["stream", "--socket", "s", "qemu"]).contains("stream runs no command"));
         assert_eq!(
             error(&["run", "--socket", "s", "true"]),
-            "--socket: only for stream"
+            "--socket: only for stream and vhost-user"
         );
         assert_eq!(
             error(&["attach", "--netns", "1", "--keep-listening"]),
             "--keep-listening: only for stream"
         );
+    }
+
+    #[test]
+    fn vhost_user_takes_a_socket_and_the_shared_options() {
+        let parsed = parse(&args(&[
+            "vhost-user",
+            "--socket",
+            "/tmp/v.sock",
+            "-t",
+            "8080",
+            "--mtu",
+            "1500",
+        ]));
+        let Ok(Command::VhostUser { options, socket }) = parsed else {
+            panic!("expected vhost-user, got {parsed:?}");
+        };
+        assert_eq!(socket, PathBuf::from("/tmp/v.sock"));
+        assert_eq!(options.mtu, 1500);
+        assert!(USAGE.contains("slipway vhost-user [OPTIONS] --socket PATH"));
+        assert!(error(&["vhost-user"]).starts_with("vhost-user: missing --socket"));
+        assert_eq!(
+            error(&["vhost-user", "--socket", "s", "--fd", "3"]),
+            "--fd: only for stream"
+        );
+        assert!(
+            error(&["vhost-user", "--socket", "s", "--netns", "1"])
+                .starts_with("--netns: only for attach")
+        );
+        assert!(error(&["vhost-user", "--socket", "s", "qemu"]).contains("runs no command"));
     }
 
     #[test]

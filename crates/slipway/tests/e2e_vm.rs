@@ -1,6 +1,8 @@
 //! End to end with a real guest kernel under QEMU: a Debian kernel and a
 //! busybox initramfs (`cargo xtask guest-image`) whose virtio-net device
-//! is served by `slipway stream` over QEMU's `-netdev stream` socket.
+//! is served by `slipway stream` over QEMU's `-netdev stream` socket, and
+//! once more by `slipway vhost-user` over `-netdev vhost-user` (the guest's
+//! memory a shared memfd), with the same checks.
 //!
 //! One boot runs every check (the lease DHCP gave, an inbound forward with
 //! half-close, ping, DNS, HTTP download and upload of 64 MiB checked by
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 use e2e::data::{Sha256, Stream, hex};
 use e2e::servers::{self, DNS_ADDRESS, Upload};
 use e2e::{Proc, TempDir, command, free_tcp_port, mib_per_s, tcp_listening, wait_until};
-use vm::{Checks, Guest, Report, SlipwayStream, libslirp_netdev};
+use vm::{Checks, Frontend, Guest, Nic, Report, SlipwaySocket, libslirp_netdev};
 
 /// The size of the HTTP transfers.
 const BULK_LEN: usize = 64 << 20;
@@ -65,8 +67,8 @@ fn bulk() -> &'static (Vec<u8>, String) {
 /// Which user-mode network the guest's virtio-net device is wired to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Network {
-    /// `slipway stream`.
-    Slipway,
+    /// slipway, through one of its QEMU frontends.
+    Slipway(Frontend),
     /// QEMU's `-netdev user`.
     Libslirp,
 }
@@ -74,15 +76,20 @@ enum Network {
 impl Network {
     fn name(self) -> &'static str {
         match self {
-            Network::Slipway => "slipway",
+            Network::Slipway(Frontend::Stream) => "slipway",
+            Network::Slipway(Frontend::VhostUser) => "slipway-vhost-user",
             Network::Libslirp => "libslirp",
         }
+    }
+
+    fn is_slipway(self) -> bool {
+        matches!(self, Network::Slipway(_))
     }
 
     /// The MTU its DHCP server announces.
     fn mtu(self) -> &'static str {
         match self {
-            Network::Slipway => "65520",
+            Network::Slipway(_) => "65520",
             Network::Libslirp => "1500",
         }
     }
@@ -158,7 +165,7 @@ impl HostServers {
             self.reply_after_eof,
             self.iperf_up.port,
             self.iperf_down.port,
-            u8::from(network == Network::Slipway),
+            u8::from(network.is_slipway()),
             include_str!("vm/checks.sh")
         )
     }
@@ -200,20 +207,26 @@ fn run_checks(network: Network) {
     let forward_port = free_tcp_port();
     let (dns_port, dns_queries) = servers::dns_responder();
 
-    let slipway = (network == Network::Slipway).then(|| {
-        let forward = format!("127.0.0.1/{forward_port}:{GUEST_PORT}");
-        let upstream = format!("127.0.0.1:{dns_port}");
-        let socket = dir.path().join("slipway.sock");
-        SlipwayStream::start(
-            &socket,
-            &["-t", &forward, "--dns-upstream", &upstream, "--stats"],
-        )
-    });
-    let netdev = match &slipway {
-        Some(slipway) => slipway.netdev(),
-        None => libslirp_netdev(&[format!("tcp:127.0.0.1:{forward_port}-:{GUEST_PORT}")]),
+    let slipway = match network {
+        Network::Slipway(frontend) => {
+            let forward = format!("127.0.0.1/{forward_port}:{GUEST_PORT}");
+            let upstream = format!("127.0.0.1:{dns_port}");
+            let socket = dir.path().join("slipway.sock");
+            Some(SlipwaySocket::start(
+                frontend,
+                &socket,
+                &["-t", &forward, "--dns-upstream", &upstream, "--stats"],
+            ))
+        }
+        Network::Libslirp => None,
     };
-    let mut guest = Guest::boot(&netdev, &servers.script(network), &dir);
+    let nic = match &slipway {
+        Some(slipway) => slipway.nic(),
+        None => Nic::netdev(libslirp_netdev(&[format!(
+            "tcp:127.0.0.1:{forward_port}-:{GUEST_PORT}"
+        )])),
+    };
+    let mut guest = Guest::boot(&nic, &servers.script(network), &dir);
 
     let mut checks = Checks::default();
     guest.wait_for("SLIPWAY-READY inbound", READY_LIMIT);
@@ -230,13 +243,13 @@ fn run_checks(network: Network) {
     let slipway_log = slipway.map_or_else(String::new, |slipway| {
         let out = slipway.finish(LIMIT);
         checks.check(out.status.success(), || {
-            format!("slipway stream exited with {:?}", out.status)
+            format!("slipway exited with {:?}", out.status)
         });
-        format!("slipway stream stderr:\n{}", out.stderr)
+        format!("slipway stderr:\n{}", out.stderr)
     });
 
     judge(network, &report, &mut checks);
-    if network == Network::Slipway {
+    if network.is_slipway() {
         checks.equal(
             "DNS answer",
             report.get("dns_answer"),
@@ -333,11 +346,21 @@ fn judge(network: Network, report: &Report, checks: &mut Checks) {
 #[test]
 fn guest_kernel_through_slipway_stream_passes_every_check() {
     require_vm!("iperf3");
-    if let Some(why) = vm::stream_unsupported() {
+    if let Some(why) = vm::command_unsupported("stream") {
         common::skip(&why);
         return;
     }
-    run_checks(Network::Slipway);
+    run_checks(Network::Slipway(Frontend::Stream));
+}
+
+#[test]
+fn guest_kernel_through_slipway_vhost_user_passes_every_check() {
+    require_vm!("iperf3");
+    if let Some(why) = vm::command_unsupported("vhost-user") {
+        common::skip(&why);
+        return;
+    }
+    run_checks(Network::Slipway(Frontend::VhostUser));
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! command in a new network namespace whose only link is a tap device served
 //! by slipway; `slipway attach [OPTIONS] --netns PATH|PID` serves an existing
 //! namespace; `slipway stream [OPTIONS] --socket PATH` serves a QEMU guest
-//! over a UNIX stream socket (`-netdev stream`). See `slipway --help`.
+//! over a UNIX stream socket (`-netdev stream`); `slipway vhost-user
+//! [OPTIONS] --socket PATH` serves a VMM's virtio-net device as a
+//! vhost-user backend (`-netdev vhost-user`). See `slipway --help`.
 //!
 //! Exit status: `run` exits with the command's status (128+N when signal N
 //! ended it); 1 when slipway itself fails; 2 on a usage error.
@@ -23,6 +25,7 @@ use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, StreamTarget, 
 use slipway::frontdesk::PcapWriter;
 use slipway::frontend::framing::max_frame_for_mtu;
 use slipway::frontend::stream::adopt_connected_fd;
+use slipway::frontend::vhost_user::{self, VhostUserFrontend};
 use slipway::frontend::{
     AfterDisconnect, ServeEnd, SignalFd, StopWhen, StreamFrontend, StreamSocket, TapFrontend,
     pidfd_open, pidfd_send_signal, stats_report,
@@ -92,6 +95,10 @@ fn main() -> ExitCode {
         } => {
             init_logging(options.log);
             stream(&options, &target, keep_listening)
+        }
+        Command::VhostUser { options, socket } => {
+            init_logging(options.log);
+            vhost_user(&options, &socket)
         }
     };
     match result {
@@ -414,16 +421,7 @@ fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Res
     let max_frame = max_frame_for_mtu(plan.mtu());
     let mut frontend = match target {
         StreamTarget::Socket(path) => {
-            let socket =
-                StreamSocket::bind(path).map_err(|e| Failure::Runtime(format!("--socket: {e}")))?;
-            if options.log != LogLevel::Quiet {
-                println!(
-                    "slipway: listening on {}; start QEMU with: {}",
-                    path.display(),
-                    qemu_options(path)
-                );
-                let _ = io::stdout().flush();
-            }
+            let socket = listen_announced(options, path, "", &qemu_options(path))?;
             let after = if keep_listening {
                 AfterDisconnect::Listen
             } else {
@@ -448,12 +446,81 @@ fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Res
     Ok(0)
 }
 
+fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
+    // Blocked first, before anything could start a thread.
+    let signals = stop_signals()?;
+    let Setup {
+        plan,
+        mut backend,
+        mut pcap,
+    } = setup(options)?;
+    let qemu = vhost_user_qemu_options(path);
+    let socket = listen_announced(options, path, " (RAM: the guest's -m size)", &qemu)?;
+    let config = virtio_net_kvm::NetConfig {
+        mtu: plan.mtu(),
+        ..virtio_net_kvm::NetConfig::default()
+    };
+    let mut frontend =
+        VhostUserFrontend::new(socket, config).map_err(Failure::runtime("--socket"))?;
+    let stop = StopWhen {
+        signals: Some(&signals),
+        ..StopWhen::default()
+    };
+    let end = frontend
+        .serve(&mut backend, pcap.as_mut(), &stop)
+        .map_err(Failure::runtime("serving the guest"))?;
+    let counters = vhost_user::counter_lines(frontend.counters());
+    finish_serving(options, end, &backend, &counters, pcap);
+    Ok(0)
+}
+
+/// Listens on `path` and, unless `-q`, says so on stdout with the QEMU
+/// options (`qemu`, explained by `note`) that connect a guest to it.
+fn listen_announced(
+    options: &Options,
+    path: &Path,
+    note: &str,
+    qemu: &str,
+) -> Result<StreamSocket, Failure> {
+    let socket =
+        StreamSocket::bind(path).map_err(|e| Failure::Runtime(format!("--socket: {e}")))?;
+    if options.log != LogLevel::Quiet {
+        println!(
+            "slipway: listening on {}; start QEMU with{note}: {qemu}",
+            path.display()
+        );
+        let _ = io::stdout().flush();
+    }
+    Ok(socket)
+}
+
+/// QEMU's options for a vhost-user NIC on the socket at `path`: the guest's
+/// memory must be shared with slipway, hence the memfd backend. (On
+/// `-M microvm`, `-device virtio-net-device` also needs
+/// `-global virtio-mmio.force-legacy=false`: the device is virtio 1.x. Under
+/// TCG, QEMU 7.2 crashes starting vhost on a virtio-net-pci with MSI-X;
+/// `vectors=0` avoids it.)
+fn vhost_user_qemu_options(path: &Path) -> String {
+    format!(
+        "-object memory-backend-memfd,id=mem,size=RAM,share=on \
+         -machine memory-backend=mem -chardev socket,id=chr0,path={} \
+         -netdev vhost-user,id=net0,chardev=chr0 -device virtio-net-pci,netdev=net0",
+        qemu_path(path)
+    )
+}
+
+/// `path` as QEMU's options want it: absolute, as QEMU may run elsewhere,
+/// with commas doubled.
+fn qemu_path(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
+    absolute.display().to_string().replace(',', ",,")
+}
+
 /// QEMU's options for a guest NIC on the socket at `path`: absolute, as
 /// QEMU may run elsewhere, with commas doubled as QEMU's option syntax
 /// wants.
 fn qemu_options(path: &Path) -> String {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
-    let path = absolute.display().to_string().replace(',', ",,");
+    let path = qemu_path(path);
     format!(
         "-netdev stream,id=net0,server=off,addr.type=unix,addr.path={path} \
          -device virtio-net-pci,netdev=net0"

@@ -4,6 +4,9 @@
 //!   `slipway attach`), served by [`serve_tap`] on one thread.
 //! - [`stream`]: QEMU's `-netdev stream` protocol on a UNIX stream socket
 //!   (`slipway stream`), with the length-prefixed framing of [`framing`].
+//! - [`vhost_user`]: a vhost-user-net backend (`slipway vhost-user`): the
+//!   VMM shares the guest's memory and virtqueues over a UNIX socket, and
+//!   `virtio-net-kvm`'s device core serves them on the same one thread.
 //! - The stop sources a frontend loop waits on besides its frames: a
 //!   [`SignalFd`] for SIGINT and SIGTERM, and a process descriptor
 //!   ([`pidfd_open`]) that turns readable when a process exits.
@@ -19,6 +22,7 @@
 pub mod framing;
 pub mod stream;
 pub mod tap;
+pub mod vhost_user;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};

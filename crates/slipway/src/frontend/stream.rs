@@ -145,6 +145,15 @@ impl StreamSocket {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A second handle on the listening socket, for a server that accepts
+    /// on its own (the vhost-user daemon).
+    ///
+    /// # Errors
+    /// `dup` failed.
+    pub fn try_clone_listener(&self) -> io::Result<UnixListener> {
+        self.listener.try_clone()
+    }
 }
 
 /// Removes the socket file at `path` if nobody listens on it.

@@ -1,8 +1,8 @@
 //! Support for the end-to-end tests in which the guest is a Linux kernel
 //! under QEMU: the image (built by `cargo xtask guest-image`, or here when
 //! it is missing), the network QEMU's virtio-net device is wired to
-//! (`slipway stream` on a UNIX socket, or QEMU's own libslirp for
-//! comparison), and the boot itself.
+//! (`slipway stream` or `slipway vhost-user` on a UNIX socket, or QEMU's
+//! own libslirp for comparison), and the boot itself.
 //!
 //! The guest's `/init` runs the script passed as the fw_cfg file
 //! `opt/slipway/script` and reports on the serial console (QEMU's stdout)
@@ -105,11 +105,13 @@ pub fn image() -> Result<&'static Image, String> {
         .map_err(Clone::clone)
 }
 
-/// Why this build of slipway cannot serve a QEMU guest, if it cannot.
-pub fn stream_unsupported() -> Option<String> {
+/// Why this build of slipway cannot serve a QEMU guest with `command`
+/// (`stream`, `vhost-user`), if it cannot.
+pub fn command_unsupported(command: &str) -> Option<String> {
     let help = slipway(&["--help"]).output().ok()?;
     let text = String::from_utf8_lossy(&help.stdout) + String::from_utf8_lossy(&help.stderr);
-    (!text.contains("slipway stream")).then(|| "this slipway has no `stream` command".to_owned())
+    (!text.contains(&format!("slipway {command} ")))
+        .then(|| format!("this slipway has no `{command}` command"))
 }
 
 /// Why no VM can run here, if none can.
@@ -138,17 +140,37 @@ macro_rules! require_vm {
     };
 }
 
-/// `slipway stream --socket PATH OPTIONS`, listening.
-pub struct SlipwayStream {
-    proc: Proc,
-    socket: PathBuf,
+/// How QEMU reaches slipway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// `slipway stream`: QEMU's `-netdev stream`, frames on a socket.
+    Stream,
+    /// `slipway vhost-user`: QEMU's `-netdev vhost-user`, shared memory.
+    VhostUser,
 }
 
-impl SlipwayStream {
+impl Frontend {
+    /// The slipway command.
+    pub fn command(self) -> &'static str {
+        match self {
+            Frontend::Stream => "stream",
+            Frontend::VhostUser => "vhost-user",
+        }
+    }
+}
+
+/// `slipway stream|vhost-user --socket PATH OPTIONS`, listening.
+pub struct SlipwaySocket {
+    proc: Proc,
+    socket: PathBuf,
+    frontend: Frontend,
+}
+
+impl SlipwaySocket {
     /// Starts slipway on `socket` and waits for the socket to appear.
-    pub fn start(socket: &Path, options: &[&str]) -> Self {
+    pub fn start(frontend: Frontend, socket: &Path, options: &[&str]) -> Self {
         let path = socket.to_string_lossy().into_owned();
-        let mut args = vec!["stream", "--socket", path.as_str()];
+        let mut args = vec![frontend.command(), "--socket", path.as_str()];
         args.extend_from_slice(options);
         let proc = Proc::spawn(&mut slipway(&args));
         let deadline = Instant::now() + LISTEN_LIMIT;
@@ -156,13 +178,16 @@ impl SlipwayStream {
             if proc.exited() {
                 let out = proc.finish(LISTEN_LIMIT);
                 panic!(
-                    "slipway stream exited before listening ({:?}):\n{}",
-                    out.status, out.stderr
+                    "slipway {} exited before listening ({:?}):\n{}",
+                    frontend.command(),
+                    out.status,
+                    out.stderr
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "slipway stream: no socket at {} within {LISTEN_LIMIT:?}",
+                "slipway {}: no socket at {} within {LISTEN_LIMIT:?}",
+                frontend.command(),
                 socket.display()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -170,21 +195,50 @@ impl SlipwayStream {
         Self {
             proc,
             socket: socket.to_path_buf(),
+            frontend,
         }
     }
 
-    /// QEMU's `-netdev` for this socket.
-    pub fn netdev(&self) -> String {
-        format!(
-            "stream,id=net0,server=off,addr.type=unix,addr.path={}",
-            self.socket.display()
-        )
+    /// QEMU's options that wire the guest's `net0` to this socket.
+    pub fn nic(&self) -> Nic {
+        let path = self.socket.display();
+        match self.frontend {
+            Frontend::Stream => Nic::netdev(format!(
+                "stream,id=net0,server=off,addr.type=unix,addr.path={path}"
+            )),
+            Frontend::VhostUser => Nic {
+                args: vec![
+                    "-chardev".to_owned(),
+                    format!("socket,id=chr0,path={path}"),
+                    "-netdev".to_owned(),
+                    "vhost-user,id=net0,chardev=chr0".to_owned(),
+                ],
+                shared_memory: true,
+            },
+        }
     }
 
     /// Waits at most `limit` for slipway to exit (it does when QEMU
     /// disconnects) and returns its output.
     pub fn finish(self, limit: Duration) -> Output {
         self.proc.finish(limit)
+    }
+}
+
+/// QEMU's options for the guest's network device `net0`.
+pub struct Nic {
+    args: Vec<String>,
+    /// The guest's RAM must be a shared memfd (vhost-user maps it).
+    shared_memory: bool,
+}
+
+impl Nic {
+    /// A `-netdev` with this value, in private guest memory.
+    pub fn netdev(value: String) -> Self {
+        Self {
+            args: vec!["-netdev".to_owned(), value],
+            shared_memory: false,
+        }
     }
 }
 
@@ -207,9 +261,9 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Boots the guest with `netdev` as its only network device and
+    /// Boots the guest with `nic` as its only network device and
     /// `script` (a busybox `sh` script) as what `/init` runs once eth0 is up.
-    pub fn boot(netdev: &str, script: &str, dir: &TempDir) -> Self {
+    pub fn boot(nic: &Nic, script: &str, dir: &TempDir) -> Self {
         let image = image().expect("the guest image");
         let accel = Accel::choose().expect("an accelerator");
         let script_path = dir.file("script.sh");
@@ -221,8 +275,24 @@ impl Guest {
         let kernel = image.kernel.to_string_lossy();
         let initramfs = image.initramfs.to_string_lossy();
         let fw_cfg = format!("name=opt/slipway/script,file={script_path}");
-        let mut args = vec!["-M", "microvm"];
+        let memory = format!("memory-backend-memfd,id=mem,size={GUEST_MIB}M,share=on");
+        // vhost-user maps the guest's RAM, so it must be a shared memfd; and
+        // slipway's device is virtio 1.x only, while microvm's virtio-mmio
+        // transports are legacy unless told otherwise.
+        let mut args = if nic.shared_memory {
+            vec![
+                "-M",
+                "microvm,memory-backend=mem",
+                "-object",
+                &memory,
+                "-global",
+                "virtio-mmio.force-legacy=false",
+            ]
+        } else {
+            vec!["-M", "microvm"]
+        };
         args.extend(accel.qemu_args());
+        args.extend(nic.args.iter().map(String::as_str));
         args.extend([
             "-m",
             GUEST_MIB,
@@ -240,8 +310,6 @@ impl Guest {
             &initramfs,
             "-append",
             &append,
-            "-netdev",
-            netdev,
             "-device",
             "virtio-net-device,netdev=net0",
             "-fw_cfg",

@@ -1,0 +1,479 @@
+//! The vhost-user-net frontend (`slipway vhost-user`): the VMM (QEMU,
+//! cloud-hypervisor) keeps the virtio-net device model and hands slipway
+//! the guest's memory and the two virtqueues over a UNIX socket; slipway
+//! serves the queues with `virtio-net-kvm`'s device core, which moves
+//! frames between them and the [`Backend`].
+//!
+//! One thread does everything, as in the other frontends: one epoll set
+//! holds the vhost-user socket, the kick eventfd of each vring, the
+//! backend's descriptor and the stop sources, and the backend's deadlines
+//! are the wait's timeout. The backend, the device core, the rings and the
+//! guest memory are owned by this loop and lent by `&mut`; nothing is
+//! shared with another thread, so nothing is locked.
+//!
+//! The vhost-user messages are handled here rather than by the
+//! `vhost-user-backend` crate: QEMU's virtio-net enables its vrings with
+//! `SET_VRING_ENABLE` before it sends `SET_FEATURES`, which that crate
+//! refuses (the feature that allows the message is not acked yet), and
+//! without `VHOST_USER_F_PROTOCOL_FEATURES` QEMU does not start vhost for
+//! virtio-net at all. A ring's enable state is therefore kept apart from
+//! its start (the kick descriptor) and from the features.
+//!
+//! Invariant: as in the other frontends, every frame the guest transmits
+//! goes to the backend and every frame the backend hands out is written
+//! into the guest's receive buffers or kept in the device core until there
+//! is room; no frame is dropped without a count.
+
+mod protocol;
+mod vring;
+
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Instant;
+
+use epoll_dispatch::{Events, Interest, Kind, Poller, Token};
+use virtio_net_kvm::{
+    DEVICE_FEATURES, FrameBackend, NetConfig, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE,
+};
+use vm_memory::GuestMemoryMmap;
+
+use self::protocol::{F_PROTOCOL_FEATURES, Message, Received};
+use self::vring::{MemoryTable, Vring};
+use super::{
+    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, earliest, flush_pcap, record,
+    register_common, stop_after_pass, token,
+};
+use crate::frontdesk::PcapWriter;
+use crate::{Backend, NetworkBackend};
+
+const TOKEN_LISTENER: Token = token(FIRST_OWN_KIND);
+const TOKEN_CONN: Token = token(FIRST_OWN_KIND + 1);
+const KIND_KICK: Kind = Kind(FIRST_OWN_KIND + 2);
+
+/// Calls of a queue's handler per pass before the loop looks at its other
+/// sources; a queue with work left is served again on the next pass.
+const ROUNDS: usize = 8;
+
+/// The device core's counters as `--stats` lines.
+#[must_use]
+pub fn counter_lines(counters: &NetCounters) -> [(&'static str, u64); 8] {
+    [
+        ("frames from guest", counters.tx_frames),
+        ("bytes from guest", counters.tx_bytes),
+        ("frames to guest", counters.rx_frames),
+        ("bytes to guest", counters.rx_bytes),
+        ("waits for rx buffers", counters.rx_waits_for_buffers),
+        ("frames too big for rx", counters.rx_too_big),
+        ("bad avail index", counters.bad_avail_index),
+        ("used ring errors", counters.used_ring_errors),
+    ]
+}
+
+/// A vhost-user-net device on a listening socket, for one frontend.
+#[derive(Debug)]
+pub struct VhostUserFrontend {
+    /// Owns the socket file; removes it when dropped.
+    socket: StreamSocket,
+    listener: UnixListener,
+    conn: Option<UnixStream>,
+    device: NetDevice,
+    memory: Option<(GuestMemoryMmap, MemoryTable)>,
+    vrings: [Vring; 2],
+    pcap_failed: bool,
+}
+
+impl VhostUserFrontend {
+    /// A device that tells the guest `config` (where the VMM asks), served
+    /// to the first VMM that connects to `socket`.
+    ///
+    /// # Errors
+    /// The listening socket cannot be duplicated.
+    pub fn new(socket: StreamSocket, config: NetConfig) -> io::Result<Self> {
+        Ok(Self {
+            listener: socket.try_clone_listener()?,
+            socket,
+            conn: None,
+            device: NetDevice::new(config),
+            memory: None,
+            vrings: [Vring::new()?, Vring::new()?],
+            pcap_failed: false,
+        })
+    }
+
+    /// The socket the frontend connects to.
+    #[must_use]
+    pub fn socket(&self) -> &StreamSocket {
+        &self.socket
+    }
+
+    /// The device core's counters.
+    #[must_use]
+    pub fn counters(&self) -> &NetCounters {
+        self.device.counters()
+    }
+
+    /// Serves the guest until the VMM disconnects or `stop` says so.
+    ///
+    /// # Errors
+    /// The epoll set, the backend's epoll set or the signalfd failed. A
+    /// frontend's bad message ends its connection, which ends serving.
+    pub fn serve<W: Write>(
+        &mut self,
+        backend: &mut Backend,
+        mut pcap: Option<&mut PcapWriter<W>>,
+        stop: &StopWhen<'_>,
+    ) -> io::Result<ServeEnd> {
+        let mut poller = Poller::new()?;
+        let mut events = Events::with_capacity(8);
+        register_common(&poller, backend, stop)?;
+        poller.register(&self.listener, TOKEN_LISTENER, Interest::READABLE)?;
+        let mut ready = Ready {
+            common: CommonReady::first(stop),
+            listener: true,
+            ..Ready::default()
+        };
+        let mut tx_more = false;
+        loop {
+            if let Some(end) = ready.common.stopped(stop)? {
+                return Ok(end);
+            }
+            let now = Instant::now();
+            if ready.listener && self.conn.is_none() {
+                self.accept(&poller)?;
+            }
+            if ready.conn {
+                if let Some(end) = self.handle_messages(&poller) {
+                    flush_pcap(&mut pcap, &mut self.pcap_failed);
+                    return Ok(end);
+                }
+                // A ring may have started with chains already queued.
+                tx_more = true;
+            }
+            for (vring, kicked) in self.vrings.iter().zip(ready.kicks) {
+                if kicked {
+                    vring.drain_kick();
+                }
+            }
+            tx_more |= ready.kicks[usize::from(TX_QUEUE)];
+            if ready.common.backend {
+                backend.handle_host_events(now)?;
+            }
+            backend.handle_timeout(now);
+            let (tx_left, rx_more) = self.serve_queues(tx_more, backend, &mut pcap, now);
+            tx_more = tx_left;
+            if let Some(end) = stop_after_pass(stop, backend, now, !rx_more) {
+                return Ok(end);
+            }
+            let deadline = if tx_more || rx_more {
+                Some(now)
+            } else {
+                flush_pcap(&mut pcap, &mut self.pcap_failed);
+                earliest(backend.poll_timeout(), stop.deadline)
+            };
+            poller.wait(&mut events, deadline)?;
+            ready = Ready::from_events(&events);
+        }
+    }
+
+    /// Serves the transmit ring if `tx` says it has work, then the receive
+    /// ring; returns whether each has work left.
+    fn serve_queues<W: Write>(
+        &mut self,
+        tx: bool,
+        backend: &mut Backend,
+        pcap: &mut Option<&mut PcapWriter<W>>,
+        now: Instant,
+    ) -> (bool, bool) {
+        let mut pcap_failed = self.pcap_failed;
+        let mut frames = Captured {
+            backend,
+            pcap: pcap.as_deref_mut(),
+            failed: &mut pcap_failed,
+        };
+        let tx_more = tx && self.serve_queue(TX_QUEUE, &mut frames, now);
+        let rx_more = self.serve_queue(RX_QUEUE, &mut frames, now);
+        self.pcap_failed = pcap_failed;
+        (tx_more, rx_more)
+    }
+
+    /// Takes a waiting VMM's connection.
+    fn accept(&mut self, poller: &Poller) -> io::Result<()> {
+        let listener = &self.listener;
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(true)?;
+                poller.register(&stream, TOKEN_CONN, Interest::READABLE)?;
+                // One frontend at a time: others wait in the backlog and
+                // are refused when slipway exits.
+                poller.unregister(listener)?;
+                tracing::info!("vhost-user frontend connected");
+                self.conn = Some(stream);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept a connection");
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles every message that has arrived; returns the end of serving
+    /// when the connection ends.
+    fn handle_messages(&mut self, poller: &Poller) -> Option<ServeEnd> {
+        // Bounded: each message is at least a header the frontend sent.
+        for _ in 0..64 {
+            let conn = self.conn.as_ref()?;
+            let result = match protocol::receive(conn) {
+                Ok(Received::Message(message)) => self.handle_message(message, poller),
+                Ok(Received::Empty) => return None,
+                Ok(Received::Closed) => {
+                    tracing::info!("the vhost-user frontend disconnected");
+                    return Some(ServeEnd::Disconnected);
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "vhost-user connection ended");
+                return Some(ServeEnd::Disconnected);
+            }
+        }
+        None
+    }
+
+    fn handle_message(&mut self, message: Message, poller: &Poller) -> io::Result<()> {
+        tracing::debug!(
+            request = message.request,
+            len = message.payload.len(),
+            "vhost-user message"
+        );
+        match message.request {
+            protocol::GET_FEATURES => self.reply(
+                &message,
+                &(DEVICE_FEATURES | F_PROTOCOL_FEATURES).to_ne_bytes(),
+            ),
+            protocol::SET_FEATURES => self.set_features(message.u64_at(0)?),
+            protocol::GET_PROTOCOL_FEATURES => self.reply(&message, &0u64.to_ne_bytes()),
+            protocol::GET_QUEUE_NUM => self.reply(&message, &2u64.to_ne_bytes()),
+            protocol::SET_OWNER | protocol::SET_PROTOCOL_FEATURES | protocol::SEND_RARP => Ok(()),
+            protocol::RESET_OWNER => {
+                self.reset(poller);
+                Ok(())
+            }
+            protocol::SET_MEM_TABLE => {
+                let (memory, table) = vring::map_memory(&message)?;
+                self.memory = Some((memory, table));
+                Ok(())
+            }
+            protocol::SET_VRING_NUM => {
+                let (vring, num) = self.vring_state(&message)?;
+                vring.set_size(num)
+            }
+            protocol::SET_VRING_ADDR => {
+                let table = self.memory.as_ref().map(|(_, table)| table);
+                let index = message.u32_at(0)?;
+                let vring = vring_mut(&mut self.vrings, index)?;
+                vring.set_addresses(&message, table)
+            }
+            protocol::SET_VRING_BASE => {
+                let (vring, num) = self.vring_state(&message)?;
+                vring.set_base(num)
+            }
+            protocol::GET_VRING_BASE => {
+                let index = message.u32_at(0)?;
+                let vring = vring_mut(&mut self.vrings, index)?;
+                let base = vring.stop(poller);
+                // Once both rings stop, the receive chains the device core
+                // holds and its waiting frame belong to a driver that is
+                // going away.
+                if self.vrings.iter().all(|vring| !vring.is_started()) {
+                    self.device.reset();
+                }
+                let mut payload = index.to_ne_bytes().to_vec();
+                payload.extend_from_slice(&u32::from(base).to_ne_bytes());
+                self.reply(&message, &payload)
+            }
+            protocol::SET_VRING_KICK | protocol::SET_VRING_CALL | protocol::SET_VRING_ERR => {
+                self.set_vring_fd(message, poller)
+            }
+            protocol::SET_VRING_ENABLE => {
+                let (vring, num) = self.vring_state(&message)?;
+                vring.set_enabled(num != 0);
+                Ok(())
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("vhost-user request {other} is not supported"),
+            )),
+        }
+    }
+
+    fn reply(&self, message: &Message, payload: &[u8]) -> io::Result<()> {
+        match &self.conn {
+            Some(conn) => protocol::reply(conn, message.request, payload),
+            None => Ok(()),
+        }
+    }
+
+    /// The ring and number of a `vhost_vring_state` payload.
+    fn vring_state(&mut self, message: &Message) -> io::Result<(&mut Vring, u32)> {
+        let index = message.u32_at(0)?;
+        let num = message.u32_at(4)?;
+        Ok((vring_mut(&mut self.vrings, index)?, num))
+    }
+
+    fn set_features(&mut self, features: u64) -> io::Result<()> {
+        let virtio = features & !F_PROTOCOL_FEATURES;
+        tracing::debug!(features = format_args!("{virtio:#x}"), "features acked");
+        // The VMM sets the features each time it starts the device: what
+        // the device core kept belongs to the rings of before. While the
+        // rings run (the VMM toggles logging for a migration) it keeps
+        // the receive chains it holds.
+        if self.vrings.iter().all(|vring| !vring.is_started()) {
+            self.device.reset();
+        }
+        self.device
+            .set_acked_features(virtio)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if features & F_PROTOCOL_FEATURES == 0 {
+            for vring in &mut self.vrings {
+                vring.set_enabled(true);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_vring_fd(&mut self, mut message: Message, poller: &Poller) -> io::Result<()> {
+        let value = message.u64_at(0)?;
+        let index = u32::try_from(value & 0xff).unwrap_or(u32::MAX);
+        let fd = if value & protocol::VRING_NOFD == 0 {
+            let fd: Option<OwnedFd> = message.fds.pop();
+            Some(fd.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "vring descriptor missing")
+            })?)
+        } else {
+            None
+        };
+        let vring = vring_mut(&mut self.vrings, index)?;
+        match message.request {
+            protocol::SET_VRING_KICK => {
+                let token = Token::new(KIND_KICK, index, 0)
+                    .ok_or_else(|| io::Error::other("vring index out of range"))?;
+                vring.start(fd, poller, token)
+            }
+            protocol::SET_VRING_CALL => {
+                vring.set_call(fd);
+                Ok(())
+            }
+            // Errors are not reported; the descriptor is closed.
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets the rings, the memory and the features, as `RESET_OWNER`
+    /// asks.
+    fn reset(&mut self, poller: &Poller) {
+        for vring in &mut self.vrings {
+            vring.stop(poller);
+            vring.set_call(None);
+            vring.set_enabled(false);
+        }
+        self.memory = None;
+        self.device.reset();
+    }
+
+    /// Runs the device core on ring `index` for up to [`ROUNDS`] calls;
+    /// returns whether work is left.
+    fn serve_queue<B: FrameBackend>(&mut self, index: u16, backend: &mut B, now: Instant) -> bool {
+        let Some((memory, _)) = &self.memory else {
+            return false;
+        };
+        let Some(vring) = self.vrings.get_mut(usize::from(index)) else {
+            return false;
+        };
+        let Some((queue, call)) = vring.running() else {
+            return false;
+        };
+        let mut more = false;
+        for _ in 0..ROUNDS {
+            more = if index == TX_QUEUE {
+                self.device.handle_tx(memory, queue, backend, call, now)
+            } else {
+                self.device.handle_rx(memory, queue, backend, call, now)
+            };
+            if !more {
+                break;
+            }
+        }
+        more
+    }
+}
+
+/// Which sources the last wait reported.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ready {
+    common: CommonReady,
+    listener: bool,
+    conn: bool,
+    /// Per vring: its kick eventfd.
+    kicks: [bool; 2],
+}
+
+impl Ready {
+    fn from_events(events: &Events) -> Self {
+        let mut ready = Self::default();
+        for (token, readiness) in events {
+            if ready.common.note(token, readiness) {
+                continue;
+            }
+            match token {
+                TOKEN_LISTENER => ready.listener = true,
+                TOKEN_CONN => ready.conn = true,
+                _ if token.kind() == KIND_KICK => {
+                    let index = usize::try_from(token.index()).ok();
+                    if let Some(kicked) = index.and_then(|i| ready.kicks.get_mut(i)) {
+                        *kicked = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        ready
+    }
+}
+
+fn vring_mut(vrings: &mut [Vring; 2], index: u32) -> io::Result<&mut Vring> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| vrings.get_mut(i))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("vring {index}: the device has two"),
+            )
+        })
+}
+
+/// The backend as the device core sees it, capturing every frame that
+/// passes.
+struct Captured<'a, W: Write> {
+    backend: &'a mut Backend,
+    pcap: Option<&'a mut PcapWriter<W>>,
+    failed: &'a mut bool,
+}
+
+impl<W: Write> FrameBackend for Captured<'_, W> {
+    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
+        record(&mut self.pcap, self.failed, frame);
+        self.backend.handle_guest_frame(frame, now);
+    }
+
+    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+        let len = self.backend.poll_guest_frame(buf, now)?;
+        if let Some(frame) = buf.get(..len) {
+            record(&mut self.pcap, self.failed, frame);
+        }
+        Some(len)
+    }
+}
