@@ -24,7 +24,8 @@ Usage:
 Options:
   --paths P,..        paths to run (default: all): slipway-65520, slipway-1500,
                       pasta, slirp4netns-1500, slirp4netns-65520, veth, loopback,
-                      qemu-slipway, qemu-passt, qemu-libslirp (a QEMU guest)
+                      qemu-slipway, qemu-slipway-vhost-user, qemu-passt,
+                      qemu-libslirp (a QEMU guest)
   --workloads W,..    workloads to run (default: all): idle, tcp_g2h, tcp_h2g,
                       tcp_rr, tcp_crr, udp_rr, dns, icmp, fwd_connect, idle_10k
   --reps N            repetitions of every path and workload (default 3)

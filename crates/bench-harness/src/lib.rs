@@ -32,19 +32,23 @@
 //! absent, not failed. Stack metrics (CPU, wakeups, memory) exist only for
 //! paths with a stack process.
 //!
-//! VM paths ([`vm`]): `qemu-slipway` (`slipway stream`), `qemu-passt`
-//! (passt) — both over QEMU's `-netdev stream` — and `qemu-libslirp`
-//! (`-netdev user`) boot the same Linux guest (`cargo xtask guest-image`,
+//! VM paths ([`vm`]): `qemu-slipway` (`slipway stream`) and `qemu-passt`
+//! (passt), both over QEMU's `-netdev stream`, `qemu-slipway-vhost-user`
+//! (`slipway vhost-user` over `-netdev vhost-user`, the guest's RAM a
+//! shared memfd) and `qemu-libslirp` (`-netdev user`) boot the same Linux
+//! guest (`cargo xtask guest-image`,
 //! built on first use) with this binary appended to its initramfs, and run
 //! the same workloads inside it through a command agent ([`agent`])
 //! reached over the stack's own inbound forward. The stack measured is the
-//! slipway or passt process; libslirp lives inside QEMU, so its `idle`
+//! slipway or passt process (over vhost-user it also serves the
+//! virtqueues, which QEMU serves for the others); libslirp lives inside QEMU, so its `idle`
 //! rows are absent and its throughput has no CPU figure; passt answers
 //! no echo request to the gateway (it maps only TCP and UDP there), so
 //! `qemu-passt`'s `icmp` is absent. Under TCG (no
 //! usable /dev/kvm; `SLIPWAY_VM_ACCEL=kvm|tcg|auto` overrides) the timed
 //! workloads run for at most 2 s and `idle_10k` is absent. Select them
-//! alone with `--paths qemu-slipway,qemu-passt,qemu-libslirp`.
+//! alone with
+//! `--paths qemu-slipway,qemu-slipway-vhost-user,qemu-passt,qemu-libslirp`.
 //!
 //! # JSON schema (version 1)
 //!

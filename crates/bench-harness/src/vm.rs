@@ -1,6 +1,8 @@
 //! VM paths: the same workloads with the guest a Linux kernel under QEMU,
 //! its virtio-net device served by `slipway stream` or passt over QEMU's
-//! `-netdev stream`, or by QEMU's own libslirp (`-netdev user`).
+//! `-netdev stream`, by `slipway vhost-user` over QEMU's `-netdev
+//! vhost-user` (the guest's RAM a shared memfd that slipway maps), or by
+//! QEMU's own libslirp (`-netdev user`).
 //!
 //! The guest is the image `cargo xtask guest-image` builds (the Debian
 //! kernel, a busybox initramfs with iperf3), plus a second cpio archive
@@ -37,7 +39,8 @@ const QEMU: &str = "qemu-system-x86_64";
 const GUEST_MIB: &str = "512";
 /// How long a guest may take to boot and answer on the agent port.
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
-/// How long `slipway stream` or passt may take to create its socket.
+/// How long `slipway stream`, `slipway vhost-user` or passt may take to
+/// create its socket.
 const LISTEN_LIMIT: Duration = Duration::from_secs(10);
 /// The timed workloads' length under TCG, whatever `--duration` says: an
 /// emulated CPU is slow enough that longer runs add time, not precision.
@@ -97,6 +100,8 @@ impl Accel {
 enum Network {
     /// `slipway stream --socket` with this binary.
     Slipway(PathBuf),
+    /// `slipway vhost-user --socket` with this binary.
+    SlipwayVhostUser(PathBuf),
     /// `passt --socket`.
     Passt,
     /// QEMU's `-netdev user`.
@@ -111,8 +116,8 @@ struct VmImage {
     _dir: TempDir,
 }
 
-/// The VM paths, in report order: `qemu-slipway`, `qemu-passt`,
-/// `qemu-libslirp`. `slipway` is the binary under test; `target` the cargo
+/// The VM paths, in report order: `qemu-slipway`,
+/// `qemu-slipway-vhost-user`, `qemu-passt`, `qemu-libslirp`. `slipway` is the binary under test; `target` the cargo
 /// target directory holding (or to hold) the guest image.
 #[must_use]
 pub fn paths(slipway: &FsPath, target: &FsPath) -> Vec<Box<dyn Path>> {
@@ -122,6 +127,10 @@ pub fn paths(slipway: &FsPath, target: &FsPath) -> Vec<Box<dyn Path>> {
     });
     [
         ("qemu-slipway", Network::Slipway(slipway.to_path_buf())),
+        (
+            "qemu-slipway-vhost-user",
+            Network::SlipwayVhostUser(slipway.to_path_buf()),
+        ),
         ("qemu-passt", Network::Passt),
         ("qemu-libslirp", Network::Libslirp),
     ]
@@ -203,16 +212,22 @@ impl Path for Vm {
             ));
         }
         match &self.network {
-            Network::Slipway(binary) if !binary.is_file() => {
+            Network::Slipway(binary) | Network::SlipwayVhostUser(binary) if !binary.is_file() => {
                 return Some(format!(
                     "{} not found (build it or pass --slipway)",
                     binary.display()
                 ));
             }
+            Network::SlipwayVhostUser(binary) if !has_command(binary, "vhost-user") => {
+                return Some(format!("{} has no vhost-user command", binary.display()));
+            }
             Network::Passt if !sys::in_path("passt") => {
                 return Some("passt not installed (apt-get install passt)".into());
             }
-            _ => {}
+            Network::Slipway(_)
+            | Network::SlipwayVhostUser(_)
+            | Network::Passt
+            | Network::Libslirp => {}
         }
         if let Some(why) = namespaces_absent() {
             return Some(why);
@@ -239,73 +254,10 @@ impl Path for Vm {
         )
         .map_err(|e| format!("write {}: {e}", script.display()))?;
         let forwards = [(agent_port, ports::AGENT), (echo_port, ports::GUEST_ECHO)];
-        let socket = dir.0.join("net.sock");
-        let (stack, netdev) = match &self.network {
-            Network::Slipway(binary) => {
-                let mut command = host.stack_command(binary);
-                command
-                    .args(["stream", "-q", "--socket"])
-                    .arg(&socket)
-                    .args(["--dns-upstream", &format!("127.0.0.1:{}", ports::DNS)]);
-                for (from, to) in forwards {
-                    command.args(["-t", &format!("127.0.0.1/{from}:{to}")]);
-                }
-                (
-                    Some(listening(&mut command, &socket)?),
-                    stream_netdev(&socket),
-                )
-            }
-            Network::Passt => {
-                // Foreground, errors to stderr, IPv4, as root (it would
-                // drop to nobody), the
-                // same address plan as slipway's, the gateway mapped to
-                // host loopback (passt's default), DNS at 10.0.2.3
-                // forwarded to the resolver, only the two inbound forwards.
-                let mut command = host.stack_command("passt");
-                command
-                    .args(["-f", "-q", "-4", "--runas", "0", "--socket"])
-                    .arg(&socket)
-                    .args(["-a", "10.0.2.15", "-n", "24", "-g", "10.0.2.2"])
-                    .args(["-m", "65520", "--dns-forward", "10.0.2.3"])
-                    .args(["-e", "-u", "none"]);
-                for (from, to) in forwards {
-                    command.args(["-t", &format!("127.0.0.1/{from}:{to}")]);
-                }
-                (
-                    Some(listening(&mut command, &socket)?),
-                    stream_netdev(&socket),
-                )
-            }
-            Network::Libslirp => {
-                let mut netdev = "user,id=net0,net=10.0.2.0/24".to_owned();
-                for (from, to) in forwards {
-                    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{from}-:{to}"));
-                }
-                (None, netdev)
-            }
-        };
-        let append = format!(
-            "console=ttyS0 quiet pci=off panic=-1 reboot=t{}",
-            accel.kernel_args()
-        );
-        let mut qemu = host.stack_command(QEMU);
-        qemu.args(["-M", "microvm"])
-            .args(accel.qemu_args())
-            .args([
-                "-m",
-                GUEST_MIB,
-                "-smp",
-                "1",
-                "-nodefaults",
-                "-no-user-config",
-            ])
-            .args(["-nographic", "-serial", "stdio", "-no-reboot", "-kernel"])
-            .arg(&image.kernel)
-            .arg("-initrd")
-            .arg(&image.initramfs)
-            .args(["-append", &append, "-netdev", &netdev])
-            .args(["-device", "virtio-net-device,netdev=net0", "-fw_cfg"])
-            .arg(format!("name=opt/slipway/script,file={}", script.display()));
+        let (stack, nic) = self
+            .network
+            .start(host, &dir.0.join("net.sock"), &forwards)?;
+        let mut qemu = qemu_command(host, accel, image, &nic, &script);
         let qemu = Child::spawn(&mut qemu)?;
         let mut guest = VmGuest {
             qemu: Some(qemu),
@@ -324,12 +276,150 @@ impl Path for Vm {
     }
 }
 
-/// QEMU's `-netdev` for a stack listening on `socket`.
-fn stream_netdev(socket: &FsPath) -> String {
-    format!(
-        "stream,id=net0,server=off,addr.type=unix,addr.path={}",
-        socket.display()
-    )
+/// QEMU booting `image` with `nic` as its network device and `script` as
+/// what the guest's `/init` runs, in the host namespace.
+fn qemu_command(
+    host: &Host,
+    accel: Accel,
+    image: &VmImage,
+    nic: &Nic,
+    script: &FsPath,
+) -> std::process::Command {
+    let append = format!(
+        "console=ttyS0 quiet pci=off panic=-1 reboot=t{}",
+        accel.kernel_args()
+    );
+    let memory = format!("memory-backend-memfd,id=mem,size={GUEST_MIB}M,share=on");
+    let mut qemu = host.stack_command(QEMU);
+    if nic.shared_memory {
+        // The vhost-user backend maps the guest's RAM, so it must be a
+        // shared memfd; slipway's device is virtio 1.x only, while
+        // microvm's virtio-mmio transports are legacy unless told.
+        qemu.args(["-M", "microvm,memory-backend=mem", "-object", &memory])
+            .args(["-global", "virtio-mmio.force-legacy=false"]);
+    } else {
+        qemu.args(["-M", "microvm"]);
+    }
+    qemu.args(accel.qemu_args())
+        .args([
+            "-m",
+            GUEST_MIB,
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+        ])
+        .args(["-nographic", "-serial", "stdio", "-no-reboot", "-kernel"])
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initramfs)
+        .args(["-append", &append])
+        .args(&nic.args)
+        .args(["-device", "virtio-net-device,netdev=net0", "-fw_cfg"])
+        .arg(format!("name=opt/slipway/script,file={}", script.display()));
+    qemu
+}
+
+/// QEMU's options for the guest's network device `net0`.
+struct Nic {
+    /// `-netdev` (and `-chardev`) options.
+    args: Vec<String>,
+    /// The guest's RAM must be a shared memfd (vhost-user maps it).
+    shared_memory: bool,
+}
+
+impl Nic {
+    /// `-netdev VALUE`, in private guest memory.
+    fn netdev(value: String) -> Self {
+        Self {
+            args: vec!["-netdev".to_owned(), value],
+            shared_memory: false,
+        }
+    }
+
+    /// `-netdev stream` to a stack listening on `socket`.
+    fn stream(socket: &FsPath) -> Self {
+        Self::netdev(format!(
+            "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+            socket.display()
+        ))
+    }
+}
+
+impl Network {
+    /// Starts the stack (none for libslirp, which lives in QEMU) with
+    /// `forwards` (host port on 127.0.0.1, guest port), listening on
+    /// `socket`; returns it and QEMU's options that reach it.
+    fn start(
+        &self,
+        host: &Host,
+        socket: &FsPath,
+        forwards: &[(u16, u16)],
+    ) -> Result<(Option<Child>, Nic), String> {
+        match self {
+            Self::Slipway(binary) | Self::SlipwayVhostUser(binary) => {
+                let vhost_user = matches!(self, Self::SlipwayVhostUser(_));
+                let mut command = host.stack_command(binary);
+                command
+                    .args([if vhost_user { "vhost-user" } else { "stream" }])
+                    .args(["-q", "--socket"])
+                    .arg(socket)
+                    .args(["--dns-upstream", &format!("127.0.0.1:{}", ports::DNS)]);
+                for (from, to) in forwards {
+                    command.args(["-t", &format!("127.0.0.1/{from}:{to}")]);
+                }
+                let stack = listening(&mut command, socket)?;
+                let nic = if vhost_user {
+                    Nic {
+                        args: vec![
+                            "-chardev".to_owned(),
+                            format!("socket,id=chr0,path={}", socket.display()),
+                            "-netdev".to_owned(),
+                            "vhost-user,id=net0,chardev=chr0".to_owned(),
+                        ],
+                        shared_memory: true,
+                    }
+                } else {
+                    Nic::stream(socket)
+                };
+                Ok((Some(stack), nic))
+            }
+            Self::Passt => {
+                // Foreground, errors to stderr, IPv4, as root (it would
+                // drop to nobody), the same address plan as slipway's, the
+                // gateway mapped to host loopback (passt's default), DNS
+                // at 10.0.2.3 forwarded to the resolver, only the two
+                // inbound forwards.
+                let mut command = host.stack_command("passt");
+                command
+                    .args(["-f", "-q", "-4", "--runas", "0", "--socket"])
+                    .arg(socket)
+                    .args(["-a", "10.0.2.15", "-n", "24", "-g", "10.0.2.2"])
+                    .args(["-m", "65520", "--dns-forward", "10.0.2.3"])
+                    .args(["-e", "-u", "none"]);
+                for (from, to) in forwards {
+                    command.args(["-t", &format!("127.0.0.1/{from}:{to}")]);
+                }
+                Ok((Some(listening(&mut command, socket)?), Nic::stream(socket)))
+            }
+            Self::Libslirp => {
+                let mut netdev = "user,id=net0,net=10.0.2.0/24".to_owned();
+                for (from, to) in forwards {
+                    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{from}-:{to}"));
+                }
+                Ok((None, Nic::netdev(netdev)))
+            }
+        }
+    }
+}
+
+/// Whether `binary --help` names the subcommand `command` (a slipway built
+/// before it was added does not).
+fn has_command(binary: &FsPath, command: &str) -> bool {
+    let mut help = std::process::Command::new(binary);
+    help.arg("--help");
+    sys::run(&mut help, Duration::from_secs(10))
+        .is_ok_and(|usage| usage.contains(&format!("slipway {command} ")))
 }
 
 /// Starts a stack and waits until it listens on `socket`.

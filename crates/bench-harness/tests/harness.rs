@@ -1,8 +1,9 @@
 //! The harness end to end: a tiny run (one repetition, one-second
-//! workloads) over slipway and host loopback, and one over a QEMU guest
-//! served by `slipway stream`, whose JSON must hold sane positive numbers,
-//! and a run on a machine without the peers, which must report them
-//! absent rather than failed.
+//! workloads) over slipway and host loopback, and one over QEMU guests
+//! served by `slipway stream` and `slipway vhost-user`, whose JSON must
+//! hold sane positive numbers, and runs on a machine without the peers or
+//! without a usable slipway, which must report them absent rather than
+//! failed.
 //!
 //! The first test needs root, /dev/net/tun and iperf3, and says why it
 //! skips otherwise. Traffic goes only to 127.0.0.1 and to namespaces the
@@ -167,12 +168,15 @@ fn tiny_run_over_slipway_and_loopback_measures_sane_numbers() {
     assert!(svg.starts_with("<svg") && svg.contains("slipway-65520"));
 }
 
-/// A QEMU guest served by `slipway stream`: the harness boots it, runs
-/// its clients inside the VM through the agent and measures the stream
-/// process. Skips (as the harness reports the path absent) without QEMU,
-/// the Debian kernel or root.
+/// The VM paths through slipway.
+const SLIPWAY_VM_PATHS: [&str; 2] = ["qemu-slipway", "qemu-slipway-vhost-user"];
+
+/// QEMU guests served by `slipway stream` and by `slipway vhost-user`: the
+/// harness boots each, runs its clients inside the VM through the agent
+/// and measures the slipway process. Skips (as the harness reports the
+/// paths absent) without QEMU, the Debian kernel or root.
 #[test]
-fn tiny_run_over_a_qemu_guest_served_by_slipway_stream_measures_sane_numbers() {
+fn tiny_run_over_qemu_guests_served_by_slipway_stream_and_vhost_user_measures_sane_numbers() {
     let root = rustix::process::geteuid().is_root();
     if !root || !Path::new("/dev/net/tun").exists() {
         common::skip("needs root and /dev/net/tun for network namespaces");
@@ -184,7 +188,7 @@ fn tiny_run_over_a_qemu_guest_served_by_slipway_stream_measures_sane_numbers() {
         &dir,
         &[
             "--paths",
-            "qemu-slipway",
+            &SLIPWAY_VM_PATHS.join(","),
             "--workloads",
             "idle,tcp_rr,fwd_connect",
             "--reps",
@@ -197,31 +201,92 @@ fn tiny_run_over_a_qemu_guest_served_by_slipway_stream_measures_sane_numbers() {
         None,
     );
     let absent = json["absent"].as_array().unwrap();
-    if let Some(why) = absent
-        .iter()
-        .find(|a| a["path"] == "qemu-slipway" && a.get("workload").is_none())
-    {
-        common::skip(&format!("the VM path is absent: {}", why["why"]));
+    if let Some(why) = absent.iter().find(|a| {
+        a.get("workload").is_none() && SLIPWAY_VM_PATHS.contains(&a["path"].as_str().unwrap())
+    }) {
+        common::skip(&format!("a VM path is absent: {why}"));
         return;
     }
     assert_eq!(json["failures"].as_array().unwrap().len(), 0, "{json:#}");
-    for workload in ["tcp_rr", "fwd_connect"] {
-        let p50 = value(&json, "qemu-slipway", workload, "p50_us");
-        let p99 = value(&json, "qemu-slipway", workload, "p99_us");
-        assert!(
-            p50 > 0.0 && p50 <= p99 && p99 < 1e6,
-            "{workload}: {p50} {p99}"
-        );
-        assert!(
-            value(&json, "qemu-slipway", workload, "tps") > 1.0,
-            "{workload}"
-        );
+    for path in SLIPWAY_VM_PATHS {
+        for workload in ["tcp_rr", "fwd_connect"] {
+            let p50 = value(&json, path, workload, "p50_us");
+            let p99 = value(&json, path, workload, "p99_us");
+            assert!(
+                p50 > 0.0 && p50 <= p99 && p99 < 1e6,
+                "{path} {workload}: {p50} {p99}"
+            );
+            assert!(
+                value(&json, path, workload, "tps") > 1.0,
+                "{path} {workload}"
+            );
+        }
+        assert_eq!(value(&json, path, "fwd_connect", "errors"), 0.0, "{path}");
+        // The stack measured is the slipway process.
+        assert!(value(&json, path, "idle", "rss_mib") > 0.1, "{path}");
+        assert!(value(&json, path, "idle", "wakeups_per_s") >= 0.0, "{path}");
+        assert!(markdown.contains(&format!("| {path} |")), "{markdown}");
     }
-    assert_eq!(value(&json, "qemu-slipway", "fwd_connect", "errors"), 0.0);
-    // The stack measured is slipway stream's process.
-    assert!(value(&json, "qemu-slipway", "idle", "rss_mib") > 0.1);
-    assert!(value(&json, "qemu-slipway", "idle", "wakeups_per_s") >= 0.0);
-    assert!(markdown.contains("| qemu-slipway |"), "{markdown}");
+}
+
+/// The reason `path` is absent in `json`, as a whole path.
+fn absent_why(json: &Value, path: &str) -> String {
+    json["absent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == path && a.get("workload").is_none())
+        .and_then(|a| a["why"].as_str())
+        .unwrap_or_else(|| panic!("{path} not absent: {json:#}"))
+        .to_owned()
+}
+
+/// `qemu-slipway-vhost-user` is in the help and selected by name; it is
+/// absent, not failed, when the slipway binary is missing or has no
+/// `vhost-user` command (as a build from before it would not).
+#[test]
+fn vhost_user_vm_path_is_listed_and_absent_without_a_slipway_that_serves_it() {
+    const PATH: &str = "qemu-slipway-vhost-user";
+    let help = harness().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains(PATH));
+    let qemu_installed = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("qemu-system-x86_64").is_file())
+    });
+    if !qemu_installed {
+        common::skip("needs qemu-system-x86_64 in PATH to reach the slipway check");
+        return;
+    }
+    let not_slipway = env!("CARGO_BIN_EXE_bench-harness");
+    for (binary, expected) in [
+        ("/nonexistent/slipway", "/nonexistent/slipway not found"),
+        (not_slipway, "has no vhost-user command"),
+    ] {
+        let dir = Scratch::new("vhost-user-absent");
+        let (json, markdown) = run(
+            &dir,
+            &[
+                "--paths",
+                PATH,
+                "--workloads",
+                "tcp_rr",
+                "--reps",
+                "1",
+                "--slipway",
+                binary,
+            ],
+            None,
+        );
+        assert_eq!(
+            json["machine"]["paths"],
+            serde_json::json!([PATH]),
+            "{json:#}"
+        );
+        let why = absent_why(&json, PATH);
+        assert!(why.contains(expected), "{binary}: {why}");
+        assert_eq!(json["results"].as_array().unwrap().len(), 0);
+        assert_eq!(json["failures"].as_array().unwrap().len(), 0);
+        assert!(markdown.contains(&format!("- {PATH}: ")), "{markdown}");
+    }
 }
 
 #[test]
@@ -234,7 +299,7 @@ fn peers_not_installed_are_absent_not_failed() {
         &dir,
         &[
             "--paths",
-            "pasta,slirp4netns-1500,slipway-65520,qemu-passt",
+            "pasta,slirp4netns-1500,slipway-65520,qemu-passt,qemu-slipway-vhost-user",
             "--workloads",
             "tcp_g2h,tcp_rr",
             "--reps",
@@ -247,18 +312,13 @@ fn peers_not_installed_are_absent_not_failed() {
         Some(&empty),
     );
     let absent = json["absent"].as_array().unwrap();
-    let why = |path: &str| {
-        absent
-            .iter()
-            .find(|a| a["path"] == path && a.get("workload").is_none())
-            .and_then(|a| a["why"].as_str())
-            .unwrap_or_else(|| panic!("{path} not absent: {json:#}"))
-            .to_owned()
-    };
+    let why = |path: &str| absent_why(&json, path);
     assert!(why("pasta").contains("pasta not installed"));
     assert!(why("slirp4netns-1500").contains("slirp4netns not installed"));
     assert!(why("slipway-65520").contains("/nonexistent/slipway"));
-    assert!(why("qemu-passt").contains("qemu-system-x86_64 not installed"));
+    for path in ["qemu-passt", "qemu-slipway-vhost-user"] {
+        assert!(why(path).contains("qemu-system-x86_64 not installed"));
+    }
     assert!(
         absent
             .iter()
