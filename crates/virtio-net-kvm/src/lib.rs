@@ -66,7 +66,7 @@ mod header;
 pub mod kvm;
 pub mod mmio;
 
-pub use backend::{DeferredNotifier, FrameBackend, Notifier};
+pub use backend::{Checksum, DeferredNotifier, FrameBackend, Notifier};
 pub use config::{
     CONFIG_SPACE_LEN, DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF,
     F_MTU, F_STATUS, F_VERSION_1, FeatureError, NetConfig, check_driver_features,
@@ -74,5 +74,7 @@ pub use config::{
 pub use device::{
     ChainFaults, NUM_QUEUES, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE, TxHeaderDrops,
 };
-pub use header::{MAX_FRAME_LEN, NET_HDR_LEN};
+pub use header::{
+    ChecksumOutOfFrame, MAX_FRAME_LEN, NET_HDR_LEN, checksum_field_in_frame, complete_checksum,
+};
 pub use mmio::MmioTransport;

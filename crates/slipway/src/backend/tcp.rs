@@ -17,7 +17,8 @@ use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr};
 
 use super::{Backend, Flow, KIND_TCP_FLOW};
 use crate::frontdesk::{
-    LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len, write_tcp_v4_headers,
+    ChecksumFill, LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len,
+    write_tcp_v4_headers, write_tcp_v4_headers_with,
 };
 
 /// One TCP flow: the state machine and its host socket.
@@ -94,7 +95,7 @@ fn v4_of(addr: SocketAddr) -> Option<SocketAddrV4> {
 /// its place), then the headers in front of it.
 fn write_segment(
     buf: &mut [u8],
-    link: LinkAddrs,
+    (link, fill): (LinkAddrs, ChecksumFill),
     key: &FlowKey,
     t: &Transmit,
     sock: &mut HostSocket,
@@ -133,7 +134,7 @@ fn write_segment(
         window: t.window,
         options,
     };
-    Ok(write_tcp_v4_headers(buf, &segment, payload_len))
+    Ok(write_tcp_v4_headers_with(buf, &segment, payload_len, fill))
 }
 
 impl Backend {
@@ -430,6 +431,7 @@ impl Backend {
         &mut self,
         id: FlowId,
         buf: &mut [u8],
+        fill: ChecksumFill,
         now: Instant,
     ) -> Option<usize> {
         let link = self.frontdesk.link_to_guest();
@@ -437,7 +439,7 @@ impl Backend {
         let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) else {
             return None;
         };
-        let len = next_segment(flow, buf, link, &key, now);
+        let len = next_segment(flow, buf, (link, fill), &key, now);
         // Sending arms timers (retransmission after the first segment in
         // flight, the FIN's): the table's deadline must follow, or a lost
         // ACK is never retransmitted.
@@ -469,7 +471,7 @@ impl Backend {
 fn next_segment(
     flow: &mut TcpFlow,
     buf: &mut [u8],
-    link: LinkAddrs,
+    link: (LinkAddrs, ChecksumFill),
     key: &FlowKey,
     now: Instant,
 ) -> Option<usize> {
