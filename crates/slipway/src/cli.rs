@@ -62,7 +62,8 @@ Options:
       --keep-listening    stream: after the client disconnects, wait for the
                           next one instead of exiting
       --no-offload        compute and verify every TCP/UDP checksum instead
-                          of offloading them (run, attach: plain tap frames)
+                          of offloading them; run, attach: plain tap frames,
+                          no TSO segments larger than the MTU
       --stats             print counters to stderr at exit
   -d, --debug             debug logging
       --trace             trace logging

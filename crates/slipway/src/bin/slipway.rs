@@ -239,7 +239,7 @@ fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
         addr_v6: None,
         gateway_v6: None,
         offload: if options.offload {
-            TapOffload::Checksum
+            TapOffload::ChecksumTso
         } else {
             TapOffload::None
         },

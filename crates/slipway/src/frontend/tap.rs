@@ -9,7 +9,11 @@
 //! [`Checksum::Partial`], unverified; the backend leaves the checksums of
 //! its TCP and UDP frames partial too, and they go to the kernel marked
 //! `NEEDS_CSUM`, which it takes as verified (or completes, if it forwards
-//! them). So no side sums a payload. While a pcap capture is written, the
+//! them). So no side sums a payload. With TSO as well
+//! ([`TapOffload::ChecksumTso`]) the kernel hands over TCP segments of up to
+//! 64 KiB whatever the MTU; the backend relays them as it does any segment.
+//! A GSO frame on a tap not set up for it is dropped and counted. While a
+//! pcap capture is written, the
 //! capture gets whole checksums: partial ones from the guest are completed
 //! before they are recorded, and the backend is asked for whole ones.
 //!
