@@ -503,6 +503,39 @@ mod tests {
     }
 
     #[test]
+    fn with_a_vnet_header_frames_go_both_ways_behind_it_and_bad_headers_are_counted() {
+        let (tap, guest) = fake_tap();
+        let with_header = |flags: u8, gso_type: u8| {
+            let mut read = vec![flags, gso_type, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            read.extend(arp_request_for_gateway());
+            read
+        };
+        guest.send(&with_header(0, 0)).unwrap();
+        // TCPv4 GSO on a tap set up for checksums only.
+        guest.send(&with_header(1, 1)).unwrap();
+        guest.send(&[0; 5]).unwrap();
+        let mut backend = backend();
+        let mut frontend = TapFrontend::with_offload(tap.as_fd(), TapOffload::Checksum);
+        let stop = StopWhen {
+            deadline: Some(Instant::now() + Duration::from_millis(50)),
+            ..StopWhen::default()
+        };
+        frontend.serve::<Vec<u8>>(&mut backend, None, &stop).unwrap();
+        let mut reply = [0u8; 2048];
+        let len = guest.recv(&mut reply).unwrap();
+        assert_eq!(len, VNET_HDR_LEN + 42, "one ARP reply behind a header");
+        assert_eq!(reply[0], 2, "DATA_VALID: the backend's checksums are whole");
+        assert_eq!(&reply[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14], &[0x08, 0x06]);
+        guest.set_nonblocking(true).unwrap();
+        assert!(guest.recv(&mut reply).is_err(), "nothing for the dropped ones");
+        let counters = frontend.counters();
+        assert_eq!(counters.bad_vnet_headers, 2);
+        assert_eq!(counters.frames_from_guest, 2);
+        assert_eq!(counters.bytes_to_guest, 42);
+        assert_eq!(backend.frame_counters().frames(), 1);
+    }
+
+    #[test]
     fn a_frame_the_tap_cannot_take_is_kept_until_it_drains() {
         let (tap, guest) = fake_tap();
         // Fill the socket's send queue so the next write sees EAGAIN.
