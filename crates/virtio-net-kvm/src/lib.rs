@@ -51,6 +51,15 @@
 //! vhost-user frontend depends on this crate: slipway implements
 //! [`FrameBackend`] for its backend, and this crate never depends on slipway.
 //!
+//! Checksum offload: with `VIRTIO_NET_F_CSUM` a driver may leave TCP/UDP
+//! checksums partial. The device completes them before the backend sees
+//! the frame, unless the backend says it takes them as they are
+//! ([`FrameBackend::offloads_checksums`]); then the frame goes to
+//! [`FrameBackend::handle_guest_frame_offloaded`] with its
+//! [`Checksum::Partial`] offsets, checked to lie inside the frame. Towards a
+//! driver with `VIRTIO_NET_F_GUEST_CSUM`, such a backend may hand out frames
+//! with partial checksums, which go out marked `NEEDS_CSUM`.
+//!
 //! Copies: a transmitted frame is copied once from guest memory into the
 //! device's buffer and the backend writes it to a host socket from there;
 //! a received frame is written by the backend into the device's buffer and
