@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use flow_table::Protocol;
 use slipway::frontdesk::DropReason;
 use slipway::{Checksum, NetworkBackend};
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, UdpPacket, UdpRepr, checksum};
-use support::frames::write_ipv4;
-use support::{GATEWAY_IP, GUEST_IP, GuestSeg, Harness, gateway_mac, listen, serve, via_gateway};
+use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, UdpPacket, checksum};
+use support::frames::udp_frame;
+use support::{GATEWAY_IP, GUEST_IP, GuestSeg, Harness, listen, serve, via_gateway};
 
 /// Where a TCP or UDP checksum region starts in the frames here.
 const L4_START: u16 = 34;
@@ -152,34 +151,6 @@ fn next_frame(h: &mut Harness, offloaded: bool) -> (Vec<u8>, Checksum) {
             .unwrap();
     }
     panic!("no frame for the guest");
-}
-
-fn udp_frame(src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; 14 + 20 + 8 + payload.len()];
-    let len = write_ipv4(
-        &mut buf,
-        gateway_mac(),
-        GUEST_IP,
-        *dst.ip(),
-        IpProtocol::Udp,
-        8 + payload.len(),
-        |area| {
-            UdpRepr {
-                src_port,
-                dst_port: dst.port(),
-            }
-            .emit(
-                &mut UdpPacket::new_unchecked(area),
-                &IpAddress::Ipv4(GUEST_IP),
-                &IpAddress::Ipv4(*dst.ip()),
-                payload.len(),
-                |p| p.copy_from_slice(payload),
-                &ChecksumCapabilities::default(),
-            );
-        },
-    );
-    buf.truncate(len);
-    buf
 }
 
 #[test]

@@ -286,21 +286,21 @@ fn ipv4_to_gateway(frame: &[u8], protocol: IpProtocol) -> Option<(Ipv4Addr, Ipv4
     Some((ip.src_addr(), ip.dst_addr(), ip.payload().to_vec()))
 }
 
-/// An echo reply from the gateway to the guest.
-fn echo_reply(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoReply {
-        ident,
-        seq_no,
-        data,
-    };
+/// An IPv4 frame from the gateway to the guest around a `payload_len`-byte
+/// IP payload that `emit` writes.
+fn ipv4_to_guest(
+    protocol: IpProtocol,
+    payload_len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
     let ip = Ipv4Repr {
         src_addr: GATEWAY,
         dst_addr: GUEST,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
+        next_header: protocol,
+        payload_len,
         hop_limit: 64,
     };
-    let mut frame = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+    let mut frame = vec![0u8; 14 + ip.buffer_len() + payload_len];
     let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
     EthernetRepr {
         src_addr: EthernetAddress(GATEWAY_MAC),
@@ -310,11 +310,23 @@ fn echo_reply(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
     .emit(&mut eth);
     let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
     ip.emit(&mut packet, &ChecksumCapabilities::default());
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &ChecksumCapabilities::default(),
-    );
+    emit(packet.payload_mut());
     frame
+}
+
+/// An echo reply from the gateway to the guest.
+fn echo_reply(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoReply {
+        ident,
+        seq_no,
+        data,
+    };
+    ipv4_to_guest(IpProtocol::Icmp, icmp.buffer_len(), |area| {
+        icmp.emit(
+            &mut Icmpv4Packet::new_unchecked(area),
+            &ChecksumCapabilities::default(),
+        );
+    })
 }
 
 // ---- tests -----------------------------------------------------------------
@@ -521,34 +533,24 @@ fn with_checksum_offload_frames_carry_a_vnet_header_and_partial_checksums_both_w
         dst_port: port,
     };
     let udp_len = 8 + payload.len();
-    let mut frame = vec![0u8; 14 + 20 + udp_len];
-    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-    EthernetRepr {
-        src_addr: EthernetAddress(GATEWAY_MAC),
-        dst_addr: EthernetAddress(GUEST_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut eth);
-    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-    Ipv4Repr {
-        src_addr: GATEWAY,
-        dst_addr: GUEST,
-        next_header: IpProtocol::Udp,
-        payload_len: udp_len,
-        hop_limit: 64,
-    }
-    .emit(&mut ip, &ChecksumCapabilities::default());
-    let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
-    repr.emit(
-        &mut udp,
-        &gateway,
-        &guest,
-        payload.len(),
-        |area| area.copy_from_slice(payload),
-        &ChecksumCapabilities::ignored(),
-    );
-    let sum = checksum::pseudo_header_v4(&GATEWAY, &GUEST, IpProtocol::Udp, udp_len as u32);
-    udp.set_checksum(sum);
+    let frame = ipv4_to_guest(IpProtocol::Udp, udp_len, |area| {
+        let mut udp = UdpPacket::new_unchecked(area);
+        repr.emit(
+            &mut udp,
+            &gateway,
+            &guest,
+            payload.len(),
+            |area| area.copy_from_slice(payload),
+            &ChecksumCapabilities::ignored(),
+        );
+        let len = u32::try_from(udp_len).unwrap();
+        udp.set_checksum(checksum::pseudo_header_v4(
+            &GATEWAY,
+            &GUEST,
+            IpProtocol::Udp,
+            len,
+        ));
+    });
     tap.write_all(&with_vnet_hdr(NEEDS_CSUM, 34, 6, &frame))
         .unwrap();
     let mut got = [0u8; 64];

@@ -116,29 +116,21 @@ pub trait NetworkBackend {
     fn host_fd(&self) -> BorrowedFd<'_>;
 
     /// Takes one Ethernet frame from the guest with what the frontend
-    /// knows of its transport checksum: with [`Checksum::Partial`] (the
-    /// guest's kernel left it for the "hardware") or [`Checksum::Valid`]
-    /// (vouched for) it is not verified; every other check applies as in
-    /// [`handle_guest_frame`](Self::handle_guest_frame), which is what
-    /// [`Checksum::Complete`] and the default do.
-    fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant) {
-        let _ = checksum;
-        self.handle_guest_frame(frame, now);
-    }
-
-    /// Writes the next frame for the guest into `buf`, as
-    /// [`poll_guest_frame`](Self::poll_guest_frame), but may leave its TCP
-    /// or UDP checksum partial ([`Checksum::Partial`]: the field holds the
-    /// pseudo-header sum). The caller completes it or passes it on marked
-    /// so (virtio's `NEEDS_CSUM`). The default leaves nothing partial.
+    /// knows of its transport checksum: a [`Checksum::Partial`] (left for
+    /// the "hardware") or [`Checksum::Valid`] (vouched for) one is not
+    /// verified; [`Checksum::Complete`] is, as by
+    /// [`handle_guest_frame`](Self::handle_guest_frame). Every other check
+    /// applies alike.
+    fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant);
+    /// [`poll_guest_frame`](Self::poll_guest_frame) that may leave the
+    /// frame's TCP or UDP checksum partial (the pseudo-header sum in the
+    /// field) and says so; the caller completes it or passes it on marked
+    /// so (virtio's `NEEDS_CSUM`).
     fn poll_guest_frame_offloaded(
         &mut self,
         buf: &mut [u8],
         now: Instant,
-    ) -> Option<(usize, Checksum)> {
-        self.poll_guest_frame(buf, now)
-            .map(|len| (len, Checksum::Complete))
-    }
+    ) -> Option<(usize, Checksum)>;
 }
 
 /// Counters of the whole backend.

@@ -520,14 +520,19 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_millis(50)),
             ..StopWhen::default()
         };
-        frontend.serve::<Vec<u8>>(&mut backend, None, &stop).unwrap();
+        frontend
+            .serve::<Vec<u8>>(&mut backend, None, &stop)
+            .unwrap();
         let mut reply = [0u8; 2048];
         let len = guest.recv(&mut reply).unwrap();
         assert_eq!(len, VNET_HDR_LEN + 42, "one ARP reply behind a header");
         assert_eq!(reply[0], 2, "DATA_VALID: the backend's checksums are whole");
         assert_eq!(&reply[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14], &[0x08, 0x06]);
         guest.set_nonblocking(true).unwrap();
-        assert!(guest.recv(&mut reply).is_err(), "nothing for the dropped ones");
+        assert!(
+            guest.recv(&mut reply).is_err(),
+            "nothing for the dropped ones"
+        );
         let counters = frontend.counters();
         assert_eq!(counters.bad_vnet_headers, 2);
         assert_eq!(counters.frames_from_guest, 2);
