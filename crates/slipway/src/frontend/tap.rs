@@ -13,9 +13,9 @@
 //! ([`TapOffload::ChecksumTso`]) the kernel hands over TCP segments of up to
 //! 64 KiB whatever the MTU; the backend relays them as it does any segment.
 //! A GSO frame on a tap not set up for it is dropped and counted. While a
-//! pcap capture is written, the
-//! capture gets whole checksums: partial ones from the guest are completed
-//! before they are recorded, and the backend is asked for whole ones.
+//! pcap capture is written, the capture gets whole checksums: partial ones
+//! from the guest are completed before they are recorded, and the backend
+//! is asked for whole ones.
 //!
 //! Invariant: no fixed-period wakeup. The loop sleeps until an fd is ready
 //! or a deadline passes; a frame the tap cannot take yet is kept and the
