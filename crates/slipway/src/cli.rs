@@ -63,7 +63,7 @@ Options:
                           next one instead of exiting
       --no-offload        compute and verify every TCP/UDP checksum instead
                           of offloading them; run, attach: plain tap frames,
-                          no TSO segments larger than the MTU
+                          no segments larger than the MTU either way
       --stats             print counters to stderr at exit
   -d, --debug             debug logging
       --trace             trace logging

@@ -14,5 +14,5 @@ pub mod frontend;
 pub mod netns;
 
 pub use backend::{
-    Backend, BackendConfig, BackendCounters, BackendError, Checksum, NetworkBackend,
+    Backend, BackendConfig, BackendCounters, BackendError, Checksum, GuestFrame, NetworkBackend,
 };

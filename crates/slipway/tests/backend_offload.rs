@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use flow_table::Protocol;
 use slipway::frontdesk::DropReason;
-use slipway::{Checksum, NetworkBackend};
-use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, UdpPacket, checksum};
+use slipway::{Checksum, GuestFrame, NetworkBackend};
+use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, UdpPacket, checksum};
 use support::frames::udp_frame;
 use support::{GATEWAY_IP, GUEST_IP, GuestSeg, Harness, listen, serve, via_gateway};
 
@@ -130,7 +130,7 @@ fn offloaded_frames_still_get_every_other_check() {
 
 /// Waits for the backend's next frame for the guest, taken as `offloaded`
 /// says.
-fn next_frame(h: &mut Harness, offloaded: bool) -> (Vec<u8>, Checksum) {
+fn next_frame(h: &mut Harness, offloaded: bool) -> (Vec<u8>, GuestFrame) {
     let mut buf = vec![0u8; 70_000];
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
@@ -141,10 +141,14 @@ fn next_frame(h: &mut Harness, offloaded: bool) -> (Vec<u8>, Checksum) {
         } else {
             h.backend
                 .poll_guest_frame(&mut buf, now)
-                .map(|len| (len, Checksum::Complete))
+                .map(|len| GuestFrame {
+                    len,
+                    checksum: Checksum::Complete,
+                    gso_mss: None,
+                })
         };
-        if let Some((len, checksum)) = polled {
-            return (buf[..len].to_vec(), checksum);
+        if let Some(frame) = polled {
+            return (buf[..frame.len].to_vec(), frame);
         }
         h.backend
             .wait(Some(now + Duration::from_millis(20)))
@@ -177,7 +181,7 @@ fn frames_to_the_guest_carry_partial_checksums_only_when_asked() {
         assert_eq!(&got[..n], b"ping");
         let reply: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
         host.send_to(&reply, peer).unwrap();
-        let (mut frame, checksum) = next_frame(&mut h, offloaded);
+        let (mut frame, GuestFrame { checksum, .. }) = next_frame(&mut h, offloaded);
         let udp = UdpPacket::new_checked(&frame[34..]).unwrap();
         assert_eq!(udp.payload(), &reply[..]);
         if offloaded {
@@ -205,11 +209,45 @@ fn a_tcp_segment_to_the_guest_completes_to_the_right_checksum() {
         TCP_PARTIAL,
         Instant::now(),
     );
-    let (mut syn_ack, checksum) = next_frame(&mut h, true);
-    assert_eq!(checksum, TCP_PARTIAL);
+    let (mut syn_ack, polled) = next_frame(&mut h, true);
+    assert_eq!(polled.checksum, TCP_PARTIAL);
     virtio_net_kvm::complete_checksum(&mut syn_ack, L4_START, 16).unwrap();
     let tcp = TcpPacket::new_checked(&syn_ack[34..]).unwrap();
     let (gw, guest) = (IpAddress::Ipv4(GATEWAY_IP), IpAddress::Ipv4(GUEST_IP));
     assert!(tcp.syn() && tcp.ack());
     assert!(tcp.verify_checksum(&gw, &guest));
+}
+
+#[test]
+fn with_gso_to_the_guest_segments_grow_past_its_mss_only_when_offloaded() {
+    const MSS: u16 = 1460;
+    let server = serve(listen(), |mut stream| {
+        stream.write_all(&[9u8; 200_000]).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let mut h = Harness::new();
+    h.backend.set_gso_to_guest(true);
+    let mut syn = GuestSeg::syn(40015, server.guest_addr(), 1000, Some(7));
+    syn.mss = Some(MSS);
+    h.send(&syn.frame(&[]));
+    let (syn_ack, _) = next_frame(&mut h, true);
+    let syn_ack = TcpPacket::new_checked(&syn_ack[34..]).unwrap();
+    let ack = u32::from_ne_bytes(syn_ack.seq_number().0.to_ne_bytes()).wrapping_add(1);
+    let dst = server.guest_addr();
+    h.send(&GuestSeg::bare(40015, dst, 1001, Some(ack), TcpControl::None).frame(&[]));
+    // Polled plainly, a segment stays within the MSS even with GSO on.
+    let (plain, polled) = next_frame(&mut h, false);
+    assert_eq!(polled.gso_mss, None);
+    let payload = plain.len() - 54;
+    assert!(payload > 0 && payload <= usize::from(MSS), "{payload}");
+    let (mut big, polled) = next_frame(&mut h, true);
+    assert_eq!(polled.gso_mss, Some(MSS));
+    assert_eq!(polled.checksum, TCP_PARTIAL);
+    assert!(big.len() > 14 + 40 + usize::from(MSS), "{}", big.len());
+    virtio_net_kvm::complete_checksum(&mut big, L4_START, 16).unwrap();
+    let tcp = TcpPacket::new_checked(&big[34..]).unwrap();
+    let (gw, guest) = (IpAddress::Ipv4(GATEWAY_IP), IpAddress::Ipv4(GUEST_IP));
+    assert!(tcp.verify_checksum(&gw, &guest));
+    assert!(tcp.payload().iter().all(|&b| b == 9));
+    assert!(h.backend.counters().gso_frames_to_guest >= 1);
 }

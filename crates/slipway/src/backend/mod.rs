@@ -125,12 +125,24 @@ pub trait NetworkBackend {
     /// [`poll_guest_frame`](Self::poll_guest_frame) that may leave the
     /// frame's TCP or UDP checksum partial (the pseudo-header sum in the
     /// field) and says so; the caller completes it or passes it on marked
-    /// so (virtio's `NEEDS_CSUM`).
-    fn poll_guest_frame_offloaded(
-        &mut self,
-        buf: &mut [u8],
-        now: Instant,
-    ) -> Option<(usize, Checksum)>;
+    /// so (virtio's `NEEDS_CSUM`). With
+    /// [`Backend::set_gso_to_guest`], a TCP segment may also be larger than
+    /// the guest's MSS, for the caller to pass on as a GSO frame.
+    fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame>;
+}
+
+/// A frame [`NetworkBackend::poll_guest_frame_offloaded`] wrote at the start
+/// of the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestFrame {
+    /// Its length.
+    pub len: usize,
+    /// Its TCP or UDP checksum: partial, or whole.
+    pub checksum: Checksum,
+    /// For a TCP segment larger than the guest's MSS (only with
+    /// [`Backend::set_gso_to_guest`]): that MSS, the size to cut its
+    /// payload to. Its checksum is then always partial.
+    pub gso_mss: Option<u16>,
 }
 
 /// Counters of the whole backend.
@@ -163,6 +175,9 @@ pub struct BackendCounters {
     /// Frames sent to the guest with their TCP or UDP checksum left
     /// partial for the frontend (checksum offload).
     pub partial_checksums_to_guest: u64,
+    /// TCP segments sent to the guest larger than its MSS, for the
+    /// frontend to cut up (GSO).
+    pub gso_frames_to_guest: u64,
     /// UDP flows opened by the guest.
     pub udp_flows_opened: u64,
     /// Payload bytes guest → host, UDP.
@@ -232,6 +247,9 @@ pub struct Backend {
     time_wait: VecDeque<FlowId>,
     /// Reply buffer of the front desk.
     scratch: Vec<u8>,
+    /// TCP segments polled with `poll_guest_frame_offloaded` may be larger
+    /// than the guest's MSS.
+    gso_to_guest: bool,
     counters: BackendCounters,
 }
 
@@ -273,11 +291,21 @@ impl Backend {
             tx_ready: VecDeque::new(),
             time_wait: VecDeque::new(),
             scratch: vec![0u8; 1514],
+            gso_to_guest: false,
             counters: BackendCounters::default(),
         };
         backend.listen_tcp_forwards(&config.rules)?;
         backend.start_udp(&config.rules)?;
         Ok(backend)
+    }
+
+    /// Lets TCP segments that [`NetworkBackend::poll_guest_frame_offloaded`]
+    /// hands out carry up to 64 KiB, whatever the guest's MSS, for a
+    /// frontend that passes them on as GSO frames its guest cuts up (a tap
+    /// with TSO). Off by default; [`NetworkBackend::poll_guest_frame`]
+    /// never does.
+    pub fn set_gso_to_guest(&mut self, on: bool) {
+        self.gso_to_guest = on;
     }
 
     /// The counters of the backend.
@@ -534,23 +562,30 @@ impl Backend {
         buf: &mut [u8],
         fill: ChecksumFill,
         now: Instant,
-    ) -> Option<(usize, Checksum)> {
+    ) -> Option<GuestFrame> {
         if let Some(frame) = self.queued.pop_front() {
             let len = frame.len().min(buf.len());
             buf[..len].copy_from_slice(&frame[..len]);
             self.counters.frames_to_guest += 1;
-            return Some((len, Checksum::Complete));
+            return Some(GuestFrame {
+                len,
+                checksum: Checksum::Complete,
+                gso_mss: None,
+            });
         }
+        // Segments the frontend cuts up need partial checksums.
+        let gso = self.gso_to_guest && fill == ChecksumFill::Partial;
         // Bounded: each flow leaves the queue once it has nothing to send.
         for _ in 0..self.tx_ready.len().saturating_add(1) {
             let id = *self.tx_ready.front()?;
             let is_udp = matches!(self.flows.get(id), Some(Flow::Udp(_)));
             let frame = if is_udp {
                 self.udp_poll_frame(id, buf, fill, now)
+                    .map(|len| (len, None))
             } else {
-                self.tcp_poll_frame(id, buf, fill, now)
+                self.tcp_poll_frame(id, buf, (fill, gso), now)
             };
-            if let Some(len) = frame {
+            if let Some((len, gso_mss)) = frame {
                 self.counters.frames_to_guest += 1;
                 let checksum = match fill {
                     ChecksumFill::Complete => Checksum::Complete,
@@ -567,7 +602,14 @@ impl Backend {
                         }
                     }
                 };
-                return Some((len, checksum));
+                if gso_mss.is_some() {
+                    self.counters.gso_frames_to_guest += 1;
+                }
+                return Some(GuestFrame {
+                    len,
+                    checksum,
+                    gso_mss,
+                });
             }
             self.tx_ready.pop_front();
             if is_udp {
@@ -595,14 +637,10 @@ impl NetworkBackend for Backend {
 
     fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
         self.next_guest_frame(buf, ChecksumFill::Complete, now)
-            .map(|(len, _)| len)
+            .map(|frame| frame.len)
     }
 
-    fn poll_guest_frame_offloaded(
-        &mut self,
-        buf: &mut [u8],
-        now: Instant,
-    ) -> Option<(usize, Checksum)> {
+    fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame> {
         self.next_guest_frame(buf, ChecksumFill::Partial, now)
     }
 

@@ -12,6 +12,8 @@
 //! them). So no side sums a payload. With TSO as well
 //! ([`TapOffload::ChecksumTso`]) the kernel hands over TCP segments of up to
 //! 64 KiB whatever the MTU; the backend relays them as it does any segment.
+//! The other way, the backend's TCP segments grow to 64 KiB too and go to
+//! the kernel as GSO frames cut to the guest's MSS, which it takes whole.
 //! A GSO frame on a tap not set up for it is dropped and counted. While a
 //! pcap capture is written, the capture gets whole checksums: partial ones
 //! from the guest are completed before they are recorded, and the backend
@@ -38,7 +40,7 @@ use super::{
 };
 use crate::frontdesk::PcapWriter;
 use crate::netns::{TapOffload, VNET_HDR_LEN};
-use crate::{Backend, Checksum, NetworkBackend};
+use crate::{Backend, Checksum, GuestFrame, NetworkBackend};
 
 /// Room for the largest frame: a 65535-byte IP datagram and its Ethernet
 /// header, with a byte to spare.
@@ -77,6 +79,9 @@ pub struct TapCounters {
     pub gso_frames_from_guest: u64,
     /// Frames to the guest sent with a partial checksum (`NEEDS_CSUM`).
     pub partial_checksums_to_guest: u64,
+    /// TCP segments to the guest larger than its MSS, which its kernel
+    /// takes whole (GSO).
+    pub gso_frames_to_guest: u64,
     /// Frames from the tap dropped for their `virtio_net_hdr`: shorter than
     /// one, or a GSO type the tap was not set up for.
     pub bad_vnet_headers: u64,
@@ -85,7 +90,7 @@ pub struct TapCounters {
 impl TapCounters {
     /// Each counter with its name, for [`stats_report`](super::stats_report).
     #[must_use]
-    pub fn lines(&self) -> [(&'static str, u64); 10] {
+    pub fn lines(&self) -> [(&'static str, u64); 11] {
         [
             ("frames from guest", self.frames_from_guest),
             ("bytes from guest", self.bytes_from_guest),
@@ -99,6 +104,7 @@ impl TapCounters {
             ),
             ("gso frames from guest", self.gso_frames_from_guest),
             ("partial csums to guest", self.partial_checksums_to_guest),
+            ("gso frames to guest", self.gso_frames_to_guest),
             ("bad vnet headers", self.bad_vnet_headers),
         ]
     }
@@ -214,6 +220,7 @@ impl<'t> TapFrontend<'t> {
         let mut poller = Poller::new()?;
         let mut events = Events::with_capacity(8);
         poller.register(self.tap, TOKEN_TAP, Interest::READABLE)?;
+        backend.set_gso_to_guest(self.offload == TapOffload::ChecksumTso);
         register_common(&poller, backend, stop)?;
         let mut tap_interest = Interest::READABLE;
         // The first pass looks at every source without waiting.
@@ -345,17 +352,24 @@ impl<'t> TapFrontend<'t> {
     /// on (`whole`), the backend fills every checksum.
     fn next_frame(&mut self, backend: &mut Backend, whole: bool, now: Instant) -> Option<usize> {
         let (header, area) = self.tx.split_at_mut(self.hdr_len);
-        let (len, checksum) = if self.hdr_len == 0 || whole {
-            (backend.poll_guest_frame(area, now)?, Checksum::Complete)
+        let frame = if self.hdr_len == 0 || whole {
+            GuestFrame {
+                len: backend.poll_guest_frame(area, now)?,
+                checksum: Checksum::Complete,
+                gso_mss: None,
+            }
         } else {
             backend.poll_guest_frame_offloaded(area, now)?
         };
-        let len = len.min(area.len());
+        let len = frame.len.min(area.len());
         if self.hdr_len > 0 {
-            if matches!(checksum, Checksum::Partial { .. }) {
+            if matches!(frame.checksum, Checksum::Partial { .. }) {
                 self.counters.partial_checksums_to_guest += 1;
             }
-            write_vnet_hdr(header, checksum);
+            if frame.gso_mss.is_some() {
+                self.counters.gso_frames_to_guest += 1;
+            }
+            write_vnet_hdr(header, &frame, &area[..len]);
         }
         Some(self.hdr_len + len)
     }
@@ -407,17 +421,33 @@ fn read_vnet_hdr(
 
 /// Writes the `virtio_net_hdr` of a frame to the guest: `NEEDS_CSUM` with
 /// the offsets for a partial checksum, `DATA_VALID` otherwise (every frame
-/// the backend builds carries correct checksums).
-fn write_vnet_hdr(header: &mut [u8], checksum: Checksum) {
+/// the backend builds carries correct checksums); for a TCP segment larger
+/// than the guest's MSS, also the GSO type, the length of its headers and
+/// the MSS to cut it to.
+fn write_vnet_hdr(header: &mut [u8], frame: &GuestFrame, bytes: &[u8]) {
     header.fill(0);
-    // The flag constants are single bits of the low byte.
-    let (flags, start, offset) = match checksum {
+    let (flags, start, offset) = match frame.checksum {
         Checksum::Partial { start, offset } => (VIRTIO_NET_HDR_F_NEEDS_CSUM, start, offset),
         Checksum::Complete | Checksum::Valid => (VIRTIO_NET_HDR_F_DATA_VALID, 0, 0),
     };
-    if let [first, _, _, _, _, _, s0, s1, o0, o1, ..] = header {
-        *first = u8::try_from(flags).unwrap_or(0);
-        [*s0, *s1] = start.to_ne_bytes();
+    let (gso_type, hdr_len, gso_size) = match (frame.gso_mss, frame.checksum) {
+        (Some(mss), Checksum::Partial { start, .. }) => {
+            // The TCP data offset, in 32-bit words, is the high nibble of
+            // the 13th byte of the TCP header.
+            let data_offset = bytes
+                .get(usize::from(start) + 12)
+                .map_or(0, |b| u16::from(b >> 4) * 4);
+            (VIRTIO_NET_HDR_GSO_TCPV4, start + data_offset, mss)
+        }
+        _ => (VIRTIO_NET_HDR_GSO_NONE, 0, 0),
+    };
+    if let [f, g, h0, h1, s0, s1, c0, c1, o0, o1, ..] = header {
+        // The flag and type constants are single bytes.
+        *f = u8::try_from(flags).unwrap_or(0);
+        *g = u8::try_from(gso_type).unwrap_or(0);
+        [*h0, *h1] = hdr_len.to_ne_bytes();
+        [*s0, *s1] = gso_size.to_ne_bytes();
+        [*c0, *c1] = start.to_ne_bytes();
         [*o0, *o1] = offset.to_ne_bytes();
     }
 }

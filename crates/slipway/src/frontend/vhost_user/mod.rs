@@ -508,6 +508,7 @@ impl<W: Write> FrameBackend for Captured<'_, W> {
         buf: &mut [u8],
         now: Instant,
     ) -> Option<(usize, Checksum)> {
-        self.backend.poll_guest_frame_offloaded(buf, now)
+        let frame = self.backend.poll_guest_frame_offloaded(buf, now)?;
+        Some((frame.len, frame.checksum))
     }
 }
