@@ -528,6 +528,22 @@ fn guest_mss_bounds_segments_to_guest() {
     }
 }
 
+#[test]
+fn with_a_gso_limit_data_segments_grow_past_the_mss_and_say_what_to_cut_to() {
+    let syn = guest_syn(Some(1460), None, 65535);
+    let mut flow = Flow::established(config(), syn, HostSock::with_space(200_000));
+    flow.conn.set_gso_limit(Some(16_000));
+    assert_eq!(flow.conn.guest_mss(), 1460);
+    flow.host_sends(10, &bytes(40_000, 4));
+    let lens: Vec<usize> = flow.flush(10).iter().map(|s| s.payload.len()).collect();
+    assert_eq!(lens.iter().max(), Some(&16_000), "{lens:?}");
+    assert_eq!(lens.iter().sum::<usize>(), 40_000);
+    flow.conn.set_gso_limit(None);
+    flow.host_sends(20, &bytes(5000, 5));
+    let lens: Vec<usize> = flow.flush(20).iter().map(|s| s.payload.len()).collect();
+    assert!(lens.iter().all(|&n| n <= 1460), "{lens:?}");
+}
+
 // ----- guest to host -----
 
 #[test]

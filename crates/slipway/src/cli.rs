@@ -61,6 +61,9 @@ Options:
       --fd N              stream: serve the connected UNIX stream socket N
       --keep-listening    stream: after the client disconnects, wait for the
                           next one instead of exiting
+      --no-offload        compute and verify every TCP/UDP checksum instead
+                          of offloading them; run, attach: plain tap frames,
+                          no segments larger than the MTU either way
       --stats             print counters to stderr at exit
   -d, --debug             debug logging
       --trace             trace logging
@@ -176,6 +179,8 @@ pub struct Options {
     pub log: LogLevel,
     /// Print counters at exit.
     pub stats: bool,
+    /// Offload checksums to the guest's side (`--no-offload` turns it off).
+    pub offload: bool,
     /// The interface name in the namespace.
     pub ifname: String,
 }
@@ -195,6 +200,7 @@ impl Default for Options {
             pcap: None,
             log: LogLevel::Default,
             stats: false,
+            offload: true,
             ifname: DEFAULT_IFNAME.to_owned(),
         }
     }
@@ -253,6 +259,7 @@ enum Opt {
     Socket,
     Fd,
     KeepListening,
+    NoOffload,
     Stats,
     Debug,
     Trace,
@@ -275,6 +282,7 @@ const OPTIONS: &[(Option<char>, &str, Opt, bool)] = &[
     (None, "socket", Opt::Socket, true),
     (None, "fd", Opt::Fd, true),
     (None, "keep-listening", Opt::KeepListening, false),
+    (None, "no-offload", Opt::NoOffload, false),
     (None, "stats", Opt::Stats, false),
     (Some('d'), "debug", Opt::Debug, false),
     (None, "trace", Opt::Trace, false),
@@ -481,6 +489,7 @@ fn expected_form(opt: Opt) -> &'static str {
         Opt::Socket => "a socket path",
         Opt::Fd => "a descriptor number from 0 to 2147483647",
         Opt::KeepListening
+        | Opt::NoOffload
         | Opt::Stats
         | Opt::Debug
         | Opt::Trace
@@ -519,6 +528,7 @@ fn apply(c: &mut Collected, opt: Opt, name: &str, value: Option<&str>) -> Result
         Opt::Socket => c.socket = Some(PathBuf::from(value)),
         Opt::Fd => c.fd = Some(fd(name, value)?),
         Opt::KeepListening => c.keep_listening = true,
+        Opt::NoOffload => options.offload = false,
         Opt::Stats => options.stats = true,
         Opt::Debug => options.log = LogLevel::Debug,
         Opt::Trace => options.log = LogLevel::Trace,
@@ -862,6 +872,7 @@ mod tests {
     fn double_dash_ends_options() {
         let (options, argv) = run(&["run", "--stats", "--", "--mtu", "-t"]);
         assert!(options.stats);
+        assert!(options.offload);
         assert_eq!(argv, args(&["--mtu", "-t"]));
         let (_, argv) = run(&["run", "--", "--"]);
         assert_eq!(argv, args(&["--"]));

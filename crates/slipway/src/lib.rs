@@ -13,4 +13,6 @@ pub mod frontdesk;
 pub mod frontend;
 pub mod netns;
 
-pub use backend::{Backend, BackendConfig, BackendCounters, BackendError, NetworkBackend};
+pub use backend::{
+    Backend, BackendConfig, BackendCounters, BackendError, Checksum, GuestFrame, NetworkBackend,
+};

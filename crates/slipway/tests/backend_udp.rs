@@ -13,11 +13,12 @@ use slipway::{Backend, BackendConfig, NetworkBackend};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet,
-    UdpPacket, UdpRepr,
+    UdpPacket,
 };
 
 use support::frames::{
     self, DNS_IP as DNS, GATEWAY_IP as GATEWAY, GUEST_IP as GUEST, GUEST_MAC, gateway_mac,
+    udp_frame,
 };
 
 fn backend_with(configure: impl FnOnce(&mut BackendConfig)) -> Backend {
@@ -44,23 +45,6 @@ fn ipv4_frame(
         emit,
     );
     frame
-}
-
-fn udp_frame(src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    ipv4_frame(*dst.ip(), IpProtocol::Udp, 8 + payload.len(), |area| {
-        UdpRepr {
-            src_port,
-            dst_port: dst.port(),
-        }
-        .emit(
-            &mut UdpPacket::new_unchecked(area),
-            &IpAddress::Ipv4(GUEST),
-            &IpAddress::Ipv4(*dst.ip()),
-            payload.len(),
-            |p| p.copy_from_slice(payload),
-            &ChecksumCapabilities::default(),
-        );
-    })
 }
 
 fn echo_request(dst: Ipv4Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {

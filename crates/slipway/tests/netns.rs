@@ -23,11 +23,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use slipway::netns::{self, Namespace, TapConfig};
+use slipway::netns::{self, Namespace, TapConfig, TapOffload};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+    checksum,
 };
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -83,6 +84,7 @@ fn default_config() -> TapConfig {
         gateway_v4: Some(GATEWAY),
         addr_v6: None,
         gateway_v6: None,
+        offload: TapOffload::None,
     }
 }
 
@@ -284,21 +286,21 @@ fn ipv4_to_gateway(frame: &[u8], protocol: IpProtocol) -> Option<(Ipv4Addr, Ipv4
     Some((ip.src_addr(), ip.dst_addr(), ip.payload().to_vec()))
 }
 
-/// An echo reply from the gateway to the guest.
-fn echo_reply(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
-    let icmp = Icmpv4Repr::EchoReply {
-        ident,
-        seq_no,
-        data,
-    };
+/// An IPv4 frame from the gateway to the guest around a `payload_len`-byte
+/// IP payload that `emit` writes.
+fn ipv4_to_guest(
+    protocol: IpProtocol,
+    payload_len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
     let ip = Ipv4Repr {
         src_addr: GATEWAY,
         dst_addr: GUEST,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
+        next_header: protocol,
+        payload_len,
         hop_limit: 64,
     };
-    let mut frame = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+    let mut frame = vec![0u8; 14 + ip.buffer_len() + payload_len];
     let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
     EthernetRepr {
         src_addr: EthernetAddress(GATEWAY_MAC),
@@ -308,11 +310,23 @@ fn echo_reply(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
     .emit(&mut eth);
     let mut packet = Ipv4Packet::new_unchecked(eth.payload_mut());
     ip.emit(&mut packet, &ChecksumCapabilities::default());
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &ChecksumCapabilities::default(),
-    );
+    emit(packet.payload_mut());
     frame
+}
+
+/// An echo reply from the gateway to the guest.
+fn echo_reply(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoReply {
+        ident,
+        seq_no,
+        data,
+    };
+    ipv4_to_guest(IpProtocol::Icmp, icmp.buffer_len(), |area| {
+        icmp.emit(
+            &mut Icmpv4Packet::new_unchecked(area),
+            &ChecksumCapabilities::default(),
+        );
+    })
 }
 
 // ---- tests -----------------------------------------------------------------
@@ -457,6 +471,92 @@ fn kernel_frames_reach_the_tap_and_written_frames_reach_the_kernel() {
     assert_eq!(udp.src_port(), socket.local_addr().unwrap().port());
     assert_eq!(udp.dst_port(), 9);
     assert_eq!(udp.payload(), b"slipway");
+}
+
+/// A frame behind a tap's `virtio_net_hdr` (native byte order): flags,
+/// `csum_start`, `csum_offset`.
+fn with_vnet_hdr(flags: u8, start: u16, offset: u16, frame: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; netns::VNET_HDR_LEN];
+    out[0] = flags;
+    out[6..8].copy_from_slice(&start.to_ne_bytes());
+    out[8..10].copy_from_slice(&offset.to_ne_bytes());
+    out.extend_from_slice(frame);
+    out
+}
+
+#[test]
+fn with_checksum_offload_frames_carry_a_vnet_header_and_partial_checksums_both_ways() {
+    const NEEDS_CSUM: u8 = 1;
+    if !privileged() {
+        return;
+    }
+    let cfg = TapConfig {
+        offload: TapOffload::Checksum,
+        ..default_config()
+    };
+    let (ns, mut tap) = namespace_with_tap(&cfg);
+    let socket = ns
+        .run_in(|| {
+            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            socket.set_read_timeout(Some(WAIT))?;
+            socket.send_to(&[0x5a; 1000], (GATEWAY, 9))?;
+            Ok(socket)
+        })
+        .unwrap();
+    let hdr = netns::VNET_HDR_LEN;
+    let request = read_until(&mut tap, |read| arp_request_for(&read[hdr..], GATEWAY));
+    assert!(matches!(request, ArpRepr::EthernetIpv4 { .. }));
+    tap.write_all(&with_vnet_hdr(0, 0, 0, &arp_reply()))
+        .unwrap();
+    let (header, udp) = read_until(&mut tap, |read| {
+        let (_, _, udp) = ipv4_to_gateway(&read[hdr..], IpProtocol::Udp)?;
+        Some((read[..hdr].to_vec(), udp))
+    });
+    let field = |at: usize| u16::from_ne_bytes([header[at], header[at + 1]]);
+    assert_eq!(
+        header[0] & NEEDS_CSUM,
+        NEEDS_CSUM,
+        "the kernel left it partial"
+    );
+    assert_eq!((field(6), field(8)), (34, 6), "csum_start, csum_offset");
+    let packet = UdpPacket::new_checked(&udp[..]).unwrap();
+    let (guest, gateway) = (GUEST.into(), GATEWAY.into());
+    assert!(!packet.verify_checksum(&guest, &gateway), "not summed");
+    assert_eq!(packet.payload(), &[0x5a; 1000][..]);
+
+    // The other way: a datagram with only the pseudo-header sum, marked
+    // NEEDS_CSUM, is taken by the kernel as verified.
+    let port = socket.local_addr().unwrap().port();
+    let payload = b"partial from the gateway";
+    let repr = UdpRepr {
+        src_port: 9,
+        dst_port: port,
+    };
+    let udp_len = 8 + payload.len();
+    let frame = ipv4_to_guest(IpProtocol::Udp, udp_len, |area| {
+        let mut udp = UdpPacket::new_unchecked(area);
+        repr.emit(
+            &mut udp,
+            &gateway,
+            &guest,
+            payload.len(),
+            |area| area.copy_from_slice(payload),
+            &ChecksumCapabilities::ignored(),
+        );
+        let len = u32::try_from(udp_len).unwrap();
+        udp.set_checksum(checksum::pseudo_header_v4(
+            &GATEWAY,
+            &GUEST,
+            IpProtocol::Udp,
+            len,
+        ));
+    });
+    tap.write_all(&with_vnet_hdr(NEEDS_CSUM, 34, 6, &frame))
+        .unwrap();
+    let mut got = [0u8; 64];
+    let (n, from) = socket.recv_from(&mut got).expect("the datagram arrives");
+    assert_eq!(&got[..n], payload);
+    assert_eq!(from, (GATEWAY, 9).into());
 }
 
 #[test]

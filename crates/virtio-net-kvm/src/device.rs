@@ -7,14 +7,15 @@ use std::time::Instant;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
 
-use crate::backend::{FrameBackend, Notifier};
+use crate::backend::{Checksum, FrameBackend, Notifier};
 use crate::chain::{ChainFault, Segment, gather_rx_chain, read_tx_chain, write_segments};
 use crate::config::{
     DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MRG_RXBUF, FeatureError, NetConfig,
     check_driver_features,
 };
 use crate::header::{
-    HeaderFault, MAX_FRAME_LEN, NET_HDR_LEN, TxHeader, complete_checksum, rx_header,
+    HeaderFault, MAX_FRAME_LEN, NET_HDR_LEN, TxHeader, checksum_field_in_frame, complete_checksum,
+    rx_header,
 };
 
 /// The receive queue's index.
@@ -105,6 +106,14 @@ pub struct NetCounters {
     pub rx_write_errors: u64,
     /// Frames the backend reported with a length of zero or past its buffer.
     pub rx_backend_bad_length: u64,
+    /// Frames the backend left with a partial checksum whose field lies
+    /// outside the frame, dropped.
+    pub rx_backend_bad_checksum: u64,
+    /// Frames from the guest passed to the backend with their checksum
+    /// left partial (checksum offload).
+    pub tx_partial_checksums: u64,
+    /// Frames written to the guest with their checksum left partial.
+    pub rx_partial_checksums: u64,
     /// A frame had to wait because the driver offered too few receive buffers.
     pub rx_waits_for_buffers: u64,
     /// A frame waiting for receive buffers was dropped by a device reset.
@@ -138,8 +147,9 @@ pub struct NetDevice {
     tx_buf: Box<[u8]>,
     /// Header then the frame from the backend.
     rx_buf: Box<[u8]>,
-    /// Length of a frame in `rx_buf` still to be written to the guest.
-    rx_frame: Option<usize>,
+    /// Length and checksum state of a frame in `rx_buf` still to be
+    /// written to the guest.
+    rx_frame: Option<(usize, Checksum)>,
     rx_chains: Vec<RxChain>,
     rx_segments: Vec<Segment>,
     rx_usable: usize,
@@ -280,17 +290,33 @@ impl NetDevice {
     fn deliver_tx<B: FrameBackend + ?Sized>(&mut self, len: usize, backend: &mut B, now: Instant) {
         let chain = &mut self.tx_buf[..len];
         let csum_negotiated = self.acked_features & F_CSUM != 0;
+        let offload = backend.offloads_checksums();
         // `parse` checks the chain holds a whole header before it is split.
         let checked = TxHeader::parse(chain, csum_negotiated).and_then(|header| {
             let frame = &mut chain[NET_HDR_LEN..];
-            match header.csum {
-                Some((start, offset)) => complete_checksum(frame, start, offset).map(|()| frame),
-                None => Ok(frame),
-            }
+            let checksum = match header.csum {
+                Some((start, offset)) if offload => {
+                    checksum_field_in_frame(frame.len(), start, offset)
+                        .map_err(|_| HeaderFault::CsumOutOfFrame)?;
+                    Checksum::Partial { start, offset }
+                }
+                Some((start, offset)) => {
+                    complete_checksum(frame, start, offset)
+                        .map_err(|_| HeaderFault::CsumOutOfFrame)?;
+                    Checksum::Complete
+                }
+                None => Checksum::Complete,
+            };
+            Ok((frame, checksum))
         });
         match checked {
-            Ok(frame) => {
-                backend.handle_guest_frame(frame, now);
+            Ok((frame, checksum)) => {
+                if matches!(checksum, Checksum::Partial { .. }) {
+                    self.counters.tx_partial_checksums += 1;
+                    backend.handle_guest_frame_offloaded(frame, checksum, now);
+                } else {
+                    backend.handle_guest_frame(frame, now);
+                }
                 self.counters.tx_frames += 1;
                 self.counters.tx_bytes += frame.len() as u64;
             }
@@ -353,22 +379,27 @@ impl NetDevice {
         M: GuestMemory,
         B: FrameBackend + ?Sized,
     {
-        let frame_len = match self.rx_frame {
-            Some(len) => len,
+        let (frame_len, checksum) = match self.rx_frame {
+            Some(frame) => frame,
             None => {
                 if self.rx_chains.is_empty() && !self.take_rx_chain(mem, queue, used) {
                     return false;
                 }
-                let Some(len) = backend.poll_guest_frame(&mut self.rx_buf[NET_HDR_LEN..], now)
-                else {
+                let Some((len, checksum)) = self.poll_backend(backend, now) else {
                     return false;
                 };
                 if len == 0 || len > MAX_FRAME_LEN {
                     self.counters.rx_backend_bad_length += 1;
                     return true;
                 }
-                self.rx_frame = Some(len);
-                len
+                if let Checksum::Partial { start, offset } = checksum
+                    && checksum_field_in_frame(len, start, offset).is_err()
+                {
+                    self.counters.rx_backend_bad_checksum += 1;
+                    return true;
+                }
+                self.rx_frame = Some((len, checksum));
+                (len, checksum)
             }
         };
         let needed = NET_HDR_LEN + frame_len;
@@ -385,19 +416,58 @@ impl NetDevice {
                 return false;
             }
         }
-        self.write_frame(mem, queue, needed);
+        self.write_frame(mem, queue, needed, checksum);
         *used = true;
         true
     }
 
+    /// The backend's next frame for the guest and its checksum state:
+    /// partial checksums only when the backend offloads them and the driver
+    /// takes them (`VIRTIO_NET_F_GUEST_CSUM`).
+    fn poll_backend<B: FrameBackend + ?Sized>(
+        &mut self,
+        backend: &mut B,
+        now: Instant,
+    ) -> Option<(usize, Checksum)> {
+        let offload = backend.offloads_checksums() && self.has(F_GUEST_CSUM);
+        let area = &mut self.rx_buf[NET_HDR_LEN..];
+        if offload {
+            backend.poll_guest_frame_offloaded(area, now)
+        } else {
+            backend
+                .poll_guest_frame(area, now)
+                .map(|len| (len, Checksum::Complete))
+        }
+    }
+
     /// Writes header and frame (`needed` bytes of `rx_buf`) across the held
     /// chains and returns them all to the driver.
-    fn write_frame<M: GuestMemory>(&mut self, mem: &M, queue: &mut Queue, needed: usize) {
+    fn write_frame<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        queue: &mut Queue,
+        needed: usize,
+        checksum: Checksum,
+    ) {
         let chains = std::mem::take(&mut self.rx_chains);
         // A chain is at most a queue long and a queue at most 32768 entries.
         let num_buffers = u16::try_from(chains.len()).unwrap_or(u16::MAX);
-        let data_valid = self.config.rx_checksums_valid && self.has(F_GUEST_CSUM);
-        self.rx_buf[..NET_HDR_LEN].copy_from_slice(&rx_header(data_valid, num_buffers));
+        // Only a driver with VIRTIO_NET_F_GUEST_CSUM is told anything about
+        // checksums; `poll_backend` hands out partial ones only to it.
+        let checksum = match checksum {
+            Checksum::Partial { .. } => {
+                self.counters.rx_partial_checksums += 1;
+                checksum
+            }
+            Checksum::Valid | Checksum::Complete
+                if self.has(F_GUEST_CSUM)
+                    && (self.config.rx_checksums_valid || checksum == Checksum::Valid) =>
+            {
+                Checksum::Valid
+            }
+            Checksum::Valid | Checksum::Complete => Checksum::Complete,
+        };
+        self.rx_buf[..NET_HDR_LEN].copy_from_slice(&rx_header(checksum, num_buffers));
         let mut pos = 0;
         let mut write_failed = false;
         for chain in &chains {

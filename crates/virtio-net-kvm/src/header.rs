@@ -4,9 +4,13 @@
 //! Everything here works on bytes the device has already copied out of
 //! guest memory, so a value checked is the value used.
 
+use std::ops::Range;
+
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
+
+use crate::backend::Checksum;
 
 /// Bytes of `virtio_net_hdr_v1`: with `VIRTIO_F_VERSION_1` the header always
 /// carries `num_buffers`, whatever `VIRTIO_NET_F_MRG_RXBUF` says.
@@ -67,39 +71,66 @@ impl TxHeader {
     }
 }
 
-/// Writes a receive header for a frame spread over `num_buffers` chains.
-pub(crate) fn rx_header(data_valid: bool, num_buffers: u16) -> [u8; NET_HDR_LEN] {
+/// Writes a receive header for a frame spread over `num_buffers` chains,
+/// with the checksum flags and offsets of `checksum`.
+pub(crate) fn rx_header(checksum: Checksum, num_buffers: u16) -> [u8; NET_HDR_LEN] {
     let mut hdr = [0u8; NET_HDR_LEN];
-    if data_valid {
-        // The flag constants are small; the cast keeps the low byte, the whole value.
-        hdr[0] = (VIRTIO_NET_HDR_F_DATA_VALID & 0xff) as u8;
+    // The flag constants are small; the casts keep the low byte, the whole value.
+    match checksum {
+        Checksum::Complete => {}
+        Checksum::Valid => hdr[0] = (VIRTIO_NET_HDR_F_DATA_VALID & 0xff) as u8,
+        Checksum::Partial { start, offset } => {
+            hdr[0] = (VIRTIO_NET_HDR_F_NEEDS_CSUM & 0xff) as u8;
+            hdr[6..8].copy_from_slice(&start.to_le_bytes());
+            hdr[8..10].copy_from_slice(&offset.to_le_bytes());
+        }
     }
     hdr[10..12].copy_from_slice(&num_buffers.to_le_bytes());
     hdr
 }
 
+/// A partial checksum's field (`start + offset`, two bytes) lies past the
+/// end of the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("checksum field past the end of the frame")]
+pub struct ChecksumOutOfFrame;
+
+/// The bytes of a partial checksum's field in a frame of `frame_len` bytes.
+///
+/// # Errors
+/// The field does not lie wholly inside the frame.
+pub fn checksum_field_in_frame(
+    frame_len: usize,
+    start: u16,
+    offset: u16,
+) -> Result<Range<usize>, ChecksumOutOfFrame> {
+    let field = usize::from(start) + usize::from(offset);
+    let field_end = field + 2;
+    if field_end > frame_len {
+        return Err(ChecksumOutOfFrame);
+    }
+    Ok(field..field_end)
+}
+
 /// Completes a partial checksum as a NIC with `NETIF_F_HW_CSUM` does: the
 /// one's complement sum from `start` to the end of the frame, stored at
-/// `start + offset`. The driver has already put the pseudo-header sum in the
+/// `start + offset`. The sender has already put the pseudo-header sum in the
 /// checksum field, so summing over it gives the full checksum.
-pub(crate) fn complete_checksum(
+///
+/// # Errors
+/// The field does not lie wholly inside the frame; the frame is unchanged.
+pub fn complete_checksum(
     frame: &mut [u8],
     start: u16,
     offset: u16,
-) -> Result<(), HeaderFault> {
+) -> Result<(), ChecksumOutOfFrame> {
+    let field = checksum_field_in_frame(frame.len(), start, offset)?;
     let start = usize::from(start);
-    let field = start
-        .checked_add(usize::from(offset))
-        .ok_or(HeaderFault::CsumOutOfFrame)?;
-    let field_end = field.checked_add(2).ok_or(HeaderFault::CsumOutOfFrame)?;
-    if field_end > frame.len() {
-        return Err(HeaderFault::CsumOutOfFrame);
-    }
     let sum = !fold(ones_complement_sum(&frame[start..]));
     // A zero result goes out as 0xffff: the same value in one's complement,
     // and the only form UDP accepts (zero there means "no checksum").
     let sum = if sum == 0 { 0xffff } else { sum };
-    frame[field..field_end].copy_from_slice(&sum.to_be_bytes());
+    frame[field].copy_from_slice(&sum.to_be_bytes());
     Ok(())
 }
 
@@ -174,7 +205,7 @@ mod tests {
         for (start, offset) in [(59, 0), (58, 1), (u16::MAX, u16::MAX), (0, 59), (61, 0)] {
             assert_eq!(
                 complete_checksum(&mut frame, start, offset),
-                Err(HeaderFault::CsumOutOfFrame),
+                Err(ChecksumOutOfFrame),
                 "start {start} offset {offset}"
             );
         }

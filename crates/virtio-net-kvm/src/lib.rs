@@ -51,6 +51,15 @@
 //! vhost-user frontend depends on this crate: slipway implements
 //! [`FrameBackend`] for its backend, and this crate never depends on slipway.
 //!
+//! Checksum offload: with `VIRTIO_NET_F_CSUM` a driver may leave TCP/UDP
+//! checksums partial. The device completes them before the backend sees
+//! the frame, unless the backend says it takes them as they are
+//! ([`FrameBackend::offloads_checksums`]); then the frame goes to
+//! [`FrameBackend::handle_guest_frame_offloaded`] with its
+//! [`Checksum::Partial`] offsets, checked to lie inside the frame. Towards a
+//! driver with `VIRTIO_NET_F_GUEST_CSUM`, such a backend may hand out frames
+//! with partial checksums, which go out marked `NEEDS_CSUM`.
+//!
 //! Copies: a transmitted frame is copied once from guest memory into the
 //! device's buffer and the backend writes it to a host socket from there;
 //! a received frame is written by the backend into the device's buffer and
@@ -66,7 +75,7 @@ mod header;
 pub mod kvm;
 pub mod mmio;
 
-pub use backend::{DeferredNotifier, FrameBackend, Notifier};
+pub use backend::{Checksum, DeferredNotifier, FrameBackend, Notifier};
 pub use config::{
     CONFIG_SPACE_LEN, DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF,
     F_MTU, F_STATUS, F_VERSION_1, FeatureError, NetConfig, check_driver_features,
@@ -74,5 +83,7 @@ pub use config::{
 pub use device::{
     ChainFaults, NUM_QUEUES, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE, TxHeaderDrops,
 };
-pub use header::{MAX_FRAME_LEN, NET_HDR_LEN};
+pub use header::{
+    ChecksumOutOfFrame, MAX_FRAME_LEN, NET_HDR_LEN, checksum_field_in_frame, complete_checksum,
+};
 pub use mmio::MmioTransport;

@@ -16,8 +16,8 @@ use smoltcp::wire::{
     Ipv4Packet, TcpPacket, UdpPacket, checksum,
 };
 use virtio_net_kvm::{
-    DEVICE_FEATURES, DeferredNotifier, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MRG_RXBUF, F_VERSION_1,
-    NET_HDR_LEN, NetConfig, NetDevice,
+    Checksum, DEVICE_FEATURES, DeferredNotifier, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MRG_RXBUF,
+    F_VERSION_1, NET_HDR_LEN, NetConfig, NetDevice,
 };
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
@@ -210,6 +210,84 @@ fn partial_tcp_and_udp_checksums_are_completed_before_the_backend() {
     let mut expected = tcp.clone();
     expected[50..52].copy_from_slice(&sent_tcp[50..52]);
     assert_eq!(sent_tcp, &expected);
+}
+
+#[test]
+fn a_backend_that_offloads_gets_partial_checksums_as_they_are() {
+    let mem = guest_memory();
+    let (rx, mut tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    rig.peer.offload = true;
+    let (tcp, start, offset) = partially_checksummed(IpProtocol::Tcp, b"not summed");
+    tx.offer_tx(&[&tx_header(1, 0, start, offset), &tcp]);
+    tx.offer_tx(&[&tx_header(1, 0, 99, 0), &tcp]); // field past the frame
+    tx.offer_tx(&[&tx_header(0, 0, 0, 0), &tcp]);
+    rig.tx(&mem);
+    assert_eq!(rig.peer.from_guest, vec![tcp.clone(), tcp]);
+    assert_eq!(
+        rig.peer.from_guest_checksums,
+        vec![Checksum::Partial { start, offset }]
+    );
+    let counters = rig.device.counters();
+    assert_eq!(counters.tx_partial_checksums, 1);
+    assert_eq!(counters.tx_header_drops.csum_out_of_frame, 1);
+}
+
+#[test]
+fn partial_checksums_reach_only_a_guest_that_negotiated_guest_csum() {
+    let mem = guest_memory();
+    let partial = Checksum::Partial {
+        start: 34,
+        offset: 16,
+    };
+    for (features, expected) in [
+        (DEVICE_FEATURES, Some((1u8, 34u16, 16u16))),
+        (DEVICE_FEATURES & !F_GUEST_CSUM, None),
+    ] {
+        let (mut rx, tx) = drivers(&mem);
+        let mut rig = Rig::new(features, &rx, &tx);
+        rig.peer.offload = true;
+        rig.peer.to_guest_checksum = Some(partial);
+        let chain = rx.offer_rx(&[2048]);
+        let frame = pattern_frame(80, 3);
+        rig.peer.to_guest.push_back(frame.clone());
+        rig.rx(&mem);
+        let (_, len) = rx.take_used()[0];
+        let written = chain.contents(&rx, len);
+        assert_eq!(&written[NET_HDR_LEN..], &frame[..]);
+        let header = (
+            written[0],
+            u16::from_le_bytes([written[6], written[7]]),
+            u16::from_le_bytes([written[8], written[9]]),
+        );
+        match expected {
+            Some(fields) => assert_eq!(header, fields, "NEEDS_CSUM with the offsets"),
+            // Without GUEST_CSUM the device asks the backend for a complete
+            // frame and says nothing of checksums.
+            None => assert_eq!(header, (0, 0, 0)),
+        }
+        assert_eq!(
+            rig.device.counters().rx_partial_checksums,
+            u64::from(expected.is_some())
+        );
+    }
+}
+
+#[test]
+fn a_partial_checksum_field_past_the_backend_frame_is_dropped_and_counted() {
+    let mem = guest_memory();
+    let (mut rx, tx) = drivers(&mem);
+    let mut rig = Rig::new(DEVICE_FEATURES, &rx, &tx);
+    rig.peer.offload = true;
+    rig.peer.to_guest_checksum = Some(Checksum::Partial {
+        start: 70,
+        offset: 9,
+    });
+    rx.offer_rx(&[2048]);
+    rig.peer.to_guest.push_back(pattern_frame(80, 3));
+    rig.rx(&mem);
+    assert!(rx.take_used().is_empty());
+    assert_eq!(rig.device.counters().rx_backend_bad_checksum, 1);
 }
 
 #[test]

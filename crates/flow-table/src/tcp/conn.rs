@@ -165,6 +165,9 @@ pub struct TcpConn {
     pub(crate) snd_wnd: u32,
     pub(crate) snd_wscale: u8,
     pub(crate) snd_mss: u16,
+    /// The most payload a new data segment may carry when the frontend
+    /// segments it for the guest (GSO); `None`: the guest's MSS.
+    pub(crate) gso_limit: Option<u16>,
     pub(crate) snd_wl1: SeqNum,
     pub(crate) snd_wl2: SeqNum,
     /// Stream bytes known to have arrived from the host peer.
@@ -284,6 +287,7 @@ impl TcpConn {
             snd_wnd: 0,
             snd_wscale: 0,
             snd_mss: DEFAULT_GUEST_MSS.min(config.mss),
+            gso_limit: None,
             snd_wl1: SeqNum::default(),
             snd_wl2: SeqNum::default(),
             host_total: 0,
@@ -501,6 +505,21 @@ impl TcpConn {
     #[must_use]
     pub fn stats(&self) -> &TcpStats {
         &self.stats
+    }
+
+    /// Lets the data segments [`poll_transmit`](Self::poll_transmit) makes
+    /// from now on carry up to `limit` payload bytes, more than the guest's
+    /// MSS, for a frontend that cuts them into MSS-sized segments on the
+    /// way (generic segmentation offload); `None` (the default) keeps every
+    /// segment within the MSS. Retransmissions of a hole stay within it.
+    pub fn set_gso_limit(&mut self, limit: Option<u16>) {
+        self.gso_limit = limit;
+    }
+
+    /// The guest's MSS as negotiated: what segments are cut to.
+    #[must_use]
+    pub fn guest_mss(&self) -> u16 {
+        self.snd_mss
     }
 
     /// The smoothed round-trip time to the guest, once measured.

@@ -86,7 +86,8 @@ impl TcpConn {
         }
         let in_flight = self.snd_nxt - self.snd_una;
         let usable = u64::from(self.snd_wnd).saturating_sub(in_flight);
-        let len = unsent.min(usable).min(u64::from(self.snd_mss));
+        let most = self.snd_mss.max(self.gso_limit.unwrap_or(0));
+        let len = unsent.min(usable).min(u64::from(most));
         if len == 0 {
             return None;
         }

@@ -6,6 +6,14 @@
 //! as borrowed slices, frames to the guest come out into buffers the caller
 //! supplies, and the caller sleeps on [`NetworkBackend::host_fd`] until
 //! [`NetworkBackend::poll_timeout`].
+//!
+//! Checksum offload is the frontend's choice, frame by frame: a frame handed
+//! in with [`NetworkBackend::handle_guest_frame_offloaded`] and a partial or
+//! vouched-for [`Checksum`] has its transport checksum left unverified (all
+//! else is checked as always), and a frame taken with
+//! [`NetworkBackend::poll_guest_frame_offloaded`] may come with its TCP or
+//! UDP checksum partial, which the frontend passes on as such. The plain
+//! methods verify and fill every checksum.
 
 mod isn;
 mod ratelimit;
@@ -25,8 +33,11 @@ use nat_core::{DnsUpstream, Nat, Plan, Rules};
 use relay_tcp::Listener;
 use smoltcp::wire::Icmpv4DstUnreachable;
 
+pub use virtio_net_kvm::Checksum;
+
 use crate::frontdesk::{
-    DhcpConfig, FrontDesk, Icmpv4Error, Outcome, Transport, build_icmp_v4_echo_reply,
+    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, Outcome, TCP_CHECKSUM_OFFSET,
+    Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_echo_reply,
     build_icmp_v4_error,
 };
 
@@ -103,6 +114,35 @@ pub trait NetworkBackend {
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// A descriptor that becomes readable when host sockets are ready.
     fn host_fd(&self) -> BorrowedFd<'_>;
+
+    /// Takes one Ethernet frame from the guest with what the frontend
+    /// knows of its transport checksum: a [`Checksum::Partial`] (left for
+    /// the "hardware") or [`Checksum::Valid`] (vouched for) one is not
+    /// verified; [`Checksum::Complete`] is, as by
+    /// [`handle_guest_frame`](Self::handle_guest_frame). Every other check
+    /// applies alike.
+    fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant);
+    /// [`poll_guest_frame`](Self::poll_guest_frame) that may leave the
+    /// frame's TCP or UDP checksum partial (the pseudo-header sum in the
+    /// field) and says so; the caller completes it or passes it on marked
+    /// so (virtio's `NEEDS_CSUM`). With
+    /// [`Backend::set_gso_to_guest`], a TCP segment may also be larger than
+    /// the guest's MSS, for the caller to pass on as a GSO frame.
+    fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame>;
+}
+
+/// A frame [`NetworkBackend::poll_guest_frame_offloaded`] wrote at the start
+/// of the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestFrame {
+    /// Its length.
+    pub len: usize,
+    /// Its TCP or UDP checksum: partial, or whole.
+    pub checksum: Checksum,
+    /// For a TCP segment larger than the guest's MSS (only with
+    /// [`Backend::set_gso_to_guest`]): that MSS, the size to cut its
+    /// payload to. Its checksum is then always partial.
+    pub gso_mss: Option<u16>,
 }
 
 /// Counters of the whole backend.
@@ -132,6 +172,12 @@ pub struct BackendCounters {
     pub output_drops: u64,
     /// Frames sent to the guest.
     pub frames_to_guest: u64,
+    /// Frames sent to the guest with their TCP or UDP checksum left
+    /// partial for the frontend (checksum offload).
+    pub partial_checksums_to_guest: u64,
+    /// TCP segments sent to the guest larger than its MSS, for the
+    /// frontend to cut up (GSO).
+    pub gso_frames_to_guest: u64,
     /// UDP flows opened by the guest.
     pub udp_flows_opened: u64,
     /// Payload bytes guest → host, UDP.
@@ -201,6 +247,9 @@ pub struct Backend {
     time_wait: VecDeque<FlowId>,
     /// Reply buffer of the front desk.
     scratch: Vec<u8>,
+    /// TCP segments polled with `poll_guest_frame_offloaded` may be larger
+    /// than the guest's MSS.
+    gso_to_guest: bool,
     counters: BackendCounters,
 }
 
@@ -242,11 +291,21 @@ impl Backend {
             tx_ready: VecDeque::new(),
             time_wait: VecDeque::new(),
             scratch: vec![0u8; 1514],
+            gso_to_guest: false,
             counters: BackendCounters::default(),
         };
         backend.listen_tcp_forwards(&config.rules)?;
         backend.start_udp(&config.rules)?;
         Ok(backend)
+    }
+
+    /// Lets TCP segments that [`NetworkBackend::poll_guest_frame_offloaded`]
+    /// hands out carry up to 64 KiB, whatever the guest's MSS, for a
+    /// frontend that passes them on as GSO frames its guest cuts up (a tap
+    /// with TSO). Off by default; [`NetworkBackend::poll_guest_frame`]
+    /// never does.
+    pub fn set_gso_to_guest(&mut self, on: bool) {
+        self.gso_to_guest = on;
     }
 
     /// The counters of the backend.
@@ -472,12 +531,15 @@ impl Backend {
     }
 }
 
-impl NetworkBackend for Backend {
-    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
+impl Backend {
+    fn take_guest_frame(&mut self, frame: &[u8], checksums: TransportChecksums, now: Instant) {
         // One scratch buffer for the front desk's replies (ARP, DHCP): a
         // TCP segment, the common case, allocates nothing.
         let mut scratch = std::mem::take(&mut self.scratch);
-        match self.frontdesk.handle_frame(frame, &mut scratch) {
+        match self
+            .frontdesk
+            .handle_frame_with(frame, checksums, &mut scratch)
+        {
             Outcome::Reply(len) => {
                 let reply = scratch.get(..len).map(<[u8]>::to_vec);
                 if let Some(reply) = reply {
@@ -493,25 +555,61 @@ impl NetworkBackend for Backend {
         self.scratch = scratch;
     }
 
-    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+    /// The next frame for the guest, its TCP or UDP checksum written as
+    /// `fill` says (queued frames always carry whole checksums).
+    fn next_guest_frame(
+        &mut self,
+        buf: &mut [u8],
+        fill: ChecksumFill,
+        now: Instant,
+    ) -> Option<GuestFrame> {
         if let Some(frame) = self.queued.pop_front() {
             let len = frame.len().min(buf.len());
             buf[..len].copy_from_slice(&frame[..len]);
             self.counters.frames_to_guest += 1;
-            return Some(len);
+            return Some(GuestFrame {
+                len,
+                checksum: Checksum::Complete,
+                gso_mss: None,
+            });
         }
+        // Segments the frontend cuts up need partial checksums.
+        let gso = self.gso_to_guest && fill == ChecksumFill::Partial;
         // Bounded: each flow leaves the queue once it has nothing to send.
         for _ in 0..self.tx_ready.len().saturating_add(1) {
             let id = *self.tx_ready.front()?;
             let is_udp = matches!(self.flows.get(id), Some(Flow::Udp(_)));
             let frame = if is_udp {
-                self.udp_poll_frame(id, buf, now)
+                self.udp_poll_frame(id, buf, fill, now)
+                    .map(|len| (len, None))
             } else {
-                self.tcp_poll_frame(id, buf, now)
+                self.tcp_poll_frame(id, buf, (fill, gso), now)
             };
-            if let Some(len) = frame {
+            if let Some((len, gso_mss)) = frame {
                 self.counters.frames_to_guest += 1;
-                return Some(len);
+                let checksum = match fill {
+                    ChecksumFill::Complete => Checksum::Complete,
+                    ChecksumFill::Partial => {
+                        self.counters.partial_checksums_to_guest += 1;
+                        let offset = if is_udp {
+                            UDP_CHECKSUM_OFFSET
+                        } else {
+                            TCP_CHECKSUM_OFFSET
+                        };
+                        Checksum::Partial {
+                            start: L4_START_V4,
+                            offset,
+                        }
+                    }
+                };
+                if gso_mss.is_some() {
+                    self.counters.gso_frames_to_guest += 1;
+                }
+                return Some(GuestFrame {
+                    len,
+                    checksum,
+                    gso_mss,
+                });
             }
             self.tx_ready.pop_front();
             if is_udp {
@@ -521,6 +619,29 @@ impl NetworkBackend for Backend {
             }
         }
         None
+    }
+}
+
+impl NetworkBackend for Backend {
+    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
+        self.take_guest_frame(frame, TransportChecksums::Verify, now);
+    }
+
+    fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant) {
+        let checksums = match checksum {
+            Checksum::Complete => TransportChecksums::Verify,
+            Checksum::Partial { .. } | Checksum::Valid => TransportChecksums::Offloaded,
+        };
+        self.take_guest_frame(frame, checksums, now);
+    }
+
+    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+        self.next_guest_frame(buf, ChecksumFill::Complete, now)
+            .map(|frame| frame.len)
+    }
+
+    fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame> {
+        self.next_guest_frame(buf, ChecksumFill::Partial, now)
     }
 
     fn handle_host_events(&mut self, now: Instant) -> io::Result<()> {

@@ -17,8 +17,14 @@ use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr};
 
 use super::{Backend, Flow, KIND_TCP_FLOW};
 use crate::frontdesk::{
-    LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len, write_tcp_v4_headers,
+    ChecksumFill, LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len,
+    write_tcp_v4_headers, write_tcp_v4_headers_with,
 };
+
+/// The most payload of one segment to the guest when its frontend cuts
+/// segments to the MSS (GSO): what fits an IPv4 total length behind IPv4 and
+/// TCP headers without options.
+const GSO_SEGMENT_LIMIT: u16 = u16::MAX - 40;
 
 /// One TCP flow: the state machine and its host socket.
 #[derive(Debug)]
@@ -94,11 +100,11 @@ fn v4_of(addr: SocketAddr) -> Option<SocketAddrV4> {
 /// its place), then the headers in front of it.
 fn write_segment(
     buf: &mut [u8],
-    link: LinkAddrs,
+    (link, fill): (LinkAddrs, ChecksumFill),
     key: &FlowKey,
     t: &Transmit,
     sock: &mut HostSocket,
-) -> Result<Option<usize>, std::io::Error> {
+) -> Result<Option<(usize, usize)>, std::io::Error> {
     let (Some(src), Some(dst)) = (v4_of(key.dest()), v4_of(key.guest())) else {
         return Ok(None);
     };
@@ -133,7 +139,7 @@ fn write_segment(
         window: t.window,
         options,
     };
-    Ok(write_tcp_v4_headers(buf, &segment, payload_len))
+    Ok(write_tcp_v4_headers_with(buf, &segment, payload_len, fill).map(|len| (len, payload_len)))
 }
 
 impl Backend {
@@ -426,18 +432,26 @@ impl Backend {
     }
 
     /// The next frame of flow `id` for the guest, if it has one.
+    ///
+    /// With `gso`, a data segment may carry more than the guest's MSS;
+    /// then the MSS to cut it to comes with the length.
     pub(crate) fn tcp_poll_frame(
         &mut self,
         id: FlowId,
         buf: &mut [u8],
+        (fill, gso): (ChecksumFill, bool),
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Option<(usize, Option<u16>)> {
         let link = self.frontdesk.link_to_guest();
         let key = *self.flows.key(id)?;
         let Some(Flow::Tcp(flow)) = self.flows.get_mut(id) else {
             return None;
         };
-        let len = next_segment(flow, buf, link, &key, now);
+        flow.conn.set_gso_limit(gso.then_some(GSO_SEGMENT_LIMIT));
+        let len = next_segment(flow, buf, (link, fill), &key, now).map(|(len, payload)| {
+            let mss = flow.conn.guest_mss();
+            (len, (payload > usize::from(mss)).then_some(mss))
+        });
         // Sending arms timers (retransmission after the first segment in
         // flight, the FIN's): the table's deadline must follow, or a lost
         // ACK is never retransmitted.
@@ -469,15 +483,15 @@ impl Backend {
 fn next_segment(
     flow: &mut TcpFlow,
     buf: &mut [u8],
-    link: LinkAddrs,
+    link: (LinkAddrs, ChecksumFill),
     key: &FlowKey,
     now: Instant,
-) -> Option<usize> {
+) -> Option<(usize, usize)> {
     // Bounded: a failed peek ends the flow, whose RST is the next try.
     for _ in 0..2 {
         let t = flow.conn.poll_transmit(now)?;
         match write_segment(buf, link, key, &t, &mut flow.sock) {
-            Ok(Some(len)) => return Some(len),
+            Ok(Some(written)) => return Some(written),
             Ok(None) => return None,
             Err(error) => {
                 tracing::debug!(%key, %error, "peek failed");

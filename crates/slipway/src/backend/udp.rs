@@ -16,8 +16,8 @@ use smoltcp::wire::Icmpv4DstUnreachable;
 
 use super::{Backend, Flow, KIND_DNS, KIND_ICMP_FLOW, KIND_UDP_FLOW, KIND_UDP_LISTENER};
 use crate::frontdesk::{
-    Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error, build_udp_v4,
-    write_udp_v4_headers,
+    ChecksumFill, Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error,
+    build_udp_v4, write_udp_v4_headers, write_udp_v4_headers_with,
 };
 
 /// How long an ICMP echo flow lives without traffic.
@@ -328,6 +328,7 @@ impl Backend {
         &mut self,
         id: FlowId,
         buf: &mut [u8],
+        fill: ChecksumFill,
         now: Instant,
     ) -> Option<usize> {
         let link = self.frontdesk.link_to_guest();
@@ -346,7 +347,7 @@ impl Backend {
                 self.counters.udp_bytes_to_guest += n as u64;
                 let deadline = flow.state.deadline();
                 self.flows.set_deadline(id, Some(deadline));
-                write_udp_v4_headers(buf, link, from, to, n)
+                write_udp_v4_headers_with(buf, link, from, to, n, fill)
             }
             Ok(None) => None,
             Err(error) => {

@@ -30,7 +30,7 @@ use slipway::frontend::{
     AfterDisconnect, ServeEnd, SignalFd, StopWhen, StreamFrontend, StreamSocket, TapFrontend,
     pidfd_open, pidfd_send_signal, stats_report,
 };
-use slipway::netns::{self, Namespace, TapConfig};
+use slipway::netns::{self, Namespace, TapConfig, TapOffload};
 use slipway::{Backend, BackendConfig, BackendError};
 
 /// How long slipway keeps serving after the command exits, so that its
@@ -238,6 +238,11 @@ fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
         // IPv6 destinations fail at once in the guest instead of timing out.
         addr_v6: None,
         gateway_v6: None,
+        offload: if options.offload {
+            TapOffload::ChecksumTso
+        } else {
+            TapOffload::None
+        },
     }
 }
 
@@ -280,7 +285,8 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
             .unwrap_or_default();
         Failure::Runtime(format!("cannot run {name:?}: {e}"))
     })?;
-    let outcome = serve_child(&mut backend, &tap, pcap.as_mut(), &mut child);
+    let frontend = TapFrontend::with_offload(tap.as_fd(), tap_config(options, &plan).offload);
+    let outcome = serve_child(&mut backend, frontend, pcap.as_mut(), &mut child);
     let status = match outcome {
         Ok((status, counters)) => {
             if options.stats {
@@ -304,7 +310,7 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
 /// returns its status and the tap counters.
 fn serve_child(
     backend: &mut Backend,
-    tap: &OwnedFd,
+    mut frontend: TapFrontend<'_>,
     mut pcap: Option<&mut Pcap>,
     child: &mut Child,
 ) -> Result<(ExitStatus, slipway::frontend::TapCounters), Failure> {
@@ -312,7 +318,6 @@ fn serve_child(
     let pidfd = pidfd_open(pid).map_err(Failure::runtime("pidfd_open"))?;
     // Blocked only now: the child must not inherit a mask that blocks them.
     let signals = stop_signals()?;
-    let mut frontend = TapFrontend::new(tap.as_fd());
     let serving = StopWhen {
         process_exit: Some(pidfd.as_fd()),
         signals: Some(&signals),
@@ -370,7 +375,7 @@ fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
     let ns =
         Namespace::open(&target.as_arg()).map_err(|e| Failure::Runtime(format!("--netns: {e}")))?;
     let tap = open_tap(&ns, options, &plan)?;
-    let mut frontend = TapFrontend::new(tap.as_fd());
+    let mut frontend = TapFrontend::with_offload(tap.as_fd(), tap_config(options, &plan).offload);
     let stop = StopWhen {
         process_exit: process.as_ref().map(AsFd::as_fd),
         signals: Some(&signals),
@@ -458,10 +463,13 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
     let socket = listen_announced(options, path, " (RAM: the guest's -m size)", &qemu)?;
     let config = virtio_net_kvm::NetConfig {
         mtu: plan.mtu(),
+        // The backend's frames carry correct checksums.
+        rx_checksums_valid: options.offload,
         ..virtio_net_kvm::NetConfig::default()
     };
     let mut frontend =
         VhostUserFrontend::new(socket, config).map_err(Failure::runtime("--socket"))?;
+    frontend.set_checksum_offload(options.offload);
     let stop = StopWhen {
         signals: Some(&signals),
         ..StopWhen::default()

@@ -11,12 +11,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::BitOr;
 
 use nat_core::Plan;
-use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::phy::{Checksum, ChecksumCapabilities};
 use smoltcp::wire::{
     ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
     IPV4_HEADER_LEN, Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, Icmpv4Repr,
     Icmpv4TimeExceeded, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TCP_HEADER_LEN, TcpOption,
-    TcpPacket, TcpSeqNumber, UDP_HEADER_LEN, UdpPacket, UdpRepr,
+    TcpPacket, TcpSeqNumber, UDP_HEADER_LEN, UdpPacket, UdpRepr, checksum,
 };
 
 use super::frame::ethernet_address;
@@ -29,6 +29,36 @@ const ICMP_HEADER_LEN: usize = 8;
 
 /// How many bytes past the IP header an ICMP error quotes (RFC 792).
 const ICMP_QUOTED_DATA_LEN: usize = 8;
+
+/// How a builder writes a TCP or UDP checksum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChecksumFill {
+    /// The whole checksum, over pseudo-header, header and payload.
+    #[default]
+    Complete,
+    /// Only the pseudo-header sum, not complemented, as a kernel leaves a
+    /// checksum for the NIC to complete: the frame's receiver (a guest told
+    /// `NEEDS_CSUM` with [`L4_START_V4`] and [`TCP_CHECKSUM_OFFSET`] or
+    /// [`UDP_CHECKSUM_OFFSET`]) completes it or takes it as verified. The
+    /// payload is not read.
+    Partial,
+}
+
+/// Where the transport header starts in an IPv4 frame the builders write
+/// (they write no IP options): the start of a partial checksum's region.
+pub const L4_START_V4: u16 = (ETHERNET_HEADER_LEN + IPV4_HEADER_LEN) as u16;
+
+/// Where the checksum field is in a TCP header.
+pub const TCP_CHECKSUM_OFFSET: u16 = 16;
+
+/// Where the checksum field is in a UDP header.
+pub const UDP_CHECKSUM_OFFSET: u16 = 6;
+
+/// The pseudo-header sum a partial checksum field holds.
+fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, len: usize) -> u16 {
+    // `len` fits an IPv4 total length: the frame builders checked it.
+    checksum::pseudo_header_v4(&src, &dst, protocol, u32::try_from(len).unwrap_or(0))
+}
 
 /// The source and destination MAC addresses of a frame to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,10 +136,18 @@ pub fn build_udp_v4(
     dst: SocketAddrV4,
     payload: &[u8],
 ) -> Option<usize> {
-    build_udp_v4_with(buf, link, src, dst, payload.len(), |area| {
+    let copy = |area: &mut [u8]| {
         area.copy_from_slice(payload);
         Some(())
-    })
+    };
+    build_udp_v4_with(
+        buf,
+        link,
+        (src, dst),
+        payload.len(),
+        ChecksumFill::Complete,
+        copy,
+    )
 }
 
 /// Bytes in front of a UDP payload in an IPv4 frame: Ethernet, IPv4
@@ -126,17 +164,30 @@ pub fn write_udp_v4_headers(
     dst: SocketAddrV4,
     payload_len: usize,
 ) -> Option<usize> {
-    build_udp_v4_with(buf, link, src, dst, payload_len, |_| Some(()))
+    write_udp_v4_headers_with(buf, link, src, dst, payload_len, ChecksumFill::Complete)
 }
 
-/// Writes a UDP datagram whose `payload_len`-byte payload `fill` writes in
-/// place; `fill` may refuse with `None`. Returns the frame length.
-pub(crate) fn build_udp_v4_with(
+/// [`write_udp_v4_headers`] with the checksum written as `checksum` says.
+pub fn write_udp_v4_headers_with(
     buf: &mut [u8],
     link: LinkAddrs,
     src: SocketAddrV4,
     dst: SocketAddrV4,
     payload_len: usize,
+    checksum: ChecksumFill,
+) -> Option<usize> {
+    build_udp_v4_with(buf, link, (src, dst), payload_len, checksum, |_| Some(()))
+}
+
+/// Writes a UDP datagram from `src` to `dst` whose `payload_len`-byte
+/// payload `fill` writes in place; `fill` may refuse with `None`. Returns
+/// the frame length.
+pub(crate) fn build_udp_v4_with(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    (src, dst): (SocketAddrV4, SocketAddrV4),
+    payload_len: usize,
+    checksum: ChecksumFill,
     fill: impl FnOnce(&mut [u8]) -> Option<()>,
 ) -> Option<usize> {
     let udp_len = UDP_HEADER_LEN.checked_add(payload_len)?;
@@ -144,18 +195,31 @@ pub(crate) fn build_udp_v4_with(
     let frame_len = frame.len();
     let udp = ipv4_payload(frame)?;
     fill(udp.get_mut(UDP_HEADER_LEN..)?)?;
+    let mut caps = ChecksumCapabilities::default();
+    if checksum == ChecksumFill::Partial {
+        caps.udp = Checksum::None;
+    }
+    let mut packet = UdpPacket::new_unchecked(udp);
     UdpRepr {
         src_port: src.port(),
         dst_port: dst.port(),
     }
     .emit(
-        &mut UdpPacket::new_unchecked(udp),
+        &mut packet,
         &IpAddress::Ipv4(*src.ip()),
         &IpAddress::Ipv4(*dst.ip()),
         payload_len,
         |_| {},
-        &ChecksumCapabilities::default(),
+        &caps,
     );
+    if checksum == ChecksumFill::Partial {
+        packet.set_checksum(pseudo_header_sum(
+            *src.ip(),
+            *dst.ip(),
+            IpProtocol::Udp,
+            udp_len,
+        ));
+    }
     Some(frame_len)
 }
 
@@ -416,6 +480,17 @@ pub fn write_tcp_v4_headers(
     segment: &TcpSegmentV4,
     payload_len: usize,
 ) -> Option<usize> {
+    write_tcp_v4_headers_with(buf, segment, payload_len, ChecksumFill::Complete)
+}
+
+/// [`write_tcp_v4_headers`] with the checksum written as `checksum` says:
+/// with [`ChecksumFill::Partial`] the payload is not read at all.
+pub fn write_tcp_v4_headers_with(
+    buf: &mut [u8],
+    segment: &TcpSegmentV4,
+    payload_len: usize,
+    checksum: ChecksumFill,
+) -> Option<usize> {
     let tcp_header_len = TCP_HEADER_LEN + segment.options.len();
     let tcp_len = tcp_header_len.checked_add(payload_len)?;
     let (src, dst) = (*segment.src.ip(), *segment.dst.ip());
@@ -438,7 +513,14 @@ pub fn write_tcp_v4_headers(
     packet.set_window_len(segment.window);
     packet.set_urgent_at(0);
     segment.options.emit(packet.options_mut());
-    packet.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    match checksum {
+        ChecksumFill::Complete => {
+            packet.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        }
+        ChecksumFill::Partial => {
+            packet.set_checksum(pseudo_header_sum(src, dst, IpProtocol::Tcp, tcp_len));
+        }
+    }
     Some(frame_len)
 }
 

@@ -121,6 +121,7 @@ impl fmt::Display for DropReason {
 pub struct Counters {
     frames: u64,
     bytes: u64,
+    offloaded_checksums: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -141,6 +142,14 @@ impl Counters {
     #[must_use]
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Frames whose transport checksum was not verified because the
+    /// frontend offloaded it (a partial checksum from the guest's kernel,
+    /// or one it vouched for).
+    #[must_use]
+    pub fn offloaded_checksums(&self) -> u64 {
+        self.offloaded_checksums
     }
 
     /// Frames dropped for `reason`.
@@ -167,6 +176,11 @@ impl Counters {
         self.frames = self.frames.wrapping_add(1);
         let len = u64::try_from(len).unwrap_or(u64::MAX);
         self.bytes = self.bytes.wrapping_add(len);
+    }
+
+    /// Counts one frame whose transport checksum is offloaded.
+    pub fn record_offloaded_checksum(&mut self) {
+        self.offloaded_checksums = self.offloaded_checksums.wrapping_add(1);
     }
 
     /// Counts one frame dropped for `reason`, and logs it at debug level.

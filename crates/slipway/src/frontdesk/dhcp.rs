@@ -18,7 +18,7 @@ use smoltcp::wire::{
 };
 
 use super::Handled;
-use super::builder::{LinkAddrs, build_udp_v4_with};
+use super::builder::{ChecksumFill, LinkAddrs, build_udp_v4_with};
 use super::counters::{Counters, DropReason};
 use super::frame::Dhcpv4Message;
 
@@ -378,9 +378,12 @@ impl DhcpServer {
         build_udp_v4_with(
             out,
             link,
-            SocketAddrV4::new(v4.gateway(), DHCP_SERVER_PORT),
-            SocketAddrV4::new(dst, DHCP_CLIENT_PORT),
+            (
+                SocketAddrV4::new(v4.gateway(), DHCP_SERVER_PORT),
+                SocketAddrV4::new(dst, DHCP_CLIENT_PORT),
+            ),
             len,
+            ChecksumFill::Complete,
             |area| {
                 // Everything after the end option is padding.
                 area.fill(0);

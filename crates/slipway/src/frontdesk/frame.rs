@@ -48,8 +48,21 @@ pub struct Dhcpv4Message<'a> {
     pub payload: &'a [u8],
 }
 
+/// Whether [`classify_with`] verifies transport-layer (TCP, UDP, ICMP)
+/// checksums.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportChecksums {
+    /// Verify them; a wrong one is a [`DropReason::BadChecksum`] drop.
+    #[default]
+    Verify,
+    /// Do not: the frontend vouches for them or says the guest's kernel
+    /// left them partial for the "hardware" to complete (checksum offload),
+    /// so there is nothing to verify. Every other check still applies.
+    Offloaded,
+}
+
 /// The transport-layer content of a datagram whose checksum has been
-/// verified.
+/// verified (or offloaded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport<'a> {
     /// A TCP segment; both ports are non-zero.
@@ -137,8 +150,23 @@ pub fn ethernet_address(mac: MacAddr) -> EthernetAddress {
 /// UDP and ICMP checksums are verified (a UDP checksum of zero is accepted
 /// over IPv4 only).
 pub fn classify<'a>(frame: &'a [u8], plan: &Plan, counters: &mut Counters) -> Classified<'a> {
+    classify_with(frame, plan, TransportChecksums::Verify, counters)
+}
+
+/// [`classify`], verifying transport checksums or not as `checksums` says;
+/// every other check is the same.
+pub fn classify_with<'a>(
+    frame: &'a [u8],
+    plan: &Plan,
+    checksums: TransportChecksums,
+    counters: &mut Counters,
+) -> Classified<'a> {
     counters.record_frame(frame.len());
-    match classify_frame(frame, plan) {
+    if checksums == TransportChecksums::Offloaded {
+        counters.record_offloaded_checksum();
+    }
+    let verify = checksums == TransportChecksums::Verify;
+    match classify_frame(frame, plan, verify) {
         Ok(classified) => classified,
         Err(reason) => {
             counters.record_drop(reason);
@@ -147,7 +175,11 @@ pub fn classify<'a>(frame: &'a [u8], plan: &Plan, counters: &mut Counters) -> Cl
     }
 }
 
-fn classify_frame<'a>(frame: &'a [u8], plan: &Plan) -> Result<Classified<'a>, DropReason> {
+fn classify_frame<'a>(
+    frame: &'a [u8],
+    plan: &Plan,
+    verify: bool,
+) -> Result<Classified<'a>, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
     let (src_mac, dst_mac, ethertype) = (eth.src_addr(), eth.dst_addr(), eth.ethertype());
     if !src_mac.is_unicast() || src_mac.0 == [0; 6] {
@@ -169,11 +201,11 @@ fn classify_frame<'a>(frame: &'a [u8], plan: &Plan) -> Result<Classified<'a>, Dr
         }
         EthernetProtocol::Ipv4 => {
             let v4 = plan.ipv4().ok_or(DropReason::FamilyDisabled)?;
-            classify_ipv4(payload, v4, src_mac, dst_mac)
+            classify_ipv4(payload, v4, (src_mac, dst_mac), verify)
         }
         EthernetProtocol::Ipv6 => {
             plan.ipv6().ok_or(DropReason::FamilyDisabled)?;
-            classify_ipv6(payload, src_mac, dst_mac).map(Classified::Ipv6)
+            classify_ipv6(payload, (src_mac, dst_mac), verify).map(Classified::Ipv6)
         }
         EthernetProtocol::Unknown(_) => Err(DropReason::UnsupportedEtherType),
     }
@@ -182,8 +214,8 @@ fn classify_frame<'a>(frame: &'a [u8], plan: &Plan) -> Result<Classified<'a>, Dr
 fn classify_ipv4<'a>(
     bytes: &'a [u8],
     v4: &Ipv4Plan,
-    src_mac: EthernetAddress,
-    dst_mac: EthernetAddress,
+    (src_mac, dst_mac): (EthernetAddress, EthernetAddress),
+    verify: bool,
 ) -> Result<Classified<'a>, DropReason> {
     let packet = Ipv4Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
     if packet.version() != 4 {
@@ -216,9 +248,9 @@ fn classify_ipv4<'a>(
     let (src_ip, dst_ip) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
     let payload = packet.payload();
     let transport = match header.next_header {
-        IpProtocol::Tcp => check_tcp(payload, &src_ip, &dst_ip)?,
+        IpProtocol::Tcp => check_tcp(payload, &src_ip, &dst_ip, verify)?,
         IpProtocol::Udp => {
-            let transport = check_udp(payload, &src_ip, &dst_ip)?;
+            let transport = check_udp(payload, &src_ip, &dst_ip, verify)?;
             match transport {
                 Transport::Udp {
                     src_port: DHCP_CLIENT_PORT,
@@ -237,7 +269,7 @@ fn classify_ipv4<'a>(
         }
         IpProtocol::Icmp => {
             let icmp = Icmpv4Packet::new_checked(payload).map_err(|_| DropReason::Malformed)?;
-            if !icmp.verify_checksum() {
+            if verify && !icmp.verify_checksum() {
                 return Err(DropReason::BadChecksum);
             }
             Transport::Icmp {
@@ -265,8 +297,8 @@ fn is_dhcp_server_address(v4: &Ipv4Plan, dst: Ipv4Addr) -> bool {
 
 fn classify_ipv6(
     bytes: &[u8],
-    src_mac: EthernetAddress,
-    dst_mac: EthernetAddress,
+    (src_mac, dst_mac): (EthernetAddress, EthernetAddress),
+    verify: bool,
 ) -> Result<Ipv6Datagram<'_>, DropReason> {
     let packet = Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
     let header = Ipv6Repr::parse(&packet).map_err(|_| DropReason::Malformed)?;
@@ -282,18 +314,18 @@ fn classify_ipv6(
     );
     let payload = packet.payload();
     let transport = match header.next_header {
-        IpProtocol::Tcp => check_tcp(payload, &src_ip, &dst_ip)?,
+        IpProtocol::Tcp => check_tcp(payload, &src_ip, &dst_ip, verify)?,
         IpProtocol::Udp => {
             // IPv6 has no "no checksum" UDP (RFC 8200, section 8.1).
             let zero = UdpPacket::new_checked(payload).is_ok_and(|udp| udp.checksum() == 0);
             if zero {
                 return Err(DropReason::BadChecksum);
             }
-            check_udp(payload, &src_ip, &dst_ip)?
+            check_udp(payload, &src_ip, &dst_ip, verify)?
         }
         IpProtocol::Icmpv6 => {
             let icmp = Icmpv6Packet::new_checked(payload).map_err(|_| DropReason::Malformed)?;
-            if !icmp.verify_checksum(&header.src_addr, &header.dst_addr) {
+            if verify && !icmp.verify_checksum(&header.src_addr, &header.dst_addr) {
                 return Err(DropReason::BadChecksum);
             }
             Transport::Icmp {
@@ -318,9 +350,10 @@ fn check_tcp<'a>(
     segment: &'a [u8],
     src: &IpAddress,
     dst: &IpAddress,
+    verify: bool,
 ) -> Result<Transport<'a>, DropReason> {
     let tcp = TcpPacket::new_checked(segment).map_err(|_| DropReason::Malformed)?;
-    if !tcp.verify_checksum(src, dst) {
+    if verify && !tcp.verify_checksum(src, dst) {
         return Err(DropReason::BadChecksum);
     }
     let (src_port, dst_port) = (tcp.src_port(), tcp.dst_port());
@@ -338,13 +371,14 @@ fn check_udp<'a>(
     datagram: &'a [u8],
     src: &IpAddress,
     dst: &IpAddress,
+    verify: bool,
 ) -> Result<Transport<'a>, DropReason> {
     let udp = UdpPacket::new_checked(datagram).map_err(|_| DropReason::Malformed)?;
     if udp.dst_port() == 0 {
         return Err(DropReason::Malformed);
     }
     // A zero checksum means "none" and verifies.
-    if !udp.verify_checksum(src, dst) {
+    if verify && !udp.verify_checksum(src, dst) {
         return Err(DropReason::BadChecksum);
     }
     Ok(Transport::Udp {

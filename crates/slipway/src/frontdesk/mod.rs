@@ -27,14 +27,16 @@ use smoltcp::wire::EthernetAddress;
 
 pub use arp::handle_arp;
 pub use builder::{
-    Icmpv4Error, LinkAddrs, TTL, TcpFlags, TcpOptions, TcpSegmentV4, UDP_V4_HEADERS_LEN,
-    build_icmp_v4_echo_reply, build_icmp_v4_error, build_udp_v4, tcp_v4_headers_len,
-    write_tcp_v4_headers, write_udp_v4_headers,
+    ChecksumFill, Icmpv4Error, L4_START_V4, LinkAddrs, TCP_CHECKSUM_OFFSET, TTL, TcpFlags,
+    TcpOptions, TcpSegmentV4, UDP_CHECKSUM_OFFSET, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply,
+    build_icmp_v4_error, build_udp_v4, tcp_v4_headers_len, write_tcp_v4_headers,
+    write_tcp_v4_headers_with, write_udp_v4_headers, write_udp_v4_headers_with,
 };
 pub use counters::{Counters, DropReason};
 pub use dhcp::{DEFAULT_LEASE_TIME, DhcpConfig, DhcpServer, DhcpStats, Lease};
 pub use frame::{
-    Classified, Dhcpv4Message, Ipv4Datagram, Ipv6Datagram, Transport, classify, ethernet_address,
+    Classified, Dhcpv4Message, Ipv4Datagram, Ipv6Datagram, Transport, TransportChecksums, classify,
+    classify_with, ethernet_address,
 };
 pub use pcap::{DEFAULT_SNAPLEN, LINKTYPE_ETHERNET, PCAP_MAGIC, PcapWriter};
 
@@ -144,7 +146,18 @@ impl FrontDesk {
     /// Takes one frame from the guest: answers ARP and DHCP into `out`,
     /// passes IPv4 and IPv6 datagrams on, and drops (and counts) the rest.
     pub fn handle_frame<'a>(&mut self, frame: &'a [u8], out: &mut [u8]) -> Outcome<'a> {
-        match classify(frame, &self.plan, &mut self.counters) {
+        self.handle_frame_with(frame, TransportChecksums::Verify, out)
+    }
+
+    /// [`handle_frame`](Self::handle_frame), verifying transport checksums
+    /// or not as `checksums` says.
+    pub fn handle_frame_with<'a>(
+        &mut self,
+        frame: &'a [u8],
+        checksums: TransportChecksums,
+        out: &mut [u8],
+    ) -> Outcome<'a> {
+        match classify_with(frame, &self.plan, checksums, &mut self.counters) {
             Classified::Arp(repr) => {
                 let handled =
                     handle_arp(&repr, &self.plan, &self.served_v4, out, &mut self.counters);

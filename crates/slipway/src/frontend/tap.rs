@@ -3,6 +3,22 @@
 //! writable, while a frame waits), the backend's host sockets are ready, a
 //! stop source fires, or the backend's next deadline comes.
 //!
+//! With an offload ([`TapOffload`]) every frame on the tap comes behind a
+//! `virtio_net_hdr`: the namespace's kernel leaves TCP and UDP checksums
+//! partial and says so (`NEEDS_CSUM`), and they go to the backend as
+//! [`Checksum::Partial`], unverified; the backend leaves the checksums of
+//! its TCP and UDP frames partial too, and they go to the kernel marked
+//! `NEEDS_CSUM`, which it takes as verified (or completes, if it forwards
+//! them). So no side sums a payload. With TSO as well
+//! ([`TapOffload::ChecksumTso`]) the kernel hands over TCP segments of up to
+//! 64 KiB whatever the MTU; the backend relays them as it does any segment.
+//! The other way, the backend's TCP segments grow to 64 KiB too and go to
+//! the kernel as GSO frames cut to the guest's MSS, which it takes whole.
+//! A GSO frame on a tap not set up for it is dropped and counted. While a
+//! pcap capture is written, the capture gets whole checksums: partial ones
+//! from the guest are completed before they are recorded, and the backend
+//! is asked for whole ones.
+//!
 //! Invariant: no fixed-period wakeup. The loop sleeps until an fd is ready
 //! or a deadline passes; a frame the tap cannot take yet is kept and the
 //! loop waits for `EPOLLOUT`, so it neither drops frames silently nor spins.
@@ -13,13 +29,18 @@ use std::time::Instant;
 
 use epoll_dispatch::{Events, Interest, Poller, Token};
 use rustix::io::Errno;
+use virtio_bindings::bindings::virtio_net::{
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+};
 
 use super::{
     CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record,
     register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
-use crate::{Backend, NetworkBackend};
+use crate::netns::{TapOffload, VNET_HDR_LEN};
+use crate::{Backend, Checksum, GuestFrame, NetworkBackend};
 
 /// Room for the largest frame: a 65535-byte IP datagram and its Ethernet
 /// header, with a byte to spare.
@@ -51,12 +72,25 @@ pub struct TapCounters {
     /// Frames the tap refused with an error (e.g. `EIO` while the interface
     /// is down); each is dropped, counted here and logged.
     pub write_errors: u64,
+    /// Frames from the guest whose TCP or UDP checksum its kernel left
+    /// partial (`NEEDS_CSUM`): the offload at work.
+    pub partial_checksums_from_guest: u64,
+    /// TCP segments from the guest larger than its MTU (TSO).
+    pub gso_frames_from_guest: u64,
+    /// Frames to the guest sent with a partial checksum (`NEEDS_CSUM`).
+    pub partial_checksums_to_guest: u64,
+    /// TCP segments to the guest larger than its MSS, which its kernel
+    /// takes whole (GSO).
+    pub gso_frames_to_guest: u64,
+    /// Frames from the tap dropped for their `virtio_net_hdr`: shorter than
+    /// one, or a GSO type the tap was not set up for.
+    pub bad_vnet_headers: u64,
 }
 
 impl TapCounters {
     /// Each counter with its name, for [`stats_report`](super::stats_report).
     #[must_use]
-    pub fn lines(&self) -> [(&'static str, u64); 6] {
+    pub fn lines(&self) -> [(&'static str, u64); 11] {
         [
             ("frames from guest", self.frames_from_guest),
             ("bytes from guest", self.bytes_from_guest),
@@ -64,6 +98,14 @@ impl TapCounters {
             ("bytes to guest", self.bytes_to_guest),
             ("tap write waits (EAGAIN)", self.write_waits),
             ("tap write errors", self.write_errors),
+            (
+                "partial csums from guest",
+                self.partial_checksums_from_guest,
+            ),
+            ("gso frames from guest", self.gso_frames_from_guest),
+            ("partial csums to guest", self.partial_checksums_to_guest),
+            ("gso frames to guest", self.gso_frames_to_guest),
+            ("bad vnet headers", self.bad_vnet_headers),
         ]
     }
 }
@@ -94,9 +136,14 @@ impl Ready {
 #[derive(Debug)]
 pub struct TapFrontend<'t> {
     tap: BorrowedFd<'t>,
+    offload: TapOffload,
+    /// Bytes of `virtio_net_hdr` in front of each frame: 0 or
+    /// [`VNET_HDR_LEN`].
+    hdr_len: usize,
     rx: Vec<u8>,
     tx: Vec<u8>,
-    /// The length of the frame in `tx` the tap has not taken yet.
+    /// The length of the write in `tx` (header and frame) the tap has not
+    /// taken yet.
     pending: Option<usize>,
     counters: TapCounters,
     pcap_failed: bool,
@@ -117,17 +164,38 @@ pub fn serve_tap<W: Write>(
 
 impl<'t> TapFrontend<'t> {
     /// A frontend for a non-blocking tap descriptor that reads and writes
-    /// one frame per call.
+    /// one plain frame per call.
     #[must_use]
     pub fn new(tap: BorrowedFd<'t>) -> Self {
+        Self::with_offload(tap, TapOffload::None)
+    }
+
+    /// A frontend for a tap opened with `offload` (see
+    /// [`TapConfig::offload`](crate::netns::TapConfig::offload)): with any
+    /// offload, each read and write is a `virtio_net_hdr` and a frame.
+    #[must_use]
+    pub fn with_offload(tap: BorrowedFd<'t>, offload: TapOffload) -> Self {
+        let hdr_len = if offload.has_vnet_hdr() {
+            VNET_HDR_LEN
+        } else {
+            0
+        };
         Self {
             tap,
-            rx: vec![0; FRAME_BUFFER_LEN],
-            tx: vec![0; FRAME_BUFFER_LEN],
+            offload,
+            hdr_len,
+            rx: vec![0; hdr_len + FRAME_BUFFER_LEN],
+            tx: vec![0; hdr_len + FRAME_BUFFER_LEN],
             pending: None,
             counters: TapCounters::default(),
             pcap_failed: false,
         }
+    }
+
+    /// The offload the tap was opened with.
+    #[must_use]
+    pub fn offload(&self) -> TapOffload {
+        self.offload
     }
 
     /// What the frontend has moved so far.
@@ -152,6 +220,7 @@ impl<'t> TapFrontend<'t> {
         let mut poller = Poller::new()?;
         let mut events = Events::with_capacity(8);
         poller.register(self.tap, TOKEN_TAP, Interest::READABLE)?;
+        backend.set_gso_to_guest(self.offload == TapOffload::ChecksumTso);
         register_common(&poller, backend, stop)?;
         let mut tap_interest = Interest::READABLE;
         // The first pass looks at every source without waiting.
@@ -212,11 +281,27 @@ impl<'t> TapFrontend<'t> {
                 Err(e) => return Err(io::Error::new(e.kind(), format!("reading the tap: {e}"))),
             };
             read += 1;
-            let frame = &self.rx[..len];
+            let Some((header, frame)) = self.rx[..len].split_at_mut_checked(self.hdr_len) else {
+                self.counters.bad_vnet_headers += 1;
+                continue;
+            };
             self.counters.frames_from_guest += 1;
-            self.counters.bytes_from_guest += len as u64;
+            self.counters.bytes_from_guest += frame.len() as u64;
+            if self.hdr_len == 0 {
+                record(pcap, &mut self.pcap_failed, frame);
+                backend.handle_guest_frame(frame, now);
+                continue;
+            }
+            let Some(checksum) = read_vnet_hdr(header, self.offload, &mut self.counters) else {
+                continue;
+            };
+            if let (Checksum::Partial { start, offset }, Some(_)) = (checksum, pcap.as_ref()) {
+                // The capture shows whole checksums; a bad offset leaves the
+                // frame as it came (the backend does not use the offsets).
+                let _ = virtio_net_kvm::complete_checksum(frame, start, offset);
+            }
             record(pcap, &mut self.pcap_failed, frame);
-            backend.handle_guest_frame(frame, now);
+            backend.handle_guest_frame_offloaded(frame, checksum, now);
         }
         Ok(())
     }
@@ -234,10 +319,9 @@ impl<'t> TapFrontend<'t> {
         for _ in 0..WRITE_BATCH {
             let len = match self.pending.take() {
                 Some(len) => len,
-                None => match backend.poll_guest_frame(&mut self.tx, now) {
+                None => match self.next_frame(backend, pcap.is_some(), now) {
                     Some(len) => {
-                        let len = len.min(self.tx.len());
-                        record(pcap, &mut self.pcap_failed, &self.tx[..len]);
+                        record(pcap, &mut self.pcap_failed, &self.tx[self.hdr_len..len]);
                         len
                     }
                     None => return false,
@@ -246,7 +330,7 @@ impl<'t> TapFrontend<'t> {
             match write_retrying(self.tap, &self.tx[..len]) {
                 Ok(()) => {
                     self.counters.frames_to_guest += 1;
-                    self.counters.bytes_to_guest += len as u64;
+                    self.counters.bytes_to_guest += (len - self.hdr_len) as u64;
                 }
                 Err(Errno::AGAIN) => {
                     self.counters.write_waits += 1;
@@ -261,6 +345,110 @@ impl<'t> TapFrontend<'t> {
             }
         }
         true
+    }
+
+    /// Puts the backend's next frame, behind its `virtio_net_hdr` if the
+    /// tap has one, into `tx`; returns the length to write. With a capture
+    /// on (`whole`), the backend fills every checksum.
+    fn next_frame(&mut self, backend: &mut Backend, whole: bool, now: Instant) -> Option<usize> {
+        let (header, area) = self.tx.split_at_mut(self.hdr_len);
+        let frame = if self.hdr_len == 0 || whole {
+            GuestFrame {
+                len: backend.poll_guest_frame(area, now)?,
+                checksum: Checksum::Complete,
+                gso_mss: None,
+            }
+        } else {
+            backend.poll_guest_frame_offloaded(area, now)?
+        };
+        let len = frame.len.min(area.len());
+        if self.hdr_len > 0 {
+            if matches!(frame.checksum, Checksum::Partial { .. }) {
+                self.counters.partial_checksums_to_guest += 1;
+            }
+            if frame.gso_mss.is_some() {
+                self.counters.gso_frames_to_guest += 1;
+            }
+            write_vnet_hdr(header, &frame, &area[..len]);
+        }
+        Some(self.hdr_len + len)
+    }
+}
+
+/// What the `virtio_net_hdr` of a frame from the guest says of its
+/// checksum, or `None` (counted) for a GSO type the tap was not set up for.
+/// The tap writes the header in native byte order (no `TUNSETVNETLE`).
+fn read_vnet_hdr(
+    header: &[u8],
+    offload: TapOffload,
+    counters: &mut TapCounters,
+) -> Option<Checksum> {
+    let field = |at: usize| {
+        header
+            .get(at..at + 2)
+            .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]))
+    };
+    let flags = u32::from(header.first().copied().unwrap_or(0));
+    let gso_type = u32::from(header.get(1).copied().unwrap_or(0)) & !VIRTIO_NET_HDR_GSO_ECN;
+    match gso_type {
+        VIRTIO_NET_HDR_GSO_NONE => {}
+        VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6
+            if offload == TapOffload::ChecksumTso =>
+        {
+            counters.gso_frames_from_guest += 1;
+        }
+        _ => {
+            tracing::debug!(
+                gso_type,
+                "frame with a GSO type the tap was not set up for; dropped"
+            );
+            counters.bad_vnet_headers += 1;
+            return None;
+        }
+    }
+    if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        counters.partial_checksums_from_guest += 1;
+        return Some(Checksum::Partial {
+            start: field(6),
+            offset: field(8),
+        });
+    }
+    if flags & VIRTIO_NET_HDR_F_DATA_VALID != 0 {
+        return Some(Checksum::Valid);
+    }
+    Some(Checksum::Complete)
+}
+
+/// Writes the `virtio_net_hdr` of a frame to the guest: `NEEDS_CSUM` with
+/// the offsets for a partial checksum, `DATA_VALID` otherwise (every frame
+/// the backend builds carries correct checksums); for a TCP segment larger
+/// than the guest's MSS, also the GSO type, the length of its headers and
+/// the MSS to cut it to.
+fn write_vnet_hdr(header: &mut [u8], frame: &GuestFrame, bytes: &[u8]) {
+    header.fill(0);
+    let (flags, start, offset) = match frame.checksum {
+        Checksum::Partial { start, offset } => (VIRTIO_NET_HDR_F_NEEDS_CSUM, start, offset),
+        Checksum::Complete | Checksum::Valid => (VIRTIO_NET_HDR_F_DATA_VALID, 0, 0),
+    };
+    let (gso_type, hdr_len, gso_size) = match (frame.gso_mss, frame.checksum) {
+        (Some(mss), Checksum::Partial { start, .. }) => {
+            // The TCP data offset, in 32-bit words, is the high nibble of
+            // the 13th byte of the TCP header.
+            let data_offset = bytes
+                .get(usize::from(start) + 12)
+                .map_or(0, |b| u16::from(b >> 4) * 4);
+            (VIRTIO_NET_HDR_GSO_TCPV4, start + data_offset, mss)
+        }
+        _ => (VIRTIO_NET_HDR_GSO_NONE, 0, 0),
+    };
+    if let [f, g, h0, h1, s0, s1, c0, c1, o0, o1, ..] = header {
+        // The flag and type constants are single bytes.
+        *f = u8::try_from(flags).unwrap_or(0);
+        *g = u8::try_from(gso_type).unwrap_or(0);
+        [*h0, *h1] = hdr_len.to_ne_bytes();
+        [*s0, *s1] = gso_size.to_ne_bytes();
+        [*c0, *c1] = start.to_ne_bytes();
+        [*o0, *o1] = offset.to_ne_bytes();
     }
 }
 
@@ -342,6 +530,44 @@ mod tests {
         let capture = pcap.into_inner();
         // Header, then two records (16-byte headers) of the two frames.
         assert_eq!(capture.len(), 24 + 16 + 42 + 16 + len);
+    }
+
+    #[test]
+    fn with_a_vnet_header_frames_go_both_ways_behind_it_and_bad_headers_are_counted() {
+        let (tap, guest) = fake_tap();
+        let with_header = |flags: u8, gso_type: u8| {
+            let mut read = vec![flags, gso_type, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            read.extend(arp_request_for_gateway());
+            read
+        };
+        guest.send(&with_header(0, 0)).unwrap();
+        // TCPv4 GSO on a tap set up for checksums only.
+        guest.send(&with_header(1, 1)).unwrap();
+        guest.send(&[0; 5]).unwrap();
+        let mut backend = backend();
+        let mut frontend = TapFrontend::with_offload(tap.as_fd(), TapOffload::Checksum);
+        let stop = StopWhen {
+            deadline: Some(Instant::now() + Duration::from_millis(50)),
+            ..StopWhen::default()
+        };
+        frontend
+            .serve::<Vec<u8>>(&mut backend, None, &stop)
+            .unwrap();
+        let mut reply = [0u8; 2048];
+        let len = guest.recv(&mut reply).unwrap();
+        assert_eq!(len, VNET_HDR_LEN + 42, "one ARP reply behind a header");
+        assert_eq!(reply[0], 2, "DATA_VALID: the backend's checksums are whole");
+        assert_eq!(&reply[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14], &[0x08, 0x06]);
+        guest.set_nonblocking(true).unwrap();
+        assert!(
+            guest.recv(&mut reply).is_err(),
+            "nothing for the dropped ones"
+        );
+        let counters = frontend.counters();
+        assert_eq!(counters.bad_vnet_headers, 2);
+        assert_eq!(counters.frames_from_guest, 2);
+        assert_eq!(counters.bytes_to_guest, 42);
+        assert_eq!(backend.frame_counters().frames(), 1);
     }
 
     #[test]

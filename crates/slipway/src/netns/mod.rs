@@ -238,7 +238,39 @@ pub struct TapConfig {
     /// The IPv6 default gateway, if any; on-link (inside `addr_v6`'s prefix,
     /// or link-local).
     pub gateway_v6: Option<Ipv6Addr>,
+    /// What the tap device takes off the namespace's kernel.
+    pub offload: TapOffload,
 }
+
+/// The offloads a tap device takes off the namespace's kernel, and so the
+/// form of the frames on its descriptor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TapOffload {
+    /// None: each read and write is one plain Ethernet frame whose
+    /// checksums the namespace's kernel computed.
+    #[default]
+    None,
+    /// Each frame is preceded by a [`VNET_HDR_LEN`]-byte `virtio_net_hdr`
+    /// (`IFF_VNET_HDR`), and the kernel leaves TCP and UDP checksums
+    /// partial (`TUN_F_CSUM`), saying so in the header.
+    Checksum,
+    /// As [`TapOffload::Checksum`], and the kernel also hands over TCP
+    /// segments of up to 64 KiB whatever the MTU, for the reader to
+    /// segment (`TUN_F_TSO4 | TUN_F_TSO6`).
+    ChecksumTso,
+}
+
+impl TapOffload {
+    /// Whether frames on the descriptor carry a `virtio_net_hdr`.
+    #[must_use]
+    pub fn has_vnet_hdr(self) -> bool {
+        !matches!(self, TapOffload::None)
+    }
+}
+
+/// Bytes of the `virtio_net_hdr` in front of each frame on a tap with an
+/// offload: the virtio 1.x header, `num_buffers` included.
+pub const VNET_HDR_LEN: usize = 12;
 
 /// Wraps `err` into an error of the same kind whose message names `step`.
 fn step_error(step: impl fmt::Display, err: io::Error) -> io::Error {

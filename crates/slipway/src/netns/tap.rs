@@ -8,17 +8,18 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 
 use super::netlink::{Link, Rtnl};
-use super::{Namespace, TapConfig, step_error};
+use super::{Namespace, TapConfig, TapOffload, VNET_HDR_LEN, step_error};
 
 /// `IFNAMSIZ`: interface names are at most 15 bytes and a NUL.
 const IFNAMSIZ: usize = 16;
 
 /// Inside `ns`: creates the tap device `cfg.name` (`TUNSETIFF` with
-/// `IFF_TAP | IFF_NO_PI` on `/dev/net/tun`), sets its MAC and MTU, brings
-/// `lo` and the tap up, adds the addresses and then the default routes, all
-/// over rtnetlink. Returns the tap's descriptor, non-blocking and
-/// close-on-exec: each `read()` returns one Ethernet frame and each
-/// `write()` sends one.
+/// `IFF_TAP | IFF_NO_PI` on `/dev/net/tun`, and with `cfg.offload` also
+/// `IFF_VNET_HDR`, `TUNSETVNETHDRSZ` and `TUNSETOFFLOAD`), sets its MAC and
+/// MTU, brings `lo` and the tap up, adds the addresses and then the default
+/// routes, all over rtnetlink. Returns the tap's descriptor, non-blocking
+/// and close-on-exec: each `read()` returns one Ethernet frame and each
+/// `write()` sends one, each behind a `virtio_net_hdr` with an offload.
 ///
 /// The tap is not persistent: it disappears when the descriptor is closed,
 /// also when a later step fails. The descriptor also holds a reference to
@@ -37,7 +38,7 @@ pub fn open_tap(ns: &Namespace, cfg: &TapConfig) -> io::Result<OwnedFd> {
         if rtnl.link_index(&cfg.name)?.is_some() {
             return Err(name_taken(&cfg.name));
         }
-        let tap = create_tap(&cfg.name)?;
+        let tap = create_tap(&cfg.name, cfg.offload)?;
         let index = rtnl.link_index(&cfg.name)?.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -125,8 +126,8 @@ fn name_taken(name: &str) -> io::Error {
 }
 
 /// Opens `/dev/net/tun` and attaches it to a new tap device `name` in the
-/// calling thread's network namespace.
-fn create_tap(name: &str) -> io::Result<OwnedFd> {
+/// calling thread's network namespace, with `offload`.
+fn create_tap(name: &str, offload: TapOffload) -> io::Result<OwnedFd> {
     let tun = rustix::fs::open(
         "/dev/net/tun",
         OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
@@ -138,7 +139,10 @@ fn create_tap(name: &str) -> io::Result<OwnedFd> {
     let mut ifreq = [0u8; size_of::<libc::ifreq>()];
     ifreq[..name.len()].copy_from_slice(name.as_bytes());
     // IFF_TUN_EXCL: never attach to an existing (persistent) tap of that name.
-    let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL;
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL;
+    if offload.has_vnet_hdr() {
+        flags |= libc::IFF_VNET_HDR;
+    }
     // ifr_flags is a short; IFF_TUN_EXCL is its top bit.
     let flags = u16::try_from(flags).unwrap_or(u16::MAX);
     ifreq[IFNAMSIZ..IFNAMSIZ + 2].copy_from_slice(&flags.to_ne_bytes());
@@ -153,7 +157,45 @@ fn create_tap(name: &str) -> io::Result<OwnedFd> {
             _ => step_error(format_args!("TUNSETIFF {name} (IFF_TAP|IFF_NO_PI)"), err),
         });
     }
+    if offload.has_vnet_hdr() {
+        set_offload(&tun, offload)?;
+    }
     Ok(tun)
+}
+
+/// Sets the header size and the offloads of a tap opened with
+/// `IFF_VNET_HDR`.
+fn set_offload(tun: &OwnedFd, offload: TapOffload) -> io::Result<()> {
+    let hdr_len = libc::c_int::try_from(VNET_HDR_LEN).unwrap_or(libc::c_int::MAX);
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
+    // points at `hdr_len`, alive across the call; `tun` is an attached tap.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETVNETHDRSZ, &raw const hdr_len) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(step_error(
+            format_args!("TUNSETVNETHDRSZ {VNET_HDR_LEN}"),
+            err,
+        ));
+    }
+    let features = match offload {
+        TapOffload::None => 0,
+        TapOffload::Checksum => libc::TUN_F_CSUM,
+        TapOffload::ChecksumTso => libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+    };
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long
+    // of TUN_F_* bits) and reads no memory.
+    let rc = unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(features),
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(step_error(format_args!("TUNSETOFFLOAD {features:#x}"), err));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -173,6 +215,7 @@ mod tests {
             gateway_v4: Some(Ipv4Addr::new(10, 0, 2, 2)),
             addr_v6: None,
             gateway_v6: None,
+            offload: TapOffload::Checksum,
         }
     }
 

@@ -448,6 +448,15 @@ pub fn mib_per_s(bytes: usize, seconds: f64) -> f64 {
     mib / seconds
 }
 
+/// The value of counter `name` in `slipway --stats` output (a line of the
+/// name, spaces, and the number).
+pub fn stat(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix(name)?;
+        rest.trim().parse().ok()
+    })
+}
+
 /// The value of the first `NAME=VALUE` line in `text`.
 pub fn field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     text.lines().find_map(|line| {

@@ -73,6 +73,36 @@ pub fn write_ipv4(
     len
 }
 
+/// A UDP datagram from the guest's `src_port` to `dst` carrying `payload`,
+/// with its checksum.
+#[must_use]
+pub fn udp_frame(src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20 + 8 + payload.len()];
+    write_ipv4(
+        &mut frame,
+        gateway_mac(),
+        GUEST_IP,
+        *dst.ip(),
+        IpProtocol::Udp,
+        8 + payload.len(),
+        |area| {
+            UdpRepr {
+                src_port,
+                dst_port: dst.port(),
+            }
+            .emit(
+                &mut UdpPacket::new_unchecked(area),
+                &IpAddress::Ipv4(GUEST_IP),
+                &IpAddress::Ipv4(*dst.ip()),
+                payload.len(),
+                |p| p.copy_from_slice(payload),
+                &ChecksumCapabilities::default(),
+            );
+        },
+    );
+    frame
+}
+
 /// The header of a TCP segment from the guest. The source address is
 /// always [`GUEST_IP`].
 #[derive(Clone, Copy, Debug)]

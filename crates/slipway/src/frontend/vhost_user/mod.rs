@@ -45,7 +45,7 @@ use super::{
     register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
-use crate::{Backend, NetworkBackend};
+use crate::{Backend, Checksum, NetworkBackend};
 
 const TOKEN_LISTENER: Token = token(FIRST_OWN_KIND);
 const TOKEN_CONN: Token = token(FIRST_OWN_KIND + 1);
@@ -57,7 +57,7 @@ const ROUNDS: usize = 8;
 
 /// The device core's counters as `--stats` lines.
 #[must_use]
-pub fn counter_lines(counters: &NetCounters) -> [(&'static str, u64); 8] {
+pub fn counter_lines(counters: &NetCounters) -> [(&'static str, u64); 10] {
     [
         ("frames from guest", counters.tx_frames),
         ("bytes from guest", counters.tx_bytes),
@@ -67,6 +67,8 @@ pub fn counter_lines(counters: &NetCounters) -> [(&'static str, u64); 8] {
         ("frames too big for rx", counters.rx_too_big),
         ("bad avail index", counters.bad_avail_index),
         ("used ring errors", counters.used_ring_errors),
+        ("partial csums from guest", counters.tx_partial_checksums),
+        ("partial csums to guest", counters.rx_partial_checksums),
     ]
 }
 
@@ -81,6 +83,8 @@ pub struct VhostUserFrontend {
     memory: Option<(GuestMemoryMmap, MemoryTable)>,
     vrings: [Vring; 2],
     pcap_failed: bool,
+    /// Checksums are offloaded where the guest negotiated it.
+    offload: bool,
 }
 
 impl VhostUserFrontend {
@@ -98,7 +102,17 @@ impl VhostUserFrontend {
             memory: None,
             vrings: [Vring::new()?, Vring::new()?],
             pcap_failed: false,
+            offload: true,
         })
+    }
+
+    /// Whether to offload TCP and UDP checksums to the guest where its
+    /// driver negotiated it (on by default): partial checksums from the
+    /// guest (`VIRTIO_NET_F_CSUM`) reach the backend unverified, and frames
+    /// to it (`VIRTIO_NET_F_GUEST_CSUM`) carry partial ones. Off, or while a
+    /// pcap capture is written, every checksum is whole.
+    pub fn set_checksum_offload(&mut self, on: bool) {
+        self.offload = on;
     }
 
     /// The socket the frontend connects to.
@@ -190,6 +204,7 @@ impl VhostUserFrontend {
             backend,
             pcap: pcap.as_deref_mut(),
             failed: &mut pcap_failed,
+            offload: self.offload,
         };
         let tx_more = tx && self.serve_queue(TX_QUEUE, &mut frames, now);
         let rx_more = self.serve_queue(RX_QUEUE, &mut frames, now);
@@ -456,11 +471,13 @@ fn vring_mut(vrings: &mut [Vring; 2], index: u32) -> io::Result<&mut Vring> {
 }
 
 /// The backend as the device core sees it, capturing every frame that
-/// passes.
+/// passes; it takes checksum offload only when asked to and when no
+/// capture is written, so a capture holds whole checksums.
 struct Captured<'a, W: Write> {
     backend: &'a mut Backend,
     pcap: Option<&'a mut PcapWriter<W>>,
     failed: &'a mut bool,
+    offload: bool,
 }
 
 impl<W: Write> FrameBackend for Captured<'_, W> {
@@ -475,5 +492,23 @@ impl<W: Write> FrameBackend for Captured<'_, W> {
             record(&mut self.pcap, self.failed, frame);
         }
         Some(len)
+    }
+
+    fn offloads_checksums(&self) -> bool {
+        self.offload && self.pcap.is_none()
+    }
+
+    fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant) {
+        self.backend
+            .handle_guest_frame_offloaded(frame, checksum, now);
+    }
+
+    fn poll_guest_frame_offloaded(
+        &mut self,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<(usize, Checksum)> {
+        let frame = self.backend.poll_guest_frame_offloaded(buf, now)?;
+        Some((frame.len, frame.checksum))
     }
 }
