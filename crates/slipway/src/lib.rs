@@ -12,5 +12,6 @@ pub mod cli;
 pub mod frontdesk;
 pub mod frontend;
 pub mod netns;
+pub mod vmm;
 
 pub use backend::{Backend, BackendConfig, BackendCounters, BackendError, NetworkBackend};
