@@ -23,6 +23,7 @@ pub mod framing;
 pub mod stream;
 pub mod tap;
 pub mod vhost_user;
+pub mod virtio_mmio;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -373,6 +374,29 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         line(&format!("  tcp {phase:?}"), u64::from(count));
     }
     out
+}
+
+/// The backend as a virtio-net device core sees it, capturing every frame
+/// that passes.
+pub(super) struct Captured<'a, W: Write> {
+    pub(super) backend: &'a mut Backend,
+    pub(super) pcap: Option<&'a mut PcapWriter<W>>,
+    pub(super) failed: &'a mut bool,
+}
+
+impl<W: Write> virtio_net_kvm::FrameBackend for Captured<'_, W> {
+    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
+        record(&mut self.pcap, self.failed, frame);
+        self.backend.handle_guest_frame(frame, now);
+    }
+
+    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+        let len = self.backend.poll_guest_frame(buf, now)?;
+        if let Some(frame) = buf.get(..len) {
+            record(&mut self.pcap, self.failed, frame);
+        }
+        Some(len)
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
-use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, MADT, ProcessorLocalApic};
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, MADT, ProcessorLocalApic,
+};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -68,30 +70,38 @@ fn encode(aml: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// The DSDT's body: the net device under `\_SB` and the S5 sleep state.
-pub fn dsdt_body(device: VirtioMmioDevice) -> Vec<u8> {
+/// The DSDT's body: the net device under `\_SB` (if any) and the S5
+/// sleep state.
+#[must_use]
+pub fn dsdt_body(device: Option<VirtioMmioDevice>) -> Vec<u8> {
+    let s5_package = aml::Package::new(vec![&S5_SLEEP_TYPE]);
+    let s5 = aml::Name::new("_S5_".into(), &s5_package);
+    let mut body = device.map(device_aml).unwrap_or_default();
+    s5.to_aml_bytes(&mut body);
+    body
+}
+
+/// The net device: `Device (\_SB.VN00)` with its `_HID`, `_UID` and
+/// `_CRS` (the register window and the interrupt).
+fn device_aml(device: VirtioMmioDevice) -> Vec<u8> {
     let memory = aml::Memory32Fixed::new(true, device.base, device.size);
     let interrupt = aml::Interrupt::new(true, true, false, false, device.irq);
     let resources = aml::ResourceTemplate::new(vec![&memory, &interrupt]);
     let hid = aml::Name::new("_HID".into(), &"LNRO0005");
     let uid = aml::Name::new("_UID".into(), &aml::ZERO);
     let crs = aml::Name::new("_CRS".into(), &resources);
-    let net = aml::Device::new("_SB_.VN00".into(), vec![&hid, &uid, &crs]);
-    let s5_package = aml::Package::new(vec![&S5_SLEEP_TYPE]);
-    let s5 = aml::Name::new("_S5_".into(), &s5_package);
-    let mut body = encode(&net);
-    s5.to_aml_bytes(&mut body);
-    body
+    let net = aml::Device::new("\\_SB_.VN00".into(), vec![&hid, &uid, &crs]);
+    encode(&net)
 }
 
-/// Builds the tables for one vCPU (APIC id 0) and `device`, to be written
-/// at [`ACPI_ADDR`].
+/// Builds the tables for one vCPU (APIC id 0) and the net `device`, if
+/// the DSDT is to declare it, to be written at [`ACPI_ADDR`].
 ///
 /// # Panics
 /// Never: the tables' size is fixed by this function and far below the
 /// area's.
 #[must_use]
-pub fn build(device: VirtioMmioDevice) -> Tables {
+pub fn build(device: Option<VirtioMmioDevice>) -> Tables {
     let base = ACPI_ADDR;
     let mut bytes = Vec::new();
     // The RSDP goes first; its XSDT address is known once the others are
@@ -178,13 +188,18 @@ mod tests {
         let len = u32_at(&tables.bytes, at + 4) as usize;
         let table = &tables.bytes[at..at + len];
         assert_eq!(&table[..4], signature);
-        assert_eq!(sum(table), 0, "{} checksum", String::from_utf8_lossy(signature));
+        assert_eq!(
+            sum(table),
+            0,
+            "{} checksum",
+            String::from_utf8_lossy(signature)
+        );
         table
     }
 
     #[test]
     fn rsdp_leads_through_xsdt_to_checksummed_fadt_madt_and_dsdt() {
-        let tables = build(DEVICE);
+        let tables = build(Some(DEVICE));
         let rsdp = &tables.bytes[..36];
         assert_eq!(&rsdp[..8], b"RSD PTR ");
         assert_eq!(rsdp[15], 2, "ACPI 2.0+ RSDP");
@@ -204,7 +219,7 @@ mod tests {
         assert_eq!(&fadt[244..248], &[1, 8, 0, 1]);
         assert_eq!(u64_at(fadt, 248), u64::from(SLEEP_CONTROL_PORT));
         let dsdt = table(&tables, u64_at(fadt, 140), b"DSDT");
-        assert_eq!(&dsdt[36..], &dsdt_body(DEVICE)[..]);
+        assert_eq!(&dsdt[36..], &dsdt_body(Some(DEVICE))[..]);
 
         // MADT: LAPIC address, then a local APIC (type 0) and an IOAPIC
         // (type 1) at their addresses.
@@ -226,7 +241,7 @@ mod tests {
     fn dsdt_declares_the_virtio_mmio_device_and_s5() {
         #[rustfmt::skip]
         let expected: &[u8] = &[
-            0x5b, 0x82, 0x3d,                         // DeviceOp, PkgLength 61
+            0x5b, 0x82, 0x41, 0x04,                   // DeviceOp, PkgLength 65 (2 bytes)
             0x5c, 0x2e, b'_', b'S', b'B', b'_', b'V', b'N', b'0', b'0',
             0x08, b'_', b'H', b'I', b'D',             // Name (_HID,
             0x0d, b'L', b'N', b'R', b'O', b'0', b'0', b'0', b'5', 0x00,
@@ -241,6 +256,7 @@ mod tests {
             0x08, b'_', b'S', b'5', b'_',             // Name (_S5_,
             0x12, 0x04, 0x01, 0x0a, 0x05,             // Package { 5 }
         ];
-        assert_eq!(dsdt_body(DEVICE), expected);
+        assert_eq!(dsdt_body(Some(DEVICE)), expected);
+        assert_eq!(dsdt_body(None), &expected[67..], "S5 alone");
     }
 }

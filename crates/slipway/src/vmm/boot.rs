@@ -5,11 +5,11 @@
 use std::fs::File;
 use std::path::PathBuf;
 
+use linux_loader::loader::KernelLoader;
 use linux_loader::loader::elf::start_info::{
     XEN_HVM_START_MAGIC_VALUE, hvm_modlist_entry, hvm_start_info,
 };
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
-use linux_loader::loader::KernelLoader;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::VmmError;
@@ -85,7 +85,7 @@ pub fn load(
     mem: &GuestMemoryMmap,
     mem_size: u64,
     spec: &BootSpec,
-    device: acpi::VirtioMmioDevice,
+    device: Option<acpi::VirtioMmioDevice>,
 ) -> Result<Loaded, VmmError> {
     let mut kernel = File::open(&spec.kernel)
         .map_err(|e| VmmError::Setup(format!("--kernel {}: {e}", spec.kernel.display())))?;

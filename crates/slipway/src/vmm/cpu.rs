@@ -10,39 +10,15 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::VmmError;
 use super::layout::{GDT_ADDR, START_INFO_ADDR};
 
-/// CPU features hidden from the guest, as (leaf, subleaf, register,
-/// bits). `Hide::Wide` hides what needs instructions PVM's emulator
-/// cannot run (`xrstor`, `cmpxchg16b`) and the vector extensions whose
-/// state lives in XSAVE areas.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Hide {
-    /// The host's features as KVM supports them.
-    #[default]
-    Nothing,
-    /// No XSAVE family, no AVX family, no CMPXCHG16B.
-    XsaveAvxCx16,
-}
-
-/// CPUID leaf 1, ECX: CMPXCHG16B, FMA, XSAVE, OSXSAVE, AVX, F16C.
-const LEAF1_ECX_HIDDEN: u32 = (1 << 13) | (1 << 12) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29);
 /// CPUID leaf 1, ECX: "running under a hypervisor".
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
-/// CPUID leaf 7, EBX: AVX2 and the AVX-512 family.
-const LEAF7_EBX_HIDDEN: u32 =
-    (1 << 5) | (1 << 16) | (1 << 17) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 30) | (1 << 31);
-/// CPUID leaf 7, ECX: AVX-512 VBMI, VBMI2, VNNI, BITALG, VPOPCNTDQ.
-const LEAF7_ECX_HIDDEN: u32 = (1 << 1) | (1 << 6) | (1 << 11) | (1 << 12) | (1 << 14);
-/// CPUID leaf 7, EDX: AVX-512 4VNNIW/4FMAPS/VP2INTERSECT/FP16, AMX.
-const LEAF7_EDX_HIDDEN: u32 = (1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 23) | (1 << 24);
-/// CPUID leaf 7 subleaf 1, EAX: AVX-VNNI, AVX512-BF16.
-const LEAF7_1_EAX_HIDDEN: u32 = (1 << 4) | (1 << 5);
 
-/// The CPUID the guest sees: KVM's supported set, with the APIC id 0,
-/// the hypervisor bit, and `hide` applied.
+/// The CPUID the guest sees: KVM's supported set, with the APIC id 0 and
+/// the hypervisor bit.
 ///
 /// # Errors
 /// KVM did not report its CPUID.
-pub fn cpuid(kvm: &Kvm, hide: Hide) -> Result<CpuId, VmmError> {
+pub fn cpuid(kvm: &Kvm) -> Result<CpuId, VmmError> {
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
@@ -53,21 +29,6 @@ pub fn cpuid(kvm: &Kvm, hide: Hide) -> Result<CpuId, VmmError> {
                 entry.ebx &= 0x0000_ffff;
                 entry.ebx |= 1 << 16;
                 entry.ecx |= LEAF1_ECX_HYPERVISOR;
-                if hide == Hide::XsaveAvxCx16 {
-                    entry.ecx &= !LEAF1_ECX_HIDDEN;
-                }
-            }
-            (7, 0) if hide == Hide::XsaveAvxCx16 => {
-                entry.ebx &= !LEAF7_EBX_HIDDEN;
-                entry.ecx &= !LEAF7_ECX_HIDDEN;
-                entry.edx &= !LEAF7_EDX_HIDDEN;
-            }
-            (7, 1) if hide == Hide::XsaveAvxCx16 => entry.eax &= !LEAF7_1_EAX_HIDDEN,
-            (0xd, _) if hide == Hide::XsaveAvxCx16 => {
-                entry.eax = 0;
-                entry.ebx = 0;
-                entry.ecx = 0;
-                entry.edx = 0;
             }
             // The topology leaves: x2APIC id 0.
             (0xb | 0x1f, _) => entry.edx = 0,
@@ -125,7 +86,7 @@ pub const GDT: [u64; 4] = [
     0,
     0x00cf_9b00_0000_ffff,
     0x00cf_9300_0000_ffff,
-    0x0080_8b00_0000_0067,
+    0x0000_8b00_0000_0067,
 ];
 
 /// The segment register the GDT entry at `selector` describes.
@@ -134,7 +95,11 @@ fn segment(selector: u16) -> kvm_segment {
     let flags = (entry >> 40) as u16;
     kvm_segment {
         base: 0,
-        limit: if flags & 0x8000 != 0 { 0xffff_ffff } else { 0x67 },
+        limit: if flags & 0x8000 != 0 {
+            0xffff_ffff
+        } else {
+            0x67
+        },
         selector,
         type_: (flags & 0xf) as u8,
         present: u8::from(flags & 0x80 != 0),
@@ -163,9 +128,15 @@ pub fn setup(
     vcpu.set_cpuid2(cpuid)
         .map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
     let msrs = boot_msrs()?;
-    let set = vcpu.set_msrs(&msrs).map_err(VmmError::kvm("KVM_SET_MSRS"))?;
+    let set = vcpu
+        .set_msrs(&msrs)
+        .map_err(VmmError::kvm("KVM_SET_MSRS"))?;
     if set != msrs.as_slice().len() {
-        tracing::warn!(set, wanted = msrs.as_slice().len(), "KVM set only some MSRs");
+        tracing::warn!(
+            set,
+            wanted = msrs.as_slice().len(),
+            "KVM set only some MSRs"
+        );
     }
     for (i, descriptor) in GDT.iter().enumerate() {
         mem.write_obj(*descriptor, GuestAddress(GDT_ADDR + 8 * i as u64))
@@ -188,12 +159,14 @@ pub fn setup(
     sregs.cr0 = 0x11;
     sregs.cr4 = 0;
     sregs.efer = 0;
-    vcpu.set_sregs(&sregs).map_err(VmmError::kvm("KVM_SET_SREGS"))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(VmmError::kvm("KVM_SET_SREGS"))?;
     let mut regs = vcpu.get_regs().map_err(VmmError::kvm("KVM_GET_REGS"))?;
     regs.rflags = 2;
     regs.rip = entry;
     regs.rbx = START_INFO_ADDR;
-    vcpu.set_regs(&regs).map_err(VmmError::kvm("KVM_SET_REGS"))?;
+    vcpu.set_regs(&regs)
+        .map_err(VmmError::kvm("KVM_SET_REGS"))?;
     // x87 control word and MXCSR at their reset values.
     let fpu = kvm_bindings::kvm_fpu {
         fcw: 0x37f,
@@ -211,11 +184,23 @@ mod tests {
     #[test]
     fn gdt_segments_are_flat_32_bit_code_and_data() {
         let code = segment(0x08);
-        assert_eq!((code.type_, code.db, code.l, code.s, code.g), (0xb, 1, 0, 1, 1));
-        assert_eq!((code.base, code.limit, code.present, code.dpl), (0, 0xffff_ffff, 1, 0));
+        assert_eq!(
+            (code.type_, code.db, code.l, code.s, code.g),
+            (0xb, 1, 0, 1, 1)
+        );
+        assert_eq!(
+            (code.base, code.limit, code.present, code.dpl),
+            (0, 0xffff_ffff, 1, 0)
+        );
         let data = segment(0x10);
-        assert_eq!((data.type_, data.db, data.s, data.limit), (0x3, 1, 1, 0xffff_ffff));
+        assert_eq!(
+            (data.type_, data.db, data.s, data.limit),
+            (0x3, 1, 1, 0xffff_ffff)
+        );
         let tss = segment(0x18);
-        assert_eq!((tss.type_, tss.s, tss.present, tss.limit), (0xb, 0, 1, 0x67));
+        assert_eq!(
+            (tss.type_, tss.s, tss.present, tss.limit),
+            (0xb, 0, 1, 0x67)
+        );
     }
 }

@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(map[0].type_, XEN_HVM_MEMMAP_TYPE_RAM);
         assert_eq!((map[1].addr, map[1].size), (0xe_0000, 0x2_0000));
         assert_eq!(map[1].type_, XEN_HVM_MEMMAP_TYPE_RESERVED);
-        assert_eq!((map[2].addr, map[2].addr + map[2].size), (1 << 20, 512 << 20));
+        assert_eq!(
+            (map[2].addr, map[2].addr + map[2].size),
+            (1 << 20, 512 << 20)
+        );
         assert_eq!(map[2].type_, XEN_HVM_MEMMAP_TYPE_RAM);
         for window in map.windows(2) {
             assert!(window[0].addr + window[0].size <= window[1].addr);

@@ -30,7 +30,6 @@ mod vcpu;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -38,7 +37,6 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 pub use boot::BootSpec;
-pub use cpu::Hide;
 pub use vcpu::{MmioAccess, VmEnd};
 
 /// Why the VM could not be set up.
@@ -71,8 +69,32 @@ pub struct MachineConfig {
     pub mem_mib: u64,
     /// What to boot.
     pub boot: BootSpec,
-    /// CPU features hidden from the guest.
-    pub hide: Hide,
+    /// Whether the ACPI DSDT declares the net device (otherwise the
+    /// command line must, see [`device_cmdline`]).
+    pub acpi_device: bool,
+}
+
+/// The kernel parameters every guest gets: the console on COM1, reboot
+/// through the i8042 (which ends the VMM), no reboot after a panic, and
+/// no PCI probing (the machine has no PCI bus).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off";
+
+/// The net device as the DSDT declares it.
+pub const NET_DEVICE: acpi::VirtioMmioDevice = acpi::VirtioMmioDevice {
+    base: 0xd000_0000,
+    size: 0x200,
+    irq: layout::VIRTIO_NET_IRQ,
+};
+
+/// The kernel parameter that declares the net device to a kernel built
+/// with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`, for machines booted without
+/// the device in the DSDT.
+#[must_use]
+pub fn device_cmdline() -> String {
+    format!(
+        "virtio_mmio.device={}@{:#x}:{}",
+        NET_DEVICE.size, NET_DEVICE.base, NET_DEVICE.irq
+    )
 }
 
 /// The KVM address of the TSS the VMX code needs, in the MMIO hole.
@@ -105,7 +127,8 @@ impl Machine {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
-        vm.create_pit2(pit).map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
+        vm.create_pit2(pit)
+            .map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
 
         let mem_size = config.mem_mib << 20;
         let size = usize::try_from(mem_size)
@@ -129,20 +152,22 @@ impl Machine {
             unsafe { vm.set_user_memory_region(region) }
                 .map_err(VmmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         }
-        let device = acpi::VirtioMmioDevice {
-            base: u32::try_from(layout::VIRTIO_NET_BASE).unwrap_or(u32::MAX),
-            size: u32::try_from(virtio_net_kvm::mmio::MMIO_SIZE).unwrap_or(u32::MAX),
-            irq: layout::VIRTIO_NET_IRQ,
-        };
+        let device = config.acpi_device.then_some(NET_DEVICE);
         let loaded = boot::load(&mem, mem_size, &config.boot, device)?;
-        tracing::debug!(entry = loaded.entry, kernel_end = loaded.kernel_end, "kernel loaded");
+        tracing::debug!(
+            entry = loaded.entry,
+            kernel_end = loaded.kernel_end,
+            "kernel loaded"
+        );
 
-        let serial_irq = EventFd::new(EFD_NONBLOCK)
-            .map_err(|e| VmmError::Setup(format!("eventfd: {e}")))?;
+        let serial_irq =
+            EventFd::new(EFD_NONBLOCK).map_err(|e| VmmError::Setup(format!("eventfd: {e}")))?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .map_err(VmmError::kvm("KVM_IRQFD (serial)"))?;
-        let vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
-        let cpuid = cpu::cpuid(&kvm, config.hide)?;
+        let vcpu = vm
+            .create_vcpu(0)
+            .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
+        let cpuid = cpu::cpuid(&kvm)?;
         cpu::setup(&vcpu, &mem, &cpuid, loaded.entry)?;
         Ok(Self {
             vcpu,
@@ -209,8 +234,14 @@ pub fn device_channel() -> std::io::Result<(DeviceBus, DeviceEnd)> {
     vcpu::channel()
 }
 
-#[allow(dead_code)]
-fn assert_send() {
-    fn send<T: Send>() {}
-    send::<mpsc::Sender<MmioAccess>>();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_device_is_where_the_layout_puts_it() {
+        assert_eq!(u64::from(NET_DEVICE.base), layout::VIRTIO_NET_BASE);
+        assert_eq!(u64::from(NET_DEVICE.size), virtio_net_kvm::mmio::MMIO_SIZE);
+        assert_eq!(device_cmdline(), "virtio_mmio.device=512@0xd0000000:5");
+    }
 }

@@ -161,8 +161,7 @@ impl<W: Write> Serial<W> {
                 if enabling_thre {
                     self.thre_pending = true;
                 }
-                return enabling_thre
-                    || (self.ier & IER_RDA != 0 && !self.input.is_empty());
+                return enabling_thre || (self.ier & IER_RDA != 0 && !self.input.is_empty());
             }
             IIR_FCR => {
                 self.fifo_enabled = value & 0x01 != 0;

@@ -179,14 +179,19 @@ fn internal_error(vcpu: &mut VcpuFd) -> String {
     // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, for which KVM
     // fills the `internal` member of the union.
     let internal = unsafe { run.__bindgen_anon_1.internal };
-    let count = usize::try_from(internal.ndata).unwrap_or(0).min(internal.data.len());
+    let count = usize::try_from(internal.ndata)
+        .unwrap_or(0)
+        .min(internal.data.len());
     let data: Vec<String> = internal.data[..count]
         .iter()
         .map(|word| format!("{word:#x}"))
         .collect();
     let at = rip(vcpu);
     let code = match vcpu.get_sregs() {
-        Ok(sregs) => format!(", cs.l {} cr0 {:#x} efer {:#x}", sregs.cs.l, sregs.cr0, sregs.efer),
+        Ok(sregs) => format!(
+            ", cs.l {} cr0 {:#x} efer {:#x}",
+            sregs.cs.l, sregs.cr0, sregs.efer
+        ),
         Err(_) => String::new(),
     };
     format!(
@@ -249,9 +254,7 @@ impl<W: Write> Ports<'_, W> {
                 }
             }
             I8042_COMMAND if value == I8042_RESET => return Some(VmEnd::Reset),
-            SLEEP_CONTROL_PORT
-                if value & SLP_EN != 0 && (value >> 2) & 0x7 == S5_SLEEP_TYPE =>
-            {
+            SLEEP_CONTROL_PORT if value & SLP_EN != 0 && (value >> 2) & 0x7 == S5_SLEEP_TYPE => {
                 return Some(VmEnd::PowerOff);
             }
             _ => {}
@@ -295,7 +298,10 @@ mod tests {
     fn i8042_reset_and_acpi_s5_end_the_vm() {
         ports_test(|ports| {
             assert_eq!(ports.write(I8042_COMMAND, &[0xd1]), None);
-            assert_eq!(ports.write(I8042_COMMAND, &[I8042_RESET]), Some(VmEnd::Reset));
+            assert_eq!(
+                ports.write(I8042_COMMAND, &[I8042_RESET]),
+                Some(VmEnd::Reset)
+            );
             assert_eq!(ports.write(SLEEP_CONTROL_PORT, &[S5_SLEEP_TYPE << 2]), None);
             assert_eq!(
                 ports.write(SLEEP_CONTROL_PORT, &[(S5_SLEEP_TYPE << 2) | SLP_EN]),

@@ -41,7 +41,7 @@ use vm_memory::GuestMemoryMmap;
 use self::protocol::{F_PROTOCOL_FEATURES, Message, Received};
 use self::vring::{MemoryTable, Vring};
 use super::{
-    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, earliest, flush_pcap, record,
+    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, earliest, flush_pcap,
     register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
@@ -453,27 +453,4 @@ fn vring_mut(vrings: &mut [Vring; 2], index: u32) -> io::Result<&mut Vring> {
                 format!("vring {index}: the device has two"),
             )
         })
-}
-
-/// The backend as the device core sees it, capturing every frame that
-/// passes.
-struct Captured<'a, W: Write> {
-    backend: &'a mut Backend,
-    pcap: Option<&'a mut PcapWriter<W>>,
-    failed: &'a mut bool,
-}
-
-impl<W: Write> FrameBackend for Captured<'_, W> {
-    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
-        record(&mut self.pcap, self.failed, frame);
-        self.backend.handle_guest_frame(frame, now);
-    }
-
-    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
-        let len = self.backend.poll_guest_frame(buf, now)?;
-        if let Some(frame) = buf.get(..len) {
-            record(&mut self.pcap, self.failed, frame);
-        }
-        Some(len)
-    }
 }
