@@ -154,18 +154,19 @@ impl HostServers {
         }
     }
 
-    /// The guest script: the ports, then `vm/checks.sh`.
+    /// The guest script: the ports, then `vm/lease.sh` and `vm/checks.sh`.
     fn script(&self, network: Network) -> String {
         format!(
             "DOWNLOAD_PORT={}\nUPLOAD_PORT={}\nEOF_PORT={}\nIPERF_UP_PORT={}\n\
              IPERF_DOWN_PORT={}\nHALF_LEN={HALF_LEN}\nIPERF_SECONDS={IPERF_SECONDS}\n\
-             CHECK_DNS={}\n{}",
+             CHECK_DNS={}\n{}{}",
             self.download,
             self.upload,
             self.reply_after_eof,
             self.iperf_up.port,
             self.iperf_down.port,
             u8::from(network.is_slipway()),
+            include_str!("vm/lease.sh"),
             include_str!("vm/checks.sh")
         )
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::e2e::{Output, Proc, TempDir, command, missing_tool, slipway};
 
-pub use guest_image::Image;
+pub use guest_image::{Cpio, Image};
 
 /// The variable that picks QEMU's accelerator: `kvm` or `tcg`.
 pub const ACCEL_VAR: &str = "SLIPWAY_VM_ACCEL";
@@ -335,7 +335,31 @@ impl Guest {
     pub fn finish(self, limit: Duration) -> Report {
         let started = self.started;
         let out = self.qemu.finish(limit);
-        let serial = out.stdout.replace('\r', "");
+        Report::parse(&out.stdout, out.stderr, started.elapsed())
+    }
+}
+
+/// What a guest reported before powering off.
+pub struct Report {
+    /// The serial console, kernel messages included.
+    pub serial: String,
+    /// What the VMM (QEMU, slipway-vmm) itself wrote to stderr.
+    pub qemu_stderr: String,
+    /// The `SLIPWAY-RESULT` lines.
+    pub results: BTreeMap<String, String>,
+    /// The text between `SLIPWAY-BEGIN NAME` and `SLIPWAY-END NAME` lines.
+    pub blocks: BTreeMap<String, String>,
+    /// The test script's exit status, if the guest got that far.
+    pub exit: Option<i32>,
+    /// From the start of the VMM to its exit.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// What the guest reported on its serial console `serial` (the VMM's
+    /// stdout), with the VMM's `stderr`, `elapsed` after it started.
+    pub fn parse(serial: &str, stderr: String, elapsed: Duration) -> Self {
+        let serial = serial.replace('\r', "");
         let mut results = BTreeMap::new();
         let mut blocks = BTreeMap::new();
         let mut block: Option<(String, String)> = None;
@@ -359,34 +383,16 @@ impl Guest {
                 exit = code.trim().parse().ok();
             }
         }
-        Report {
+        Self {
             serial,
-            qemu_stderr: out.stderr,
+            qemu_stderr: stderr,
             results,
             blocks,
             exit,
-            elapsed: started.elapsed(),
+            elapsed,
         }
     }
-}
 
-/// What a guest reported before powering off.
-pub struct Report {
-    /// The serial console, kernel messages included.
-    pub serial: String,
-    /// What QEMU itself wrote to stderr.
-    pub qemu_stderr: String,
-    /// The `SLIPWAY-RESULT` lines.
-    pub results: BTreeMap<String, String>,
-    /// The text between `SLIPWAY-BEGIN NAME` and `SLIPWAY-END NAME` lines.
-    pub blocks: BTreeMap<String, String>,
-    /// The test script's exit status, if the guest got that far.
-    pub exit: Option<i32>,
-    /// From the start of QEMU to its exit.
-    pub elapsed: Duration,
-}
-
-impl Report {
     /// The value reported for `key`, or an empty string.
     pub fn get(&self, key: &str) -> &str {
         self.results.get(key).map_or("", String::as_str)
