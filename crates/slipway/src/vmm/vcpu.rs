@@ -92,9 +92,9 @@ pub(super) fn channel() -> std::io::Result<(DeviceBus, DeviceEnd)> {
 }
 
 impl DeviceBus {
-    /// Sends an access and waits for its answer; `None` when the backend's
-    /// thread is gone.
-    fn access(&self, access: MmioAccess) -> Option<[u8; 8]> {
+    /// Sends an access and waits for its answer (a read's bytes; zeros
+    /// for a write); `None` when the backend's thread is gone.
+    pub fn access(&self, access: MmioAccess) -> Option<[u8; 8]> {
         self.requests.send(access).ok()?;
         // A full counter still wakes the loop.
         let _ = self.wake.write(1);
@@ -102,7 +102,7 @@ impl DeviceBus {
     }
 
     /// Tells the backend's thread how the VM ended.
-    pub(super) fn finish(&self, end: &VmEnd) {
+    pub fn finish(&self, end: &VmEnd) {
         let _ = self.ended.send(end.clone());
         let _ = self.ended_wake.write(1);
     }
