@@ -61,7 +61,7 @@ pub enum VmmCommand {
     /// Print the version and exit.
     Version,
     /// Boot a guest.
-    Boot(VmmOptions),
+    Boot(Box<VmmOptions>),
 }
 
 /// The machine and the network of a `slipway-vmm` guest.
@@ -182,7 +182,7 @@ pub fn parse_vmm(args: &[OsString]) -> Result<VmmCommand, UsageError> {
             "missing --kernel: expected \"slipway-vmm [OPTIONS] --kernel VMLINUX\"",
         ));
     };
-    Ok(VmmCommand::Boot(VmmOptions {
+    Ok(VmmCommand::Boot(Box::new(VmmOptions {
         network,
         kernel,
         initrd: c.initrd,
@@ -190,7 +190,7 @@ pub fn parse_vmm(args: &[OsString]) -> Result<VmmCommand, UsageError> {
         mem_mib: c.mem_mib.unwrap_or(DEFAULT_MEM_MIB),
         console: c.console,
         device_on_cmdline: c.device_on_cmdline,
-    }))
+    })))
 }
 
 /// `--mem`: MiB, or a number with `M` or `G`, within the machine's range.
@@ -228,7 +228,7 @@ mod tests {
 
     fn boot(list: &[&str]) -> VmmOptions {
         match parse_vmm(&args(list)) {
-            Ok(VmmCommand::Boot(options)) => options,
+            Ok(VmmCommand::Boot(options)) => *options,
             other => panic!("{list:?}: expected a boot, got {other:?}"),
         }
     }

@@ -103,10 +103,9 @@ fn device_aml(device: VirtioMmioDevice) -> Vec<u8> {
 #[must_use]
 pub fn build(device: Option<VirtioMmioDevice>) -> Tables {
     let base = ACPI_ADDR;
-    let mut bytes = Vec::new();
     // The RSDP goes first; its XSDT address is known once the others are
     // placed, so it is written last into this slot.
-    bytes.resize(Rsdp::len(), 0);
+    let mut bytes = vec![0; Rsdp::len()];
 
     let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     for byte in dsdt_body(device) {
@@ -161,6 +160,8 @@ pub fn build(device: Option<VirtioMmioDevice>) -> Tables {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     const DEVICE: VirtioMmioDevice = VirtioMmioDevice {

@@ -161,6 +161,8 @@ fn write(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8], what: &str) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use vm_memory::ByteValued;
 

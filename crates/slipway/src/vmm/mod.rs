@@ -236,6 +236,8 @@ pub fn device_channel() -> std::io::Result<(DeviceBus, DeviceEnd)> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -185,6 +185,8 @@ impl<W: Write> Serial<W> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn serial() -> Serial<Vec<u8>> {

@@ -248,10 +248,8 @@ impl<W: Write> Ports<'_, W> {
     fn write(&mut self, port: u16, data: &[u8]) -> Option<VmEnd> {
         let value = data.first().copied().unwrap_or(0);
         match port {
-            _ if (COM1..COM1 + PORTS).contains(&port) => {
-                if self.serial.write(port - COM1, value) {
-                    let _ = self.serial_irq.write(1);
-                }
+            _ if (COM1..COM1 + PORTS).contains(&port) && self.serial.write(port - COM1, value) => {
+                let _ = self.serial_irq.write(1);
             }
             I8042_COMMAND if value == I8042_RESET => return Some(VmEnd::Reset),
             SLEEP_CONTROL_PORT if value & SLP_EN != 0 && (value >> 2) & 0x7 == S5_SLEEP_TYPE => {
@@ -281,6 +279,8 @@ impl<W: Write> Ports<'_, W> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn ports_test(run: impl FnOnce(&mut Ports<'_, Vec<u8>>)) -> Vec<u8> {

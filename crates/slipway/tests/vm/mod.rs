@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::e2e::{Output, Proc, TempDir, command, missing_tool, slipway};
 
+#[allow(unused_imports, reason = "only the reference VMM test builds an archive")]
 pub use guest_image::{Cpio, Image};
 
 /// The variable that picks QEMU's accelerator: `kvm` or `tcg`.

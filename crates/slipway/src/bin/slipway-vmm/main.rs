@@ -29,7 +29,7 @@ const EXIT_VM_FAILED: u8 = 3;
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let options = match cli::parse_vmm(&args) {
-        Ok(VmmCommand::Boot(options)) => options,
+        Ok(VmmCommand::Boot(options)) => *options,
         Ok(VmmCommand::Help) => {
             print!("{VMM_USAGE}");
             return ExitCode::SUCCESS;
