@@ -280,13 +280,7 @@ fn run_checks(network: Network) {
         }
         Err(_) => checks.check(false, || "the upload server got no request".to_owned()),
     }
-    if let Some(seconds) = report.seconds("download_seconds") {
-        eprintln!(
-            "e2e-vm: {name}: download {} MiB in {seconds:.2} s = {:.0} MiB/s",
-            BULK_LEN >> 20,
-            mib_per_s(BULK_LEN, seconds)
-        );
-    }
+    report.print_download(&format!("e2e-vm: {name}"), BULK_LEN);
     for (server, run, direction) in [
         (servers.iperf_up, "up", "guest->host"),
         (servers.iperf_down, "down", "host->guest"),
@@ -308,11 +302,7 @@ fn run_checks(network: Network) {
             )
         });
     }
-    eprintln!(
-        "e2e-vm: {name}: boot to poweroff {:.1} s (the guest reached the network at {} s of uptime)",
-        report.elapsed.as_secs_f64(),
-        report.get("boot_uptime")
-    );
+    report.print_boot(&format!("e2e-vm: {name}"));
     checks.assert_all(&format!("{}\n{slipway_log}", report.log()));
 }
 

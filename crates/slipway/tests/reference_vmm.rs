@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use e2e::data::{Sha256, Stream, hex};
 use e2e::servers::{self, DNS_ADDRESS};
-use e2e::{Proc, TempDir, mib_per_s};
+use e2e::{Proc, TempDir};
 use vm::{Checks, Cpio, Image, Report};
 
 /// The size of the HTTP download.
@@ -242,17 +242,7 @@ fn guest_on_kvm_gets_a_lease_pings_resolves_and_downloads_through_slipway_vmm() 
         "the DNS responder saw no query".to_owned()
     });
     checks.equal("download SHA-256", report.get("download_sha256"), &sha256);
-    if let Some(seconds) = report.seconds("download_seconds") {
-        eprintln!(
-            "reference-vmm: download {} MiB in {seconds:.2} s = {:.0} MiB/s",
-            BULK_LEN >> 20,
-            mib_per_s(BULK_LEN, seconds)
-        );
-    }
-    eprintln!(
-        "reference-vmm: boot to poweroff {:.1} s (the guest reached the network at {} s of uptime)",
-        report.elapsed.as_secs_f64(),
-        report.get("boot_uptime")
-    );
+    report.print_download("reference-vmm", BULK_LEN);
+    report.print_boot("reference-vmm");
     checks.assert_all(&report.log());
 }

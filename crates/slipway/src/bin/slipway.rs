@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Failure, Pcap, Setup, finish_pcap, init_logging, setup, stop_signals};
+use common::{Failure, Pcap, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals};
 
 use nat_core::Plan;
 use slipway::Backend;
@@ -86,17 +86,7 @@ fn main() -> ExitCode {
             vhost_user(&options, &socket)
         }
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure::Usage(message)) => {
-            eprintln!("slipway: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(message)) => {
-            eprintln!("slipway: {message}");
-            ExitCode::from(1)
-        }
-    }
+    exit_status("slipway", result)
 }
 
 fn tap_config(options: &Options, plan: &Plan) -> TapConfig {

@@ -376,6 +376,19 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
     out
 }
 
+/// Marks `flags[i]` when `token` is of `kind` with index `i` (a queue's
+/// eventfd); returns whether it was of `kind`.
+pub(super) fn note_indexed(flags: &mut [bool], token: Token, kind: Kind) -> bool {
+    if token.kind() != kind {
+        return false;
+    }
+    let index = usize::try_from(token.index()).ok();
+    if let Some(flag) = index.and_then(|i| flags.get_mut(i)) {
+        *flag = true;
+    }
+    true
+}
+
 /// The backend as a virtio-net device core sees it, capturing every frame
 /// that passes.
 pub(super) struct Captured<'a, W: Write> {

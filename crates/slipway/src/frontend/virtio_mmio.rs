@@ -28,7 +28,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap,
+    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, note_indexed,
     register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
@@ -245,12 +245,7 @@ impl Ready {
             match token {
                 TOKEN_MMIO => ready.mmio = true,
                 TOKEN_ENDED => ready.ended = true,
-                _ if token.kind() == KIND_QUEUE => {
-                    let index = usize::try_from(token.index()).ok();
-                    if let Some(kicked) = index.and_then(|i| ready.queues.get_mut(i)) {
-                        *kicked = true;
-                    }
-                }
+                _ if note_indexed(&mut ready.queues, token, KIND_QUEUE) => {}
                 _ => {}
             }
         }

@@ -20,9 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::e2e::{Output, Proc, TempDir, command, missing_tool, slipway};
+use crate::e2e::{Output, Proc, TempDir, command, mib_per_s, missing_tool, slipway};
 
-#[allow(unused_imports, reason = "only the reference VMM test builds an archive")]
+#[allow(
+    unused_imports,
+    reason = "only the reference VMM test builds an archive"
+)]
 pub use guest_image::{Cpio, Image};
 
 /// The variable that picks QEMU's accelerator: `kvm` or `tcg`.
@@ -407,6 +410,28 @@ impl Report {
     /// The value for `key` as a number of seconds, if it is one.
     pub fn seconds(&self, key: &str) -> Option<f64> {
         self.get(key).parse().ok().filter(|s: &f64| *s > 0.0)
+    }
+
+    /// Says on stderr, after `prefix`, how fast the guest's download of
+    /// `len` bytes went, if it reported one.
+    pub fn print_download(&self, prefix: &str, len: usize) {
+        if let Some(seconds) = self.seconds("download_seconds") {
+            eprintln!(
+                "{prefix}: download {} MiB in {seconds:.2} s = {:.0} MiB/s",
+                len >> 20,
+                mib_per_s(len, seconds)
+            );
+        }
+    }
+
+    /// Says on stderr, after `prefix`, how long the guest ran and when it
+    /// reached the network.
+    pub fn print_boot(&self, prefix: &str) {
+        eprintln!(
+            "{prefix}: boot to poweroff {:.1} s (the guest reached the network at {} s of uptime)",
+            self.elapsed.as_secs_f64(),
+            self.get("boot_uptime")
+        );
     }
 
     /// Everything a failure message needs: the serial log and QEMU's stderr.

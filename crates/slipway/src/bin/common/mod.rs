@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use nat_core::{DenyList, IPV6_MIN_MTU, Nat, Plan, Rules, RulesError};
@@ -29,6 +30,22 @@ impl Failure {
     /// A mapper from an I/O error to a runtime failure, led by `context`.
     pub fn runtime(context: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
         move |error| Failure::Runtime(format!("{context}: {error}"))
+    }
+}
+
+/// The exit status of `result`, saying on stderr, after `program`'s
+/// name, why it failed: 2 for a usage error, 1 for a runtime failure.
+pub fn exit_status(program: &str, result: Result<u8, Failure>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Usage(message)) => {
+            eprintln!("{program}: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("{program}: {message}");
+            ExitCode::from(1)
+        }
     }
 }
 

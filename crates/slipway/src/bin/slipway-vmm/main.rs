@@ -16,7 +16,7 @@ use std::process::ExitCode;
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{Failure, Setup, finish_pcap, init_logging, setup, stop_signals};
+use common::{Failure, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals};
 use slipway::cli::{self, VMM_USAGE, VmmCommand, VmmOptions};
 use slipway::frontend::vhost_user::counter_lines;
 use slipway::frontend::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
@@ -45,17 +45,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(options.network.log);
-    match boot(&options) {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure::Usage(message)) => {
-            eprintln!("slipway-vmm: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(message)) => {
-            eprintln!("slipway-vmm: {message}");
-            ExitCode::from(1)
-        }
-    }
+    exit_status("slipway-vmm", boot(&options))
 }
 
 /// The console: a file, or stdout.

@@ -42,7 +42,7 @@ use self::protocol::{F_PROTOCOL_FEATURES, Message, Received};
 use self::vring::{MemoryTable, Vring};
 use super::{
     Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, earliest, flush_pcap,
-    register_common, stop_after_pass, token,
+    note_indexed, register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
 use crate::{Backend, NetworkBackend};
@@ -430,12 +430,7 @@ impl Ready {
             match token {
                 TOKEN_LISTENER => ready.listener = true,
                 TOKEN_CONN => ready.conn = true,
-                _ if token.kind() == KIND_KICK => {
-                    let index = usize::try_from(token.index()).ok();
-                    if let Some(kicked) = index.and_then(|i| ready.kicks.get_mut(i)) {
-                        *kicked = true;
-                    }
-                }
+                _ if note_indexed(&mut ready.kicks, token, KIND_KICK) => {}
                 _ => {}
             }
         }
