@@ -34,7 +34,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::data::{Sha256, Stream, hex};
-use e2e::servers::{self, DNS_ADDRESS, Upload};
+use e2e::servers::{self, Upload};
 use e2e::{Proc, TempDir, command, free_tcp_port, mib_per_s, tcp_listening, wait_until};
 use vm::{Checks, Frontend, Guest, Nic, Report, SlipwaySocket, libslirp_netdev};
 
@@ -251,14 +251,7 @@ fn run_checks(network: Network) {
 
     judge(network, &report, &mut checks);
     if network.is_slipway() {
-        checks.equal(
-            "DNS answer",
-            report.get("dns_answer"),
-            &DNS_ADDRESS.to_string(),
-        );
-        checks.check(dns_queries.load(Ordering::Relaxed) > 0, || {
-            "the DNS responder saw no query".to_owned()
-        });
+        checks.dns_answer(&report, dns_queries.load(Ordering::Relaxed));
     }
     checks.equal("download SHA-256", report.get("download_sha256"), sha256);
     match servers.uploads.recv_timeout(LIMIT) {
@@ -308,13 +301,7 @@ fn run_checks(network: Network) {
 
 /// The checks whose expected values depend only on the network's plan.
 fn judge(network: Network, report: &Report, checks: &mut Checks) {
-    checks.check(report.exit == Some(0), || {
-        format!("the guest script's exit status: {:?}", report.exit)
-    });
-    checks.equal("guest address", report.get("address"), "10.0.2.15/24");
-    checks.equal("default router", report.get("router"), "10.0.2.2");
-    checks.equal("nameserver", report.get("nameserver"), "10.0.2.3");
-    checks.equal("MTU", report.get("mtu"), network.mtu());
+    checks.exit_and_lease(report, network.mtu());
     checks.equal("guest's server status", report.get("inbound_status"), "0");
     checks.equal(
         "ping replies from the gateway",

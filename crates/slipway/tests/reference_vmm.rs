@@ -36,7 +36,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use e2e::data::{Sha256, Stream, hex};
-use e2e::servers::{self, DNS_ADDRESS};
+use e2e::servers;
 use e2e::{Proc, TempDir};
 use vm::{Checks, Cpio, Image, Report};
 
@@ -221,26 +221,13 @@ fn guest_on_kvm_gets_a_lease_pings_resolves_and_downloads_through_slipway_vmm() 
     checks.check(out.status.success(), || {
         format!("slipway-vmm exited with {:?}", out.status)
     });
-    checks.check(report.exit == Some(0), || {
-        format!("the guest script's exit status: {:?}", report.exit)
-    });
-    checks.equal("guest address", report.get("address"), "10.0.2.15/24");
-    checks.equal("default router", report.get("router"), "10.0.2.2");
-    checks.equal("nameserver", report.get("nameserver"), "10.0.2.3");
-    checks.equal("MTU", report.get("mtu"), "65520");
+    checks.exit_and_lease(&report, "65520");
     checks.equal(
         "ping replies from the gateway",
         report.get("ping_received"),
         "3",
     );
-    checks.equal(
-        "DNS answer",
-        report.get("dns_answer"),
-        &DNS_ADDRESS.to_string(),
-    );
-    checks.check(dns_queries.load(Ordering::Relaxed) > 0, || {
-        "the DNS responder saw no query".to_owned()
-    });
+    checks.dns_answer(&report, dns_queries.load(Ordering::Relaxed));
     checks.equal("download SHA-256", report.get("download_sha256"), &sha256);
     report.print_download("reference-vmm", BULK_LEN);
     report.print_boot("reference-vmm");

@@ -465,6 +465,26 @@ impl Checks {
         }
     }
 
+    /// The script's exit status and the lease `vm/lease.sh` reported: the
+    /// default plan, with `mtu`.
+    pub fn exit_and_lease(&mut self, report: &Report, mtu: &str) {
+        self.check(report.exit == Some(0), || {
+            format!("the guest script's exit status: {:?}", report.exit)
+        });
+        self.equal("guest address", report.get("address"), "10.0.2.15/24");
+        self.equal("default router", report.get("router"), "10.0.2.2");
+        self.equal("nameserver", report.get("nameserver"), "10.0.2.3");
+        self.equal("MTU", report.get("mtu"), mtu);
+    }
+
+    /// The guest's lookup through slipway's DNS address: the test's
+    /// responder, which saw `queries`, gave the answer.
+    pub fn dns_answer(&mut self, report: &Report, queries: usize) {
+        let expected = crate::e2e::servers::DNS_ADDRESS.to_string();
+        self.equal("DNS answer", report.get("dns_answer"), &expected);
+        self.check(queries > 0, || "the DNS responder saw no query".to_owned());
+    }
+
     /// Panics listing every failure, with `context` (logs), if any failed.
     pub fn assert_all(self, context: &str) {
         assert!(
