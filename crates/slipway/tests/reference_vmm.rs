@@ -45,7 +45,7 @@ const BULK_LEN: usize = 64 << 20;
 /// The bound on the whole guest's run.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// The bound on the boot-path probe: PVM runs the early kernel slowly.
-const PROBE_LIMIT: Duration = Duration::from_secs(90);
+const PROBE_LIMIT: Duration = Duration::from_secs(120);
 /// How long slipway-vmm may take to exit after SIGTERM.
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
