@@ -151,7 +151,12 @@ impl VirtioMmioFrontend {
                 pcap: pcap.as_deref_mut(),
                 failed: &mut failed,
             };
-            tx_more = self.serve_queue(TX_QUEUE, ready.queues[1] || tx_more, &mut frames, now);
+            tx_more = self.serve_queue(
+                TX_QUEUE,
+                ready.queues[usize::from(TX_QUEUE)] || tx_more,
+                &mut frames,
+                now,
+            );
             // The receive queue runs every pass: the backend may have
             // frames whenever a host socket or a timer ran.
             let rx_more = self.serve_queue(RX_QUEUE, true, &mut frames, now);

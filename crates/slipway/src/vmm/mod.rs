@@ -75,8 +75,9 @@ pub struct MachineConfig {
 }
 
 /// The kernel parameters every guest gets: the console on COM1, reboot
-/// through the i8042 (which ends the VMM), no reboot after a panic, and
-/// no PCI probing (the machine has no PCI bus).
+/// through the i8042 (which ends the VMM), a reboot at once after a panic
+/// (so a panicked guest ends the VMM too), and no PCI probing (the machine
+/// has no PCI bus).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off";
 
 /// The net device as the DSDT declares it.
@@ -146,9 +147,12 @@ impl Machine {
                 userspace_addr: host as u64,
                 flags: 0,
             };
-            // SAFETY: the region is one of `mem`'s mappings, which lives in
-            // the `Machine` (behind an `Arc` the device threads share)
-            // until after the VM is dropped: `vm` is declared before `mem`.
+            // SAFETY: the region is one of `mem`'s mappings. Once the
+            // `Machine` exists the mapping lives (behind an `Arc` the
+            // device's thread shares) until after the VM is dropped: the
+            // field `vm` is declared before `mem`, and the vCPU thread drops
+            // them in that order. Before then no vCPU exists that could
+            // touch the memory.
             unsafe { vm.set_user_memory_region(region) }
                 .map_err(VmmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         }
@@ -190,10 +194,9 @@ impl Machine {
     }
 
     /// Starts the vCPU on its own thread, with the console going to
-    /// `console`. MMIO accesses in the device's window are sent on `mmio`
-    /// (after which `mmio_wake` is signalled) and answered on the returned
-    /// receiver's counterpart; when the VM ends, its [`VmEnd`] is sent on
-    /// `ended` and `ended_wake` is signalled.
+    /// `console`. MMIO accesses in the device's window go over `bus` to
+    /// the backend's thread, which holds the other end; when the VM ends,
+    /// the bus says how. The thread returns the same [`VmEnd`].
     ///
     /// # Errors
     /// The thread could not be started.
@@ -221,9 +224,8 @@ impl Machine {
     }
 }
 
-/// The vCPU's side of the device and of the end: made by
-/// [`vcpu::DeviceBus::new`], paired with a [`vcpu::DeviceEnd`] for the
-/// backend's thread.
+/// The vCPU's and the backend thread's ends of the device's channel, made
+/// by [`device_channel`].
 pub use vcpu::{DeviceBus, DeviceEnd};
 
 /// Makes the channel pair between the vCPU and the backend's thread.
