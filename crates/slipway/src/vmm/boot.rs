@@ -164,6 +164,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use linux_loader::loader::elf::start_info::hvm_memmap_table_entry;
     use vm_memory::ByteValued;
 
     #[test]
@@ -178,6 +179,175 @@ mod tests {
         assert_eq!(info.rsdp_paddr, 0xe_0000);
         assert_eq!((info.memmap_paddr, info.memmap_entries), (MEMMAP_ADDR, 3));
         assert_eq!(start_info(0xe_0000, 3, 0).modlist_paddr, 0);
+    }
+
+    /// A minimal `vmlinux`: one loadable segment of 16 pattern bytes at
+    /// 1 MiB (2 MiB in memory), and, if `pvh_entry` is given, a note
+    /// segment with `XEN_ELFNOTE_PHYS32_ENTRY`.
+    fn tiny_vmlinux(pvh_entry: Option<u32>) -> Vec<u8> {
+        let u16le = |v: u16| v.to_le_bytes().to_vec();
+        let u32le = |v: u32| v.to_le_bytes().to_vec();
+        let u64le = |v: u64| v.to_le_bytes().to_vec();
+        let phnum = if pvh_entry.is_some() { 2 } else { 1 };
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(16, 0);
+        for field in [
+            u16le(2),
+            u16le(0x3e),
+            u32le(1),
+            u64le(0x10_0000),
+            u64le(64),
+            u64le(0),
+        ] {
+            elf.extend(field);
+        }
+        for field in [
+            u32le(0),
+            u16le(64),
+            u16le(56),
+            u16le(phnum),
+            u16le(64),
+            u16le(0),
+            u16le(0),
+        ] {
+            elf.extend(field);
+        }
+        // PT_LOAD: file offset 0x1000, 16 bytes, at 1 MiB, 2 MiB in memory.
+        for field in [
+            u32le(1),
+            u32le(5),
+            u64le(0x1000),
+            u64le(0x10_0000),
+            u64le(0x10_0000),
+        ] {
+            elf.extend(field);
+        }
+        for field in [u64le(16), u64le(0x20_0000), u64le(0x1000)] {
+            elf.extend(field);
+        }
+        if let Some(entry) = pvh_entry {
+            // PT_NOTE at file offset 0x200: namesz 4, descsz 4, type 18.
+            for field in [u32le(4), u32le(4), u64le(0x200), u64le(0), u64le(0)] {
+                elf.extend(field);
+            }
+            for field in [u64le(20), u64le(20), u64le(4)] {
+                elf.extend(field);
+            }
+            elf.resize(0x200, 0);
+            for field in [
+                u32le(4),
+                u32le(4),
+                u32le(18),
+                b"Xen\0".to_vec(),
+                u32le(entry),
+            ] {
+                elf.extend(field);
+            }
+        }
+        elf.resize(0x1000, 0);
+        elf.extend(0..16u8);
+        elf
+    }
+
+    struct Files(PathBuf);
+
+    impl Files {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("slipway-vmm-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const MEM: u64 = 64 << 20;
+    const DEVICE: acpi::VirtioMmioDevice = acpi::VirtioMmioDevice {
+        base: 0xd000_0000,
+        size: 0x200,
+        irq: 5,
+    };
+
+    #[test]
+    fn load_lays_out_kernel_cmdline_initrd_tables_and_start_info() {
+        let files = Files::new("load");
+        let spec = BootSpec {
+            kernel: files.write("vmlinux", &tiny_vmlinux(Some(0x10_0008))),
+            initrd: vec![files.write("initrd", &[0xa5; 5000])],
+            cmdline: "console=ttyS0 quiet".to_owned(),
+        };
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+        let loaded = load(&mem, MEM, &spec, Some(DEVICE)).unwrap();
+        assert_eq!(loaded.entry, 0x10_0008, "the PVH note's entry, not e_entry");
+        assert_eq!(loaded.kernel_end, 0x30_0000);
+        let mut kernel = [0u8; 16];
+        mem.read_slice(&mut kernel, GuestAddress(0x10_0000))
+            .unwrap();
+        assert_eq!(kernel.to_vec(), (0..16).collect::<Vec<u8>>());
+
+        let info: hvm_start_info = mem.read_obj(GuestAddress(START_INFO_ADDR)).unwrap();
+        assert_eq!(info, start_info(acpi::build(Some(DEVICE)).addr, 3, 1));
+        let mut cmdline = [0u8; 20];
+        mem.read_slice(&mut cmdline, GuestAddress(info.cmdline_paddr))
+            .unwrap();
+        assert_eq!(&cmdline, b"console=ttyS0 quiet\0");
+
+        let module: hvm_modlist_entry = mem.read_obj(GuestAddress(info.modlist_paddr)).unwrap();
+        assert_eq!(module.size, 5000);
+        assert_eq!(
+            module.paddr,
+            (MEM - 5000) & !0xfff,
+            "page-aligned at the top"
+        );
+        let mut initrd = vec![0u8; 5000];
+        mem.read_slice(&mut initrd, GuestAddress(module.paddr))
+            .unwrap();
+        assert!(initrd.iter().all(|b| *b == 0xa5));
+
+        for (i, expected) in memory_map(MEM).iter().enumerate() {
+            let at = info.memmap_paddr + 24 * i as u64;
+            let entry: hvm_memmap_table_entry = mem.read_obj(GuestAddress(at)).unwrap();
+            assert_eq!(entry, *expected);
+        }
+        let mut rsdp = [0u8; 8];
+        mem.read_slice(&mut rsdp, GuestAddress(info.rsdp_paddr))
+            .unwrap();
+        assert_eq!(&rsdp, b"RSD PTR ");
+    }
+
+    #[test]
+    fn load_refuses_a_kernel_without_pvh_entry_and_what_does_not_fit() {
+        let files = Files::new("refuse");
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+        let good = files.write("vmlinux", &tiny_vmlinux(Some(0x10_0000)));
+        let spec = |kernel: &PathBuf, initrd: Vec<PathBuf>, cmdline: String| BootSpec {
+            kernel: kernel.clone(),
+            initrd,
+            cmdline,
+        };
+        let no_note = files.write("plain", &tiny_vmlinux(None));
+        let error = load(&mem, MEM, &spec(&no_note, vec![], String::new()), None).unwrap_err();
+        assert!(error.to_string().contains("no PVH entry note"), "{error}");
+        let not_elf = files.write("bzimage", b"MZ not an ELF");
+        let error = load(&mem, MEM, &spec(&not_elf, vec![], String::new()), None).unwrap_err();
+        assert!(error.to_string().starts_with("--kernel"), "{error}");
+        let long = "x".repeat(CMDLINE_MAX);
+        let error = load(&mem, MEM, &spec(&good, vec![], long), None).unwrap_err();
+        assert!(error.to_string().contains("at most 2047"), "{error}");
+        let big = files.write("big", &vec![0; 62 << 20]);
+        let error = load(&mem, MEM, &spec(&good, vec![big], String::new()), None).unwrap_err();
+        assert!(error.to_string().contains("raise --mem"), "{error}");
     }
 
     #[test]
