@@ -27,10 +27,10 @@ use slipway::Backend;
 use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE};
 use slipway::frontend::framing::max_frame_for_mtu;
 use slipway::frontend::stream::adopt_connected_fd;
-use slipway::frontend::vhost_user::{self, VhostUserFrontend};
+use slipway::frontend::vhost_user::VhostUserFrontend;
 use slipway::frontend::{
-    AfterDisconnect, ServeEnd, StopWhen, StreamFrontend, StreamSocket, TapFrontend, pidfd_open,
-    pidfd_send_signal, stats_report,
+    AfterDisconnect, ServeEnd, StopWhen, StreamFrontend, StreamSocket, TapFrontend,
+    device_counter_lines, pidfd_open, pidfd_send_signal, stats_report,
 };
 use slipway::netns::{self, Namespace, TapConfig};
 
@@ -326,7 +326,7 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
     let end = frontend
         .serve(&mut backend, pcap.as_mut(), &stop)
         .map_err(Failure::runtime("serving the guest"))?;
-    let counters = vhost_user::counter_lines(frontend.counters());
+    let counters = device_counter_lines(frontend.counters());
     finish_serving(options, end, &backend, &counters, pcap);
     Ok(0)
 }

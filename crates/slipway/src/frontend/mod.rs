@@ -376,6 +376,22 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
     out
 }
 
+/// A virtio-net device core's counters as `--stats` lines (vhost-user,
+/// virtio-mmio).
+#[must_use]
+pub fn device_counter_lines(counters: &virtio_net_kvm::NetCounters) -> [(&'static str, u64); 8] {
+    [
+        ("frames from guest", counters.tx_frames),
+        ("bytes from guest", counters.tx_bytes),
+        ("frames to guest", counters.rx_frames),
+        ("bytes to guest", counters.rx_bytes),
+        ("waits for rx buffers", counters.rx_waits_for_buffers),
+        ("frames too big for rx", counters.rx_too_big),
+        ("bad avail index", counters.bad_avail_index),
+        ("used ring errors", counters.used_ring_errors),
+    ]
+}
+
 /// Marks `flags[i]` when `token` is of `kind` with index `i` (a queue's
 /// eventfd); returns whether it was of `kind`.
 pub(super) fn note_indexed(flags: &mut [bool], token: Token, kind: Kind) -> bool {

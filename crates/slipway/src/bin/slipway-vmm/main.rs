@@ -18,9 +18,8 @@ mod common;
 
 use common::{Failure, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals};
 use slipway::cli::{self, VMM_USAGE, VmmCommand, VmmOptions};
-use slipway::frontend::vhost_user::counter_lines;
 use slipway::frontend::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
-use slipway::frontend::{ServeEnd, StopWhen, stats_report};
+use slipway::frontend::{ServeEnd, StopWhen, device_counter_lines, stats_report};
 use slipway::vmm::{self, BootSpec, Machine, MachineConfig, VmEnd};
 
 /// The exit status when KVM could not run the guest.
@@ -112,7 +111,7 @@ fn boot(options: &VmmOptions) -> Result<u8, Failure> {
         .serve(&mut backend, pcap.as_mut(), &stop)
         .map_err(Failure::runtime("serving the guest"))?;
     if options.network.stats {
-        let counters = counter_lines(frontend.counters());
+        let counters = device_counter_lines(frontend.counters());
         eprint!(
             "slipway-vmm: counters\n{}",
             stats_report(&backend, &counters)

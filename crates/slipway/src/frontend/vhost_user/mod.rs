@@ -55,21 +55,6 @@ const KIND_KICK: Kind = Kind(FIRST_OWN_KIND + 2);
 /// sources; a queue with work left is served again on the next pass.
 const ROUNDS: usize = 8;
 
-/// The device core's counters as `--stats` lines.
-#[must_use]
-pub fn counter_lines(counters: &NetCounters) -> [(&'static str, u64); 8] {
-    [
-        ("frames from guest", counters.tx_frames),
-        ("bytes from guest", counters.tx_bytes),
-        ("frames to guest", counters.rx_frames),
-        ("bytes to guest", counters.rx_bytes),
-        ("waits for rx buffers", counters.rx_waits_for_buffers),
-        ("frames too big for rx", counters.rx_too_big),
-        ("bad avail index", counters.bad_avail_index),
-        ("used ring errors", counters.used_ring_errors),
-    ]
-}
-
 /// A vhost-user-net device on a listening socket, for one frontend.
 #[derive(Debug)]
 pub struct VhostUserFrontend {
