@@ -168,6 +168,32 @@ fn kernel_boots_at_the_pvh_entry_and_finds_the_acpi_tables() {
     checks.assert_all(&format!("serial console:\n{serial}"));
 }
 
+#[test]
+fn usage_errors_exit_2_and_a_kernel_that_cannot_load_exits_1() {
+    let out = e2e::run(
+        &mut slipway_vmm(&["--kernel", "k", "--mem", "4G"]),
+        STOP_LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--mem: invalid value \"4G\""),
+        "{}",
+        out.stderr
+    );
+    let out = e2e::run(&mut slipway_vmm(&["--mem", "256"]), STOP_LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("missing --kernel"), "{}", out.stderr);
+
+    let dir = TempDir::new("reference-vmm-bad-kernel");
+    let kernel = dir.file("bzImage");
+    std::fs::write(&kernel, b"MZ: not an ELF").unwrap();
+    let out = e2e::run(&mut slipway_vmm(&["--kernel", &kernel, "-q"]), STOP_LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    // Without KVM the VM cannot even be made; with it, the kernel is named.
+    let named = out.stderr.contains(&format!("--kernel {kernel}"));
+    assert!(named || out.stderr.contains("/dev/kvm"), "{}", out.stderr);
+}
+
 /// The guest's checks: the lease, ping, a DNS name, the download's hash.
 fn script(download_port: u16) -> String {
     format!(
