@@ -551,7 +551,7 @@ fn apply(c: &mut Collected, opt: Opt, name: &str, value: Option<&str>) -> Result
         | Opt::Cmdline
         | Opt::Mem
         | Opt::Console
-        | Opt::DeviceOnCmdline => c.vmm.apply(opt, name, Some(value))?,
+        | Opt::DeviceOnCmdline => c.vmm.apply(opt, name, value)?,
     }
     Ok(())
 }

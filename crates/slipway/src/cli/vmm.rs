@@ -95,13 +95,8 @@ pub(super) struct Collected {
 }
 
 impl Collected {
-    pub(super) fn apply(
-        &mut self,
-        opt: Opt,
-        name: &str,
-        value: Option<&str>,
-    ) -> Result<(), UsageError> {
-        let value = value.unwrap_or_default();
+    /// Takes a machine option's `value` (empty for a flag).
+    pub(super) fn apply(&mut self, opt: Opt, name: &str, value: &str) -> Result<(), UsageError> {
         let path = || {
             if value.is_empty() {
                 Err(UsageError::invalid_form(name, value, opt))
@@ -141,7 +136,6 @@ impl Collected {
 /// # Errors
 /// A [`UsageError`] naming the first bad argument.
 pub fn parse_vmm(args: &[OsString]) -> Result<VmmCommand, UsageError> {
-    let mut c = Collected::default();
     let mut collected = super::Collected::default();
     let mut i = 0;
     while let Some(arg) = args.get(i) {
@@ -165,15 +159,10 @@ pub fn parse_vmm(args: &[OsString]) -> Result<VmmCommand, UsageError> {
                     "{name}: not for slipway-vmm: the VMM is the guest's only peer"
                 )));
             }
-            Opt::Kernel
-            | Opt::Initrd
-            | Opt::Cmdline
-            | Opt::Mem
-            | Opt::Console
-            | Opt::DeviceOnCmdline => c.apply(opt, &name, value.text.as_deref())?,
             _ => apply(&mut collected, opt, &name, value.text.as_deref())?,
         }
     }
+    let c = collected.vmm;
     let mut network = collected.options;
     network.tcp_forwards = forwards("-t", collected.tcp_specs)?;
     network.udp_forwards = forwards("-u", collected.udp_specs)?;
