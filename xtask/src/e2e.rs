@@ -106,35 +106,39 @@ impl Options {
     }
 }
 
-/// The test runner's command for one test binary of `slipway`, output
+/// The test runner's command for test binaries of `slipway`, output
 /// shown: nextest when installed, else `cargo test`.
-fn suite(test: &str) -> Command {
-    if succeeds(&mut cargo_command(&["nextest", "--version"])) {
-        cargo_command(&[
-            "nextest",
-            "run",
-            "-p",
-            "slipway",
-            "--test",
-            test,
-            "--no-capture",
-        ])
+fn suite(tests: &[&str]) -> Command {
+    let nextest = succeeds(&mut cargo_command(&["nextest", "--version"]));
+    let mut args = if nextest {
+        vec!["nextest", "run", "-p", "slipway"]
     } else {
-        cargo_command(&["test", "-p", "slipway", "--test", test, "--", "--nocapture"])
+        vec!["test", "-p", "slipway"]
+    };
+    for test in tests {
+        args.extend(["--test", test]);
     }
+    args.extend(if nextest {
+        &["--no-capture"][..]
+    } else {
+        &["--", "--nocapture"][..]
+    });
+    cargo_command(&args)
 }
 
 /// Runs `cargo xtask e2e`.
 pub fn run(options: &Options) -> ExitCode {
     let mut failed = false;
     if options.netns {
-        if let Err(message) = run_echoed(&mut suite("e2e_netns")) {
+        if let Err(message) = run_echoed(&mut suite(&["e2e_netns"])) {
             eprintln!("e2e: namespace suite: {message}");
             failed = true;
         }
     }
     if options.vm {
-        let result = build_image().and_then(|()| run_echoed(&mut suite("e2e_vm")));
+        // QEMU's guests, and slipway-vmm's where KVM can run Linux.
+        let tests = ["e2e_vm", "reference_vmm"];
+        let result = build_image().and_then(|()| run_echoed(&mut suite(&tests)));
         if let Err(message) = result {
             eprintln!("e2e: VM suite: {message}");
             failed = true;

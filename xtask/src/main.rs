@@ -31,7 +31,8 @@ Commands:
                               packages with apt-get when run as root
   e2e [--netns] [--vm]        run the end-to-end suites with their output:
                               guest in a network namespace (default), guest
-                              kernel under QEMU through slipway stream (--vm)
+                              kernel under QEMU through slipway stream and
+                              vhost-user, and in slipway-vmm on real KVM (--vm)
   bench [--install-peers] [HARNESS OPTIONS]
                               build slipway and bench-harness (release) and
                               run the wall-clock benchmarks (root); results in

@@ -2,7 +2,9 @@
 //!
 //! This crate composes the layers into the backend: the Ethernet front desk
 //! (ARP, DHCP, NDP, the DNS address), dispatch to the relays, the
-//! `NetworkBackend` trait for embedders, the event loop and the frontends.
+//! `NetworkBackend` trait for embedders, the event loop and the frontends,
+//! and the reference VMM (`vmm`, the `slipway-vmm` command) that boots a
+//! KVM guest on the virtio-mmio frontend.
 //!
 //! Invariant: the backend is owned by one thread; no mutex sits on the path of
 //! a frame.
@@ -12,6 +14,7 @@ pub mod cli;
 pub mod frontdesk;
 pub mod frontend;
 pub mod netns;
+pub mod vmm;
 
 pub use backend::{
     Backend, BackendConfig, BackendCounters, BackendError, Checksum, GuestFrame, NetworkBackend,

@@ -34,7 +34,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::data::{Sha256, Stream, hex};
-use e2e::servers::{self, DNS_ADDRESS, Upload};
+use e2e::servers::{self, Upload};
 use e2e::{Proc, TempDir, command, free_tcp_port, mib_per_s, tcp_listening, wait_until};
 use vm::{Checks, Frontend, Guest, Nic, Report, SlipwaySocket, libslirp_netdev};
 
@@ -154,18 +154,19 @@ impl HostServers {
         }
     }
 
-    /// The guest script: the ports, then `vm/checks.sh`.
+    /// The guest script: the ports, then `vm/lease.sh` and `vm/checks.sh`.
     fn script(&self, network: Network) -> String {
         format!(
             "DOWNLOAD_PORT={}\nUPLOAD_PORT={}\nEOF_PORT={}\nIPERF_UP_PORT={}\n\
              IPERF_DOWN_PORT={}\nHALF_LEN={HALF_LEN}\nIPERF_SECONDS={IPERF_SECONDS}\n\
-             CHECK_DNS={}\n{}",
+             CHECK_DNS={}\n{}{}",
             self.download,
             self.upload,
             self.reply_after_eof,
             self.iperf_up.port,
             self.iperf_down.port,
             u8::from(network.is_slipway()),
+            include_str!("vm/lease.sh"),
             include_str!("vm/checks.sh")
         )
     }
@@ -250,14 +251,7 @@ fn run_checks(network: Network) {
 
     judge(network, &report, &mut checks);
     if network.is_slipway() {
-        checks.equal(
-            "DNS answer",
-            report.get("dns_answer"),
-            &DNS_ADDRESS.to_string(),
-        );
-        checks.check(dns_queries.load(Ordering::Relaxed) > 0, || {
-            "the DNS responder saw no query".to_owned()
-        });
+        checks.dns_answer(&report, dns_queries.load(Ordering::Relaxed));
     }
     checks.equal("download SHA-256", report.get("download_sha256"), sha256);
     match servers.uploads.recv_timeout(LIMIT) {
@@ -279,13 +273,7 @@ fn run_checks(network: Network) {
         }
         Err(_) => checks.check(false, || "the upload server got no request".to_owned()),
     }
-    if let Some(seconds) = report.seconds("download_seconds") {
-        eprintln!(
-            "e2e-vm: {name}: download {} MiB in {seconds:.2} s = {:.0} MiB/s",
-            BULK_LEN >> 20,
-            mib_per_s(BULK_LEN, seconds)
-        );
-    }
+    report.print_download(&format!("e2e-vm: {name}"), BULK_LEN);
     for (server, run, direction) in [
         (servers.iperf_up, "up", "guest->host"),
         (servers.iperf_down, "down", "host->guest"),
@@ -307,23 +295,13 @@ fn run_checks(network: Network) {
             )
         });
     }
-    eprintln!(
-        "e2e-vm: {name}: boot to poweroff {:.1} s (the guest reached the network at {} s of uptime)",
-        report.elapsed.as_secs_f64(),
-        report.get("boot_uptime")
-    );
+    report.print_boot(&format!("e2e-vm: {name}"));
     checks.assert_all(&format!("{}\n{slipway_log}", report.log()));
 }
 
 /// The checks whose expected values depend only on the network's plan.
 fn judge(network: Network, report: &Report, checks: &mut Checks) {
-    checks.check(report.exit == Some(0), || {
-        format!("the guest script's exit status: {:?}", report.exit)
-    });
-    checks.equal("guest address", report.get("address"), "10.0.2.15/24");
-    checks.equal("default router", report.get("router"), "10.0.2.2");
-    checks.equal("nameserver", report.get("nameserver"), "10.0.2.3");
-    checks.equal("MTU", report.get("mtu"), network.mtu());
+    checks.exit_and_lease(report, network.mtu());
     checks.equal("guest's server status", report.get("inbound_status"), "0");
     checks.equal(
         "ping replies from the gateway",

@@ -10,8 +10,7 @@
 //! ended it); 1 when slipway itself fails; 2 on a usage error.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -19,39 +18,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
-use nat_core::{DenyList, IPV6_MIN_MTU, Nat, Plan, Rules, RulesError};
-use relay_udp_icmp::resolv_conf;
+mod common;
+
+use common::{Failure, Pcap, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals};
+
+use nat_core::Plan;
+use slipway::Backend;
 use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE};
-use slipway::frontdesk::PcapWriter;
 use slipway::frontend::framing::max_frame_for_mtu;
 use slipway::frontend::stream::adopt_connected_fd;
-use slipway::frontend::vhost_user::{self, VhostUserFrontend};
+use slipway::frontend::vhost_user::VhostUserFrontend;
 use slipway::frontend::{
-    AfterDisconnect, ServeEnd, SignalFd, StopWhen, StreamFrontend, StreamSocket, TapFrontend,
-    pidfd_open, pidfd_send_signal, stats_report,
+    AfterDisconnect, ServeEnd, StopWhen, StreamFrontend, StreamSocket, TapFrontend,
+    device_counter_lines, pidfd_open, pidfd_send_signal, stats_report,
 };
 use slipway::netns::{self, Namespace, TapConfig, TapOffload};
-use slipway::{Backend, BackendConfig, BackendError};
 
 /// How long slipway keeps serving after the command exits, so that its
 /// connections close cleanly on the host side too.
 const DRAIN: Duration = Duration::from_millis(500);
-
-type Pcap = PcapWriter<BufWriter<File>>;
-
-/// Why slipway stops before the command's status is known.
-enum Failure {
-    /// A configuration error: exit status 2.
-    Usage(String),
-    /// A failure while running: exit status 1.
-    Runtime(String),
-}
-
-impl Failure {
-    fn runtime(context: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
-        move |error| Failure::Runtime(format!("{context}: {error}"))
-    }
-}
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -101,129 +86,7 @@ fn main() -> ExitCode {
             vhost_user(&options, &socket)
         }
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure::Usage(message)) => {
-            eprintln!("slipway: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(message)) => {
-            eprintln!("slipway: {message}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn init_logging(level: LogLevel) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        LogLevel::Quiet => EnvFilter::new("error"),
-        LogLevel::Debug => EnvFilter::new("debug"),
-        LogLevel::Trace => EnvFilter::new("trace"),
-        LogLevel::Default => {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .init();
-}
-
-/// The backend, its plan and the capture, built from the options.
-struct Setup {
-    plan: Plan,
-    backend: Backend,
-    pcap: Option<Pcap>,
-}
-
-fn setup(options: &Options) -> Result<Setup, Failure> {
-    let mut builder = Plan::builder().mtu(options.mtu);
-    if options.mtu < IPV6_MIN_MTU {
-        // Linux turns IPv6 off on a link this small, and so does the plan.
-        builder = builder.disable_ipv6();
-    }
-    let plan = builder
-        .build()
-        .map_err(|e| Failure::Usage(format!("--mtu: {e}")))?;
-    let rules = Rules {
-        host_loopback: options.host_loopback,
-        deny: options.deny.iter().copied().collect::<DenyList>(),
-        tcp_forwards: options.tcp_forwards.clone(),
-        udp_forwards: options.udp_forwards.clone(),
-        dns_upstream: options.dns_upstream,
-    };
-    Nat::new(plan, rules.clone()).map_err(|e| Failure::Usage(rules_message(&e)))?;
-    let mut config = BackendConfig::new(plan, rules);
-    if options.dns_upstream.is_none() {
-        config.host_resolver = host_resolver(&config.rules.deny);
-    }
-    let backend = Backend::new(config, Instant::now()).map_err(|e| match e {
-        BackendError::Rules(e) => Failure::Usage(rules_message(&e)),
-        other => Failure::Runtime(format!("cannot start: {other}")),
-    })?;
-    let pcap = match &options.pcap {
-        Some(path) => Some(open_pcap(path)?),
-        None => None,
-    };
-    Ok(Setup {
-        plan,
-        backend,
-        pcap,
-    })
-}
-
-/// A rules error, led by the option it comes from.
-fn rules_message(error: &RulesError) -> String {
-    let option = match error {
-        RulesError::DnsUpstreamPortZero { .. } => "--dns-upstream",
-        RulesError::UnusableAddress { rule, .. } | RulesError::InsideGuestNetwork { rule, .. }
-            if *rule == "DNS upstream" =>
-        {
-            "--dns-upstream"
-        }
-        RulesError::UnusableAddress { .. } | RulesError::InsideGuestNetwork { .. } => {
-            "--map-host-loopback"
-        }
-        RulesError::ForwardFamilyDisabled { proto, .. } => match proto {
-            nat_core::Protocol::Udp => "-u",
-            _ => "-t",
-        },
-    };
-    format!("{option}: {error}")
-}
-
-/// The host's resolver from `/etc/resolv.conf`, unless the deny list
-/// covers it.
-fn host_resolver(deny: &DenyList) -> Option<std::net::SocketAddr> {
-    let path = Path::new(resolv_conf::DEFAULT_PATH);
-    match resolv_conf::host_resolver(path) {
-        Ok(Some(addr)) => match deny.denied_by(addr.ip()) {
-            Some(prefix) => {
-                tracing::warn!(%addr, %prefix, "the host resolver is denied; DNS is not forwarded");
-                None
-            }
-            None => Some(addr),
-        },
-        Ok(None) => {
-            tracing::warn!(
-                "{} names no nameserver; DNS is not forwarded (see --dns-upstream)",
-                path.display()
-            );
-            None
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read {}; DNS is not forwarded (see --dns-upstream)", path.display());
-            None
-        }
-    }
-}
-
-fn open_pcap(path: &Path) -> Result<Pcap, Failure> {
-    let file = File::create(path)
-        .map_err(|e| Failure::Runtime(format!("--pcap: cannot create {}: {e}", path.display())))?;
-    PcapWriter::new(BufWriter::new(file), 0)
-        .map_err(|e| Failure::Runtime(format!("--pcap: cannot write {}: {e}", path.display())))
+    exit_status("slipway", result)
 }
 
 fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
@@ -409,12 +272,6 @@ fn finish_serving(
     finish_pcap(pcap);
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP and opens a signalfd for them.
-fn stop_signals() -> Result<SignalFd, Failure> {
-    SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .map_err(Failure::runtime("signalfd"))
-}
-
 fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Result<u8, Failure> {
     // Blocked first, before anything could start a thread.
     let signals = stop_signals()?;
@@ -477,7 +334,7 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
     let end = frontend
         .serve(&mut backend, pcap.as_mut(), &stop)
         .map_err(Failure::runtime("serving the guest"))?;
-    let counters = vhost_user::counter_lines(frontend.counters());
+    let counters = device_counter_lines(frontend.counters());
     finish_serving(options, end, &backend, &counters, pcap);
     Ok(0)
 }
@@ -533,13 +390,6 @@ fn qemu_options(path: &Path) -> String {
         "-netdev stream,id=net0,server=off,addr.type=unix,addr.path={path} \
          -device virtio-net-pci,netdev=net0"
     )
-}
-
-fn finish_pcap(pcap: Option<Pcap>) {
-    let Some(pcap) = pcap else { return };
-    if let Err(error) = pcap.into_inner().flush() {
-        tracing::warn!(%error, "cannot finish the pcap file");
-    }
 }
 
 fn kill_and_reap(child: &mut Child) {

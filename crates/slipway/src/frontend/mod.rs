@@ -23,6 +23,7 @@ pub mod framing;
 pub mod stream;
 pub mod tap;
 pub mod vhost_user;
+pub mod virtio_mmio;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -373,6 +374,85 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         line(&format!("  tcp {phase:?}"), u64::from(count));
     }
     out
+}
+
+/// A virtio-net device core's counters as `--stats` lines (vhost-user,
+/// virtio-mmio).
+#[must_use]
+pub fn device_counter_lines(counters: &virtio_net_kvm::NetCounters) -> [(&'static str, u64); 10] {
+    [
+        ("frames from guest", counters.tx_frames),
+        ("bytes from guest", counters.tx_bytes),
+        ("frames to guest", counters.rx_frames),
+        ("bytes to guest", counters.rx_bytes),
+        ("waits for rx buffers", counters.rx_waits_for_buffers),
+        ("frames too big for rx", counters.rx_too_big),
+        ("bad avail index", counters.bad_avail_index),
+        ("used ring errors", counters.used_ring_errors),
+        ("partial csums from guest", counters.tx_partial_checksums),
+        ("partial csums to guest", counters.rx_partial_checksums),
+    ]
+}
+
+/// Marks `flags[i]` when `token` is of `kind` with index `i` (a queue's
+/// eventfd); returns whether it was of `kind`.
+pub(super) fn note_indexed(flags: &mut [bool], token: Token, kind: Kind) -> bool {
+    if token.kind() != kind {
+        return false;
+    }
+    let index = usize::try_from(token.index()).ok();
+    if let Some(flag) = index.and_then(|i| flags.get_mut(i)) {
+        *flag = true;
+    }
+    true
+}
+
+/// The backend as a virtio-net device core sees it, capturing every frame
+/// that passes; it takes checksum offload only when asked to and when no
+/// capture is written, so a capture holds whole checksums.
+pub(super) struct Captured<'a, W: Write> {
+    pub(super) backend: &'a mut Backend,
+    pub(super) pcap: Option<&'a mut PcapWriter<W>>,
+    pub(super) failed: &'a mut bool,
+    pub(super) offload: bool,
+}
+
+impl<W: Write> virtio_net_kvm::FrameBackend for Captured<'_, W> {
+    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
+        record(&mut self.pcap, self.failed, frame);
+        self.backend.handle_guest_frame(frame, now);
+    }
+
+    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+        let len = self.backend.poll_guest_frame(buf, now)?;
+        if let Some(frame) = buf.get(..len) {
+            record(&mut self.pcap, self.failed, frame);
+        }
+        Some(len)
+    }
+
+    fn offloads_checksums(&self) -> bool {
+        self.offload && self.pcap.is_none()
+    }
+
+    fn handle_guest_frame_offloaded(
+        &mut self,
+        frame: &[u8],
+        checksum: virtio_net_kvm::Checksum,
+        now: Instant,
+    ) {
+        self.backend
+            .handle_guest_frame_offloaded(frame, checksum, now);
+    }
+
+    fn poll_guest_frame_offloaded(
+        &mut self,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<(usize, virtio_net_kvm::Checksum)> {
+        let frame = self.backend.poll_guest_frame_offloaded(buf, now)?;
+        Some((frame.len, frame.checksum))
+    }
 }
 
 #[cfg(test)]

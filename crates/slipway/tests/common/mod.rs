@@ -20,6 +20,20 @@ pub fn skip(why: &str) {
     eprintln!("{test}: skipped: {why}");
 }
 
+/// Reports that the current test cannot run on this kind of machine at
+/// all, and why. Unlike [`skip`], [`NO_SKIP`] does not turn this into a
+/// failure: it is for what no setup step can provide, where the
+/// configuration the test needs only exists on other machines (a Linux
+/// guest on KVM where /dev/kvm is PVM, whose KVM cannot run a stock
+/// kernel). Never use it for a missing tool, privilege or image that CI
+/// installs: those are [`skip`]s, and CI fails them.
+#[allow(dead_code, reason = "not every test binary needs a platform")]
+pub fn platform_cannot(why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("test");
+    eprintln!("{test}: skipped: this machine cannot run it: {why}");
+}
+
 /// Removes the proxy variables from `command`'s environment (the guest
 /// reaches only what the test starts, with nothing in between) and
 /// `RUST_LOG` (slipway logs only what the test asks for).

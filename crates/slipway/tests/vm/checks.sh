@@ -1,20 +1,8 @@
 # The checks of the VM suite, run by the guest's /init (busybox sh) once
-# eth0 is up. The host prepends the variables: DOWNLOAD_PORT, UPLOAD_PORT,
-# IPERF_UP_PORT, IPERF_DOWN_PORT, EOF_PORT (its servers on 127.0.0.1,
-# reached through the gateway), HALF_LEN, IPERF_SECONDS and CHECK_DNS.
-# Each check reports `SLIPWAY-RESULT KEY=VALUE`; the host judges them.
-
-GATEWAY=10.0.2.2
-result() { echo "SLIPWAY-RESULT $1=$2"; }
-now() { cut -d' ' -f1 /proc/uptime; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-show_on_failure() { [ "$1" = 0 ] || cat "$2"; }
-
-# The lease DHCP gave.
-result address "$(ip -4 addr show dev eth0 | awk '/inet / { print $2; exit }')"
-result router "$(ip route | awk '/^default/ { print $3; exit }')"
-result nameserver "$(awk '/^nameserver/ { print $2; exit }' /etc/resolv.conf)"
-result mtu "$(cat /sys/class/net/eth0/mtu)"
+# eth0 is up, after vm/lease.sh. The host prepends the variables:
+# DOWNLOAD_PORT, UPLOAD_PORT, IPERF_UP_PORT, IPERF_DOWN_PORT, EOF_PORT (its
+# servers on 127.0.0.1, reached through the gateway), HALF_LEN,
+# IPERF_SECONDS and CHECK_DNS.
 
 # An inbound forward to a server in the guest; the host sends, shuts down
 # its side, and reads the hash the guest answers after end of stream.

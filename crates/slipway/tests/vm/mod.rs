@@ -20,9 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::e2e::{Output, Proc, TempDir, command, missing_tool, slipway};
+use crate::e2e::{Output, Proc, TempDir, command, mib_per_s, missing_tool, slipway};
 
-pub use guest_image::Image;
+#[allow(
+    unused_imports,
+    reason = "only the reference VMM test builds an archive"
+)]
+pub use guest_image::{Cpio, Image};
 
 /// The variable that picks QEMU's accelerator: `kvm` or `tcg`.
 pub const ACCEL_VAR: &str = "SLIPWAY_VM_ACCEL";
@@ -335,7 +339,31 @@ impl Guest {
     pub fn finish(self, limit: Duration) -> Report {
         let started = self.started;
         let out = self.qemu.finish(limit);
-        let serial = out.stdout.replace('\r', "");
+        Report::parse(&out.stdout, out.stderr, started.elapsed())
+    }
+}
+
+/// What a guest reported before powering off.
+pub struct Report {
+    /// The serial console, kernel messages included.
+    pub serial: String,
+    /// What the VMM (QEMU, slipway-vmm) itself wrote to stderr.
+    pub qemu_stderr: String,
+    /// The `SLIPWAY-RESULT` lines.
+    pub results: BTreeMap<String, String>,
+    /// The text between `SLIPWAY-BEGIN NAME` and `SLIPWAY-END NAME` lines.
+    pub blocks: BTreeMap<String, String>,
+    /// The test script's exit status, if the guest got that far.
+    pub exit: Option<i32>,
+    /// From the start of the VMM to its exit.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// What the guest reported on its serial console `serial` (the VMM's
+    /// stdout), with the VMM's `stderr`, `elapsed` after it started.
+    pub fn parse(serial: &str, stderr: String, elapsed: Duration) -> Self {
+        let serial = serial.replace('\r', "");
         let mut results = BTreeMap::new();
         let mut blocks = BTreeMap::new();
         let mut block: Option<(String, String)> = None;
@@ -359,34 +387,16 @@ impl Guest {
                 exit = code.trim().parse().ok();
             }
         }
-        Report {
+        Self {
             serial,
-            qemu_stderr: out.stderr,
+            qemu_stderr: stderr,
             results,
             blocks,
             exit,
-            elapsed: started.elapsed(),
+            elapsed,
         }
     }
-}
 
-/// What a guest reported before powering off.
-pub struct Report {
-    /// The serial console, kernel messages included.
-    pub serial: String,
-    /// What QEMU itself wrote to stderr.
-    pub qemu_stderr: String,
-    /// The `SLIPWAY-RESULT` lines.
-    pub results: BTreeMap<String, String>,
-    /// The text between `SLIPWAY-BEGIN NAME` and `SLIPWAY-END NAME` lines.
-    pub blocks: BTreeMap<String, String>,
-    /// The test script's exit status, if the guest got that far.
-    pub exit: Option<i32>,
-    /// From the start of QEMU to its exit.
-    pub elapsed: Duration,
-}
-
-impl Report {
     /// The value reported for `key`, or an empty string.
     pub fn get(&self, key: &str) -> &str {
         self.results.get(key).map_or("", String::as_str)
@@ -400,6 +410,28 @@ impl Report {
     /// The value for `key` as a number of seconds, if it is one.
     pub fn seconds(&self, key: &str) -> Option<f64> {
         self.get(key).parse().ok().filter(|s: &f64| *s > 0.0)
+    }
+
+    /// Says on stderr, after `prefix`, how fast the guest's download of
+    /// `len` bytes went, if it reported one.
+    pub fn print_download(&self, prefix: &str, len: usize) {
+        if let Some(seconds) = self.seconds("download_seconds") {
+            eprintln!(
+                "{prefix}: download {} MiB in {seconds:.2} s = {:.0} MiB/s",
+                len >> 20,
+                mib_per_s(len, seconds)
+            );
+        }
+    }
+
+    /// Says on stderr, after `prefix`, how long the guest ran and when it
+    /// reached the network.
+    pub fn print_boot(&self, prefix: &str) {
+        eprintln!(
+            "{prefix}: boot to poweroff {:.1} s (the guest reached the network at {} s of uptime)",
+            self.elapsed.as_secs_f64(),
+            self.get("boot_uptime")
+        );
     }
 
     /// Everything a failure message needs: the serial log and QEMU's stderr.
@@ -431,6 +463,26 @@ impl Checks {
         if !ok {
             self.failures.push(failure());
         }
+    }
+
+    /// The script's exit status and the lease `vm/lease.sh` reported: the
+    /// default plan, with `mtu`.
+    pub fn exit_and_lease(&mut self, report: &Report, mtu: &str) {
+        self.check(report.exit == Some(0), || {
+            format!("the guest script's exit status: {:?}", report.exit)
+        });
+        self.equal("guest address", report.get("address"), "10.0.2.15/24");
+        self.equal("default router", report.get("router"), "10.0.2.2");
+        self.equal("nameserver", report.get("nameserver"), "10.0.2.3");
+        self.equal("MTU", report.get("mtu"), mtu);
+    }
+
+    /// The guest's lookup through slipway's DNS address: the test's
+    /// responder, which saw `queries`, gave the answer.
+    pub fn dns_answer(&mut self, report: &Report, queries: usize) {
+        let expected = crate::e2e::servers::DNS_ADDRESS.to_string();
+        self.equal("DNS answer", report.get("dns_answer"), &expected);
+        self.check(queries > 0, || "the DNS responder saw no query".to_owned());
     }
 
     /// Panics listing every failure, with `context` (logs), if any failed.

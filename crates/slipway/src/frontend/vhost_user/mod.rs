@@ -41,11 +41,11 @@ use vm_memory::GuestMemoryMmap;
 use self::protocol::{F_PROTOCOL_FEATURES, Message, Received};
 use self::vring::{MemoryTable, Vring};
 use super::{
-    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, earliest, flush_pcap, record,
-    register_common, stop_after_pass, token,
+    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, earliest, flush_pcap,
+    note_indexed, register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
-use crate::{Backend, Checksum, NetworkBackend};
+use crate::{Backend, NetworkBackend};
 
 const TOKEN_LISTENER: Token = token(FIRST_OWN_KIND);
 const TOKEN_CONN: Token = token(FIRST_OWN_KIND + 1);
@@ -54,23 +54,6 @@ const KIND_KICK: Kind = Kind(FIRST_OWN_KIND + 2);
 /// Calls of a queue's handler per pass before the loop looks at its other
 /// sources; a queue with work left is served again on the next pass.
 const ROUNDS: usize = 8;
-
-/// The device core's counters as `--stats` lines.
-#[must_use]
-pub fn counter_lines(counters: &NetCounters) -> [(&'static str, u64); 10] {
-    [
-        ("frames from guest", counters.tx_frames),
-        ("bytes from guest", counters.tx_bytes),
-        ("frames to guest", counters.rx_frames),
-        ("bytes to guest", counters.rx_bytes),
-        ("waits for rx buffers", counters.rx_waits_for_buffers),
-        ("frames too big for rx", counters.rx_too_big),
-        ("bad avail index", counters.bad_avail_index),
-        ("used ring errors", counters.used_ring_errors),
-        ("partial csums from guest", counters.tx_partial_checksums),
-        ("partial csums to guest", counters.rx_partial_checksums),
-    ]
-}
 
 /// A vhost-user-net device on a listening socket, for one frontend.
 #[derive(Debug)]
@@ -445,12 +428,7 @@ impl Ready {
             match token {
                 TOKEN_LISTENER => ready.listener = true,
                 TOKEN_CONN => ready.conn = true,
-                _ if token.kind() == KIND_KICK => {
-                    let index = usize::try_from(token.index()).ok();
-                    if let Some(kicked) = index.and_then(|i| ready.kicks.get_mut(i)) {
-                        *kicked = true;
-                    }
-                }
+                _ if note_indexed(&mut ready.kicks, token, KIND_KICK) => {}
                 _ => {}
             }
         }
@@ -468,47 +446,4 @@ fn vring_mut(vrings: &mut [Vring; 2], index: u32) -> io::Result<&mut Vring> {
                 format!("vring {index}: the device has two"),
             )
         })
-}
-
-/// The backend as the device core sees it, capturing every frame that
-/// passes; it takes checksum offload only when asked to and when no
-/// capture is written, so a capture holds whole checksums.
-struct Captured<'a, W: Write> {
-    backend: &'a mut Backend,
-    pcap: Option<&'a mut PcapWriter<W>>,
-    failed: &'a mut bool,
-    offload: bool,
-}
-
-impl<W: Write> FrameBackend for Captured<'_, W> {
-    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
-        record(&mut self.pcap, self.failed, frame);
-        self.backend.handle_guest_frame(frame, now);
-    }
-
-    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
-        let len = self.backend.poll_guest_frame(buf, now)?;
-        if let Some(frame) = buf.get(..len) {
-            record(&mut self.pcap, self.failed, frame);
-        }
-        Some(len)
-    }
-
-    fn offloads_checksums(&self) -> bool {
-        self.offload && self.pcap.is_none()
-    }
-
-    fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant) {
-        self.backend
-            .handle_guest_frame_offloaded(frame, checksum, now);
-    }
-
-    fn poll_guest_frame_offloaded(
-        &mut self,
-        buf: &mut [u8],
-        now: Instant,
-    ) -> Option<(usize, Checksum)> {
-        let frame = self.backend.poll_guest_frame_offloaded(buf, now)?;
-        Some((frame.len, frame.checksum))
-    }
 }

@@ -16,6 +16,10 @@ use std::path::PathBuf;
 
 use nat_core::{Cidr, HostLoopback, MTU_MAX, MTU_MIN, Plan, PortForwards, PortSpec};
 
+mod vmm;
+
+pub use vmm::{VMM_USAGE, VmmCommand, VmmOptions, parse_vmm};
+
 /// The help text of `slipway --help`.
 pub const USAGE: &str = "\
 slipway: a user-mode network stack for network namespaces and virtual machines
@@ -266,6 +270,12 @@ enum Opt {
     Quiet,
     Help,
     Version,
+    Kernel,
+    Initrd,
+    Cmdline,
+    Mem,
+    Console,
+    DeviceOnCmdline,
 }
 
 /// Each option's short name, long name, and whether it takes a value.
@@ -289,6 +299,12 @@ const OPTIONS: &[(Option<char>, &str, Opt, bool)] = &[
     (Some('q'), "quiet", Opt::Quiet, false),
     (Some('h'), "help", Opt::Help, false),
     (Some('V'), "version", Opt::Version, false),
+    (None, "kernel", Opt::Kernel, true),
+    (None, "initrd", Opt::Initrd, true),
+    (None, "cmdline", Opt::Cmdline, true),
+    (None, "mem", Opt::Mem, true),
+    (None, "console", Opt::Console, true),
+    (None, "device-on-cmdline", Opt::DeviceOnCmdline, false),
 ];
 
 /// The subcommand.
@@ -311,6 +327,8 @@ struct Collected {
     fd: Option<i32>,
     keep_listening: bool,
     ifname_set: bool,
+    /// The options only `slipway-vmm` takes.
+    vmm: vmm::Collected,
 }
 
 /// Parses the arguments after the program name.
@@ -488,6 +506,9 @@ fn expected_form(opt: Opt) -> &'static str {
         Opt::Netns => "a namespace path such as /run/netns/NAME, or a process id",
         Opt::Socket => "a socket path",
         Opt::Fd => "a descriptor number from 0 to 2147483647",
+        Opt::Kernel | Opt::Initrd | Opt::Console => "a file name",
+        Opt::Cmdline => "kernel parameters",
+        Opt::Mem => vmm::MEM_FORM,
         Opt::KeepListening
         | Opt::NoOffload
         | Opt::Stats
@@ -495,7 +516,8 @@ fn expected_form(opt: Opt) -> &'static str {
         | Opt::Trace
         | Opt::Quiet
         | Opt::Help
-        | Opt::Version => "nothing",
+        | Opt::Version
+        | Opt::DeviceOnCmdline => "nothing",
     }
 }
 
@@ -534,6 +556,12 @@ fn apply(c: &mut Collected, opt: Opt, name: &str, value: Option<&str>) -> Result
         Opt::Trace => options.log = LogLevel::Trace,
         Opt::Quiet => options.log = LogLevel::Quiet,
         Opt::Help | Opt::Version => {}
+        Opt::Kernel
+        | Opt::Initrd
+        | Opt::Cmdline
+        | Opt::Mem
+        | Opt::Console
+        | Opt::DeviceOnCmdline => c.vmm.apply(opt, name, value)?,
     }
     Ok(())
 }
@@ -547,6 +575,9 @@ fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command
              or \"slipway vhost-user [OPTIONS] --socket PATH\"",
         ));
     };
+    if let Some(name) = c.vmm.first_given() {
+        return Err(UsageError::new(format!("{name}: only for slipway-vmm")));
+    }
     let mut options = c.options;
     options.tcp_forwards = forwards("-t", c.tcp_specs)?;
     options.udp_forwards = forwards("-u", c.udp_specs)?;

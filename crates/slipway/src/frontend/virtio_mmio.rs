@@ -1,0 +1,269 @@
+//! The virtio-mmio frontend of the reference VMM (`slipway-vmm`): the
+//! guest's virtio-net device, a `virtio-net-kvm` [`MmioTransport`] over
+//! the guest's memory, served on the backend's thread.
+//!
+//! One thread, one epoll set, as in the other frontends: the backend's
+//! descriptor, the stop sources, each queue's notify eventfd (a KVM
+//! ioeventfd: the driver's notify write never leaves the kernel), the
+//! eventfd the vCPU signals after sending a register access, and the one
+//! it signals when the VM ends. The device raises its interrupt through
+//! an eventfd KVM injects (an irqfd). The backend and the transport are
+//! owned by this loop; the vCPU thread reaches them only through
+//! [`crate::vmm::DeviceBus`] messages, so nothing is locked.
+//!
+//! Invariant: every register access the vCPU sends gets exactly one
+//! answer, in order, so the vCPU never waits on an access the loop has
+//! dropped; a frame the guest transmits goes to the backend and a frame the
+//! backend hands out waits in the device core until the guest has room.
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use epoll_dispatch::{Events, Interest, Kind, Poller, Token};
+use kvm_ioctls::VmFd;
+use virtio_net_kvm::{MmioTransport, NetConfig, NetCounters, RX_QUEUE, TX_QUEUE};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{
+    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, note_indexed,
+    register_common, stop_after_pass, token,
+};
+use crate::frontdesk::PcapWriter;
+use crate::vmm::layout::{VIRTIO_NET_BASE, VIRTIO_NET_IRQ};
+use crate::vmm::{DeviceEnd, MmioAccess, VmEnd};
+use crate::{Backend, NetworkBackend};
+
+const TOKEN_MMIO: Token = token(FIRST_OWN_KIND);
+const TOKEN_ENDED: Token = token(FIRST_OWN_KIND + 1);
+const KIND_QUEUE: Kind = Kind(FIRST_OWN_KIND + 2);
+
+/// Calls of a queue's handler per pass before the loop looks at its other
+/// sources; a queue with work left is served again on the next pass.
+const ROUNDS: usize = 8;
+/// Register accesses answered per pass; the vCPU sends one at a time, so
+/// more than one waits only after a missed wakeup.
+const ACCESSES_PER_PASS: usize = 64;
+
+/// Why serving the guest ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestEnd {
+    /// The VM ended: powered off, reset, or failed.
+    Vm(VmEnd),
+    /// A stop source (a signal, the deadline) ended serving.
+    Stopped(ServeEnd),
+}
+
+/// The guest's virtio-net device on virtio-mmio.
+#[derive(Debug)]
+pub struct VirtioMmioFrontend {
+    transport: MmioTransport<Arc<GuestMemoryMmap>>,
+    bus: DeviceEnd,
+    pcap_failed: bool,
+}
+
+impl VirtioMmioFrontend {
+    /// A device that tells the guest `config`, over the guest's `mem`,
+    /// answering the vCPU on `bus`.
+    ///
+    /// # Errors
+    /// The transport's eventfds could not be created.
+    pub fn new(mem: Arc<GuestMemoryMmap>, config: NetConfig, bus: DeviceEnd) -> io::Result<Self> {
+        Ok(Self {
+            transport: MmioTransport::new(mem, config)?,
+            bus,
+            pcap_failed: false,
+        })
+    }
+
+    /// Registers the queue notifications as ioeventfds at the device's
+    /// `QueueNotify` and the interrupt as an irqfd on its line.
+    ///
+    /// # Errors
+    /// KVM refused a registration.
+    pub fn register(&self, vm: &VmFd) -> Result<(), kvm_ioctls::Error> {
+        virtio_net_kvm::kvm::register_eventfds(vm, &self.transport, VIRTIO_NET_BASE, VIRTIO_NET_IRQ)
+    }
+
+    /// The device core's counters.
+    #[must_use]
+    pub fn counters(&self) -> &NetCounters {
+        self.transport.device().counters()
+    }
+
+    /// Serves the guest until the VM ends or `stop` says so.
+    ///
+    /// # Errors
+    /// The epoll set or the backend's epoll set failed.
+    pub fn serve<W: Write>(
+        &mut self,
+        backend: &mut Backend,
+        mut pcap: Option<&mut PcapWriter<W>>,
+        stop: &StopWhen<'_>,
+    ) -> io::Result<GuestEnd> {
+        let mut poller = Poller::new()?;
+        let mut events = Events::with_capacity(8);
+        register_common(&poller, backend, stop)?;
+        poller.register(borrow(&self.bus.wake), TOKEN_MMIO, Interest::READABLE)?;
+        poller.register(
+            borrow(&self.bus.ended_wake),
+            TOKEN_ENDED,
+            Interest::READABLE,
+        )?;
+        for index in [RX_QUEUE, TX_QUEUE] {
+            if let (Some(event), Some(token)) = (
+                self.transport.queue_event(index),
+                Token::new(KIND_QUEUE, u32::from(index), 0),
+            ) {
+                poller.register(borrow(event), token, Interest::READABLE)?;
+            }
+        }
+        let mut ready = Ready {
+            common: CommonReady::first(stop),
+            ..Ready::default()
+        };
+        let mut tx_more = false;
+        loop {
+            if let Some(end) = ready.common.stopped(stop)? {
+                return Ok(GuestEnd::Stopped(end));
+            }
+            if ready.ended {
+                if let Ok(end) = self.bus.ended.try_recv() {
+                    flush_pcap(&mut pcap, &mut self.pcap_failed);
+                    return Ok(GuestEnd::Vm(end));
+                }
+            }
+            let now = Instant::now();
+            if ready.mmio && self.answer_accesses() {
+                // The driver may have just started the device with buffers
+                // already offered.
+                tx_more = true;
+            }
+            if ready.common.backend {
+                backend.handle_host_events(now)?;
+            }
+            backend.handle_timeout(now);
+            let mut failed = self.pcap_failed;
+            let mut frames = Captured {
+                backend,
+                pcap: pcap.as_deref_mut(),
+                failed: &mut failed,
+                // The device core completes partial checksums itself: the
+                // reference VMM keeps the default, verified path.
+                offload: false,
+            };
+            tx_more = self.serve_queue(
+                TX_QUEUE,
+                ready.queues[usize::from(TX_QUEUE)] || tx_more,
+                &mut frames,
+                now,
+            );
+            // The receive queue runs every pass: the backend may have
+            // frames whenever a host socket or a timer ran.
+            let rx_more = self.serve_queue(RX_QUEUE, true, &mut frames, now);
+            self.pcap_failed = failed;
+            if let Some(end) = stop_after_pass(stop, backend, now, !rx_more) {
+                return Ok(GuestEnd::Stopped(end));
+            }
+            let deadline = if tx_more || rx_more {
+                Some(now)
+            } else {
+                flush_pcap(&mut pcap, &mut self.pcap_failed);
+                earliest(backend.poll_timeout(), stop.deadline)
+            };
+            poller.wait(&mut events, deadline)?;
+            ready = Ready::from_events(&events);
+        }
+    }
+
+    /// Answers the register accesses the vCPU sent; returns whether any
+    /// was a write (which may have started the device).
+    fn answer_accesses(&mut self) -> bool {
+        // Nonblocking: an empty counter only means the accesses were taken
+        // on an earlier pass.
+        let _ = self.bus.wake.read();
+        let mut wrote = false;
+        for _ in 0..ACCESSES_PER_PASS {
+            let Ok(access) = self.bus.requests.try_recv() else {
+                return wrote;
+            };
+            let reply = self.access(access);
+            wrote |= access.write.is_some();
+            // The vCPU is gone only when the VM ended, which the loop
+            // hears about next.
+            let _ = self.bus.replies.send(reply);
+        }
+        // The bound was reached: what is left is taken on the next pass.
+        let _ = self.bus.wake.write(1);
+        wrote
+    }
+
+    fn access(&mut self, access: MmioAccess) -> [u8; 8] {
+        let len = access.len.min(8);
+        let mut bytes = [0; 8];
+        match access.write {
+            Some(data) => self.transport.write(access.offset, &data[..len]),
+            None => self.transport.read(access.offset, &mut bytes[..len]),
+        }
+        bytes
+    }
+
+    /// Runs queue `index` if `due`, for up to [`ROUNDS`] calls; returns
+    /// whether work is left.
+    fn serve_queue<W: Write>(
+        &mut self,
+        index: u16,
+        due: bool,
+        frames: &mut Captured<'_, W>,
+        now: Instant,
+    ) -> bool {
+        if !due {
+            return false;
+        }
+        let mut more = self.transport.handle_queue_event(index, frames, now);
+        for _ in 1..ROUNDS {
+            if !more {
+                break;
+            }
+            more = self.transport.handle_queue_event(index, frames, now);
+        }
+        more
+    }
+}
+
+/// Which sources the last wait reported.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ready {
+    common: CommonReady,
+    mmio: bool,
+    ended: bool,
+    /// Per queue: its notify eventfd.
+    queues: [bool; 2],
+}
+
+impl Ready {
+    fn from_events(events: &Events) -> Self {
+        let mut ready = Self::default();
+        for (token, readiness) in events {
+            if ready.common.note(token, readiness) {
+                continue;
+            }
+            match token {
+                TOKEN_MMIO => ready.mmio = true,
+                TOKEN_ENDED => ready.ended = true,
+                _ if note_indexed(&mut ready.queues, token, KIND_QUEUE) => {}
+                _ => {}
+            }
+        }
+        ready
+    }
+}
+
+/// An eventfd's descriptor, for the epoll set.
+fn borrow(event: &EventFd) -> BorrowedFd<'_> {
+    // SAFETY: the descriptor is the eventfd's own, open for as long as
+    // `event` lives, which the returned borrow cannot outlive.
+    unsafe { BorrowedFd::borrow_raw(event.as_raw_fd()) }
+}
