@@ -237,6 +237,8 @@ struct NsGuest {
     ns: NetNs,
     host_addr: Ipv4Addr,
     forward: SocketAddrV4,
+    /// The stack is pasta, whose echo relay needs ping sockets.
+    pasta: bool,
 }
 
 impl Guest for NsGuest {
@@ -265,6 +267,12 @@ impl Guest for NsGuest {
     }
     fn stack_pid(&self) -> Option<u32> {
         self.stack.as_ref().map(Child::pid)
+    }
+    fn skip(&self, workload: Workload) -> Option<&'static str> {
+        match workload {
+            Workload::Icmp if self.pasta => sys::passt_echo_absent(),
+            _ => None,
+        }
     }
 }
 
@@ -295,6 +303,7 @@ fn start_stack(ns: NetNs, mut stack: Command, forward_port: u16) -> Result<NsGue
         ns,
         host_addr: GATEWAY,
         forward: SocketAddrV4::new(Ipv4Addr::LOCALHOST, forward_port),
+        pasta: false,
     })
 }
 
@@ -383,7 +392,11 @@ impl Path for Pasta {
             ])
             .arg("--netns")
             .arg(ns.path());
-        Ok(Box::new(start_stack(ns, stack, port)?))
+        let guest = start_stack(ns, stack, port)?;
+        Ok(Box::new(NsGuest {
+            pasta: true,
+            ..guest
+        }))
     }
 }
 
@@ -499,6 +512,7 @@ impl Path for Veth {
             ns,
             host_addr: GATEWAY,
             forward: SocketAddrV4::new(GUEST_ADDR, ports::GUEST_ECHO),
+            pasta: false,
         }))
     }
 }

@@ -236,6 +236,34 @@ pub fn run(command: &mut Command, limit: Duration) -> Result<String, String> {
     Child::spawn(command)?.finish_ok(limit)
 }
 
+/// Whether the host's `net.ipv4.ping_group_range` lets a process of
+/// group `gid` open ICMP ping sockets (`false` also when it cannot be
+/// read). Its default, "1 0", lets nobody, not even root.
+#[must_use]
+pub fn ping_sockets_allowed(gid: u32) -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .is_ok_and(|range| ping_range_allows(&range, gid))
+}
+
+/// Whether a `ping_group_range` value ("LOW HIGH") includes `gid`.
+fn ping_range_allows(range: &str, gid: u32) -> bool {
+    let mut bounds = range.split_whitespace().map(str::parse::<u32>);
+    match (bounds.next(), bounds.next()) {
+        (Some(Ok(low)), Some(Ok(high))) => (low..=high).contains(&gid),
+        _ => false,
+    }
+}
+
+/// Why passt and pasta (run as root) cannot answer echo requests here,
+/// if they cannot: they relay them only through ping sockets.
+#[must_use]
+pub fn passt_echo_absent() -> Option<&'static str> {
+    (!ping_sockets_allowed(0)).then_some(
+        "passt and pasta relay echo requests only through ping sockets, which this \
+         host's net.ipv4.ping_group_range refuses to root (its default \"1 0\")",
+    )
+}
+
 /// Whether `program` is found in `PATH` as an executable file.
 #[must_use]
 pub fn in_path(program: &str) -> bool {
@@ -568,6 +596,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn ping_group_range_admits_only_the_groups_inside_it() {
+        assert!(!ping_range_allows("1\t0\n", 0), "the default admits nobody");
+        assert!(!ping_range_allows("1 0", 1));
+        assert!(ping_range_allows("0 2147483647\n", 0));
+        assert!(ping_range_allows("100 100", 100));
+        assert!(!ping_range_allows("100 100", 0));
+        assert!(!ping_range_allows("garbage", 0));
+        assert!(!ping_range_allows("", 0));
+    }
 
     #[test]
     fn cpu_ticks_count_fields_after_the_command_name() {

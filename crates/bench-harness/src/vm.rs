@@ -538,10 +538,7 @@ impl Guest for VmGuest {
             Workload::Idle10k if self.accel == Accel::Tcg => {
                 Some("10k connections from a TCG-emulated guest take minutes to open")
             }
-            Workload::Icmp if self.passt => Some(
-                "passt maps only TCP and UDP for the gateway to the host (passt(1), \
-                 --no-map-gw): echo requests to it go unanswered",
-            ),
+            Workload::Icmp if self.passt => sys::passt_echo_absent(),
             _ => None,
         }
     }
