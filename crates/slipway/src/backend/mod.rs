@@ -247,6 +247,9 @@ pub struct Backend {
     time_wait: VecDeque<FlowId>,
     /// Reply buffer of the front desk.
     scratch: Vec<u8>,
+    /// The receive buffer of `udp.rs` for host datagrams, DNS replies and
+    /// echo replies (see `with_datagram_buf`); empty until first used.
+    datagram_buf: Vec<u8>,
     /// TCP segments polled with `poll_guest_frame_offloaded` may be larger
     /// than the guest's MSS.
     gso_to_guest: bool,
@@ -291,6 +294,7 @@ impl Backend {
             tx_ready: VecDeque::new(),
             time_wait: VecDeque::new(),
             scratch: vec![0u8; 1514],
+            datagram_buf: Vec::new(),
             gso_to_guest: false,
             counters: BackendCounters::default(),
         };

@@ -23,6 +23,10 @@ use crate::frontdesk::{
 /// How long an ICMP echo flow lives without traffic.
 const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The receive buffer for datagrams from host sockets: the largest UDP
+/// payload, and room in front of it for the headers of a frame.
+const DATAGRAM_BUF: usize = 65536;
+
 /// Where a UDP flow's datagrams go on the host.
 #[derive(Debug)]
 pub(crate) enum UdpTarget {
@@ -364,15 +368,29 @@ impl Backend {
         }
     }
 
+    /// Lends `f` the receive buffer for datagrams from host sockets (the
+    /// largest datagram), allocated on first use and kept, rather than
+    /// allocated and zeroed on every readiness event.
+    fn with_datagram_buf(&mut self, f: impl FnOnce(&mut Self, &mut [u8])) {
+        let mut buf = std::mem::take(&mut self.datagram_buf);
+        buf.resize(DATAGRAM_BUF, 0);
+        f(self, &mut buf);
+        self.datagram_buf = buf;
+    }
+
     /// Datagrams from host peers on forwarded UDP port `index`.
     pub(crate) fn udp_listener_readable(&mut self, index: usize, now: Instant) {
-        let mut buf = vec![0u8; 65536];
+        self.with_datagram_buf(|backend, buf| backend.udp_listener_read(index, buf, now));
+    }
+
+    /// [`Self::udp_listener_readable`] with the receive buffer lent.
+    fn udp_listener_read(&mut self, index: usize, buf: &mut [u8], now: Instant) {
         for _ in 0..64 {
             let Some(listener) = self.udp_listeners.get_mut(index) else {
                 return;
             };
             let host_port = listener.local_addr().port();
-            let (n, peer) = match listener.recv_from(&mut buf) {
+            let (n, peer) = match listener.recv_from(buf) {
                 Ok(Some(got)) => got,
                 Ok(None) | Err(_) => return,
             };
@@ -461,11 +479,15 @@ impl Backend {
 
     /// Replies from the DNS upstream, sent to the guest from the DNS address.
     pub(crate) fn dns_readable(&mut self, now: Instant) {
+        self.with_datagram_buf(|backend, buf| backend.dns_read(buf, now));
+    }
+
+    /// [`Self::dns_readable`] with the receive buffer lent.
+    fn dns_read(&mut self, buf: &mut [u8], now: Instant) {
         let Some(dns_addr) = self.frontdesk.plan().ipv4().map(|v4| v4.dns()) else {
             return;
         };
         let link = self.frontdesk.link_to_guest();
-        let mut buf = vec![0u8; 65536];
         for _ in 0..64 {
             let Some(dns) = self.dns.as_mut() else {
                 return;
@@ -478,7 +500,7 @@ impl Backend {
                 continue;
             };
             let from = SocketAddrV4::new(dns_addr, 53);
-            if let Some(len) = write_udp_v4_headers(&mut buf, link, from, guest, reply.len) {
+            if let Some(len) = write_udp_v4_headers(buf, link, from, guest, reply.len) {
                 self.queue_frame(buf[..len].to_vec());
             }
         }
@@ -554,6 +576,11 @@ impl Backend {
 
     /// Echo replies for flow `id`.
     pub(crate) fn icmp_readable(&mut self, id: FlowId, now: Instant) {
+        self.with_datagram_buf(|backend, buf| backend.icmp_read(id, buf, now));
+    }
+
+    /// [`Self::icmp_readable`] with the receive buffer lent.
+    fn icmp_read(&mut self, id: FlowId, buf: &mut [u8], now: Instant) {
         let Some(key) = self.flows.key(id).copied() else {
             return;
         };
@@ -561,12 +588,11 @@ impl Backend {
             return;
         };
         let link = self.frontdesk.link_to_guest();
-        let mut buf = vec![0u8; 65536];
         for _ in 0..64 {
             let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
                 return;
             };
-            let reply = match flow.sock.recv_reply(&mut buf) {
+            let reply = match flow.sock.recv_reply(buf) {
                 Ok(Some(reply)) => reply,
                 Ok(None) | Err(_) => return,
             };
