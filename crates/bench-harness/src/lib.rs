@@ -23,7 +23,7 @@
 //! | `dns` | queries to the DNS address, 16 in flight | `qps` |
 //! | `icmp` | echo to the gateway, back to back | `p50_us`, `p99_us` |
 //! | `fwd_connect` | host connects through the inbound forward, 1-byte echo from the guest | `p50_us`, `p99_us`, `tps`, `errors` |
-//! | `idle_10k` | the stack while the guest holds 10k idle TCP connections | `wakeups_per_s`, `rss_mib` |
+//! | `idle_10k` | the stack, started afresh for it, while the guest holds 10k idle TCP connections | `wakeups_per_s`, `rss_mib` |
 //!
 //! Paths: `slipway-65520`, `slipway-1500` (`--slipway BIN` selects the
 //! binary; default `target/release/slipway`), `pasta`, `slirp4netns-1500`,

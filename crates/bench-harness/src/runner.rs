@@ -142,8 +142,41 @@ fn run_path(
 ) {
     let name = path.name();
     eprintln!("bench: rep {rep}: {name}");
-    let session = match Session::start(host, path, settings) {
-        Ok(session) => session,
+    let mut idle_10k = false;
+    {
+        let Some(session) = start_session(report, host, path, settings, rep) else {
+            return;
+        };
+        for workload in workloads {
+            // idle_10k measures what 10k flows cost: it gets a stack of its
+            // own (below), so that its memory figure does not carry the
+            // allocator's high-water mark of the throughput workloads.
+            if *workload == Workload::Idle10k && session.skip(*workload).is_none() {
+                idle_10k = true;
+            } else {
+                run_workload(report, &session, name, *workload, rep);
+            }
+        }
+        // The session ends here: its servers hold the ports the next needs.
+    }
+    if idle_10k {
+        if let Some(own) = start_session(report, host, path, settings, rep) {
+            run_workload(report, &own, name, Workload::Idle10k, rep);
+        }
+    }
+}
+
+/// Starts a session of `path`, or records why it did not start.
+fn start_session<'a>(
+    report: &mut Report,
+    host: &'a Host,
+    path: &dyn Path,
+    settings: &Settings,
+    rep: u32,
+) -> Option<Session<'a>> {
+    let name = path.name();
+    match Session::start(host, path, settings) {
+        Ok(session) => Some(session),
         Err(error) => {
             eprintln!("bench:   {name} did not start: {error}");
             report.failures.push(Failure {
@@ -152,43 +185,52 @@ fn run_path(
                 rep,
                 error,
             });
-            return;
+            None
         }
-    };
-    for workload in workloads {
-        match session.run(*workload) {
-            Ok(Outcome::Measured(values)) => {
-                let shown: Vec<String> = values
-                    .iter()
-                    .map(|(m, v)| format!("{}={v:.2}", m.name))
-                    .collect();
-                eprintln!("bench:   {} {}", workload.name(), shown.join(" "));
-                for (metric, value) in values {
-                    report.record(name, workload.name(), metric, value);
-                }
+    }
+}
+
+/// Runs `workload` in `session` and records what it measured, why it does
+/// not apply, or how it failed.
+fn run_workload(
+    report: &mut Report,
+    session: &Session<'_>,
+    name: &str,
+    workload: Workload,
+    rep: u32,
+) {
+    match session.run(workload) {
+        Ok(Outcome::Measured(values)) => {
+            let shown: Vec<String> = values
+                .iter()
+                .map(|(m, v)| format!("{}={v:.2}", m.name))
+                .collect();
+            eprintln!("bench:   {} {}", workload.name(), shown.join(" "));
+            for (metric, value) in values {
+                report.record(name, workload.name(), metric, value);
             }
-            Ok(Outcome::NotApplicable(why)) => {
-                let already = report
-                    .absent
-                    .iter()
-                    .any(|a| a.path == name && a.workload.as_deref() == Some(workload.name()));
-                if !already {
-                    report.absent.push(Absent {
-                        path: name.into(),
-                        workload: Some(workload.name().into()),
-                        why: why.into(),
-                    });
-                }
-            }
-            Err(error) => {
-                eprintln!("bench:   {} failed: {error}", workload.name());
-                report.failures.push(Failure {
+        }
+        Ok(Outcome::NotApplicable(why)) => {
+            let already = report
+                .absent
+                .iter()
+                .any(|a| a.path == name && a.workload.as_deref() == Some(workload.name()));
+            if !already {
+                report.absent.push(Absent {
                     path: name.into(),
                     workload: Some(workload.name().into()),
-                    rep,
-                    error,
+                    why: why.into(),
                 });
             }
+        }
+        Err(error) => {
+            eprintln!("bench:   {} failed: {error}", workload.name());
+            report.failures.push(Failure {
+                path: name.into(),
+                workload: Some(workload.name().into()),
+                rep,
+                error,
+            });
         }
     }
 }

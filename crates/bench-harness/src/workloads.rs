@@ -176,12 +176,22 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Why `workload` cannot run in this session's guest, if it cannot.
+    #[must_use]
+    pub fn skip(&self, workload: Workload) -> Option<&'static str> {
+        let measures_the_stack = matches!(workload, Workload::Idle | Workload::Idle10k);
+        if measures_the_stack && self.guest.stack_pid().is_none() {
+            return Some(self.guest.no_stack_why());
+        }
+        self.guest.skip(workload)
+    }
+
     /// Runs one workload.
     ///
     /// # Errors
     /// The workload's client failed or printed something unexpected.
     pub fn run(&self, workload: Workload) -> Result<Outcome, String> {
-        if let Some(why) = self.guest.skip(workload) {
+        if let Some(why) = self.skip(workload) {
             return Ok(Outcome::NotApplicable(why));
         }
         let host = self.guest.host_addr();
