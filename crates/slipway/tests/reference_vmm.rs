@@ -92,7 +92,7 @@ fn report_no_kvm() -> bool {
 
 /// Why this machine's KVM cannot run a stock Linux kernel, if it cannot.
 fn kvm_cannot_run_linux() -> Option<String> {
-    Path::new("/sys/module/kvm_pvm").exists().then(|| {
+    vm::kvm_is_pvm().then(|| {
         "/dev/kvm is PVM, whose instruction emulator cannot run a stock Linux kernel \
          (it stops at cmpxchg16b, xrstor and the int3 self-test); the boot-path test \
          runs here instead"

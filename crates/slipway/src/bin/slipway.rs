@@ -89,6 +89,16 @@ fn main() -> ExitCode {
     exit_status("slipway", result)
 }
 
+/// The offloads the tap is opened with: checksums and TSO/GSO unless
+/// `--no-offload`.
+fn tap_offload(options: &Options) -> TapOffload {
+    if options.offload {
+        TapOffload::ChecksumTso
+    } else {
+        TapOffload::None
+    }
+}
+
 fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
     let v4 = plan.ipv4();
     TapConfig {
@@ -101,11 +111,7 @@ fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
         // IPv6 destinations fail at once in the guest instead of timing out.
         addr_v6: None,
         gateway_v6: None,
-        offload: if options.offload {
-            TapOffload::ChecksumTso
-        } else {
-            TapOffload::None
-        },
+        offload: tap_offload(options),
     }
 }
 
@@ -148,7 +154,7 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
             .unwrap_or_default();
         Failure::Runtime(format!("cannot run {name:?}: {e}"))
     })?;
-    let frontend = TapFrontend::with_offload(tap.as_fd(), tap_config(options, &plan).offload);
+    let frontend = TapFrontend::with_offload(tap.as_fd(), tap_offload(options));
     let outcome = serve_child(&mut backend, frontend, pcap.as_mut(), &mut child);
     let status = match outcome {
         Ok((status, counters)) => {
@@ -238,7 +244,7 @@ fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
     let ns =
         Namespace::open(&target.as_arg()).map_err(|e| Failure::Runtime(format!("--netns: {e}")))?;
     let tap = open_tap(&ns, options, &plan)?;
-    let mut frontend = TapFrontend::with_offload(tap.as_fd(), tap_config(options, &plan).offload);
+    let mut frontend = TapFrontend::with_offload(tap.as_fd(), tap_offload(options));
     let stop = StopWhen {
         process_exit: process.as_ref().map(AsFd::as_fd),
         signals: Some(&signals),

@@ -312,6 +312,25 @@ pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
+/// The deadline of a serving loop's next wait: `now` while a source has
+/// work left (the wait then only collects readiness); otherwise, with the
+/// capture flushed while the loop is idle, the backend's next deadline or
+/// the stop's, whichever comes first.
+pub(super) fn next_wait<W: Write>(
+    busy: bool,
+    now: Instant,
+    backend: &mut Backend,
+    stop: &StopWhen<'_>,
+    pcap: &mut Option<&mut PcapWriter<W>>,
+    pcap_failed: &mut bool,
+) -> Option<Instant> {
+    if busy {
+        return Some(now);
+    }
+    flush_pcap(pcap, pcap_failed);
+    earliest(backend.poll_timeout(), stop.deadline)
+}
+
 /// Flushes the capture, stopping it at its first error.
 pub(super) fn flush_pcap<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool) {
     if *failed {

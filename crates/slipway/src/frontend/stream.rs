@@ -41,7 +41,7 @@ use thiserror::Error;
 
 use super::framing::{Decoded, FrameDecoder, FramingError, Outbox};
 use super::{
-    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record,
+    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, flush_pcap, is_failed, next_wait, record,
     register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
@@ -447,12 +447,8 @@ impl StreamFrontend {
             if let Some(end) = stop_after_pass(stop, backend, now, self.outbox.is_empty()) {
                 return Ok(end);
             }
-            let deadline = if more || input_left {
-                Some(now)
-            } else {
-                flush_pcap(&mut pcap, &mut self.pcap_failed);
-                earliest(backend.poll_timeout(), stop.deadline)
-            };
+            let busy = more || input_left;
+            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
             poller.wait(&mut events, deadline)?;
             ready = Ready::from_events(&events);
             ready.client_read |= input_left;

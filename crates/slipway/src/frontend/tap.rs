@@ -35,8 +35,8 @@ use virtio_bindings::bindings::virtio_net::{
 };
 
 use super::{
-    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, is_failed, record,
-    register_common, stop_after_pass, token,
+    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, is_failed, next_wait, record, register_common,
+    stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
 use crate::netns::{TapOffload, VNET_HDR_LEN};
@@ -253,12 +253,8 @@ impl<'t> TapFrontend<'t> {
             if let Some(end) = stop_after_pass(stop, backend, now, self.pending.is_none()) {
                 return Ok(end);
             }
-            let deadline = if more {
-                Some(now)
-            } else {
-                flush_pcap(&mut pcap, &mut self.pcap_failed);
-                earliest(backend.poll_timeout(), stop.deadline)
-            };
+            let busy = more;
+            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
             poller.wait(&mut events, deadline)?;
             ready = Ready::from_events(&events);
         }

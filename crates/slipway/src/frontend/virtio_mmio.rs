@@ -28,7 +28,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, earliest, flush_pcap, note_indexed,
+    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, flush_pcap, next_wait, note_indexed,
     register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
@@ -167,12 +167,8 @@ impl VirtioMmioFrontend {
             if let Some(end) = stop_after_pass(stop, backend, now, !rx_more) {
                 return Ok(GuestEnd::Stopped(end));
             }
-            let deadline = if tx_more || rx_more {
-                Some(now)
-            } else {
-                flush_pcap(&mut pcap, &mut self.pcap_failed);
-                earliest(backend.poll_timeout(), stop.deadline)
-            };
+            let busy = tx_more || rx_more;
+            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
             poller.wait(&mut events, deadline)?;
             ready = Ready::from_events(&events);
         }

@@ -50,6 +50,12 @@ pub enum Accel {
     Tcg,
 }
 
+/// Whether /dev/kvm is PVM, a software hypervisor whose instruction
+/// emulator cannot run a stock Linux kernel.
+pub fn kvm_is_pvm() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
 impl Accel {
     /// [`ACCEL_VAR`] when set; otherwise KVM where /dev/kvm opens and is
     /// not PVM (whose KVM cannot run a stock kernel), TCG elsewhere.
@@ -65,8 +71,7 @@ impl Accel {
             .write(true)
             .open("/dev/kvm")
             .is_ok();
-        let pvm = Path::new("/sys/module/kvm_pvm").exists();
-        Ok(if kvm_opens && !pvm {
+        Ok(if kvm_opens && !kvm_is_pvm() {
             Self::Kvm
         } else {
             Self::Tcg

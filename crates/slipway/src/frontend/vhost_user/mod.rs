@@ -41,7 +41,7 @@ use vm_memory::GuestMemoryMmap;
 use self::protocol::{F_PROTOCOL_FEATURES, Message, Received};
 use self::vring::{MemoryTable, Vring};
 use super::{
-    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, earliest, flush_pcap,
+    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, flush_pcap, next_wait,
     note_indexed, register_common, stop_after_pass, token,
 };
 use crate::frontdesk::PcapWriter;
@@ -162,12 +162,8 @@ impl VhostUserFrontend {
             if let Some(end) = stop_after_pass(stop, backend, now, !rx_more) {
                 return Ok(end);
             }
-            let deadline = if tx_more || rx_more {
-                Some(now)
-            } else {
-                flush_pcap(&mut pcap, &mut self.pcap_failed);
-                earliest(backend.poll_timeout(), stop.deadline)
-            };
+            let busy = tx_more || rx_more;
+            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
             poller.wait(&mut events, deadline)?;
             ready = Ready::from_events(&events);
         }
