@@ -33,6 +33,12 @@ use crate::workloads::Workload;
 #[path = "../../../xtask/src/guest_image.rs"]
 mod guest_image;
 
+#[path = "../../slipway/tests/vm/accel.rs"]
+mod accel;
+
+pub use self::accel::ACCEL_VAR;
+use self::accel::Accel;
+
 /// The QEMU binary.
 const QEMU: &str = "qemu-system-x86_64";
 /// The guest's RAM.
@@ -45,55 +51,6 @@ const LISTEN_LIMIT: Duration = Duration::from_secs(10);
 /// The timed workloads' length under TCG, whatever `--duration` says: an
 /// emulated CPU is slow enough that longer runs add time, not precision.
 pub const TCG_DURATION: Duration = Duration::from_secs(2);
-/// The variable that picks QEMU's accelerator: `kvm`, `tcg` or `auto`.
-pub const ACCEL_VAR: &str = "SLIPWAY_VM_ACCEL";
-
-/// How QEMU runs the guest's CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    /// [`ACCEL_VAR`] when set; otherwise KVM where /dev/kvm opens and is
-    /// not PVM (whose KVM cannot run a stock kernel), TCG elsewhere.
-    fn choose() -> Result<Self, String> {
-        match std::env::var(ACCEL_VAR).as_deref() {
-            Ok("kvm") => return Ok(Self::Kvm),
-            Ok("tcg") => return Ok(Self::Tcg),
-            Ok("" | "auto") | Err(_) => {}
-            Ok(other) => return Err(format!("{ACCEL_VAR}={other}: expected kvm, tcg or auto")),
-        }
-        let kvm_opens = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
-        let pvm = FsPath::new("/sys/module/kvm_pvm").exists();
-        Ok(if kvm_opens && !pvm {
-            Self::Kvm
-        } else {
-            Self::Tcg
-        })
-    }
-
-    fn qemu_args(self) -> [&'static str; 4] {
-        match self {
-            Self::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Self::Tcg => ["-accel", "tcg", "-cpu", "max"],
-        }
-    }
-
-    /// Kernel parameters the accelerator needs: under TCG the guest's
-    /// timer calibration otherwise hangs or takes seconds.
-    fn kernel_args(self) -> &'static str {
-        match self {
-            Self::Kvm => "",
-            Self::Tcg => " tsc_early_khz=2100000 tsc=reliable lpj=8400000",
-        }
-    }
-}
 
 /// What serves the guest's network device.
 #[derive(Clone, Debug)]

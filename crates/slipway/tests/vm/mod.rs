@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+mod accel;
 #[path = "../../../../xtask/src/guest_image.rs"]
 mod guest_image;
 
@@ -24,12 +25,14 @@ use crate::e2e::{Output, Proc, TempDir, command, mib_per_s, missing_tool, slipwa
 
 #[allow(
     unused_imports,
+    reason = "only the reference VMM test asks about PVM itself"
+)]
+pub use accel::{ACCEL_VAR, Accel, kvm_is_pvm};
+#[allow(
+    unused_imports,
     reason = "only the reference VMM test builds an archive"
 )]
 pub use guest_image::{Cpio, Image};
-
-/// The variable that picks QEMU's accelerator: `kvm` or `tcg`.
-pub const ACCEL_VAR: &str = "SLIPWAY_VM_ACCEL";
 
 /// The QEMU binary.
 const QEMU: &str = "qemu-system-x86_64";
@@ -40,60 +43,6 @@ const GUEST_MIB: &str = "512";
 
 /// How long `slipway stream` may take to create its socket.
 const LISTEN_LIMIT: Duration = Duration::from_secs(10);
-
-/// How QEMU runs the guest's CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    /// Hardware virtualization through /dev/kvm.
-    Kvm,
-    /// QEMU's binary translator: slower, runs anywhere.
-    Tcg,
-}
-
-/// Whether /dev/kvm is PVM, a software hypervisor whose instruction
-/// emulator cannot run a stock Linux kernel.
-pub fn kvm_is_pvm() -> bool {
-    Path::new("/sys/module/kvm_pvm").exists()
-}
-
-impl Accel {
-    /// [`ACCEL_VAR`] when set; otherwise KVM where /dev/kvm opens and is
-    /// not PVM (whose KVM cannot run a stock kernel), TCG elsewhere.
-    pub fn choose() -> Result<Self, String> {
-        match std::env::var(ACCEL_VAR).as_deref() {
-            Ok("kvm") => return Ok(Self::Kvm),
-            Ok("tcg") => return Ok(Self::Tcg),
-            Ok("" | "auto") | Err(_) => {}
-            Ok(other) => return Err(format!("{ACCEL_VAR}={other}: expected kvm, tcg or auto")),
-        }
-        let kvm_opens = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
-        Ok(if kvm_opens && !kvm_is_pvm() {
-            Self::Kvm
-        } else {
-            Self::Tcg
-        })
-    }
-
-    fn qemu_args(self) -> [&'static str; 4] {
-        match self {
-            Self::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Self::Tcg => ["-accel", "tcg", "-cpu", "max"],
-        }
-    }
-
-    /// Kernel parameters the accelerator needs: under TCG the guest's
-    /// timer calibration otherwise hangs or takes seconds.
-    fn kernel_args(self) -> &'static str {
-        match self {
-            Self::Kvm => "",
-            Self::Tcg => " tsc_early_khz=2100000 tsc=reliable lpj=8400000",
-        }
-    }
-}
 
 /// The cargo target directory the test binaries were built into.
 fn target_dir() -> PathBuf {
