@@ -90,6 +90,21 @@ fn run(dir: &Scratch, args: &[&str], path_env: Option<&Path>) -> (Value, String)
     )
 }
 
+/// Asserts that a request-response workload's percentiles are ordered and
+/// plausible and that it made more than `min_tps` transactions a second.
+fn assert_round_trips(json: &Value, path: &str, workload: &str, min_tps: f64) {
+    let p50 = value(json, path, workload, "p50_us");
+    let p99 = value(json, path, workload, "p99_us");
+    assert!(
+        p50 > 0.0 && p50 <= p99 && p99 < 1e6,
+        "{path} {workload}: {p50} {p99}"
+    );
+    assert!(
+        value(json, path, workload, "tps") > min_tps,
+        "{path} {workload}"
+    );
+}
+
 fn value(json: &Value, path: &str, workload: &str, metric: &str) -> f64 {
     let results = json["results"].as_array().unwrap();
     let row = results
@@ -138,16 +153,7 @@ fn tiny_run_over_slipway_and_loopback_measures_sane_numbers() {
     for path in ["slipway-65520", "loopback"] {
         assert!(value(&json, path, "tcp_g2h", "gbit_s") > 0.01, "{path}");
         for workload in ["tcp_rr", "udp_rr"] {
-            let p50 = value(&json, path, workload, "p50_us");
-            let p99 = value(&json, path, workload, "p99_us");
-            assert!(
-                p50 > 0.0 && p50 <= p99 && p99 < 1e6,
-                "{path} {workload}: {p50} {p99}"
-            );
-            assert!(
-                value(&json, path, workload, "tps") > 10.0,
-                "{path} {workload}"
-            );
+            assert_round_trips(&json, path, workload, 10.0);
         }
         assert!(value(&json, path, "dns", "qps") > 10.0, "{path}");
     }
@@ -210,16 +216,7 @@ fn tiny_run_over_qemu_guests_served_by_slipway_stream_and_vhost_user_measures_sa
     assert_eq!(json["failures"].as_array().unwrap().len(), 0, "{json:#}");
     for path in SLIPWAY_VM_PATHS {
         for workload in ["tcp_rr", "fwd_connect"] {
-            let p50 = value(&json, path, workload, "p50_us");
-            let p99 = value(&json, path, workload, "p99_us");
-            assert!(
-                p50 > 0.0 && p50 <= p99 && p99 < 1e6,
-                "{path} {workload}: {p50} {p99}"
-            );
-            assert!(
-                value(&json, path, workload, "tps") > 1.0,
-                "{path} {workload}"
-            );
+            assert_round_trips(&json, path, workload, 1.0);
         }
         assert_eq!(value(&json, path, "fwd_connect", "errors"), 0.0, "{path}");
         // The stack measured is the slipway process.
