@@ -194,6 +194,13 @@ pub struct BackendCounters {
     pub dns_queries: u64,
     /// DNS queries dropped (no upstream, malformed, full).
     pub dns_drops: u64,
+    /// Host readiness events handled. With
+    /// [`timers_fired`](Self::timers_fired), what the loop was woken for:
+    /// once traffic ends both stop growing, and a flow that keeps either
+    /// moving while nothing happens is a loop that spins.
+    pub host_events: u64,
+    /// Flow deadlines that expired and ran.
+    pub timers_fired: u64,
 }
 
 /// Kinds of epoll token.
@@ -369,6 +376,7 @@ impl Backend {
 
     fn dispatch_events(&mut self, now: Instant) {
         let ready: Vec<_> = self.events.iter().collect();
+        self.counters.host_events += ready.len() as u64;
         for (token, readiness) in ready {
             match token.kind() {
                 KIND_TCP_FLOW => {
@@ -660,6 +668,7 @@ impl NetworkBackend for Backend {
             let Some(id) = self.flows.pop_expired(now) else {
                 break;
             };
+            self.counters.timers_fired += 1;
             match self.flows.get(id) {
                 Some(Flow::Tcp(_)) => self.tcp_timeout(id, now),
                 Some(Flow::Udp(_) | Flow::Icmp(_)) => self.datagram_timeout(id, now),

@@ -53,3 +53,77 @@ pub fn scrub(command: &mut std::process::Command) {
         command.env_remove(var);
     }
 }
+
+/// Wakeups (context switches of all its threads) a quiet slipway process
+/// may make in one second once a scenario's traffic ends. The guest kernel
+/// of a namespace sends an IPv6 router solicitation or MLD report now and
+/// then, which slipway reads; a loop woken for nothing wakes thousands of
+/// times.
+pub const QUIET_WAKEUPS_PER_S: u64 = 10;
+
+/// CPU time a quiet slipway process may use in one second, in clock ticks
+/// (1/100 s): at most 1% of a core, with one tick of rounding.
+pub const QUIET_TICKS_PER_S: u64 = 2;
+
+/// What one process has used so far: CPU ticks (user + system) and context
+/// switches (voluntary + involuntary) of every thread.
+#[allow(dead_code, reason = "not every test binary runs slipway")]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessUse {
+    /// utime + stime of `/proc/PID/stat`, in clock ticks.
+    pub ticks: u64,
+    /// Context switches over `/proc/PID/task/*/status`.
+    pub switches: u64,
+}
+
+/// What process `pid` has used so far, or `None` when it is gone.
+#[allow(dead_code, reason = "not every test binary runs slipway")]
+pub fn process_use(pid: u32) -> Option<ProcessUse> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields start after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(value) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += value.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(ProcessUse { ticks, switches })
+}
+
+/// Asserts that slipway process `pid` is quiet: over `seconds` seconds (at
+/// least one) it uses at most [`QUIET_TICKS_PER_S`] of CPU and makes at
+/// most [`QUIET_WAKEUPS_PER_S`] wakeups per second. Call it once a
+/// scenario's traffic has ended, with the scenario's connections still
+/// open where it has any: a loop that spins on an always-ready socket or
+/// a timer that keeps firing fails here.
+#[allow(dead_code, reason = "not every test binary runs slipway")]
+pub fn assert_process_quiet(pid: u32, seconds: u64, what: &str) {
+    let seconds = seconds.max(1);
+    let before = process_use(pid).unwrap_or_else(|| panic!("{what}: slipway ({pid}) is gone"));
+    std::thread::sleep(std::time::Duration::from_secs(seconds));
+    let after = process_use(pid)
+        .unwrap_or_else(|| panic!("{what}: slipway ({pid}) exited while it should idle"));
+    let ticks = after.ticks - before.ticks;
+    let switches = after.switches - before.switches;
+    eprintln!("{what}: slipway idle for {seconds} s: {ticks} CPU ticks, {switches} wakeups");
+    assert!(
+        ticks <= QUIET_TICKS_PER_S * seconds && switches <= QUIET_WAKEUPS_PER_S * seconds,
+        "{what}: slipway did not go quiet: {ticks} CPU ticks (1/100 s) and {switches} wakeups \
+         in {seconds} s after the traffic ended (at most {} and {} allowed)",
+        QUIET_TICKS_PER_S * seconds,
+        QUIET_WAKEUPS_PER_S * seconds
+    );
+}

@@ -38,6 +38,10 @@ const MAX_DRAIN: usize = 4096;
 /// Steps of one [`Harness::drive`] or collection at most.
 const MAX_STEPS: usize = 20_000_000;
 
+/// Host events plus expired deadlines a quiet backend may see in one
+/// second after a scenario's traffic ends.
+pub const QUIET_WAKEUPS: u64 = 5;
+
 /// How long a server waits for its connection, and for each read and write.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -163,6 +167,32 @@ impl Harness {
             self.step(deadline);
         }
         std::mem::take(&mut self.stray)
+    }
+
+    /// Asserts that the backend has gone quiet after a scenario: over one
+    /// second of its event loop, at most [`QUIET_WAKEUPS`] host events and
+    /// expired deadlines together. A flow whose socket stays ready for an
+    /// interest nothing will satisfy, or whose timer keeps firing, fails
+    /// here. Frames that come meanwhile go to [`stray`](Self::stray).
+    pub fn assert_quiet(&mut self, what: &str) {
+        // Let the scenario's last frames and timers settle first.
+        let _ = self.collect_for(Duration::from_millis(200));
+        let before = self.backend.counters().clone();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for _ in 0..MAX_STEPS {
+            if Instant::now() >= deadline {
+                break;
+            }
+            self.step(deadline);
+        }
+        let after = self.backend.counters();
+        let events = after.host_events - before.host_events;
+        let timers = after.timers_fired - before.timers_fired;
+        assert!(
+            events + timers <= QUIET_WAKEUPS,
+            "{what}: the backend did not go quiet: {events} host events and {timers} timers in 1 s \
+             after the traffic ended (at most {QUIET_WAKEUPS} allowed)"
+        );
     }
 
     /// Runs the backend for `duration` and returns every frame that came.
