@@ -25,11 +25,13 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use e2e::{Proc, TempDir};
+use e2e::{Proc, TempDir, wait_until};
 use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd};
+use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::process::{Pid, Signal};
 use smoltcp::wire::DhcpMessageType;
 use support::Frame;
 use support::frames::{check_dhcp_reply, dhcp_message};
@@ -100,6 +102,35 @@ impl Slipway {
         }
     }
 
+    /// Sends `signal` to slipway.
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.proc.id()).unwrap()).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// Stops slipway (SIGSTOP) and waits until it is stopped.
+    fn pause(&self) {
+        self.signal(Signal::STOP);
+        let stat = format!("/proc/{}/stat", self.proc.id());
+        wait_until("slipway stops", LIMIT, || {
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state follows the command's closing parenthesis.
+            text.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        });
+    }
+
+    /// Sends SIGTERM and waits for slipway to exit; returns how long that
+    /// took with what it left.
+    fn terminate(self) -> (Duration, Finished) {
+        let asked = Instant::now();
+        self.signal(Signal::TERM);
+        let proc = &self.proc;
+        wait_until("slipway exits on SIGTERM", LIMIT, || proc.exited());
+        let took = asked.elapsed();
+        (took, self.finish())
+    }
+
     /// Waits for slipway to exit, which it must within [`LIMIT`].
     fn finish(self) -> Finished {
         let out = self.proc.finish(LIMIT);
@@ -127,29 +158,38 @@ struct Vmm(UnixStream);
 
 impl Vmm {
     fn send(&self, request: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) {
-        let mut message = Vec::new();
-        message.extend_from_slice(&request.to_ne_bytes());
-        message.extend_from_slice(&1u32.to_ne_bytes());
-        message.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_ne_bytes());
-        message.extend_from_slice(payload);
+        let message = encode(request, payload);
+        match self.send_bytes(&message, fds) {
+            Ok(sent) => assert_eq!(sent, message.len()),
+            // slipway ended the connection; the test's next read says so.
+            Err(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET) => {}
+            Err(e) => panic!("send request {request}: {e}"),
+        }
+    }
+
+    /// Sends `message` (or part of one) with `fds`; returns the bytes sent.
+    fn send_bytes(&self, message: &[u8], fds: &[BorrowedFd<'_>]) -> rustix::io::Result<usize> {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() {
             assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
         }
-        let sent = rustix::net::sendmsg(
+        rustix::net::sendmsg(
             &self.0,
-            &[std::io::IoSlice::new(&message)],
+            &[std::io::IoSlice::new(message)],
             &mut control,
-            SendFlags::empty(),
+            SendFlags::NOSIGNAL,
         )
-        .unwrap();
-        assert_eq!(sent, message.len());
     }
 
     /// Sends `request` and returns the reply's payload.
     fn call(&mut self, request: u32, payload: &[u8]) -> Vec<u8> {
         self.send(request, payload, &[]);
+        self.read_reply(request)
+    }
+
+    /// Reads the reply to `request` and returns its payload.
+    fn read_reply(&mut self, request: u32) -> Vec<u8> {
         let mut header = [0u8; 12];
         self.0.read_exact(&mut header).expect("a reply header");
         let word = |i: usize| u32::from_ne_bytes(header[i..i + 4].try_into().unwrap());
@@ -166,6 +206,18 @@ impl Vmm {
         self.send(request, &payload, &[]);
     }
 
+    /// Negotiates as QEMU does and shares `memory` as the guest's RAM.
+    fn start_device(&mut self, memory: &File) {
+        let offered = u64::from_ne_bytes(self.call(GET_FEATURES, &[]).try_into().unwrap());
+        assert_ne!(offered & F_VERSION_1, 0);
+        self.send(SET_OWNER, &[], &[]);
+        self.vring_state(SET_VRING_ENABLE, 0, 1);
+        self.vring_state(SET_VRING_ENABLE, 1, 1);
+        let features = F_VERSION_1 | F_MRG_RXBUF | F_PROTOCOL_FEATURES;
+        self.send(SET_FEATURES, &features.to_ne_bytes(), &[]);
+        self.send(SET_MEM_TABLE, &memory_table(MEM_SIZE), &[memory.as_fd()]);
+    }
+
     /// Configures ring `index` as QEMU does when the device starts, the
     /// driver's next chain at `base`.
     fn set_up_vring(
@@ -174,6 +226,19 @@ impl Vmm {
         driver: &Driver<'_>,
         size: u32,
         base: u32,
+    ) -> (OwnedFd, OwnedFd) {
+        let flags = EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC;
+        self.set_up_vring_with(index, driver, size, base, flags)
+    }
+
+    /// [`Self::set_up_vring`] with eventfds made with `flags`.
+    fn set_up_vring_with(
+        &self,
+        index: u32,
+        driver: &Driver<'_>,
+        size: u32,
+        base: u32,
+        flags: EventfdFlags,
     ) -> (OwnedFd, OwnedFd) {
         self.vring_state(SET_VRING_NUM, index, size);
         let [desc, avail, used] = driver.addresses();
@@ -185,7 +250,6 @@ impl Vmm {
         addr.extend_from_slice(&0u64.to_ne_bytes());
         self.send(SET_VRING_ADDR, &addr, &[]);
         self.vring_state(SET_VRING_BASE, index, base);
-        let flags = EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC;
         let (kick, call) = (eventfd(0, flags).unwrap(), eventfd(0, flags).unwrap());
         self.send(
             SET_VRING_CALL,
@@ -199,6 +263,16 @@ impl Vmm {
         );
         (kick, call)
     }
+}
+
+/// A vhost-user message: the header (version 1) and `payload`.
+fn encode(request: u32, payload: &[u8]) -> Vec<u8> {
+    let mut message = Vec::new();
+    message.extend_from_slice(&request.to_ne_bytes());
+    message.extend_from_slice(&1u32.to_ne_bytes());
+    message.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_ne_bytes());
+    message.extend_from_slice(payload);
+    message
 }
 
 fn signal(eventfd: &OwnedFd) {
@@ -218,11 +292,25 @@ fn wait_signalled(eventfd: &OwnedFd, what: &str) {
     rustix::io::read(eventfd, &mut count).unwrap();
 }
 
-/// Guest memory in a memfd, mapped here and shared with slipway.
+/// Guest memory in a memfd sealed against shrinking and growing, as
+/// QEMU's `memory-backend-memfd` seals it, mapped here and shared with
+/// slipway.
 fn shared_memory() -> (File, GuestMemoryMmap) {
-    let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    let file = File::from(fd);
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    let file = File::from(rustix::fs::memfd_create("guest", flags).unwrap());
     file.set_len(MEM_SIZE).unwrap();
+    rustix::fs::fcntl_add_seals(&file, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+    map_shared(file)
+}
+
+/// Guest memory in a memfd without seals (a VMM that may truncate it).
+fn unsealed_memory() -> (File, GuestMemoryMmap) {
+    let file = File::from(rustix::fs::memfd_create("guest", MemfdFlags::CLOEXEC).unwrap());
+    file.set_len(MEM_SIZE).unwrap();
+    map_shared(file)
+}
+
+fn map_shared(file: File) -> (File, GuestMemoryMmap) {
     let mapping = FileOffset::new(file.try_clone().unwrap(), 0);
     let ranges = [(
         GuestAddress(0),
@@ -394,4 +482,234 @@ fn a_memory_region_past_the_end_of_its_file_is_refused_not_mapped() {
         "{stderr}"
     );
     assert!(removed, "the socket file is removed");
+}
+
+/// Starts the device on `file` and both rings with eventfds made with
+/// `flags`; returns the drivers of the receive and transmit rings and the
+/// receive ring's kick and call and the transmit ring's kick.
+fn start_rings<'m>(
+    vmm: &mut Vmm,
+    file: &File,
+    mem: &'m GuestMemoryMmap,
+    flags: EventfdFlags,
+) -> (Driver<'m>, Driver<'m>, [OwnedFd; 3]) {
+    vmm.start_device(file);
+    let size = 64u16;
+    let rx = Driver::new(mem, 0x1000, size, 0x10_0000);
+    let tx = Driver::new(mem, 0x8000, size, 0x80_0000);
+    let (rx_kick, rx_call) = vmm.set_up_vring_with(0, &rx, u32::from(size), 0, flags);
+    let (tx_kick, _tx_call) = vmm.set_up_vring_with(1, &tx, u32::from(size), 0, flags);
+    // The rings are up once slipway answers what follows their messages
+    // (or it has refused them and closed the connection).
+    vmm.send(GET_FEATURES, &[], &[]);
+    let mut reply = [0u8; 20];
+    let _ = vmm.0.read_exact(&mut reply);
+    (rx, tx, [rx_kick, rx_call, tx_kick])
+}
+
+const NONBLOCKING: EventfdFlags = EventfdFlags::NONBLOCK.union(EventfdFlags::CLOEXEC);
+
+#[test]
+fn an_unsealed_memfd_is_refused_naming_the_qemu_backend_that_seals_it() {
+    let slipway = Slipway::start("unsealed");
+    let (file, _mem) = unsealed_memory();
+    let vmm = connect(&slipway.socket);
+    vmm.send(SET_OWNER, &[], &[]);
+    vmm.send(SET_MEM_TABLE, &memory_table(MEM_SIZE), &[file.as_fd()]);
+    let end = slipway.finish();
+    let stderr = &end.stderr;
+    assert_eq!(end.code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("memory region 0 is not sealed against shrinking (F_SEAL_SHRINK)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("memory-backend-memfd"), "{stderr}");
+    drop(vmm);
+}
+
+#[test]
+fn a_vmm_that_truncates_its_memfd_under_started_rings_cannot_crash_slipway() {
+    let slipway = Slipway::start("truncated");
+    let (file, mem) = unsealed_memory();
+    let mut vmm = connect(&slipway.socket);
+    let (mut rx, mut tx, [rx_kick, _rx_call, tx_kick]) =
+        start_rings(&mut vmm, &file, &mem, NONBLOCKING);
+    rx.offer_rx(&[4096]);
+    let discover = dhcp_message(DhcpMessageType::Discover, 0x5157_1e02, None, None);
+    tx.offer_tx(&[&[0u8; NET_HDR_LEN], &discover]);
+    // The guest's memory goes away under the rings (the test no longer
+    // touches its own mapping), and the driver kicks both.
+    file.set_len(0).unwrap();
+    signal(&rx_kick);
+    signal(&tx_kick);
+    let end = slipway.finish();
+    let stderr = &end.stderr;
+    assert_eq!(end.code, Some(0), "slipway is not killed:\n{stderr}");
+    assert!(stderr.contains("F_SEAL_SHRINK"), "{stderr}");
+    drop(vmm);
+}
+
+#[test]
+fn blocking_kick_eventfds_replaced_twice_with_a_kick_pending_leave_slipway_serving() {
+    let slipway = Slipway::start("blocking-kicks");
+    let (file, mem) = shared_memory();
+    let mut vmm = connect(&slipway.socket);
+    let blocking = EventfdFlags::CLOEXEC;
+    let (mut rx, mut tx, [rx_kick, rx_call, tx_kick]) =
+        start_rings(&mut vmm, &file, &mem, blocking);
+    // Stopped, slipway finds the pending kick and both replacements of
+    // its descriptor in one wait.
+    slipway.pause();
+    signal(&tx_kick);
+    let kicks = [eventfd(0, blocking).unwrap(), eventfd(0, blocking).unwrap()];
+    for kick in &kicks {
+        vmm.send(SET_VRING_KICK, &1u64.to_ne_bytes(), &[kick.as_fd()]);
+    }
+    slipway.signal(Signal::CONT);
+
+    let offered = vmm.call(GET_FEATURES, &[]);
+    assert_eq!(offered.len(), 8, "slipway still answers the VMM");
+    dhcp_exchange(
+        &mut rx,
+        &mut tx,
+        [&rx_kick, &rx_call, &kicks[1]],
+        0x5157_1e03,
+    );
+    let (took, end) = slipway.terminate();
+    assert_eq!(end.code, Some(0), "{}", end.stderr);
+    eprintln!("slipway exited {took:?} after SIGTERM");
+    drop(vmm);
+}
+
+#[test]
+fn a_message_completed_after_a_stall_is_handled_and_the_rings_run_meanwhile() {
+    let slipway = Slipway::start("stalled");
+    let (file, mem) = shared_memory();
+    let mut vmm = connect(&slipway.socket);
+    let (mut rx, mut tx, [rx_kick, rx_call, tx_kick]) =
+        start_rings(&mut vmm, &file, &mem, NONBLOCKING);
+    let message = encode(GET_FEATURES, &[]);
+    assert_eq!(vmm.send_bytes(&message[..5], &[]), Ok(5));
+    // Longer than any wait for the rest of a message would be.
+    std::thread::sleep(Duration::from_secs(3));
+    dhcp_exchange(
+        &mut rx,
+        &mut tx,
+        [&rx_kick, &rx_call, &tx_kick],
+        0x5157_1e04,
+    );
+    assert_eq!(vmm.send_bytes(&message[5..], &[]), Ok(7));
+    let offered = u64::from_ne_bytes(vmm.read_reply(GET_FEATURES).try_into().unwrap());
+    assert_ne!(offered & F_VERSION_1, 0);
+    dhcp_exchange(
+        &mut rx,
+        &mut tx,
+        [&rx_kick, &rx_call, &tx_kick],
+        0x5157_1e05,
+    );
+    let (_, end) = slipway.terminate();
+    assert_eq!(end.code, Some(0), "{}", end.stderr);
+    drop(vmm);
+}
+
+#[test]
+fn a_vmm_trickling_a_message_leaves_the_rings_served_and_sigterm_prompt() {
+    let slipway = Slipway::start("trickle");
+    let (file, mem) = shared_memory();
+    let mut vmm = connect(&slipway.socket);
+    let (mut rx, mut tx, [rx_kick, rx_call, tx_kick]) =
+        start_rings(&mut vmm, &file, &mem, NONBLOCKING);
+    // One byte every half second: a message of 40 bytes takes 20 s.
+    let message = encode(GET_FEATURES, &[0u8; 28]);
+    let conn = vmm.0.try_clone().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            for byte in message {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                if rustix::net::send(&conn, &[byte], SendFlags::NOSIGNAL).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let exchange = Instant::now();
+    dhcp_exchange(
+        &mut rx,
+        &mut tx,
+        [&rx_kick, &rx_call, &tx_kick],
+        0x5157_1e06,
+    );
+    let exchanged = exchange.elapsed();
+    let trickling = !trickle.is_finished();
+    let (took, end) = slipway.terminate();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickle.join().unwrap();
+    assert_eq!(end.code, Some(0), "{}", end.stderr);
+    eprintln!("DHCP exchange took {exchanged:?}; slipway exited {took:?} after SIGTERM");
+    assert!(
+        trickling && exchanged < Duration::from_secs(8),
+        "the rings are served while the message trickles in: {exchanged:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "SIGTERM is not held up by a message that trickles in: {took:?}"
+    );
+    drop(vmm);
+}
+
+#[test]
+fn a_vmm_that_does_not_read_its_replies_leaves_the_rings_served_and_loses_no_reply() {
+    let slipway = Slipway::start("unread-replies");
+    let (file, mem) = shared_memory();
+    let mut vmm = connect(&slipway.socket);
+    let (mut rx, mut tx, [rx_kick, rx_call, tx_kick]) =
+        start_rings(&mut vmm, &file, &mem, NONBLOCKING);
+    // Requests until both directions of the socket are full.
+    let message = encode(GET_FEATURES, &[]);
+    vmm.0.set_nonblocking(true).unwrap();
+    let mut sent = 0usize;
+    let mut full_since: Option<Instant> = None;
+    for _ in 0..200_000 {
+        match vmm.send_bytes(&message, &[]) {
+            Ok(n) => {
+                assert_eq!(n, message.len());
+                sent += 1;
+                full_since = None;
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                // Full once slipway has stopped taking requests for a while.
+                let since = *full_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("request {sent}: {e}"),
+        }
+    }
+    assert!(
+        full_since.is_some(),
+        "the socket filled up after {sent} requests"
+    );
+    vmm.0.set_nonblocking(false).unwrap();
+    dhcp_exchange(
+        &mut rx,
+        &mut tx,
+        [&rx_kick, &rx_call, &tx_kick],
+        0x5157_1e07,
+    );
+    for i in 0..sent {
+        let reply = vmm.read_reply(GET_FEATURES);
+        assert_eq!(reply.len(), 8, "reply {i} of {sent}");
+    }
+    eprintln!("{sent} requests sent before the socket filled, every one answered");
+    let (_, end) = slipway.terminate();
+    assert_eq!(end.code, Some(0), "{}", end.stderr);
+    drop(vmm);
 }

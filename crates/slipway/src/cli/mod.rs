@@ -39,7 +39,8 @@ Usage:
   slipway vhost-user [OPTIONS] --socket PATH
       Serve one VMM's virtio-net device as a vhost-user backend on the
       UNIX socket PATH (QEMU's -netdev vhost-user; guest memory must be
-      shared, e.g. memory-backend-memfd,share=on) until it disconnects.
+      shared and sealed against shrinking, as memory-backend-memfd,share=on
+      is) until it disconnects.
       Prints the QEMU options to use on stdout (not with -q).
 
 Options:

@@ -19,6 +19,25 @@
 //! virtio-net at all. A ring's enable state is therefore kept apart from
 //! its start (the kick descriptor) and from the features.
 //!
+//! The VMM is trusted to run the guest, not to behave, and nothing it
+//! does may stop the loop or kill slipway:
+//! - Guest memory must be sealed against shrinking (`F_SEAL_SHRINK`, read
+//!   with `F_GET_SEALS`): a file the VMM truncated under the mapping would
+//!   turn the next access of the rings into SIGBUS. QEMU's
+//!   `memory-backend-memfd` seals its memfd so by default (`seal=on`); an
+//!   unsealed region (`memory-backend-file` on /dev/shm or hugetlbfs, a
+//!   memfd made without seals) is refused with an error naming that
+//!   backend, which ends the connection.
+//! - The kick and call eventfds are made non-blocking when they arrive
+//!   (on the file description the VMM shares, as QEMU's own are), and a
+//!   kick with nothing to read is no kick: a descriptor replaced while a
+//!   kick was pending cannot hold the loop in a read.
+//! - Messages are assembled from non-blocking reads in the connection's
+//!   buffer, and replies wait there for room: a VMM that stalls inside a
+//!   message, or does not read its replies, leaves a partial message or a
+//!   reply buffered (for as long as it takes; nothing times it out) while
+//!   the rings, the backend and the stop sources are served.
+//!
 //! Invariant: as in the other frontends, every frame the guest transmits
 //! goes to the backend and every frame the backend hands out is written
 //! into the guest's receive buffers or kept in the device core until there
@@ -29,7 +48,7 @@ mod vring;
 
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::time::Instant;
 
 use epoll_dispatch::{Events, Interest, Kind, Poller, Token};
@@ -38,7 +57,7 @@ use virtio_net_kvm::{
 };
 use vm_memory::GuestMemoryMmap;
 
-use self::protocol::{F_PROTOCOL_FEATURES, Message, Received};
+use self::protocol::{Connection, F_PROTOCOL_FEATURES, Message, Received};
 use self::vring::{MemoryTable, Vring};
 use super::{
     Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, flush_pcap, next_wait,
@@ -61,7 +80,10 @@ pub struct VhostUserFrontend {
     /// Owns the socket file; removes it when dropped.
     socket: StreamSocket,
     listener: UnixListener,
-    conn: Option<UnixStream>,
+    conn: Option<Connection>,
+    /// The connection is watched for room to send a reply rather than for
+    /// messages.
+    conn_sending: bool,
     device: NetDevice,
     memory: Option<(GuestMemoryMmap, MemoryTable)>,
     vrings: [Vring; 2],
@@ -81,6 +103,7 @@ impl VhostUserFrontend {
             listener: socket.try_clone_listener()?,
             socket,
             conn: None,
+            conn_sending: false,
             device: NetDevice::new(config),
             memory: None,
             vrings: [Vring::new()?, Vring::new()?],
@@ -147,10 +170,10 @@ impl VhostUserFrontend {
                 // A ring may have started with chains already queued.
                 tx_more = true;
             }
-            for (vring, kicked) in self.vrings.iter().zip(ready.kicks) {
-                if kicked {
-                    vring.drain_kick();
-                }
+            if let Err(error) = self.drain_kicks(ready.kicks) {
+                tracing::warn!(%error, "vhost-user connection ended");
+                flush_pcap(&mut pcap, &mut self.pcap_failed);
+                return Ok(ServeEnd::Disconnected);
             }
             tx_more |= ready.kicks[usize::from(TX_QUEUE)];
             if ready.common.backend {
@@ -191,6 +214,20 @@ impl VhostUserFrontend {
         (tx_more, rx_more)
     }
 
+    /// Reads the kick eventfds the last wait reported, which does not
+    /// wait: each is non-blocking since it arrived, and one replaced since
+    /// the wait may have nothing to read.
+    fn drain_kicks(&self, kicks: [bool; 2]) -> io::Result<()> {
+        for (index, (vring, kicked)) in self.vrings.iter().zip(kicks).enumerate() {
+            if kicked {
+                vring
+                    .drain_kick()
+                    .map_err(|e| io::Error::new(e.kind(), format!("vring {index}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Takes a waiting VMM's connection.
     fn accept(&mut self, poller: &Poller) -> io::Result<()> {
         let listener = &self.listener;
@@ -202,7 +239,8 @@ impl VhostUserFrontend {
                 // are refused when slipway exits.
                 poller.unregister(listener)?;
                 tracing::info!("vhost-user frontend connected");
-                self.conn = Some(stream);
+                self.conn = Some(Connection::new(stream));
+                self.conn_sending = false;
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -216,24 +254,64 @@ impl VhostUserFrontend {
     /// Handles every message that has arrived; returns the end of serving
     /// when the connection ends.
     fn handle_messages(&mut self, poller: &Poller) -> Option<ServeEnd> {
-        // Bounded: each message is at least a header the frontend sent.
-        for _ in 0..64 {
-            let conn = self.conn.as_ref()?;
-            let result = match protocol::receive(conn) {
-                Ok(Received::Message(message)) => self.handle_message(message, poller),
-                Ok(Received::Empty) => return None,
-                Ok(Received::Closed) => {
-                    tracing::info!("the vhost-user frontend disconnected");
-                    return Some(ServeEnd::Disconnected);
-                }
-                Err(error) => Err(error),
-            };
-            if let Err(error) = result {
+        let result = self.receive_messages(poller);
+        let result = result.and_then(|closed| {
+            self.watch_conn(poller)?;
+            Ok(closed)
+        });
+        match result {
+            Ok(false) => None,
+            Ok(true) => {
+                tracing::info!("the vhost-user frontend disconnected");
+                Some(ServeEnd::Disconnected)
+            }
+            Err(error) => {
                 tracing::warn!(%error, "vhost-user connection ended");
-                return Some(ServeEnd::Disconnected);
+                Some(ServeEnd::Disconnected)
             }
         }
-        None
+    }
+
+    /// Sends what waits of a reply, then handles the messages that have
+    /// arrived whole; returns whether the frontend closed the connection.
+    fn receive_messages(&mut self, poller: &Poller) -> io::Result<bool> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(false);
+        };
+        conn.flush()?;
+        // Bounded: each message is at least a header the frontend sent;
+        // the connection stays readable for the next pass if more came.
+        for _ in 0..64 {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(false);
+            };
+            match conn.receive()? {
+                Received::Message(message) => self.handle_message(message, poller)?,
+                Received::Empty => return Ok(false),
+                Received::Closed => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Watches the connection for room to send while a reply waits (its
+    /// messages are not read meanwhile, so it is not watched for them),
+    /// for messages otherwise.
+    fn watch_conn(&mut self, poller: &Poller) -> io::Result<()> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let sending = conn.is_sending();
+        if sending != self.conn_sending {
+            let interest = if sending {
+                Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            poller.modify(conn.stream(), TOKEN_CONN, interest)?;
+            self.conn_sending = sending;
+        }
+        Ok(())
     }
 
     fn handle_message(&mut self, message: Message, poller: &Poller) -> io::Result<()> {
@@ -303,9 +381,9 @@ impl VhostUserFrontend {
         }
     }
 
-    fn reply(&self, message: &Message, payload: &[u8]) -> io::Result<()> {
-        match &self.conn {
-            Some(conn) => protocol::reply(conn, message.request, payload),
+    fn reply(&mut self, message: &Message, payload: &[u8]) -> io::Result<()> {
+        match &mut self.conn {
+            Some(conn) => conn.reply(message.request, payload),
             None => Ok(()),
         }
     }
@@ -343,9 +421,15 @@ impl VhostUserFrontend {
         let index = u32::try_from(value & 0xff).unwrap_or(u32::MAX);
         let fd = if value & protocol::VRING_NOFD == 0 {
             let fd: Option<OwnedFd> = message.fds.pop();
-            Some(fd.ok_or_else(|| {
+            let fd = fd.ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "vring descriptor missing")
-            })?)
+            })?;
+            // An eventfd the VMM made blocking would stop the loop in a
+            // read with nothing to read. The VMM shares the file
+            // description, as QEMU's own eventfds (EFD_NONBLOCK) already
+            // are; its kernel side (ioeventfd, irqfd) is not affected.
+            rustix::io::ioctl_fionbio(&fd, true)?;
+            Some(fd)
         } else {
             None
         };

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use epoll_dispatch::{Interest, Poller, Token};
+use rustix::fs::SealFlags;
 use virtio_net_kvm::Notifier;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
@@ -57,8 +58,10 @@ pub(super) fn map_memory(message: &Message) -> io::Result<(GuestMemoryMmap, Memo
         let offset = message.u64_at(at + 24)?;
         let len = usize::try_from(size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "region too large"))?;
+        check_sealed(fd, i)?;
         let file = File::from(fd.try_clone()?);
-        // Pages past the end of the file would fault (SIGBUS) when touched.
+        // Pages past the end of the file would fault (SIGBUS) when touched;
+        // sealed, the file cannot shrink below this size afterwards.
         let end = offset.checked_add(size);
         let file_len = file.metadata()?.len();
         if end.is_none_or(|end| end > file_len) {
@@ -75,6 +78,32 @@ pub(super) fn map_memory(message: &Message) -> io::Result<(GuestMemoryMmap, Memo
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("memory table: {e}")))?;
     tracing::debug!(regions = count, "guest memory mapped");
     Ok((memory, table))
+}
+
+/// Refuses region `i`'s descriptor unless it is sealed against shrinking:
+/// a file the VMM truncates under the mapping turns slipway's next access
+/// of the region into SIGBUS, which would kill it. QEMU's
+/// `memory-backend-memfd` seals its memfd so (`seal=on`, the default);
+/// files of `memory-backend-file` (on /dev/shm or hugetlbfs) cannot be
+/// sealed and are refused.
+fn check_sealed(fd: &OwnedFd, i: usize) -> io::Result<()> {
+    let seals = match rustix::fs::fcntl_get_seals(fd) {
+        Ok(seals) => seals,
+        // Not a file that takes seals.
+        Err(rustix::io::Errno::INVAL) => SealFlags::empty(),
+        Err(e) => return Err(e.into()),
+    };
+    if seals.contains(SealFlags::SHRINK) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "memory region {i} is not sealed against shrinking (F_SEAL_SHRINK), so the VMM \
+             could truncate it under slipway; give the guest sealed RAM, e.g. QEMU's \
+             -object memory-backend-memfd,share=on (seal=on is its default)"
+        ),
+    ))
 }
 
 /// The vring's call eventfd: how the driver is told of used buffers.
@@ -206,11 +235,26 @@ impl Vring {
         self.enabled = enabled;
     }
 
-    /// Reads the kick eventfd so that it stops polling readable.
-    pub(super) fn drain_kick(&self) {
-        if let Some(fd) = &self.kick {
-            let mut count = [0u8; 8];
-            let _ = rustix::io::read(fd, &mut count);
+    /// Reads the kick eventfd so that it stops polling readable; it is
+    /// non-blocking, and nothing to read is no kick.
+    ///
+    /// # Errors
+    /// A descriptor that reads as ended or fails, which is no eventfd and
+    /// would poll readable forever.
+    pub(super) fn drain_kick(&self) -> io::Result<()> {
+        let Some(fd) = &self.kick else {
+            return Ok(());
+        };
+        let mut count = [0u8; 8];
+        match rustix::io::read(fd, &mut count) {
+            Ok(8) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(()),
+            Ok(n) => Err(invalid(&format!(
+                "the kick descriptor read {n} bytes, not an eventfd's 8"
+            ))),
+            Err(e) => Err(io::Error::new(
+                io::Error::from(e).kind(),
+                format!("the kick descriptor cannot be read: {e}"),
+            )),
         }
     }
 
