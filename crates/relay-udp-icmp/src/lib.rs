@@ -45,7 +45,9 @@ mod udp;
 
 pub use counters::{Counters, DropReason, Traffic};
 pub use dns::{DnsForwarder, DnsForwarderConfig, DnsReply, resolv_conf};
-pub use echo::{EchoAvailability, EchoKind, EchoOpenError, EchoReply, EchoSocket, probe_echo};
+pub use echo::{
+    EchoAvailability, EchoError, EchoKind, EchoOpenError, EchoReply, EchoSocket, probe_echo,
+};
 pub use icmp_error::{ErrorOrigin, IcmpErrorReport};
 pub use idle::{DEFAULT_UDP_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT, UdpFlowState};
 pub use udp::{MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6, SendOutcome, UdpFlowSocket, UdpListener};
