@@ -146,7 +146,7 @@ impl DnsForwarder {
     /// upstream, say).
     pub fn new(upstream: SocketAddr, config: DnsForwarderConfig) -> io::Result<Self> {
         Ok(Self {
-            pool: SocketPool::new(upstream, Instant::now())?,
+            pool: SocketPool::new(upstream)?,
             upstream,
             pending: PendingQueries::new(config.max_pending, config.query_timeout),
             ids: IdSource::new(),

@@ -41,7 +41,7 @@ use crate::sys;
 pub const POOL_SIZE: usize = 8;
 /// Queries one socket sends before it is replaced.
 pub const QUERIES_PER_SOCKET: u32 = 32;
-/// How long one socket takes new queries before it is replaced.
+/// How long one socket takes new queries, from its first, before it is replaced.
 pub const SOCKET_LIFETIME: Duration = Duration::from_secs(30);
 
 /// One connected socket of the pool.
@@ -51,7 +51,8 @@ struct PoolSocket {
     fd: OwnedFd,
     port: u16,
     sent: u32,
-    opened: Instant,
+    /// When the socket took its first query; its lifetime runs from then.
+    first_used: Option<Instant>,
     /// Queries sent from this socket still waiting for their reply.
     pending: usize,
 }
@@ -59,7 +60,9 @@ struct PoolSocket {
 impl PoolSocket {
     fn is_due(&self, now: Instant) -> bool {
         self.sent >= QUERIES_PER_SOCKET
-            || now.saturating_duration_since(self.opened) >= SOCKET_LIFETIME
+            || self
+                .first_used
+                .is_some_and(|t| now.saturating_duration_since(t) >= SOCKET_LIFETIME)
     }
 }
 
@@ -87,7 +90,7 @@ pub(crate) struct SocketPool {
 impl SocketPool {
     /// Opens [`POOL_SIZE`] sockets connected to `upstream`. Fails when the
     /// first cannot be opened (no route to the upstream, say).
-    pub(crate) fn new(upstream: SocketAddr, now: Instant) -> io::Result<Self> {
+    pub(crate) fn new(upstream: SocketAddr) -> io::Result<Self> {
         let mut pool = Self {
             epoll: epoll::create(CreateFlags::CLOEXEC)?,
             upstream,
@@ -97,7 +100,7 @@ impl SocketPool {
             events: Vec::with_capacity(2 * POOL_SIZE),
         };
         for index in 0..POOL_SIZE {
-            match pool.open(now) {
+            match pool.open() {
                 Ok(socket) => pool.slots[index].current = Some(socket),
                 // A later query fills the slot.
                 Err(error) if index > 0 => {
@@ -109,7 +112,7 @@ impl SocketPool {
         Ok(pool)
     }
 
-    fn open(&mut self, now: Instant) -> io::Result<PoolSocket> {
+    fn open(&mut self) -> io::Result<PoolSocket> {
         let fd = sys::udp_socket(self.upstream.is_ipv6())?;
         // Connecting binds the socket to an ephemeral port the kernel picks
         // at random.
@@ -127,7 +130,7 @@ impl SocketPool {
             fd,
             port,
             sent: 0,
-            opened: now,
+            first_used: None,
             pending: 0,
         })
     }
@@ -161,11 +164,14 @@ impl SocketPool {
             Some(current) => current.is_due(now) && slot.draining.is_none(),
         };
         if replace {
-            let fresh = match self.open(now) {
+            let fresh = match self.open() {
                 Ok(fresh) => fresh,
                 Err(error) => {
                     // A due socket serves on until a new one can be opened.
-                    let current = self.slots[index].current.as_ref().map(|s| s.id);
+                    let current = self.slots[index].current.as_mut().map(|s| {
+                        s.first_used.get_or_insert(now);
+                        s.id
+                    });
                     tracing::debug!(%error, "DNS socket not replaced");
                     return current.map(Some).ok_or(error);
                 }
@@ -180,7 +186,11 @@ impl SocketPool {
                 }
             }
         }
-        Ok(self.slots[index].current.as_ref().map(|s| s.id))
+        let current = self.slots[index].current.as_mut();
+        Ok(current.map(|s| {
+            s.first_used.get_or_insert(now);
+            s.id
+        }))
     }
 
     fn find_mut(&mut self, id: SocketId) -> Option<(&mut PoolSocket, bool)> {
