@@ -379,6 +379,34 @@ fn icmp_errors_in(frames: &[support::Frame]) -> Vec<(u8, u8, Ipv4Addr)> {
         .collect()
 }
 
+/// A UDP datagram from `src`:`src_port` (not the guest's address) to `dst`.
+fn udp_frame_from(src: Ipv4Addr, src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20 + 8 + payload.len()];
+    frames::write_ipv4(
+        &mut frame,
+        gateway_mac(),
+        src,
+        *dst.ip(),
+        IpProtocol::Udp,
+        8 + payload.len(),
+        |area| {
+            smoltcp::wire::UdpRepr {
+                src_port,
+                dst_port: dst.port(),
+            }
+            .emit(
+                &mut UdpPacket::new_unchecked(area),
+                &IpAddress::Ipv4(src),
+                &IpAddress::Ipv4(*dst.ip()),
+                payload.len(),
+                |p| p.copy_from_slice(payload),
+                &ChecksumCapabilities::default(),
+            );
+        },
+    );
+    frame
+}
+
 /// The address on the test namespace's link that nothing answers.
 const ABSENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 
@@ -589,6 +617,11 @@ fn no_icmp_error_about_datagrams_to_broadcast_or_multicast_addresses() {
         1,
         b"ping -b",
     ));
+    // Sources that name no single host: denied, and never answered.
+    for src in [Ipv4Addr::new(10, 0, 2, 255), Ipv4Addr::new(224, 0, 0, 1)] {
+        let to = SocketAddrV4::new(GATEWAY, closed);
+        h.send(&udp_frame_from(src, 30_050, to, b"from a group"));
+    }
     let frames = h.collect_for(Duration::from_millis(500));
     assert_eq!(
         icmp_errors_in(&frames),
@@ -596,8 +629,8 @@ fn no_icmp_error_about_datagrams_to_broadcast_or_multicast_addresses() {
         "no error about a group address"
     );
     let c = h.backend.counters().clone();
-    assert_eq!(c.icmp_errors_suppressed, 5);
-    assert_eq!(c.denied, 5, "each datagram is a counted drop");
+    assert_eq!(c.icmp_errors_suppressed, 7);
+    assert_eq!(c.denied, 7, "each datagram is a counted drop");
     assert_eq!(h.backend.open_flows(flow_table::Protocol::Udp), 0);
     assert_eq!(h.backend.open_flows(flow_table::Protocol::Icmp), 0);
     // Unicast datagrams still get theirs: a closed port, a denied address.
@@ -622,6 +655,6 @@ fn no_icmp_error_about_datagrams_to_broadcast_or_multicast_addresses() {
         vec![(3, 3, GATEWAY), (3, 13, Ipv4Addr::new(192, 0, 2, 9))],
         "port unreachable and administratively prohibited"
     );
-    assert_eq!(h.backend.counters().icmp_errors_suppressed, 5);
+    assert_eq!(h.backend.counters().icmp_errors_suppressed, 7);
     h.assert_quiet("after datagrams to group addresses");
 }
