@@ -9,8 +9,8 @@ use epoll_dispatch::{Interest, Readiness, Token};
 use flow_table::{FlowId, FlowKey, InsertError, Protocol};
 use nat_core::{IpFamily, Verdict};
 use relay_udp_icmp::{
-    DnsForwarder, DnsForwarderConfig, EchoOpenError, EchoSocket, IcmpErrorReport, SendOutcome,
-    UdpFlowSocket, UdpFlowState, UdpListener,
+    DnsForwarder, DnsForwarderConfig, EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport,
+    SendOutcome, UdpFlowSocket, UdpFlowState, UdpListener,
 };
 use smoltcp::wire::Icmpv4DstUnreachable;
 
@@ -318,7 +318,7 @@ impl Backend {
         target: IpAddr,
         quote: &[u8],
     ) {
-        if !(report.icmp_type == 3 || report.is_port_unreachable()) {
+        if !(report.origin == ErrorOrigin::Icmp && report.icmp_type == 3) {
             return;
         }
         let addr = |at: usize| {
@@ -702,7 +702,7 @@ impl Backend {
         }
     }
 
-    /// [`Self::icmp_readable`] with the receive buffer lent.
+    /// [`Self::icmp_readiness`] with the receive buffer lent.
     fn icmp_read(&mut self, id: FlowId, buf: &mut [u8], now: Instant) {
         let Some(key) = self.flows.key(id).copied() else {
             return;
