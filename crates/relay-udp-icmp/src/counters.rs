@@ -24,11 +24,15 @@ pub enum DropReason {
     TimedOut,
     /// An ICMP echo reply whose checksum is wrong.
     BadChecksum,
+    /// A DNS reply with the id of a pending query that came to another of
+    /// the forwarder's sockets than the query left from: what an off-path
+    /// spoofer who guessed the id but not the port sends.
+    WrongSocket,
 }
 
 impl DropReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::WouldBlock,
         DropReason::Oversize,
         DropReason::Truncated,
@@ -38,6 +42,7 @@ impl DropReason {
         DropReason::Evicted,
         DropReason::TimedOut,
         DropReason::BadChecksum,
+        DropReason::WrongSocket,
     ];
 
     const fn index(self) -> usize {
@@ -51,6 +56,7 @@ impl DropReason {
             DropReason::Evicted => 6,
             DropReason::TimedOut => 7,
             DropReason::BadChecksum => 8,
+            DropReason::WrongSocket => 9,
         }
     }
 
@@ -67,6 +73,7 @@ impl DropReason {
             DropReason::Evicted => "evicted",
             DropReason::TimedOut => "timed_out",
             DropReason::BadChecksum => "bad_checksum",
+            DropReason::WrongSocket => "wrong_socket",
         }
     }
 }
@@ -175,7 +182,7 @@ mod tests {
             c.record_drop(*r);
         }
         assert!(c.drops_by_reason().all(|(_, n)| n == 1));
-        assert_eq!(c.total_drops(), 9);
+        assert_eq!(c.total_drops(), DropReason::ALL.len() as u64);
     }
 
     #[test]

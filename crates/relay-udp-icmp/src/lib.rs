@@ -17,9 +17,9 @@
 //!   destination) flow, with ICMP errors from its error queue
 //!   ([`IcmpErrorReport`]); [`UdpFlowState`] computes its idle deadline.
 //! - [`UdpListener`]: a bound socket for an inbound UDP port forward.
-//! - [`DnsForwarder`]: guest queries to one upstream resolver with
-//!   transaction ids rewritten and restored; [`resolv_conf`] finds the
-//!   host's resolver.
+//! - [`DnsForwarder`]: guest queries to one upstream resolver from a small
+//!   pool of sockets on random ports, with transaction ids rewritten and
+//!   restored; [`resolv_conf`] finds the host's resolver.
 //! - [`EchoSocket`]: ICMP and ICMPv6 echo over a ping socket, or a raw
 //!   socket where ping sockets are refused; [`probe_echo`] tells which works
 //!   and, when neither does, why ([`EchoAvailability`]).
@@ -30,7 +30,9 @@
 //!
 //! A socket whose error queue holds a report is signalled by `EPOLLERR`,
 //! which epoll always reports: on that event the backend reads
-//! `recv_error()` until it returns `None`. The asynchronous error a report
+//! `recv_error()` until it returns `None` (a [`DnsForwarder`] is an epoll
+//! set of its sockets, readable for their errors as for their replies, which
+//! `recv_reply` reads). The asynchronous error a report
 //! leaves on the socket never fails a later `send` or `recv`; the report in
 //! the error queue is the only place it shows.
 #![cfg(target_os = "linux")]
@@ -45,7 +47,9 @@ mod udp;
 
 pub use counters::{Counters, DropReason, Traffic};
 pub use dns::{DnsForwarder, DnsForwarderConfig, DnsReply, resolv_conf};
-pub use echo::{EchoAvailability, EchoKind, EchoOpenError, EchoReply, EchoSocket, probe_echo};
+pub use echo::{
+    EchoAvailability, EchoError, EchoKind, EchoOpenError, EchoReply, EchoSocket, probe_echo,
+};
 pub use icmp_error::{ErrorOrigin, IcmpErrorReport};
 pub use idle::{DEFAULT_UDP_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT, UdpFlowState};
 pub use udp::{MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6, SendOutcome, UdpFlowSocket, UdpListener};

@@ -78,15 +78,20 @@ pub(crate) fn set_option(
 }
 
 /// Reads one report from the socket's error queue (`MSG_ERRQUEUE`), or
-/// `None` when the queue is empty. The quoted payload of the failed datagram
-/// is discarded: the backend rebuilds the quoted headers from the flow.
-pub(crate) fn recv_error_queue(fd: BorrowedFd<'_>) -> io::Result<Option<IcmpErrorReport>> {
+/// `None` when the queue is empty. The start of the failed datagram's
+/// payload as the error quotes it (for UDP the payload, for ICMP the echo
+/// header and data) is copied into `quoted`, and the report comes with the
+/// number of bytes copied; an empty `quoted` discards it.
+pub(crate) fn recv_error_queue(
+    fd: BorrowedFd<'_>,
+    quoted: &mut [u8],
+) -> io::Result<Option<(IcmpErrorReport, usize)>> {
     loop {
         let mut control = [0u8; ERRQUEUE_CONTROL_LEN];
         let mut name = [0u8; SOCKADDR_STORAGE_LEN];
         let mut iov = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
+            iov_base: quoted.as_mut_ptr().cast(),
+            iov_len: quoted.len(),
         };
         // SAFETY: `msghdr` is plain old data (pointers and lengths) for
         // which all-zero bytes are a valid value: no name, no buffers.
@@ -97,10 +102,11 @@ pub(crate) fn recv_error_queue(fd: BorrowedFd<'_>) -> io::Result<Option<IcmpErro
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = ERRQUEUE_CONTROL_LEN as _;
-        // SAFETY: every pointer in `msg` refers to a local buffer that
-        // outlives the call, with the length the kernel is told: `name`
-        // (128 bytes), `control` (256 bytes) and one empty `iovec`. The
-        // kernel writes only within those lengths.
+        // SAFETY: every pointer in `msg` refers to a buffer that outlives
+        // the call, with the length the kernel is told: `name` (128 bytes),
+        // `control` (256 bytes) and one `iovec` of `quoted` (borrowed
+        // mutably for the whole function). The kernel writes only within
+        // those lengths.
         let rc = unsafe {
             libc::recvmsg(
                 fd.as_raw_fd(),
@@ -131,7 +137,9 @@ pub(crate) fn recv_error_queue(fd: BorrowedFd<'_>) -> io::Result<Option<IcmpErro
         if let Some(report) = ControlMessages::new(control)
             .find_map(|(level, kind, data)| icmp_error::decode(level, kind, data, destination))
         {
-            return Ok(Some(report));
+            // `recvmsg` returns the bytes copied, at most `quoted.len()`.
+            let copied = usize::try_from(rc).unwrap_or(0).min(quoted.len());
+            return Ok(Some((report, copied)));
         }
     }
 }

@@ -93,12 +93,16 @@ fn drop_datagram(
     SendOutcome::Dropped(reason)
 }
 
-fn recv_error_counted(
+/// Reads one report from `fd`'s error queue (see
+/// [`sys::recv_error_queue`] for `quoted`), counts and logs it: the one
+/// reader of error queues for flow, listener and echo sockets alike.
+pub(crate) fn recv_error_counted(
     fd: BorrowedFd<'_>,
+    quoted: &mut [u8],
     counters: &mut Counters,
-) -> io::Result<Option<IcmpErrorReport>> {
-    let report = sys::recv_error_queue(fd)?;
-    if let Some(r) = &report {
+) -> io::Result<Option<(IcmpErrorReport, usize)>> {
+    let got = sys::recv_error_queue(fd, quoted)?;
+    if let Some((r, _)) = &got {
         counters.record_icmp_error();
         tracing::debug!(
             errno = r.errno,
@@ -107,10 +111,11 @@ fn recv_error_counted(
             icmp_code = r.icmp_code,
             info = r.info,
             offender = ?r.offender,
-            "ICMP error on UDP socket"
+            destination = ?r.destination,
+            "ICMP error on a host socket"
         );
     }
-    Ok(report)
+    Ok(got)
 }
 
 /// The host socket of one UDP flow: connected to the flow's destination,
@@ -191,7 +196,8 @@ impl UdpFlowSocket {
     /// Reads one ICMP error from the socket's error queue, or `None` when
     /// it is empty.
     pub fn recv_error(&mut self) -> io::Result<Option<IcmpErrorReport>> {
-        recv_error_counted(self.fd.as_fd(), &mut self.counters)
+        let got = recv_error_counted(self.fd.as_fd(), &mut [], &mut self.counters)?;
+        Ok(got.map(|(report, _)| report))
     }
 
     /// This flow's counters.
@@ -286,7 +292,8 @@ impl UdpListener {
     /// Reads one ICMP error from the socket's error queue, or `None` when
     /// it is empty.
     pub fn recv_error(&mut self) -> io::Result<Option<IcmpErrorReport>> {
-        recv_error_counted(self.fd.as_fd(), &mut self.counters)
+        let got = recv_error_counted(self.fd.as_fd(), &mut [], &mut self.counters)?;
+        Ok(got.map(|(report, _)| report))
     }
 
     /// This listener's counters.

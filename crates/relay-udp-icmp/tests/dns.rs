@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use relay_udp_icmp::dns::{POOL_SIZE, QUERIES_PER_SOCKET};
 use relay_udp_icmp::{DnsForwarder, DnsForwarderConfig, DnsReply, DropReason, SendOutcome};
 
 use common::{WAIT, wait_for, wait_readable};
@@ -281,7 +282,8 @@ fn refused_upstream_is_counted_not_fatal() {
     let now = Instant::now();
     fwd.forward_query(guest(4444), &query(5, "refused.test"), now)
         .unwrap();
-    common::wait_error(&fwd);
+    // The pool's epoll set turns readable when a socket has an error.
+    wait_readable(&fwd);
     let mut buf = [0u8; 512];
     assert_eq!(fwd.recv_reply(&mut buf, now).unwrap(), None);
     assert_eq!(fwd.counters().icmp_errors, 1);
@@ -289,4 +291,152 @@ fn refused_upstream_is_counted_not_fatal() {
     let outcome = fwd.forward_query(guest(4444), &query(6, "again.test"), now);
     assert!(matches!(outcome.unwrap(), SendOutcome::Sent(_)));
     assert_eq!(fwd.pending(), 2);
+}
+
+/// The queries a silent upstream got, with the port each came from: up to
+/// `count` of them, for at most [`WAIT`].
+fn received(upstream: &UdpSocket, count: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    upstream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    for _ in 0..count {
+        let Ok((n, from)) = upstream.recv_from(&mut buf) else {
+            break;
+        };
+        got.push((buf[..n].to_vec(), from));
+    }
+    got
+}
+
+#[test]
+fn queries_leave_from_several_random_ports_and_replies_come_back() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut fwd = DnsForwarder::new(
+        upstream.local_addr().unwrap(),
+        DnsForwarderConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(fwd.open_sockets(), POOL_SIZE);
+    let now = Instant::now();
+    for i in 0..24u16 {
+        let q = query(i, &format!("q{i}.pool.test"));
+        assert!(matches!(
+            fwd.forward_query(guest(6000 + i), &q, now).unwrap(),
+            SendOutcome::Sent(_)
+        ));
+    }
+    let got = received(&upstream, 24);
+    assert_eq!(got.len(), 24);
+    let ports: std::collections::HashSet<u16> = got.iter().map(|(_, from)| from.port()).collect();
+    // 24 picks among 8 sockets: fewer than 3 ports is a fixed source port.
+    assert!(ports.len() >= 3, "queries came from only {ports:?}");
+    for port in &ports {
+        assert!(fwd.local_ports().contains(port));
+    }
+    for (q, from) in &got {
+        upstream.send_to(&answer(q), from).unwrap();
+    }
+    let replies = collect_replies(&mut fwd, 24);
+    assert_eq!(replies.len(), 24);
+    assert_eq!(fwd.pending(), 0);
+    assert_eq!(
+        fwd.next_deadline(),
+        None,
+        "an idle forwarder has no deadline"
+    );
+    assert_eq!(fwd.counters().total_drops(), 0);
+}
+
+#[test]
+fn reply_on_the_wrong_socket_or_from_the_wrong_address_is_not_taken() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut fwd = DnsForwarder::new(
+        upstream.local_addr().unwrap(),
+        DnsForwarderConfig::default(),
+    )
+    .unwrap();
+    let now = Instant::now();
+    for i in 0..16u16 {
+        fwd.forward_query(guest(7000 + i), &query(0x7000 + i, "spoof.test"), now)
+            .unwrap();
+    }
+    let got = received(&upstream, 16);
+    let (target, target_from) = &got[0];
+    let other_port = got
+        .iter()
+        .map(|(_, from)| *from)
+        .find(|from| from.port() != target_from.port())
+        .expect("16 queries from one port");
+    let genuine = answer(target);
+    // The right id to another socket of the pool: dropped and counted, and
+    // the query still waits for its real answer.
+    upstream.send_to(&genuine, other_port).unwrap();
+    // The right id to the right port from another address: a connected
+    // socket never receives it.
+    let spoofer = UdpSocket::bind("127.0.0.2:0").unwrap();
+    spoofer.send_to(&genuine, target_from).unwrap();
+    wait_readable(&fwd);
+    let mut buf = [0u8; 1500];
+    let deadline = Instant::now() + WAIT;
+    while fwd.counters().drops(DropReason::WrongSocket) == 0 && Instant::now() < deadline {
+        wait_for(
+            &fwd,
+            rustix::event::PollFlags::IN,
+            Duration::from_millis(100),
+        );
+        assert_eq!(fwd.recv_reply(&mut buf, Instant::now()).unwrap(), None);
+    }
+    assert_eq!(fwd.counters().drops(DropReason::WrongSocket), 1);
+    assert_eq!(fwd.pending(), 16);
+    upstream.send_to(&genuine, target_from).unwrap();
+    let replies = collect_replies(&mut fwd, 1);
+    assert_eq!(replies.len(), 1, "only the genuine reply is relayed");
+    assert_eq!(replies[0].0.guest, guest(7000));
+    assert_eq!(fwd.counters().to_guest.datagrams, 1);
+    assert_eq!(fwd.pending(), 15);
+}
+
+#[test]
+fn sockets_are_replaced_and_the_pool_stays_bounded() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = DnsForwarderConfig {
+        query_timeout: Duration::from_secs(5),
+        ..DnsForwarderConfig::default()
+    };
+    let mut fwd = DnsForwarder::new(upstream.local_addr().unwrap(), config).unwrap();
+    let t0 = Instant::now();
+    let total = usize::try_from(QUERIES_PER_SOCKET).unwrap() * POOL_SIZE * 3;
+    let mut ports = std::collections::HashSet::new();
+    for i in 0..total {
+        let id = u16::try_from(i).unwrap();
+        fwd.forward_query(guest(8000), &query(id, "rotate.test"), t0)
+            .unwrap();
+        ports.extend(fwd.local_ports());
+        assert!(
+            fwd.open_sockets() <= 2 * POOL_SIZE,
+            "{} sockets open after {i} queries",
+            fwd.open_sockets()
+        );
+    }
+    // Nothing answered: replaced sockets wait for their queries to time
+    // out, and are closed when they do.
+    assert!(ports.len() > POOL_SIZE, "no socket was replaced: {ports:?}");
+    assert_eq!(fwd.pending(), total);
+    fwd.handle_timeouts(t0 + Duration::from_secs(6));
+    assert_eq!(fwd.pending(), 0);
+    assert_eq!(fwd.open_sockets(), POOL_SIZE);
+    // Sockets past their lifetime are replaced by the next query, answered
+    // or not.
+    let before: std::collections::HashSet<u16> = fwd.local_ports().into_iter().collect();
+    let later = t0 + Duration::from_secs(60);
+    for i in 0..64u16 {
+        fwd.forward_query(guest(8001), &query(i, "later.test"), later)
+            .unwrap();
+    }
+    let after: std::collections::HashSet<u16> = fwd.local_ports().into_iter().collect();
+    assert!(
+        after.difference(&before).count() > 0,
+        "no socket replaced after its lifetime"
+    );
+    assert!(fwd.open_sockets() <= 2 * POOL_SIZE);
 }

@@ -261,3 +261,109 @@ fn ping_socket_restores_the_guest_id_in_a_private_netns() {
         eprintln!("{test}: skipped: {why}");
     }
 }
+
+/// An address on the test's own link that no one answers: the kernel's
+/// ARP for it fails and each request queued meanwhile gets an ICMP host
+/// unreachable.
+const ABSENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77));
+
+/// Runs `body` on a thread in a new network namespace with a veth pair,
+/// 192.0.2.1/24 on one end and nothing on the other, so that 192.0.2.77 is
+/// an unreachable neighbour; ping sockets allowed when `ping_sockets`, else
+/// refused (the namespace's default). Returns why it could not.
+fn with_absent_neighbour(
+    ping_sockets: bool,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<(), String> {
+    thread::spawn(move || -> Result<(), String> {
+        // SAFETY: as in `in_private_netns`: only this thread moves.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!(
+                "unshare(CLONE_NEWNET): {}",
+                io::Error::last_os_error()
+            ));
+        }
+        let range = if ping_sockets { "0 2147483647" } else { "1 0" };
+        std::fs::write(PING_GROUP_RANGE, range).map_err(|e| e.to_string())?;
+        // Children inherit the namespace of the thread that spawns them.
+        for args in [
+            &["link", "add", "sw0", "type", "veth", "peer", "name", "sw1"][..],
+            &["addr", "add", "192.0.2.1/24", "dev", "sw0"],
+            &["link", "set", "lo", "up"],
+            &["link", "set", "sw1", "up"],
+            &["link", "set", "sw0", "up"],
+        ] {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .map_err(|e| format!("running ip: {e}"))?;
+            if !status.success() {
+                return Err(format!("ip {}: {status}", args.join(" ")));
+            }
+        }
+        body();
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Pings the absent neighbour through a socket of `kind` and checks that
+/// the host unreachable comes out of the error queue quoting the request
+/// as the guest sent it, and that the queue is empty after.
+fn host_unreachable_is_read_from_the_error_queue(kind: EchoKind) {
+    let guest_id = 0x5a5a;
+    let mut s = EchoSocket::open(ABSENT, guest_id).unwrap();
+    assert_eq!(s.kind(), kind);
+    let payload = [0x42u8; 40];
+    assert_eq!(s.send_echo(9, &payload).unwrap(), SendOutcome::Sent(40));
+    // ARP gives up after about three seconds.
+    let got = wait_for(&s, PollFlags::IN, Duration::from_secs(15));
+    assert!(got.contains(PollFlags::ERR), "no error queued: {got:?}");
+    let error = s.recv_error().unwrap().expect("an error report");
+    assert_eq!(error.report.errno, libc::EHOSTUNREACH);
+    assert_eq!((error.report.icmp_type, error.report.icmp_code), (3, 1));
+    let header = error.request_header.expect("the request is quoted");
+    assert_eq!(header[0], 8, "an echo request");
+    assert_eq!(u16::from_be_bytes([header[4], header[5]]), guest_id);
+    assert_eq!(u16::from_be_bytes([header[6], header[7]]), 9);
+    assert_eq!(error.quoted_len, 48);
+    // The checksum is the one the guest's request had: over its header
+    // with the guest's id and its payload.
+    let mut sum: u32 = header
+        .chunks(2)
+        .chain(payload.chunks(2))
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(sum, 0xffff, "the quoted checksum is the guest's");
+    assert_eq!(s.recv_error().unwrap(), None);
+    assert!(!wait_for(&s, PollFlags::IN, Duration::ZERO).contains(PollFlags::ERR));
+    assert_eq!(s.counters().icmp_errors, 1);
+}
+
+#[test]
+fn host_unreachable_on_a_ping_socket_quotes_the_guest_request() {
+    let test = "host_unreachable_on_a_ping_socket_quotes_the_guest_request";
+    if let Err(why) = with_absent_neighbour(true, || {
+        host_unreachable_is_read_from_the_error_queue(EchoKind::PingSocket);
+    }) {
+        eprintln!("{test}: skipped: {why}");
+    }
+}
+
+#[test]
+fn host_unreachable_on_a_raw_socket_quotes_the_guest_request() {
+    let test = "host_unreachable_on_a_raw_socket_quotes_the_guest_request";
+    if let Err(why) = with_absent_neighbour(false, move || {
+        if probe_echo(IpFamily::V4).kind() != Some(EchoKind::Raw) {
+            eprintln!("{test}: skipped: raw sockets need CAP_NET_RAW");
+            return;
+        }
+        host_unreachable_is_read_from_the_error_queue(EchoKind::Raw);
+    }) {
+        eprintln!("{test}: skipped: {why}");
+    }
+}

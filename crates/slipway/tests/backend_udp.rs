@@ -356,3 +356,305 @@ fn inbound_udp_forward_reaches_the_guest_and_back() {
     assert_eq!(&buf[..n], b"who's there");
     assert_eq!(from.port(), free);
 }
+
+// ---- ICMP errors, listeners' error queues, the DNS pool, group addresses ----
+
+/// The ICMP errors among `frames`: (type, code, the quoted destination).
+fn icmp_errors_in(frames: &[support::Frame]) -> Vec<(u8, u8, Ipv4Addr)> {
+    frames
+        .iter()
+        .filter_map(|f| match parse(&f.0) {
+            Received::Icmp {
+                msg_type: msg_type @ (3 | 11),
+                code,
+                data,
+                ..
+            } if data.len() >= 20 => Some((
+                msg_type,
+                code,
+                Ipv4Addr::new(data[16], data[17], data[18], data[19]),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A UDP datagram from `src`:`src_port` (not the guest's address) to `dst`.
+fn udp_frame_from(src: Ipv4Addr, src_port: u16, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20 + 8 + payload.len()];
+    frames::write_ipv4(
+        &mut frame,
+        gateway_mac(),
+        src,
+        *dst.ip(),
+        IpProtocol::Udp,
+        8 + payload.len(),
+        |area| {
+            smoltcp::wire::UdpRepr {
+                src_port,
+                dst_port: dst.port(),
+            }
+            .emit(
+                &mut UdpPacket::new_unchecked(area),
+                &IpAddress::Ipv4(src),
+                &IpAddress::Ipv4(*dst.ip()),
+                payload.len(),
+                |p| p.copy_from_slice(payload),
+                &ChecksumCapabilities::default(),
+            );
+        },
+    );
+    frame
+}
+
+/// The address on the test namespace's link that nothing answers.
+const ABSENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+
+/// Runs `body` on a thread in a new network namespace whose only link is a
+/// tap with 192.0.2.1/24 that nobody reads, so ARP for [`ABSENT`] fails;
+/// ping sockets allowed there when `ping_sockets`, else refused (the
+/// namespace's default) so the root raw-socket fallback is used. Returns
+/// why it could not.
+fn with_absent_neighbour(ping_sockets: bool, body: impl FnOnce() + Send) -> Result<(), String> {
+    use slipway::netns::{Namespace, TapConfig, TapOffload, open_tap};
+    let ns = Namespace::create().map_err(|e| format!("namespace: {e}"))?;
+    let cfg = TapConfig {
+        name: "absent0".into(),
+        mac: [0x02, 0, 0x5e, 0, 0x53, 1],
+        mtu: 1500,
+        addr_v4: Some((Ipv4Addr::new(192, 0, 2, 1), 24)),
+        gateway_v4: None,
+        addr_v6: None,
+        gateway_v6: None,
+        offload: TapOffload::None,
+    };
+    // Held open for the test: the link is up while its descriptor is.
+    let _tap = open_tap(&ns, &cfg).map_err(|e| format!("tap: {e}"))?;
+    ns.run_in(|| {
+        // /proc/sys/net belongs to the namespace of the thread that opens it.
+        let range = if ping_sockets { "0 2147483647" } else { "1 0" };
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", range)?;
+        body();
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// The guest pings [`ABSENT`]: when ARP gives up, it gets a host
+/// unreachable from the gateway quoting its echo request, and the loop
+/// goes quiet (the echo socket's error queue is drained).
+fn echo_to_an_absent_neighbour(kind: relay_udp_icmp::EchoKind) {
+    let available = relay_udp_icmp::probe_echo(nat_core::IpFamily::V4).kind();
+    assert_eq!(available, Some(kind), "the echo socket the backend opens");
+    let mut h = support::Harness::new();
+    h.send(&echo_request(ABSENT, 0x7777, 3, b"is anyone there?"));
+    let frames = h.collect_until(Duration::from_secs(20), |f| {
+        matches!(parse(&f.0), Received::Icmp { msg_type: 3, .. })
+    });
+    let error = frames.last().map(|f| parse(&f.0));
+    let Some(Received::Icmp {
+        src,
+        msg_type: 3,
+        code,
+        data,
+        ..
+    }) = error
+    else {
+        panic!("no ICMP error reached the guest: {error:?}");
+    };
+    assert_eq!(code, 1, "host unreachable");
+    assert_eq!(src, GATEWAY, "a router's error comes from the gateway");
+    // The quote: the guest's IPv4 header, then its echo request's header.
+    assert_eq!(&data[12..16], &GUEST.octets());
+    assert_eq!(&data[16..20], &ABSENT.octets());
+    assert_eq!(data[9], 1, "ICMP");
+    assert_eq!(data[20], 8, "an echo request");
+    assert_eq!(u16::from_be_bytes([data[24], data[25]]), 0x7777);
+    assert_eq!(u16::from_be_bytes([data[26], data[27]]), 3);
+    let c = h.backend.counters();
+    assert_eq!((c.host_icmp_errors, c.icmp_errors_to_guest), (1, 1));
+    h.assert_quiet("echo flow after a host unreachable");
+}
+
+#[test]
+fn echo_to_an_absent_neighbour_over_a_ping_socket_gets_host_unreachable_and_goes_quiet() {
+    let test =
+        "echo_to_an_absent_neighbour_over_a_ping_socket_gets_host_unreachable_and_goes_quiet";
+    if let Err(why) = with_absent_neighbour(true, || {
+        echo_to_an_absent_neighbour(relay_udp_icmp::EchoKind::PingSocket);
+    }) {
+        eprintln!("{test}: skipped: {why}");
+    }
+}
+
+#[test]
+fn echo_to_an_absent_neighbour_over_a_raw_socket_gets_host_unreachable_and_goes_quiet() {
+    let test = "echo_to_an_absent_neighbour_over_a_raw_socket_gets_host_unreachable_and_goes_quiet";
+    if let Err(why) = with_absent_neighbour(false, || {
+        let kind = relay_udp_icmp::probe_echo(nat_core::IpFamily::V4).kind();
+        if kind != Some(relay_udp_icmp::EchoKind::Raw) {
+            eprintln!("{test}: skipped: no raw sockets here ({kind:?})");
+            return;
+        }
+        echo_to_an_absent_neighbour(relay_udp_icmp::EchoKind::Raw);
+    }) {
+        eprintln!("{test}: skipped: {why}");
+    }
+}
+
+#[test]
+fn reply_through_a_udp_forward_to_a_departed_peer_is_reported_and_the_loop_goes_quiet() {
+    let free = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = support::default_config();
+    config.rules.udp_forwards = format!("127.0.0.1/{free}:5000").parse().unwrap();
+    let mut h = support::Harness::with_config(config);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"knock", ("127.0.0.1", free)).unwrap();
+    let frames = h.collect_until(Duration::from_secs(5), |f| {
+        matches!(parse(&f.0), Received::Udp { .. })
+    });
+    let Some(Received::Udp { src, .. }) = frames.last().map(|f| parse(&f.0)) else {
+        panic!("the datagram did not reach the guest");
+    };
+    // The peer goes; the guest's answer meets a closed port.
+    drop(client);
+    h.send(&udp_frame(5000, src, b"anyone still there?"));
+    let frames = h.collect_until(Duration::from_secs(5), |f| {
+        matches!(parse(&f.0), Received::Icmp { msg_type: 3, .. })
+    });
+    assert_eq!(
+        icmp_errors_in(&frames),
+        vec![(3, 3, *src.ip())],
+        "port unreachable about the guest's answer"
+    );
+    assert_eq!(h.backend.counters().host_icmp_errors, 1);
+    h.assert_quiet("forwarded UDP port after its peer left");
+}
+
+#[test]
+fn dns_queries_leave_from_several_source_ports_and_the_loop_goes_quiet() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut config = support::default_config();
+    config.host_resolver = Some(upstream.local_addr().unwrap());
+    let mut h = support::Harness::with_config(config);
+    let to = SocketAddrV4::new(DNS, 53);
+    let count = 16u16;
+    for i in 0..count {
+        h.send(&udp_frame(
+            20_000 + i,
+            to,
+            &dns_query(0x100 + i, "pool.slipway.test"),
+        ));
+    }
+    let mut ports = std::collections::HashSet::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..count {
+        let (n, from) = upstream.recv_from(&mut buf).unwrap();
+        ports.insert(from.port());
+        let mut reply = buf[..n].to_vec();
+        reply[2] |= 0x80;
+        upstream.send_to(&reply, from).unwrap();
+    }
+    // 16 queries over a pool of 8 sockets: one port is a fixed source port.
+    assert!(ports.len() >= 3, "queries came from only {ports:?}");
+    let mut answered = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while answered.len() < usize::from(count) && Instant::now() < deadline {
+        for f in h.collect_for(Duration::from_millis(50)) {
+            if let Received::Udp { src, dst, payload } = parse(&f.0) {
+                assert_eq!(src, to);
+                let id = u16::from_be_bytes([payload[0], payload[1]]);
+                assert_eq!(
+                    id,
+                    0x100 + (dst.port() - 20_000),
+                    "the guest's id is restored"
+                );
+                answered.insert(dst.port());
+            }
+        }
+    }
+    assert_eq!(answered.len(), usize::from(count));
+    h.assert_quiet("DNS forwarder after every query was answered");
+}
+
+#[test]
+fn no_icmp_error_about_datagrams_to_broadcast_or_multicast_addresses() {
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = support::default_config();
+    // A deny rule that covers a group address, and a unicast control.
+    config.rules.deny = DenyList::new([
+        "224.0.0.0/4".parse::<Cidr>().unwrap(),
+        "192.0.2.9/32".parse::<Cidr>().unwrap(),
+    ]);
+    let mut h = support::Harness::with_config(config);
+    let groups = [
+        Ipv4Addr::new(10, 0, 2, 255),
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 251),
+        Ipv4Addr::new(239, 1, 2, 3),
+    ];
+    for (i, group) in (0u16..).zip(groups) {
+        h.send(&udp_frame(
+            30_000 + i,
+            SocketAddrV4::new(group, closed),
+            b"all of you",
+        ));
+    }
+    h.send(&echo_request(
+        Ipv4Addr::new(10, 0, 2, 255),
+        0x0b0b,
+        1,
+        b"ping -b",
+    ));
+    // Sources that name no single host: denied, and never answered.
+    for src in [Ipv4Addr::new(10, 0, 2, 255), Ipv4Addr::new(224, 0, 0, 1)] {
+        let to = SocketAddrV4::new(GATEWAY, closed);
+        h.send(&udp_frame_from(src, 30_050, to, b"from a group"));
+    }
+    let frames = h.collect_for(Duration::from_millis(500));
+    assert_eq!(
+        icmp_errors_in(&frames),
+        vec![],
+        "no error about a group address"
+    );
+    let c = h.backend.counters().clone();
+    assert_eq!(c.icmp_errors_suppressed, 7);
+    assert_eq!(c.denied, 7, "each datagram is a counted drop");
+    assert_eq!(h.backend.open_flows(flow_table::Protocol::Udp), 0);
+    assert_eq!(h.backend.open_flows(flow_table::Protocol::Icmp), 0);
+    // Unicast datagrams still get theirs: a closed port, a denied address.
+    h.send(&udp_frame(
+        30_100,
+        SocketAddrV4::new(GATEWAY, closed),
+        b"just you",
+    ));
+    h.send(&udp_frame(
+        30_101,
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 9),
+        b"x",
+    ));
+    let mut errors = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while errors.len() < 2 && Instant::now() < deadline {
+        errors.extend(icmp_errors_in(&h.collect_for(Duration::from_millis(50))));
+    }
+    errors.sort_unstable();
+    assert_eq!(
+        errors,
+        vec![(3, 3, GATEWAY), (3, 13, Ipv4Addr::new(192, 0, 2, 9))],
+        "port unreachable and administratively prohibited"
+    );
+    assert_eq!(h.backend.counters().icmp_errors_suppressed, 7);
+    h.assert_quiet("after datagrams to group addresses");
+}

@@ -1,6 +1,8 @@
 //! DNS forwarding: guest queries over UDP to one upstream resolver.
 //!
-//! Each query leaves with a transaction id of the forwarder's choosing, so
+//! Each query leaves from a socket of a small pool, each socket on a random
+//! port of its own ([`POOL_SIZE`] says why so many), and with a transaction
+//! id of the forwarder's choosing, so
 //! queries from different guest ports that happen to share an id never take
 //! each other's replies; the reply gets the guest's id back before it is
 //! returned. The forwarder sends the rewritten id and the rest of the query
@@ -12,13 +14,14 @@
 //! [`resolv_conf`]. TCP to port 53 belongs to the TCP relay.
 
 pub(crate) mod pending;
+mod pool;
 pub mod resolv_conf;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
@@ -26,12 +29,16 @@ use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
 use crate::counters::{Counters, DropReason};
 use crate::sys;
 use crate::udp::{self, SendOutcome};
-use pending::PendingQueries;
+use pending::{PendingQueries, SocketId};
+use pool::SocketPool;
+pub use pool::{POOL_SIZE, QUERIES_PER_SOCKET, SOCKET_LIFETIME};
 
 /// The DNS header: id, flags, four counts.
 const DNS_HEADER_LEN: usize = 12;
 /// The QR bit (set in responses) in the third header byte.
 const QR_BIT: u8 = 0x80;
+/// Datagrams one [`DnsForwarder::recv_reply`] reads at most.
+const MAX_READS_PER_CALL: usize = 256;
 
 /// Limits of a [`DnsForwarder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,11 +125,15 @@ fn query_id(query: &[u8]) -> Option<u16> {
     (header[2] & QR_BIT == 0).then(|| u16::from_be_bytes([header[0], header[1]]))
 }
 
-/// Forwards guest DNS queries to one upstream over a connected,
-/// non-blocking UDP socket and matches the replies to the queries.
+/// Forwards guest DNS queries to one upstream over a pool of connected,
+/// non-blocking UDP sockets (see [`POOL_SIZE`]) and matches the replies to
+/// the queries.
+///
+/// The forwarder is one descriptor to its caller ([`AsFd`]): an epoll set
+/// of the pool's sockets, readable when any of them is.
 #[derive(Debug)]
 pub struct DnsForwarder {
-    fd: OwnedFd,
+    pool: SocketPool,
     upstream: SocketAddr,
     pending: PendingQueries,
     ids: IdSource,
@@ -130,12 +141,12 @@ pub struct DnsForwarder {
 }
 
 impl DnsForwarder {
-    /// Opens a socket of `upstream`'s family connected to `upstream`.
+    /// Opens the pool's sockets, each of `upstream`'s family and connected
+    /// to `upstream`. Fails when not even one can be (no route to the
+    /// upstream, say).
     pub fn new(upstream: SocketAddr, config: DnsForwarderConfig) -> io::Result<Self> {
-        let fd = sys::udp_socket(upstream.is_ipv6())?;
-        rustix::net::connect(&fd, &upstream)?;
         Ok(Self {
-            fd,
+            pool: SocketPool::new(upstream)?,
             upstream,
             pending: PendingQueries::new(config.max_pending, config.query_timeout),
             ids: IdSource::new(),
@@ -149,10 +160,10 @@ impl DnsForwarder {
         self.upstream
     }
 
-    /// Forwards the guest's `query`, sent from `guest`, upstream. A
-    /// malformed query (shorter than a DNS header, or a response), one too
-    /// large for the upstream's family and a full send buffer are counted
-    /// drops; an `Err` is a host failure.
+    /// Forwards the guest's `query`, sent from `guest`, upstream from a
+    /// socket of the pool picked at random. A malformed query (shorter than
+    /// a DNS header, or a response), one too large for the upstream's family
+    /// and a full send buffer are counted drops; an `Err` is a host failure.
     pub fn forward_query(
         &mut self,
         guest: SocketAddr,
@@ -166,14 +177,19 @@ impl DnsForwarder {
         if query.len() > udp::max_payload(self.upstream) {
             return Ok(self.drop_query(DropReason::Oversize, guest, query.len()));
         }
+        let pick = self.ids.next_id();
+        let socket = self.pool.socket_for_query(pick, now)?;
         let ids = &mut self.ids;
         let upstream_id = self.pending.free_id(&mut || ids.next_id());
         let id_bytes = upstream_id.to_be_bytes();
         let rest = query.get(2..).unwrap_or(&[]);
+        let Some(fd) = self.pool.fd(socket) else {
+            return Err(io::Error::other("DNS socket vanished"));
+        };
         let counters = &mut self.counters;
         let sent = sys::send_retrying(&mut || counters.record_icmp_error(), || {
             rustix::net::sendmsg(
-                &self.fd,
+                fd,
                 &[IoSlice::new(&id_bytes), IoSlice::new(rest)],
                 &mut SendAncillaryBuffer::default(),
                 SendFlags::empty(),
@@ -182,48 +198,79 @@ impl DnsForwarder {
         let Some(n) = sent else {
             return Ok(self.drop_query(DropReason::WouldBlock, guest, query.len()));
         };
-        if let Some(old) = self.pending.insert(upstream_id, guest, guest_id, now) {
+        self.pool.record_sent(socket);
+        if let Some(old) = self
+            .pending
+            .insert(upstream_id, (guest, guest_id), socket, now)
+        {
+            self.pool.release(old.socket);
             self.counters.record_drop(DropReason::Evicted);
             tracing::debug!(guest = %old.guest, id = old.guest_id, "DNS query evicted");
         }
         self.counters.record_to_host(n);
-        tracing::trace!(%guest, guest_id, upstream_id, "DNS query forwarded");
+        tracing::trace!(%guest, guest_id, upstream_id, socket = socket.0, "DNS query forwarded");
         Ok(SendOutcome::Sent(n))
     }
 
     /// Reads the next reply from upstream into `buf` and returns the guest
     /// it belongs to, or `None` when no reply is waiting. Replies that are
-    /// malformed, truncated by a short `buf` or match no pending query are
-    /// dropped and counted. Queries past their timeout at `now` are
-    /// forgotten first.
+    /// malformed, truncated by a short `buf`, match no pending query or
+    /// arrive on another socket than their query left from are dropped and
+    /// counted. Queries past their timeout at `now` are forgotten first.
     pub fn recv_reply(&mut self, buf: &mut [u8], now: Instant) -> io::Result<Option<DnsReply>> {
         self.handle_timeouts(now);
-        loop {
+        // Bounded: the rest waits for the next readiness of the pool.
+        for _ in 0..MAX_READS_PER_CALL {
+            let Some(socket) = self.pool.next_ready()? else {
+                return Ok(None);
+            };
+            let Some(fd) = self.pool.fd(socket) else {
+                self.pool.drained(socket);
+                continue;
+            };
             let counters = &mut self.counters;
             let got = sys::recv_retrying(&mut || counters.record_icmp_error(), || {
-                rustix::net::recv(&self.fd, &mut *buf, RecvFlags::TRUNC)
-            })?;
-            let Some((len, full_len)) = got else {
-                return Ok(None);
+                rustix::net::recv(fd, &mut *buf, RecvFlags::TRUNC)
+            });
+            let (len, full_len) = match got {
+                Ok(Some(got)) => got,
+                Ok(None) => {
+                    self.pool.drained(socket);
+                    continue;
+                }
+                Err(error) => {
+                    // One socket's failure leaves the others readable.
+                    tracing::debug!(%error, socket = socket.0, "DNS receive failed");
+                    self.pool.drained(socket);
+                    continue;
+                }
             };
             let Some(reply) = buf.get_mut(..len) else {
                 continue;
             };
-            if let Some(reply) = self.match_reply(reply, full_len) {
+            if let Some(reply) = self.match_reply(socket, reply, full_len) {
                 return Ok(Some(reply));
             }
         }
+        Ok(None)
     }
 
-    /// Matches one datagram from upstream to its query and restores the
-    /// guest's id in place; `None` (counted) when it cannot be relayed.
-    fn match_reply(&mut self, reply: &mut [u8], full_len: usize) -> Option<DnsReply> {
+    /// Matches one datagram that came to `socket` to its query and restores
+    /// the guest's id in place; `None` (counted) when it cannot be relayed.
+    /// Only a reply on the query's own socket may answer (and so end) it.
+    fn match_reply(
+        &mut self,
+        socket: SocketId,
+        reply: &mut [u8],
+        full_len: usize,
+    ) -> Option<DnsReply> {
         let id = reply.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let query_socket = id.and_then(|id| self.pending.get(id)).map(|q| q.socket);
         if full_len > reply.len() {
             // The query is answered even if the answer cannot be relayed;
             // the guest retries.
-            if let Some(id) = id {
-                self.pending.take(id);
+            if let Some(id) = id.filter(|_| query_socket == Some(socket)) {
+                self.take(id);
             }
             self.drop_reply(DropReason::Truncated, full_len);
             return None;
@@ -235,10 +282,18 @@ impl DnsForwarder {
             self.drop_reply(DropReason::MalformedReply, full_len);
             return None;
         };
-        let Some(query) = self.pending.take(upstream_id) else {
-            self.drop_reply(DropReason::UnmatchedReply, full_len);
-            return None;
-        };
+        match query_socket {
+            None => {
+                self.drop_reply(DropReason::UnmatchedReply, full_len);
+                return None;
+            }
+            Some(s) if s != socket => {
+                self.drop_reply(DropReason::WrongSocket, full_len);
+                return None;
+            }
+            Some(_) => {}
+        }
+        let query = self.take(upstream_id)?;
         reply[..2].copy_from_slice(&query.guest_id.to_be_bytes());
         self.counters.record_to_guest(reply.len());
         Some(DnsReply {
@@ -247,10 +302,17 @@ impl DnsForwarder {
         })
     }
 
+    fn take(&mut self, upstream_id: u16) -> Option<pending::PendingQuery> {
+        let query = self.pending.take(upstream_id)?;
+        self.pool.release(query.socket);
+        Some(query)
+    }
+
     /// Forgets the queries whose timeout has passed at `now` (counted as
     /// [`DropReason::TimedOut`]); returns how many.
     pub fn handle_timeouts(&mut self, now: Instant) -> usize {
-        let expired = self.pending.expire(now);
+        let pool = &mut self.pool;
+        let expired = self.pending.expire(now, |q| pool.release(q.socket));
         for _ in 0..expired {
             self.counters.record_drop(DropReason::TimedOut);
         }
@@ -270,6 +332,19 @@ impl DnsForwarder {
     #[must_use]
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// How many sockets the pool holds open: at most twice [`POOL_SIZE`]
+    /// (replaced sockets stay until their queries are answered or time out).
+    #[must_use]
+    pub fn open_sockets(&self) -> usize {
+        self.pool.open_sockets()
+    }
+
+    /// The local ports of the pool's open sockets.
+    #[must_use]
+    pub fn local_ports(&self) -> Vec<u16> {
+        self.pool.local_ports()
     }
 
     /// The forwarder's counters.
@@ -292,7 +367,7 @@ impl DnsForwarder {
 
 impl AsFd for DnsForwarder {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.pool.as_fd()
     }
 }
 

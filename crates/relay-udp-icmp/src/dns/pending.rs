@@ -11,6 +11,10 @@ pub(crate) const MAX_PENDING_LIMIT: usize = 32_768;
 /// Random candidates tried before a scan for a free id.
 const CANDIDATE_TRIES: usize = 16;
 
+/// One socket of the forwarder's pool, by a number never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SocketId(pub(crate) u64);
+
 /// A guest's query waiting for its reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PendingQuery {
@@ -18,6 +22,8 @@ pub(crate) struct PendingQuery {
     pub(crate) guest: SocketAddr,
     /// The transaction id the guest chose, restored on the reply.
     pub(crate) guest_id: u16,
+    /// The socket the query left from, the only one its reply may come to.
+    pub(crate) socket: SocketId,
     deadline: Instant,
     serial: u64,
 }
@@ -67,13 +73,14 @@ impl PendingQueries {
             .unwrap_or(start)
     }
 
-    /// Records a query sent upstream with `upstream_id`. When the table is
-    /// full, the oldest query is evicted and returned.
+    /// Records a query sent upstream from `socket` with `upstream_id`. When
+    /// the table is full, the oldest query is evicted and returned; so is a
+    /// query that had the same id.
     pub(crate) fn insert(
         &mut self,
         upstream_id: u16,
-        guest: SocketAddr,
-        guest_id: u16,
+        (guest, guest_id): (SocketAddr, u16),
+        socket: SocketId,
         now: Instant,
     ) -> Option<PendingQuery> {
         let mut evicted = None;
@@ -86,14 +93,22 @@ impl PendingQueries {
         let query = PendingQuery {
             guest,
             guest_id,
+            socket,
             deadline,
             serial,
         };
-        self.by_id.insert(upstream_id, query);
+        if let Some(replaced) = self.by_id.insert(upstream_id, query) {
+            evicted = Some(replaced);
+        }
         self.order.push_back((upstream_id, serial));
         self.prune_front();
         self.compact();
         evicted
+    }
+
+    /// The query sent with `upstream_id`, left in the table.
+    pub(crate) fn get(&self, upstream_id: u16) -> Option<&PendingQuery> {
+        self.by_id.get(&upstream_id)
     }
 
     /// Removes and returns the query sent with `upstream_id`.
@@ -103,14 +118,20 @@ impl PendingQueries {
         Some(query)
     }
 
-    /// Removes every query whose deadline is at or before `now`; returns how
-    /// many.
-    pub(crate) fn expire(&mut self, now: Instant) -> usize {
+    /// Removes every query whose deadline is at or before `now`, handing
+    /// each to `on_expired`; returns how many.
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        mut on_expired: impl FnMut(&PendingQuery),
+    ) -> usize {
         let mut expired = 0;
         while let Some(&(id, _)) = self.order.front() {
             match self.by_id.get(&id) {
                 Some(q) if q.deadline <= now => {
-                    self.by_id.remove(&id);
+                    if let Some(q) = self.by_id.remove(&id) {
+                        on_expired(&q);
+                    }
                     self.order.pop_front();
                     self.prune_front();
                     expired += 1;
@@ -163,6 +184,8 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
 
+    const S: SocketId = SocketId(0);
+
     fn guest(port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 15), port))
     }
@@ -171,7 +194,7 @@ mod tests {
     fn reply_takes_its_query_once() {
         let t0 = Instant::now();
         let mut p = PendingQueries::new(4, Duration::from_secs(5));
-        assert!(p.insert(100, guest(1000), 0x1234, t0).is_none());
+        assert!(p.insert(100, (guest(1000), 0x1234), S, t0).is_none());
         let q = p.take(100);
         assert_eq!(
             q.map(|q| (q.guest, q.guest_id)),
@@ -186,9 +209,9 @@ mod tests {
     fn full_table_evicts_the_oldest() {
         let t0 = Instant::now();
         let mut p = PendingQueries::new(2, Duration::from_secs(5));
-        p.insert(1, guest(1), 11, t0);
-        p.insert(2, guest(2), 22, t0 + Duration::from_secs(1));
-        let evicted = p.insert(3, guest(3), 33, t0 + Duration::from_secs(2));
+        p.insert(1, (guest(1), 11), S, t0);
+        p.insert(2, (guest(2), 22), S, t0 + Duration::from_secs(1));
+        let evicted = p.insert(3, (guest(3), 33), S, t0 + Duration::from_secs(2));
         assert_eq!(evicted.map(|q| q.guest_id), Some(11));
         assert_eq!(p.len(), 2);
         assert!(p.take(1).is_none());
@@ -199,14 +222,14 @@ mod tests {
     fn queries_time_out_in_order() {
         let t0 = Instant::now();
         let mut p = PendingQueries::new(8, Duration::from_secs(5));
-        p.insert(1, guest(1), 1, t0);
-        p.insert(2, guest(2), 2, t0 + Duration::from_secs(1));
-        p.insert(3, guest(3), 3, t0 + Duration::from_secs(2));
+        p.insert(1, (guest(1), 1), S, t0);
+        p.insert(2, (guest(2), 2), S, t0 + Duration::from_secs(1));
+        p.insert(3, (guest(3), 3), S, t0 + Duration::from_secs(2));
         p.take(2);
-        assert_eq!(p.expire(t0 + Duration::from_millis(4999)), 0);
-        assert_eq!(p.expire(t0 + Duration::from_secs(6)), 1);
+        assert_eq!(p.expire(t0 + Duration::from_millis(4999), |_| {}), 0);
+        assert_eq!(p.expire(t0 + Duration::from_secs(6), |_| {}), 1);
         assert_eq!(p.next_deadline(), Some(t0 + Duration::from_secs(7)));
-        assert_eq!(p.expire(t0 + Duration::from_secs(60)), 1);
+        assert_eq!(p.expire(t0 + Duration::from_secs(60), |_| {}), 1);
         assert_eq!(p.len(), 0);
         assert_eq!(p.next_deadline(), None);
     }
@@ -215,8 +238,8 @@ mod tests {
     fn free_id_avoids_ids_in_use() {
         let t0 = Instant::now();
         let mut p = PendingQueries::new(8, Duration::from_secs(5));
-        p.insert(7, guest(1), 1, t0);
-        p.insert(8, guest(1), 1, t0);
+        p.insert(7, (guest(1), 1), S, t0);
+        p.insert(8, (guest(1), 1), S, t0);
         // A source stuck on used ids falls through to the scan.
         assert_eq!(p.free_id(&mut || 7), 9);
         let mut seq = [7u16, 8, 42].into_iter();
@@ -227,9 +250,9 @@ mod tests {
     fn order_stays_bounded_under_answered_queries() {
         let t0 = Instant::now();
         let mut p = PendingQueries::new(4, Duration::from_secs(5));
-        p.insert(0, guest(1), 0, t0);
+        p.insert(0, (guest(1), 0), S, t0);
         for i in 1..10_000u16 {
-            p.insert(i, guest(1), i, t0);
+            p.insert(i, (guest(1), i), S, t0);
             p.take(i);
         }
         assert!(p.order.len() <= 4 * 2 + 64 + 1);
@@ -241,8 +264,9 @@ mod tests {
     fn reinserting_an_id_replaces_its_query() {
         let t0 = Instant::now();
         let mut p = PendingQueries::new(1, Duration::from_secs(5));
-        p.insert(5, guest(1), 1, t0);
-        assert!(p.insert(5, guest(2), 2, t0).is_none());
+        p.insert(5, (guest(1), 1), S, t0);
+        let replaced = p.insert(5, (guest(2), 2), S, t0);
+        assert_eq!(replaced.map(|q| q.guest_id), Some(1));
         assert_eq!(p.len(), 1);
         assert_eq!(p.take(5).map(|q| q.guest_id), Some(2));
         assert_eq!(p.next_deadline(), None);

@@ -39,7 +39,7 @@ use rustix::net::{
 use crate::counters::{Counters, DropReason};
 use crate::icmp_error::IcmpErrorReport;
 use crate::sys;
-use crate::udp::{MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6, SendOutcome};
+use crate::udp::{self, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6, SendOutcome};
 use packet::{ECHO_HEADER_LEN, EchoHeader, IPV4_MIN_HEADER_LEN};
 pub use probe::{EchoAvailability, probe_echo};
 
@@ -87,6 +87,31 @@ pub struct EchoReply {
     /// The length of the reply's payload (after the echo header).
     pub payload_len: usize,
 }
+
+/// An ICMP error about one of the flow's echo requests (host unreachable,
+/// for instance), read from the socket's error queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EchoError {
+    /// What the kernel reported.
+    pub report: IcmpErrorReport,
+    /// The echo header of the request the error is about as the guest sent
+    /// it: its identifier, sequence number and checksum, for the quote of an
+    /// ICMP error to the guest. `None` when the error quoted too little of
+    /// the request to tell.
+    pub request_header: Option<[u8; ECHO_HEADER_LEN]>,
+    /// How much of the request (echo header and data) the error quotes: the
+    /// whole request unless it was large.
+    pub quoted_len: usize,
+}
+
+/// Room for the part of a failed request an ICMP error quotes: an error
+/// quotes at most 576 bytes of IP datagram (RFC 1812 4.3.2.3), of which
+/// this is the part past the quoted IP header.
+const QUOTE_ROOM: usize = 576;
+
+/// Other flows' errors [`EchoSocket::recv_error`] skips in one call at
+/// most.
+const MAX_SKIPPED_ERRORS: usize = 64;
 
 /// Opens an unconnected echo socket of either kind.
 fn open_socket(v6: bool, kind: EchoKind) -> io::Result<OwnedFd> {
@@ -352,14 +377,49 @@ impl EchoSocket {
         Ok((header, payload_len))
     }
 
-    /// Reads one ICMP error (e.g. host unreachable) from the socket's error
-    /// queue, or `None` when it is empty.
-    pub fn recv_error(&mut self) -> io::Result<Option<IcmpErrorReport>> {
-        let report = sys::recv_error_queue(self.fd.as_fd())?;
-        if report.is_some() {
-            self.counters.record_icmp_error();
+    /// Reads one ICMP error (e.g. host unreachable) about this flow's
+    /// requests from the socket's error queue, or `None` when it is empty.
+    /// A raw socket also hears the errors about other raw flows' requests to
+    /// the same host; those are consumed, counted
+    /// ([`DropReason::UnmatchedReply`]) and skipped.
+    pub fn recv_error(&mut self) -> io::Result<Option<EchoError>> {
+        // Each pass consumes one report; the rest wait for the next call.
+        for _ in 0..MAX_SKIPPED_ERRORS {
+            let mut quoted = [0u8; QUOTE_ROOM];
+            let got = udp::recv_error_counted(self.fd.as_fd(), &mut quoted, &mut self.counters)?;
+            let Some((report, quoted_len)) = got else {
+                return Ok(None);
+            };
+            let header = quoted
+                .get(..ECHO_HEADER_LEN)
+                .filter(|_| quoted_len >= ECHO_HEADER_LEN)
+                .and_then(|h| <[u8; ECHO_HEADER_LEN]>::try_from(h).ok());
+            let parsed = header.map(|h| EchoHeader::parse(&h));
+            if self.kind == EchoKind::Raw && parsed.is_some_and(|h| h.id != self.wire_id) {
+                self.counters.record_drop(DropReason::UnmatchedReply);
+                continue;
+            }
+            let request_header = header
+                .filter(|_| parsed.is_some_and(|h| h.is_request(self.is_v6())))
+                .map(|h| self.as_guest_sent(h));
+            return Ok(Some(EchoError {
+                report,
+                request_header,
+                quoted_len,
+            }));
         }
-        Ok(report)
+        Ok(None)
+    }
+
+    /// A request header as it went out (the wire identifier) turned back
+    /// into the one the guest sent: its identifier, and the checksum
+    /// adjusted for it.
+    fn as_guest_sent(&self, mut header: [u8; ECHO_HEADER_LEN]) -> [u8; ECHO_HEADER_LEN] {
+        let sum = u16::from_be_bytes([header[2], header[3]]);
+        let sum = packet::checksum_replace(sum, self.wire_id, self.guest_id);
+        header[2..4].copy_from_slice(&sum.to_be_bytes());
+        header[4..6].copy_from_slice(&self.guest_id.to_be_bytes());
+        header
     }
 
     /// This flow's counters.

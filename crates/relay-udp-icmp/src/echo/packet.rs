@@ -64,6 +64,17 @@ pub(crate) fn checksum(parts: &[&[u8]]) -> u16 {
     !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
+/// The Internet checksum `sum` after one 16-bit word it covers changed from
+/// `old` to `new`, without the rest of the data (RFC 1624, eqn. 3).
+pub(crate) fn checksum_replace(sum: u16, old: u16, new: u16) -> u16 {
+    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    // The loop leaves at most 16 bits.
+    !u16::try_from(acc).unwrap_or(u16::MAX)
+}
+
 /// The fields of a received echo header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EchoHeader {
@@ -81,6 +92,15 @@ impl EchoHeader {
             id: u16::from_be_bytes([bytes[4], bytes[5]]),
             seq: u16::from_be_bytes([bytes[6], bytes[7]]),
         }
+    }
+
+    pub(crate) fn is_request(&self, v6: bool) -> bool {
+        let ty = if v6 {
+            ICMPV6_ECHO_REQUEST
+        } else {
+            ICMP_ECHO_REQUEST
+        };
+        self.ty == ty && self.code == 0
     }
 
     pub(crate) fn is_reply(&self, v6: bool) -> bool {
@@ -128,6 +148,19 @@ mod tests {
         let parsed = EchoHeader::parse(&h);
         assert_eq!((parsed.ty, parsed.id, parsed.seq), (8, 0xbeef, 7));
         assert!(!parsed.is_reply(false));
+    }
+
+    #[test]
+    fn replacing_the_identifier_keeps_the_checksum_valid() {
+        let payload = b"slipway echo payload, odd length";
+        for (old, new) in [(0xbeef, 0x1234), (0, 0xffff), (0xffff, 0), (7, 7)] {
+            let mut h = request_header(false, old, 42);
+            fill_checksum(&mut h, payload);
+            let sum = u16::from_be_bytes([h[2], h[3]]);
+            h[4..6].copy_from_slice(&u16::to_be_bytes(new));
+            h[2..4].copy_from_slice(&checksum_replace(sum, old, new).to_be_bytes());
+            assert_eq!(checksum(&[&h, payload]), 0, "{old:#x} -> {new:#x}");
+        }
     }
 
     #[test]

@@ -188,6 +188,14 @@ pub struct BackendCounters {
     pub udp_drops: u64,
     /// ICMP errors from the host translated for the guest.
     pub icmp_errors_to_guest: u64,
+    /// ICMP errors read from host sockets' error queues (UDP flows,
+    /// forwarded UDP ports, ICMP echo), whether or not one went to the
+    /// guest.
+    pub host_icmp_errors: u64,
+    /// ICMP errors not sent to the guest because the datagram they were
+    /// about went to a broadcast or multicast address, or came from an
+    /// address that is not unicast (RFC 1122 3.2.2).
+    pub icmp_errors_suppressed: u64,
     /// UDP and ICMP flows freed after their idle timeout.
     pub datagram_flows_expired: u64,
     /// DNS queries forwarded to the upstream resolver.
@@ -390,11 +398,13 @@ impl Backend {
                         self.udp_readiness(id, readiness.is_readable(), readiness.is_error());
                     }
                 }
-                KIND_UDP_LISTENER => self.udp_listener_readable(token.index() as usize, now),
+                KIND_UDP_LISTENER => {
+                    self.udp_listener_readiness(token.index() as usize, readiness, now);
+                }
                 KIND_DNS => self.dns_readable(now),
                 KIND_ICMP_FLOW => {
                     if let Some(id) = FlowId::from_parts(token.index(), token.generation()) {
-                        self.icmp_readable(id, now);
+                        self.icmp_readiness(id, readiness, now);
                     }
                 }
                 _ => {}
@@ -501,8 +511,19 @@ impl Backend {
         });
     }
 
-    /// An ICMP destination unreachable to the guest about `offending`.
+    /// An ICMP destination unreachable to the guest about `offending`,
+    /// unless [`Self::icmp_error_allowed`] forbids one.
     pub(crate) fn queue_icmp_unreachable(&mut self, offending: &[u8], code: Icmpv4DstUnreachable) {
+        let addr = |at: usize| {
+            let b = offending.get(at..at + 4)?;
+            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        };
+        let (Some(src), Some(dst)) = (addr(12), addr(16)) else {
+            return;
+        };
+        if !self.icmp_error_allowed(src, dst) {
+            return;
+        }
         let link = self.frontdesk.link_to_guest();
         let Some(gateway) = self.frontdesk.plan().ipv4().map(|v4| v4.gateway()) else {
             return;
@@ -516,6 +537,31 @@ impl Backend {
                 offending,
             )
         });
+    }
+
+    /// Whether the guest may get an ICMP error about its datagram from
+    /// `src` to `dst`: the one check every ICMP error to the guest passes.
+    /// Never about a datagram to a broadcast address (255.255.255.255, or
+    /// the plan's network's first or last address) or a multicast one, nor
+    /// about one whose source does not name a single host (unspecified,
+    /// loopback, broadcast, multicast or class E), as RFC 1122 3.2.2 says.
+    /// A refusal is counted.
+    pub(crate) fn icmp_error_allowed(&mut self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        let network = self.frontdesk.plan().ipv4().map(|v4| v4.network());
+        let subnet_broadcast =
+            |a: Ipv4Addr| network.is_some_and(|n| a == n.network() || a == n.last());
+        let dst_is_group = dst.is_broadcast() || dst.is_multicast() || subnet_broadcast(dst);
+        let src_not_a_host = src.is_unspecified()
+            || src.is_loopback()
+            || src.is_multicast()
+            || src.octets()[0] >= 240
+            || subnet_broadcast(src);
+        if dst_is_group || src_not_a_host {
+            self.counters.icmp_errors_suppressed += 1;
+            tracing::debug!(%src, %dst, "no ICMP error about a datagram to or from a group address");
+            return false;
+        }
+        true
     }
 
     /// The host address DNS traffic goes to.

@@ -5,12 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use epoll_dispatch::{Interest, Token};
+use epoll_dispatch::{Interest, Readiness, Token};
 use flow_table::{FlowId, FlowKey, InsertError, Protocol};
 use nat_core::{IpFamily, Verdict};
 use relay_udp_icmp::{
-    DnsForwarder, DnsForwarderConfig, EchoOpenError, EchoSocket, IcmpErrorReport, SendOutcome,
-    UdpFlowSocket, UdpFlowState, UdpListener,
+    DnsForwarder, DnsForwarderConfig, EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport,
+    SendOutcome, UdpFlowSocket, UdpFlowState, UdpListener,
 };
 use smoltcp::wire::Icmpv4DstUnreachable;
 
@@ -19,6 +19,10 @@ use crate::frontdesk::{
     ChecksumFill, Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error,
     build_udp_v4, write_udp_v4_headers, write_udp_v4_headers_with,
 };
+
+/// Error-queue reports one readiness event reads at most; more wait for
+/// the next event (the socket stays ready while any are queued).
+const ERRORS_PER_EVENT: usize = 16;
 
 /// How long an ICMP echo flow lives without traffic.
 const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,24 +72,38 @@ fn v4_pair(key: &FlowKey) -> Option<(SocketAddrV4, SocketAddrV4)> {
     }
 }
 
-/// An IPv4 header and UDP header that stand for a datagram the guest sent,
-/// for ICMP errors about it that arrive later (RFC 792 quotes the header
-/// and 8 bytes).
-fn synthetic_udp_quote(key: &FlowKey) -> Option<[u8; 28]> {
-    let (remote, guest) = v4_pair(key)?;
+/// An IPv4 header from `src` to `dst` followed by the first 8 bytes of its
+/// payload `head`: what an ICMP error quotes of a datagram (RFC 792), for
+/// errors about a guest's datagram that arrive later, when only the flow
+/// is left. `total_len` is the datagram's length as far as it is known.
+fn synthetic_quote(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    total_len: u16,
+    head: [u8; 8],
+) -> [u8; 28] {
     let mut quote = [0u8; 28];
     quote[0] = 0x45;
-    quote[2..4].copy_from_slice(&28u16.to_be_bytes());
+    quote[2..4].copy_from_slice(&total_len.max(28).to_be_bytes());
     quote[8] = 64;
-    quote[9] = 17;
-    quote[12..16].copy_from_slice(&guest.ip().octets());
-    quote[16..20].copy_from_slice(&remote.ip().octets());
+    quote[9] = protocol;
+    quote[12..16].copy_from_slice(&src.octets());
+    quote[16..20].copy_from_slice(&dst.octets());
     let checksum = !fold_checksum(&quote[..20]);
     quote[10..12].copy_from_slice(&checksum.to_be_bytes());
-    quote[20..22].copy_from_slice(&guest.port().to_be_bytes());
-    quote[22..24].copy_from_slice(&remote.port().to_be_bytes());
-    quote[24..26].copy_from_slice(&8u16.to_be_bytes());
-    Some(quote)
+    quote[20..].copy_from_slice(&head);
+    quote
+}
+
+/// An IPv4 header and UDP header that stand for a datagram the guest sent.
+fn synthetic_udp_quote(key: &FlowKey) -> Option<[u8; 28]> {
+    let (remote, guest) = v4_pair(key)?;
+    let mut udp = [0u8; 8];
+    udp[0..2].copy_from_slice(&guest.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&remote.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+    Some(synthetic_quote(*guest.ip(), *remote.ip(), 17, 28, udp))
 }
 
 fn fold_checksum(bytes: &[u8]) -> u16 {
@@ -264,27 +282,21 @@ impl Backend {
             return;
         };
         if error {
-            for _ in 0..16 {
-                let report = match self.flows.get_mut(id) {
+            for _ in 0..ERRORS_PER_EVENT {
+                let (report, target) = match self.flows.get_mut(id) {
                     Some(Flow::Udp(UdpFlow {
                         target: UdpTarget::Socket(sock),
                         ..
-                    })) => sock.recv_error(),
+                    })) => (sock.recv_error(), sock.peer_addr().ip()),
                     _ => break,
                 };
-                match report {
-                    Ok(Some(report)) if report.icmp_type == 3 || report.is_port_unreachable() => {
-                        if let Some(quote) = synthetic_udp_quote(&key) {
-                            self.counters.icmp_errors_to_guest += 1;
-                            self.queue_icmp_unreachable_from(
-                                &key,
-                                &quote,
-                                dst_unreachable_of(&report),
-                            );
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
+                let Ok(Some(report)) = report else {
+                    break;
+                };
+                self.counters.host_icmp_errors += 1;
+                if let (Some(quote), Some((remote, _))) = (synthetic_udp_quote(&key), v4_pair(&key))
+                {
+                    self.queue_host_icmp_error(&report, *remote.ip(), target, &quote);
                 }
             }
         }
@@ -293,25 +305,45 @@ impl Backend {
         }
     }
 
-    /// An ICMP error that seems to come from the flow's remote end.
-    fn queue_icmp_unreachable_from(
+    /// Queues for the guest the destination unreachable that `report` says
+    /// the host got about a flow's datagram, which `quote` stands for (IPv4
+    /// header and 8 bytes). It comes from the flow's remote end as the guest
+    /// sees it (`remote`) when the host it goes to (`target`) sent it, from
+    /// the gateway, the guest's router, when a router on the way did. Other
+    /// kinds of error are only counted.
+    fn queue_host_icmp_error(
         &mut self,
-        key: &FlowKey,
+        report: &IcmpErrorReport,
+        remote: Ipv4Addr,
+        target: IpAddr,
         quote: &[u8],
-        code: Icmpv4DstUnreachable,
     ) {
-        let Some((remote, _)) = v4_pair(key) else {
+        if !(report.origin == ErrorOrigin::Icmp && report.icmp_type == 3) {
+            return;
+        }
+        let addr = |at: usize| {
+            let b = quote.get(at..at + 4)?;
+            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        };
+        let (Some(src), Some(dst)) = (addr(12), addr(16)) else {
             return;
         };
+        if !self.icmp_error_allowed(src, dst) {
+            return;
+        }
+        let from = if report.offender.is_none_or(|o| o == target) {
+            remote
+        } else {
+            match self.frontdesk.plan().ipv4() {
+                Some(v4) => v4.gateway(),
+                None => return,
+            }
+        };
+        let code = dst_unreachable_of(report);
         let link = self.frontdesk.link_to_guest();
+        self.counters.icmp_errors_to_guest += 1;
         self.queue_built(super::ICMP_ERROR_FRAME_CAP, |buf| {
-            build_icmp_v4_error(
-                buf,
-                link,
-                *remote.ip(),
-                Icmpv4Error::DstUnreachable(code),
-                quote,
-            )
+            build_icmp_v4_error(buf, link, from, Icmpv4Error::DstUnreachable(code), quote)
         });
     }
 
@@ -376,6 +408,63 @@ impl Backend {
         buf.resize(DATAGRAM_BUF, 0);
         f(self, &mut buf);
         self.datagram_buf = buf;
+    }
+
+    /// Readiness of forwarded UDP port `index`: errors first, then
+    /// datagrams.
+    pub(crate) fn udp_listener_readiness(
+        &mut self,
+        index: usize,
+        readiness: Readiness,
+        now: Instant,
+    ) {
+        if readiness.is_error() {
+            self.udp_listener_errors(index);
+        }
+        if readiness.is_readable() {
+            self.udp_listener_readable(index, now);
+        }
+    }
+
+    /// Drains forwarded UDP port `index`'s error queue: ICMP errors about
+    /// replies the guest sent through it (a host peer that has gone answers
+    /// port unreachable). Each is counted; one about a peer that is still a
+    /// flow of this port goes to the guest as an error about that flow.
+    fn udp_listener_errors(&mut self, index: usize) {
+        for _ in 0..ERRORS_PER_EVENT {
+            let Some(listener) = self.udp_listeners.get_mut(index) else {
+                return;
+            };
+            let host_port = listener.local_addr().port();
+            let Ok(Some(report)) = listener.recv_error() else {
+                return;
+            };
+            self.counters.host_icmp_errors += 1;
+            let Some(peer) = report.destination else {
+                continue;
+            };
+            let guest =
+                self.nat
+                    .translate_inbound(nat_core::Protocol::Udp, IpFamily::V4, host_port, None);
+            let (Some(SocketAddr::V4(guest)), Some(seen_from)) =
+                (guest, self.guest_view_of_peer(peer))
+            else {
+                continue;
+            };
+            let key = FlowKey::v4(Protocol::Udp, guest, seen_from);
+            let is_this_peer = self.flows.lookup(&key).is_some_and(|id| {
+                matches!(
+                    self.flows.get(id),
+                    Some(Flow::Udp(UdpFlow {
+                        target: UdpTarget::Listener { index: i, peer: p },
+                        ..
+                    })) if *i == index && *p == peer
+                )
+            });
+            if let (true, Some(quote)) = (is_this_peer, synthetic_udp_quote(&key)) {
+                self.queue_host_icmp_error(&report, *seen_from.ip(), peer.ip(), &quote);
+            }
+        }
     }
 
     /// Datagrams from host peers on forwarded UDP port `index`.
@@ -574,12 +663,46 @@ impl Backend {
         }
     }
 
-    /// Echo replies for flow `id`.
-    pub(crate) fn icmp_readable(&mut self, id: FlowId, now: Instant) {
-        self.with_datagram_buf(|backend, buf| backend.icmp_read(id, buf, now));
+    /// Readiness of echo flow `id`: ICMP errors about its requests, then
+    /// its replies.
+    pub(crate) fn icmp_readiness(&mut self, id: FlowId, readiness: Readiness, now: Instant) {
+        if readiness.is_error() {
+            self.icmp_errors(id);
+        }
+        if readiness.is_readable() {
+            self.with_datagram_buf(|backend, buf| backend.icmp_read(id, buf, now));
+        }
     }
 
-    /// [`Self::icmp_readable`] with the receive buffer lent.
+    /// Drains echo flow `id`'s error queue: each ICMP error about one of its
+    /// requests (host unreachable, say) goes to the guest quoting that
+    /// request as the guest sent it.
+    fn icmp_errors(&mut self, id: FlowId) {
+        let Some(key) = self.flows.key(id).copied() else {
+            return;
+        };
+        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
+            return;
+        };
+        for _ in 0..ERRORS_PER_EVENT {
+            let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
+                return;
+            };
+            let target = flow.sock.destination();
+            let Ok(Some(error)) = flow.sock.recv_error() else {
+                return;
+            };
+            self.counters.host_icmp_errors += 1;
+            let Some(header) = error.request_header else {
+                continue;
+            };
+            let total_len = u16::try_from(error.quoted_len.saturating_add(20)).unwrap_or(u16::MAX);
+            let quote = synthetic_quote(guest, remote, 1, total_len, header);
+            self.queue_host_icmp_error(&error.report, remote, target, &quote);
+        }
+    }
+
+    /// [`Self::icmp_readiness`] with the receive buffer lent.
     fn icmp_read(&mut self, id: FlowId, buf: &mut [u8], now: Instant) {
         let Some(key) = self.flows.key(id).copied() else {
             return;

@@ -375,6 +375,8 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         ("dns queries", c.dns_queries),
         ("dns drops", c.dns_drops),
         ("icmp errors to guest", c.icmp_errors_to_guest),
+        ("icmp errors from host", c.host_icmp_errors),
+        ("icmp errors suppressed", c.icmp_errors_suppressed),
         ("datagram flows expired", c.datagram_flows_expired),
         ("denied", c.denied),
         ("flow limit drops", c.flow_limit_drops),
