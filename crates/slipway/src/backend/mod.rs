@@ -102,6 +102,15 @@ pub trait NetworkBackend {
     fn handle_guest_frame(&mut self, frame: &[u8], now: Instant);
     /// Writes the next frame for the guest into `buf` and returns its
     /// length, or `None` when nothing is due.
+    ///
+    /// `buf` should hold the longest frame of the link: the MTU plus the
+    /// Ethernet header (64 KiB plus headers with
+    /// [`Backend::set_gso_to_guest`]). A frame is never cut to fit a
+    /// shorter buffer: TCP segments are sized to the buffer, and a frame
+    /// that cannot be (a datagram, an ICMP or front-desk reply) is dropped
+    /// and counted in [`BackendCounters::buffer_too_small_drops`] (UDP
+    /// datagrams in [`BackendCounters::udp_drops`]), as a link drops a
+    /// frame over its MTU.
     fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize>;
     /// Handles whatever host sockets are ready, without blocking.
     ///
@@ -168,8 +177,12 @@ pub struct BackendCounters {
     pub syn_rate_drops: u64,
     /// RSTs sent for segments of unknown flows.
     pub rst_unknown: u64,
-    /// Frames for the guest dropped because the output queue was full.
+    /// Frames for the guest dropped because the output queue was full
+    /// ([`MAX_QUEUED_BYTES`] or 4096 frames).
     pub output_drops: u64,
+    /// Frames for the guest dropped because they did not fit the buffer
+    /// the frontend polled with (never cut to fit).
+    pub buffer_too_small_drops: u64,
     /// Frames sent to the guest.
     pub frames_to_guest: u64,
     /// Frames sent to the guest with their TCP or UDP checksum left
@@ -215,8 +228,19 @@ pub(crate) const KIND_ICMP_FLOW: Kind = Kind(6);
 /// header with options plus 8 bytes.
 pub(crate) const ICMP_ERROR_FRAME_CAP: usize = 14 + 20 + 8 + 60 + 8;
 
-/// Frames queued for the guest outside the flows' own output.
+/// Frames queued for the guest outside the flows' own output, at most:
+/// a bound on the per-frame bookkeeping of many small frames.
 const MAX_QUEUED_FRAMES: usize = 4096;
+
+/// Bytes of the frames queued for the guest outside the flows' own output,
+/// at most (see [`Backend::queued_bytes`]). A burst of the front desk's
+/// replies is small: 4096 ARP replies take 168 KiB, as many DHCP replies
+/// 1.4 MiB, ICMP errors under 128 bytes each. What fills the rest is
+/// datagram output that has no socket to wait in (echo replies of the
+/// gateway, DNS replies, datagrams of forwarded UDP ports): 64 of the
+/// largest, enough to ride out a guest that is slow to post receive
+/// buffers, and a guest that posts none costs no more than this.
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 /// A flow of the table.
 #[derive(Debug)]
@@ -247,6 +271,8 @@ pub struct Backend {
     dns_warned: bool,
     /// Ready-made frames for the guest (ARP, DHCP, ICMP, RSTs).
     queued: VecDeque<Vec<u8>>,
+    /// The bytes of the frames in `queued`.
+    queued_bytes: usize,
     /// Flows that may have segments for the guest.
     tx_ready: VecDeque<FlowId>,
     /// TCP flows that entered TIME-WAIT, oldest first: reclaimed when the
@@ -298,6 +324,7 @@ impl Backend {
             echo_warned: false,
             dns_warned: false,
             queued: VecDeque::new(),
+            queued_bytes: 0,
             tx_ready: VecDeque::new(),
             time_wait: VecDeque::new(),
             scratch: vec![0u8; 1514],
@@ -402,21 +429,49 @@ impl Backend {
         }
     }
 
+    /// Bytes of the ready-made frames waiting for the guest (ARP, DHCP,
+    /// ICMP, RSTs, datagrams without a socket to wait in); at most
+    /// [`MAX_QUEUED_BYTES`].
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Whether a frame of `len` bytes fits the output queue; counts a drop
+    /// when it does not.
+    fn queue_has_room(&mut self, len: usize) -> bool {
+        let fits = self.queued.len() < MAX_QUEUED_FRAMES
+            && self.queued_bytes.saturating_add(len) <= MAX_QUEUED_BYTES;
+        if !fits {
+            self.counters.output_drops += 1;
+            tracing::debug!(
+                len,
+                queued = self.queued_bytes,
+                "output queue full; frame for the guest dropped"
+            );
+        }
+        fits
+    }
+
     /// Queues a ready-made frame for the guest.
     pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
-        if self.queued.len() >= MAX_QUEUED_FRAMES {
-            self.counters.output_drops += 1;
+        if !self.queue_has_room(frame.len()) {
             return;
         }
+        self.queued_bytes += frame.len();
         self.queued.push_back(frame);
     }
 
-    /// Builds a frame of at most `cap` bytes with `build` and queues it.
+    /// Builds a frame of at most `cap` bytes with `build` and queues it;
+    /// nothing is allocated when it could not be queued.
     pub(crate) fn queue_built(
         &mut self,
         cap: usize,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) {
+        if !self.queue_has_room(cap) {
+            return;
+        }
         let mut buf = vec![0u8; cap];
         if let Some(len) = build(&mut buf) {
             buf.truncate(len);
@@ -575,12 +630,23 @@ impl Backend {
         fill: ChecksumFill,
         now: Instant,
     ) -> Option<GuestFrame> {
-        if let Some(frame) = self.queued.pop_front() {
-            let len = frame.len().min(buf.len());
-            buf[..len].copy_from_slice(&frame[..len]);
+        // Bounded: each turn takes a frame off the queue.
+        while let Some(frame) = self.queued.pop_front() {
+            self.queued_bytes -= frame.len();
+            let Some(dst) = buf.get_mut(..frame.len()) else {
+                // Cut to fit, it would carry a wrong IP length.
+                self.counters.buffer_too_small_drops += 1;
+                tracing::debug!(
+                    len = frame.len(),
+                    buf = buf.len(),
+                    "frame for the guest longer than the buffer; dropped"
+                );
+                continue;
+            };
+            dst.copy_from_slice(&frame);
             self.counters.frames_to_guest += 1;
             return Some(GuestFrame {
-                len,
+                len: frame.len(),
                 checksum: Checksum::Complete,
                 gso_mss: None,
             });

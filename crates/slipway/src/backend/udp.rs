@@ -345,7 +345,12 @@ impl Backend {
             return None;
         };
         let area = buf.get_mut(UDP_V4_HEADERS_LEN..)?;
-        match sock.recv(area) {
+        // A datagram longer than the caller's buffer is dropped, not cut.
+        let truncated = sock.counters().drops(relay_udp_icmp::DropReason::Truncated);
+        let received = sock.recv(area);
+        let truncated = sock.counters().drops(relay_udp_icmp::DropReason::Truncated) - truncated;
+        self.counters.udp_drops += truncated;
+        match received {
             Ok(Some(n)) => {
                 flow.state.touch(now);
                 self.counters.udp_bytes_to_guest += n as u64;
