@@ -11,11 +11,12 @@
 //! ([`ServeEnd::Disconnected`]) unless [`AfterDisconnect::Listen`] says to
 //! wait for the next one.
 //!
-//! Hostile input: a length prefix of 0 or over
+//! Hostile input: a length prefix over
 //! [`MAX_WIRE_FRAME`](super::framing::MAX_WIRE_FRAME) leaves nothing to
-//! resynchronise on, so it closes the connection, counted and logged. A
-//! frame longer than the MTU allows (but within that bound) is skipped and
-//! counted, and the connection stays up.
+//! resynchronise on, so it closes the connection, counted and logged; it
+//! is the only frame that does. A frame longer than the MTU allows (but
+//! within that bound), and one too short for an Ethernet header (0 to 13
+//! bytes), is skipped and counted, and the connection stays up.
 //!
 //! Invariant: the loop never blocks on the client and never queues without
 //! bound. Frames the client has not taken stay in the fixed-size
@@ -246,7 +247,9 @@ pub struct StreamCounters {
     pub write_waits: u64,
     /// Frames longer than the MTU allows, skipped.
     pub oversized_frames: u64,
-    /// Length prefixes of 0 or over the protocol's bound; each closed the
+    /// Frames too short for an Ethernet header (0 to 13 bytes), skipped.
+    pub short_frames: u64,
+    /// Length prefixes over the protocol's bound; each closed the
     /// connection.
     pub bad_lengths: u64,
     /// Frames for a client that disconnected before it took them.
@@ -256,7 +259,7 @@ pub struct StreamCounters {
 impl StreamCounters {
     /// Each counter with its name, for [`stats_report`](super::stats_report).
     #[must_use]
-    pub fn lines(&self) -> [(&'static str, u64); 11] {
+    pub fn lines(&self) -> [(&'static str, u64); 12] {
         [
             ("clients", self.connections),
             ("clients refused", self.connections_refused),
@@ -267,6 +270,7 @@ impl StreamCounters {
             ("bytes to guest", self.bytes_to_guest),
             ("socket write waits", self.write_waits),
             ("oversized frames dropped", self.oversized_frames),
+            ("short frames dropped", self.short_frames),
             ("bad lengths (closed)", self.bad_lengths),
             ("frames lost at disconnect", self.frames_lost),
         ]
@@ -587,6 +591,10 @@ impl StreamFrontend {
                     Ok(Some(Decoded::Oversized(len))) => {
                         self.counters.oversized_frames += 1;
                         tracing::debug!(len, "frame longer than the MTU allows; dropped");
+                    }
+                    Ok(Some(Decoded::TooShort(len))) => {
+                        self.counters.short_frames += 1;
+                        tracing::debug!(len, "frame shorter than an Ethernet header; dropped");
                     }
                     Ok(None) => break,
                     Err(error) => {
