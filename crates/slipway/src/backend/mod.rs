@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Events, Kind, Poller, Token};
 use flow_table::tcp::TcpConfig;
@@ -171,6 +171,17 @@ pub struct BackendCounters {
     pub denied: u64,
     /// New flows refused because a protocol's flow limit was reached.
     pub flow_limit_drops: u64,
+    /// New flows refused because the process or the system is out of
+    /// file descriptors (`EMFILE`, `ENFILE`): a guest's TCP SYN is
+    /// answered with an RST, a UDP datagram or echo request with an ICMP
+    /// destination unreachable, communication administratively
+    /// prohibited (code 13: slipway refuses, as for a deny rule; not port
+    /// unreachable, which would say nothing listens there).
+    pub fd_refusals: u64,
+    /// Times a forwarded port's listener stopped accepting for a while
+    /// after `accept()` failed (say with `EMFILE`): 100 ms, doubling to
+    /// 1 s, or until a flow closes, rather than failing again at once.
+    pub accept_pauses: u64,
     /// TCP flows in TIME-WAIT reclaimed to make room for new ones.
     pub time_wait_reclaimed: u64,
     /// SYNs refused by the rate limit on new TCP flows.
@@ -228,6 +239,12 @@ pub(crate) const KIND_ICMP_FLOW: Kind = Kind(6);
 /// header with options plus 8 bytes.
 pub(crate) const ICMP_ERROR_FRAME_CAP: usize = 14 + 20 + 8 + 60 + 8;
 
+/// The first pause of a listener whose `accept()` failed.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
+
+/// The longest pause of a listener whose `accept()` keeps failing.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
 /// Frames queued for the guest outside the flows' own output, at most:
 /// a bound on the per-frame bookkeeping of many small frames.
 const MAX_QUEUED_FRAMES: usize = 4096;
@@ -241,6 +258,27 @@ const MAX_QUEUED_FRAMES: usize = 4096;
 /// largest, enough to ride out a guest that is slow to post receive
 /// buffers, and a guest that posts none costs no more than this.
 pub const MAX_QUEUED_BYTES: usize = 4 << 20;
+
+/// The pause of one forwarded listener after a failed `accept()`.
+#[derive(Clone, Copy, Debug)]
+struct AcceptBackoff {
+    /// Paused (out of the epoll set) until then.
+    until: Option<Instant>,
+    /// The length of the next pause.
+    next_delay: Duration,
+    /// Flows open when it paused: one fewer frees a descriptor.
+    flows_at_pause: usize,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        Self {
+            until: None,
+            next_delay: ACCEPT_PAUSE_MIN,
+            flows_at_pause: 0,
+        }
+    }
+}
 
 /// A flow of the table.
 #[derive(Debug)]
@@ -263,6 +301,8 @@ pub struct Backend {
     tcp_config_v4: TcpConfig,
     dns_upstream: Option<SocketAddr>,
     listeners: Vec<Listener>,
+    /// Per listener of `listeners`: its pause after a failed `accept()`.
+    accept_backoff: Vec<AcceptBackoff>,
     udp_listeners: Vec<relay_udp_icmp::UdpListener>,
     dns: Option<relay_udp_icmp::DnsForwarder>,
     /// The one warning that ICMP echo cannot be relayed has been given.
@@ -319,6 +359,7 @@ impl Backend {
             tcp_config_v4: TcpConfig::for_mtu_v4(mtu),
             dns_upstream,
             listeners: Vec::new(),
+            accept_backoff: Vec::new(),
             udp_listeners: Vec::new(),
             dns: None,
             echo_warned: false,
@@ -397,8 +438,75 @@ impl Backend {
                     .register(listener.fd(), token, epoll_dispatch::Interest::READABLE)?;
             }
             self.listeners.push(listener);
+            self.accept_backoff.push(AcceptBackoff::default());
         }
         Ok(())
+    }
+
+    /// Takes forwarded listener `index` out of the epoll set after its
+    /// `accept()` failed, until a deadline (100 ms, doubling to 1 s while
+    /// it keeps failing) or until a flow closes: a connection it could not
+    /// take keeps it readable, and accepting again at once would spin.
+    pub(crate) fn pause_listener(&mut self, index: usize, now: Instant) {
+        let (Some(listener), Some(backoff)) =
+            (self.listeners.get(index), self.accept_backoff.get_mut(index))
+        else {
+            return;
+        };
+        if backoff.until.is_some() {
+            return;
+        }
+        if let Err(error) = self.poller.unregister(listener.fd()) {
+            tracing::warn!(%error, "cannot pause a listener");
+            return;
+        }
+        let delay = backoff.next_delay;
+        backoff.until = Some(now + delay);
+        backoff.next_delay = (delay * 2).min(ACCEPT_PAUSE_MAX);
+        backoff.flows_at_pause = self.flows.len();
+        self.counters.accept_pauses += 1;
+        tracing::debug!(?delay, port = listener.local_addr().port(), "listener paused");
+    }
+
+    /// Notes that listener `index` accepted: its next pause is short again.
+    pub(crate) fn listener_accepted(&mut self, index: usize) {
+        if let Some(backoff) = self.accept_backoff.get_mut(index) {
+            backoff.next_delay = ACCEPT_PAUSE_MIN;
+        }
+    }
+
+    /// Puts paused listeners back whose pause is over or since whose pause
+    /// a flow closed (freeing a descriptor).
+    fn resume_listeners(&mut self, now: Instant) {
+        let open = self.flows.len();
+        for (index, backoff) in self.accept_backoff.iter_mut().enumerate() {
+            let Some(until) = backoff.until else {
+                continue;
+            };
+            if now < until && open >= backoff.flows_at_pause {
+                continue;
+            }
+            let (Some(listener), Some(token)) = (
+                self.listeners.get(index),
+                u32::try_from(index)
+                    .ok()
+                    .and_then(|i| Token::new(KIND_TCP_LISTENER, i, 0)),
+            ) else {
+                continue;
+            };
+            match self
+                .poller
+                .register(listener.fd(), token, epoll_dispatch::Interest::READABLE)
+            {
+                Ok(()) => backoff.until = None,
+                Err(error) => tracing::warn!(%error, "cannot resume a listener"),
+            }
+        }
+    }
+
+    /// The end of the earliest listener pause.
+    fn accept_resume_deadline(&self) -> Option<Instant> {
+        self.accept_backoff.iter().filter_map(|b| b.until).min()
     }
 
     fn dispatch_events(&mut self, now: Instant) {
@@ -427,6 +535,7 @@ impl Backend {
                 _ => {}
             }
         }
+        self.resume_listeners(now);
     }
 
     /// Bytes of the ready-made frames waiting for the guest (ARP, DHCP,
@@ -544,7 +653,9 @@ impl Backend {
                 ident,
                 seq,
             };
-            self.icmp_echo_relay(request, target, data, now);
+            if !self.icmp_echo_relay(request, target, data, now) {
+                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+            }
             return;
         }
         if !answer_here {
@@ -744,6 +855,7 @@ impl NetworkBackend for Backend {
         if let Some(dns) = self.dns.as_mut() {
             dns.handle_timeouts(now);
         }
+        self.resume_listeners(now);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -751,10 +863,10 @@ impl NetworkBackend for Backend {
             .dns
             .as_ref()
             .and_then(relay_udp_icmp::DnsForwarder::next_deadline);
-        match (self.flows.next_deadline(), dns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.flows.next_deadline(), dns, self.accept_resume_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn host_fd(&self) -> BorrowedFd<'_> {

@@ -33,7 +33,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Events, Interest, Poller, Token};
 use rustix::io::Errno;
@@ -336,11 +336,20 @@ pub struct StreamFrontend {
     counters: StreamCounters,
     pcap_failed: bool,
     /// The listener is left out of the poller after `accept()` failed
-    /// (say `EMFILE`) while a client was connected, so that a connection
-    /// it cannot take does not wake the loop on every pass; it is put back
-    /// when the client leaves.
-    accept_paused: bool,
+    /// (say `EMFILE`), so that a connection it cannot take does not wake
+    /// the loop on every pass; it is put back at this deadline, or when
+    /// the client leaves.
+    accept_paused: Option<Instant>,
+    /// The next pause after a failed `accept()`: 100 ms, doubling to 1 s
+    /// while it keeps failing.
+    accept_delay: Duration,
 }
+
+/// The first pause of the listener after a failed `accept()`.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
+
+/// The longest pause of the listener while `accept()` keeps failing.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 impl StreamFrontend {
     /// A frontend that accepts its clients on `socket`, for frames of up
@@ -377,7 +386,8 @@ impl StreamFrontend {
                 ..StreamCounters::default()
             },
             pcap_failed: false,
-            accept_paused: false,
+            accept_paused: None,
+            accept_delay: ACCEPT_PAUSE_MIN,
         }
     }
 
@@ -429,7 +439,11 @@ impl StreamFrontend {
                     }
                 }
             }
-            if ready.listener && self.accept(&poller)? {
+            if self.accept_paused.is_some_and(|until| now >= until) {
+                self.resume_accepting(&poller);
+                ready.listener = true;
+            }
+            if ready.listener && self.accept(&poller, now)? {
                 input_left = true;
             }
             if ready.common.backend {
@@ -453,6 +467,10 @@ impl StreamFrontend {
             }
             let busy = more || input_left;
             let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
+            let deadline = match (deadline, self.accept_paused) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             poller.wait(&mut events, deadline)?;
             ready = Ready::from_events(&events);
             ready.client_read |= input_left;
@@ -469,7 +487,11 @@ impl StreamFrontend {
     ) -> io::Result<()> {
         register_common(poller, backend, stop)?;
         if let Some(socket) = &self.listener {
-            poller.register(&socket.listener, TOKEN_LISTENER, Interest::READABLE)?;
+            let interest = match self.accept_paused {
+                Some(_) => Interest::NONE,
+                None => Interest::READABLE,
+            };
+            poller.register(&socket.listener, TOKEN_LISTENER, interest)?;
         }
         self.interest = None;
         if let Some(client) = &self.client {
@@ -516,7 +538,7 @@ impl StreamFrontend {
     /// Accepts waiting connections: the first becomes the client when there
     /// is none; every other one is closed at once. Returns whether a client
     /// was taken.
-    fn accept(&mut self, poller: &Poller) -> io::Result<bool> {
+    fn accept(&mut self, poller: &Poller, now: Instant) -> io::Result<bool> {
         let Some(socket) = &self.listener else {
             return Ok(false);
         };
@@ -527,15 +549,14 @@ impl StreamFrontend {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
+                    // The connection waits at the listener, which stays
+                    // readable: accepting again at once would spin.
                     self.counters.accept_errors += 1;
-                    if self.client.is_none() {
-                        // Nothing else to serve, and the connection waits
-                        // at the listener: retrying would spin.
-                        return Err(error);
-                    }
-                    tracing::warn!(%error, "cannot accept a connection; not listening until the guest leaves");
+                    let delay = self.accept_delay;
+                    tracing::warn!(%error, ?delay, "cannot accept a connection; trying again later");
                     poller.modify(&socket.listener, TOKEN_LISTENER, Interest::NONE)?;
-                    self.accept_paused = true;
+                    self.accept_paused = Some(now + delay);
+                    self.accept_delay = (delay * 2).min(ACCEPT_PAUSE_MAX);
                     break;
                 }
             };
@@ -548,6 +569,7 @@ impl StreamFrontend {
                 tracing::warn!(%error, "cannot make the client's socket non-blocking; closed");
                 continue;
             }
+            self.accept_delay = ACCEPT_PAUSE_MIN;
             let client = OwnedFd::from(stream);
             poller.register(&client, TOKEN_CLIENT, Interest::READABLE)?;
             self.client = Some(client);
@@ -665,6 +687,20 @@ impl StreamFrontend {
         Ok(true)
     }
 
+    /// Puts the listener back into `poller` after a pause.
+    fn resume_accepting(&mut self, poller: &Poller) {
+        let (Some(_), Some(socket)) = (self.accept_paused, &self.listener) else {
+            return;
+        };
+        match poller.modify(&socket.listener, TOKEN_LISTENER, Interest::READABLE) {
+            Ok(()) => self.accept_paused = None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen again");
+                self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE_MAX);
+            }
+        }
+    }
+
     /// Ends the client's connection, counting the frames it did not take.
     fn disconnect(&mut self, poller: &Poller, reason: &Closed) {
         let Some(client) = self.client.take() else {
@@ -674,12 +710,8 @@ impl StreamFrontend {
             tracing::debug!(%error, "cannot unregister the client");
         }
         self.interest = None;
-        if let (true, Some(socket)) = (self.accept_paused, &self.listener) {
-            match poller.modify(&socket.listener, TOKEN_LISTENER, Interest::READABLE) {
-                Ok(()) => self.accept_paused = false,
-                Err(error) => tracing::warn!(%error, "cannot listen again"),
-            }
-        }
+        // Its descriptor is free now.
+        self.resume_accepting(poller);
         let lost = self.outbox.queued_frames();
         self.counters.frames_lost += lost;
         self.outbox.clear();
