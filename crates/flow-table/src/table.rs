@@ -542,7 +542,10 @@ mod tests {
     #[test]
     fn limits_for_an_fd_budget_fit_it_and_keep_the_defaults_shares() {
         assert_eq!(Limits::for_fd_budget(u64::MAX), Limits::DEFAULT);
-        assert_eq!(Limits::for_fd_budget(Limits::DEFAULT.total()), Limits::DEFAULT);
+        assert_eq!(
+            Limits::for_fd_budget(Limits::DEFAULT.total()),
+            Limits::DEFAULT
+        );
         for budget in [0, 1, 81, 960, 1024 - 64, 65_472, 100_000] {
             let limits = Limits::for_fd_budget(budget);
             assert!(limits.total() <= budget, "{budget}: {limits:?}");

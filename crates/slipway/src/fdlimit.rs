@@ -115,19 +115,22 @@ mod tests {
         };
         assert_eq!(budget.for_flows(), 4096 - 66);
         assert!(budget.limits().total() <= 4096 - 66);
-        let tiny = FdBudget {
-            soft: 10,
-            ..budget
-        };
+        let tiny = FdBudget { soft: 10, ..budget };
         assert_eq!(tiny.for_flows(), 0);
         assert_eq!(tiny.limits().total(), 0);
     }
 
     #[test]
     fn fd_exhaustion_is_emfile_or_enfile() {
-        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(libc::ENFILE)));
-        assert!(!is_fd_exhaustion(&io::Error::from_raw_os_error(libc::ENOBUFS)));
+        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
+        assert!(!is_fd_exhaustion(&io::Error::from_raw_os_error(
+            libc::ENOBUFS
+        )));
         assert!(!is_fd_exhaustion(&io::Error::other("no errno")));
     }
 }

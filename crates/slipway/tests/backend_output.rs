@@ -93,7 +93,11 @@ fn echoes_of_64_kib_to_the_gateway_without_polling_stay_within_the_queue_budget(
     }
     let queued_frames = MAX_QUEUED_BYTES / (14 + 20 + 8 + data.len());
     let drops = backend.counters().output_drops;
-    assert_eq!(drops, u64::from(ECHOES) - queued_frames as u64, "overflow counted");
+    assert_eq!(
+        drops,
+        u64::from(ECHOES) - queued_frames as u64,
+        "overflow counted"
+    );
     // The guest polls again: the queued replies come, whole, then nothing.
     let frames = poll_all(&mut backend, FULL_BUF);
     assert_eq!(echo_replies(&frames), queued_frames);
@@ -138,7 +142,9 @@ fn a_udp_datagram_larger_than_the_buffer_is_dropped_and_the_next_one_comes() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut got = Vec::new();
     while got.is_empty() && Instant::now() < deadline {
-        h.backend.wait(Some(Instant::now() + Duration::from_millis(20))).unwrap();
+        h.backend
+            .wait(Some(Instant::now() + Duration::from_millis(20)))
+            .unwrap();
         got = poll_all(&mut h.backend, 600);
     }
     assert_eq!(got.len(), 1, "one frame, the one that fits");
@@ -146,7 +152,11 @@ fn a_udp_datagram_larger_than_the_buffer_is_dropped_and_the_next_one_comes() {
         Parsed::Udp { payload, .. } => assert_eq!(payload, b"small"),
         other => panic!("not the datagram: {other:?}"),
     }
-    assert_eq!(h.backend.counters().udp_drops, drops + 1, "the drop is counted");
+    assert_eq!(
+        h.backend.counters().udp_drops,
+        drops + 1,
+        "the drop is counted"
+    );
     assert_eq!(h.backend.counters().buffer_too_small_drops, 0);
 }
 

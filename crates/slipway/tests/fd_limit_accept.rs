@@ -53,7 +53,10 @@ fn accept_failing_with_emfile_pauses_the_listener_instead_of_spinning() {
     assert!(frames.is_empty(), "nothing reaches the guest: {frames:?}");
     assert_eq!(h.backend.counters().tcp_flows_accepted, 0);
     h.assert_quiet("a forwarded port whose accept fails with EMFILE");
-    assert!(h.backend.counters().accept_pauses >= 1, "the listener paused");
+    assert!(
+        h.backend.counters().accept_pauses >= 1,
+        "the listener paused"
+    );
     let pauses = h.backend.counters().accept_pauses;
     assert!(pauses <= 6, "pauses of 100 ms doubling to 1 s: {pauses}");
 
@@ -64,7 +67,10 @@ fn accept_failing_with_emfile_pauses_the_listener_instead_of_spinning() {
         f.tcp_to(8080).is_some_and(|t| t.syn)
     });
     assert!(
-        frames.last().and_then(|f| f.tcp_to(8080)).is_some_and(|t| t.syn),
+        frames
+            .last()
+            .and_then(|f| f.tcp_to(8080))
+            .is_some_and(|t| t.syn),
         "the guest gets the SYN once accept works"
     );
     assert_eq!(h.backend.counters().tcp_flows_accepted, 1);

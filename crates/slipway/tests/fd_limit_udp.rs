@@ -78,10 +78,17 @@ fn udp_flows_beyond_the_open_files_limit_are_refused_with_icmp_and_counted() {
     );
     assert!(opened <= SPARE, "no more flows than descriptors: {opened}");
     assert!(opened > 0, "flows open while descriptors last");
-    assert_eq!(counters.fd_refusals, u64::from(FLOWS) - opened, "each refusal counted");
+    assert_eq!(
+        counters.fd_refusals,
+        u64::from(FLOWS) - opened,
+        "each refusal counted"
+    );
     let frames = h.collect_for(Duration::from_millis(300));
     let refusals = frames.iter().filter(|f| is_refusal(f)).count() as u64;
-    assert_eq!(refusals, counters.fd_refusals, "an ICMP error for each refusal");
+    assert_eq!(
+        refusals, counters.fd_refusals,
+        "an ICMP error for each refusal"
+    );
     h.assert_quiet("UDP flows at the open files limit");
 
     // The flows expire (their idle timeout, on the backend's clock), their
@@ -95,7 +102,9 @@ fn udp_flows_beyond_the_open_files_limit_are_refused_with_icmp_and_counted() {
     let mut buf = [0u8; 64];
     let mut got = Vec::new();
     for _ in 0..=opened {
-        let (n, _) = server.recv_from(&mut buf).expect("the datagrams of open flows");
+        let (n, _) = server
+            .recv_from(&mut buf)
+            .expect("the datagrams of open flows");
         got.push(buf[..n].to_vec());
     }
     assert_eq!(got.last().map(Vec::as_slice), Some(&b"after"[..]));

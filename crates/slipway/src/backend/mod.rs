@@ -448,9 +448,10 @@ impl Backend {
     /// it keeps failing) or until a flow closes: a connection it could not
     /// take keeps it readable, and accepting again at once would spin.
     pub(crate) fn pause_listener(&mut self, index: usize, now: Instant) {
-        let (Some(listener), Some(backoff)) =
-            (self.listeners.get(index), self.accept_backoff.get_mut(index))
-        else {
+        let (Some(listener), Some(backoff)) = (
+            self.listeners.get(index),
+            self.accept_backoff.get_mut(index),
+        ) else {
             return;
         };
         if backoff.until.is_some() {
@@ -465,7 +466,11 @@ impl Backend {
         backoff.next_delay = (delay * 2).min(ACCEPT_PAUSE_MAX);
         backoff.flows_at_pause = self.flows.len();
         self.counters.accept_pauses += 1;
-        tracing::debug!(?delay, port = listener.local_addr().port(), "listener paused");
+        tracing::debug!(
+            ?delay,
+            port = listener.local_addr().port(),
+            "listener paused"
+        );
     }
 
     /// Notes that listener `index` accepted: its next pause is short again.
@@ -863,10 +868,14 @@ impl NetworkBackend for Backend {
             .dns
             .as_ref()
             .and_then(relay_udp_icmp::DnsForwarder::next_deadline);
-        [self.flows.next_deadline(), dns, self.accept_resume_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.flows.next_deadline(),
+            dns,
+            self.accept_resume_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn host_fd(&self) -> BorrowedFd<'_> {

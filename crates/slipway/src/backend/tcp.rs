@@ -458,7 +458,9 @@ impl Backend {
         };
         flow.conn.set_gso_limit(gso.then_some(GSO_SEGMENT_LIMIT));
         // Segments are sized to the caller's buffer, never cut to it.
-        let room = buf.len().saturating_sub(tcp_v4_headers_len(TcpOptions::default()));
+        let room = buf
+            .len()
+            .saturating_sub(tcp_v4_headers_len(TcpOptions::default()));
         flow.conn
             .set_payload_limit(Some(u16::try_from(room).unwrap_or(u16::MAX)));
         let len = next_segment(flow, buf, (link, fill), &key, now).map(|(len, payload)| {
