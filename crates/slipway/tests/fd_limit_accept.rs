@@ -27,7 +27,7 @@ struct RestoreLimit(Rlimit);
 
 impl Drop for RestoreLimit {
     fn drop(&mut self) {
-        let _ = setrlimit(Resource::Nofile, self.0.clone());
+        let _ = setrlimit(Resource::Nofile, self.0);
     }
 }
 
@@ -41,7 +41,7 @@ fn accept_failing_with_emfile_pauses_the_listener_instead_of_spinning() {
     // no new descriptor, and the connection waits in the backlog.
     let client = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
     let original = getrlimit(Resource::Nofile);
-    let restore = RestoreLimit(original.clone());
+    let restore = RestoreLimit(original);
     let lowered = Rlimit {
         current: Some(lowest_free_fd()),
         maximum: original.maximum,

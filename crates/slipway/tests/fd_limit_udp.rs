@@ -34,7 +34,7 @@ struct RestoreLimit(Rlimit);
 
 impl Drop for RestoreLimit {
     fn drop(&mut self) {
-        let _ = setrlimit(Resource::Nofile, self.0.clone());
+        let _ = setrlimit(Resource::Nofile, self.0);
     }
 }
 
@@ -60,7 +60,7 @@ fn udp_flows_beyond_the_open_files_limit_are_refused_with_icmp_and_counted() {
     // Default limits: 16 384 UDP flows, far more than the descriptors.
     let mut h = Harness::new();
     let original = getrlimit(Resource::Nofile);
-    let _restore = RestoreLimit(original.clone());
+    let _restore = RestoreLimit(original);
     let lowered = Rlimit {
         current: Some(lowest_free_fd() + SPARE),
         maximum: original.maximum,

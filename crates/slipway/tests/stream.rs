@@ -837,7 +837,7 @@ fn raises_the_soft_open_files_limit_to_the_hard_one_at_start() {
         // it allocates nothing and takes no lock.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(command, move || {
-                rustix::process::setrlimit(rustix::process::Resource::Nofile, low.clone())
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, low)
                     .map_err(std::io::Error::from)
             });
         }
