@@ -1,7 +1,8 @@
-//! UDP flows when the process runs out of file descriptors: the test
+//! New flows when the process runs out of file descriptors: the test
 //! lowers its own soft `RLIMIT_NOFILE`, so it lives alone in this test
 //! binary (tests of one binary share the process) and restores the limit
-//! when it ends. Synthetic guest frames against a UDP server on 127.0.0.1.
+//! when it ends. Synthetic guest frames against a UDP server and a TCP
+//! listener on 127.0.0.1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use slipway::NetworkBackend;
-use support::frames::{GATEWAY_IP, Parsed, udp_frame};
-use support::{Frame, Harness};
+use support::frames::{GATEWAY_IP, GuestSeg, Parsed, udp_frame};
+use support::{Frame, Harness, listen};
 
 /// Descriptors the test leaves for new flows under its lowered limit.
 const SPARE: u64 = 30;
@@ -51,12 +52,14 @@ fn is_refusal(frame: &Frame) -> bool {
 }
 
 #[test]
-fn udp_flows_beyond_the_open_files_limit_are_refused_with_icmp_and_counted() {
+fn flows_beyond_the_open_files_limit_are_refused_with_icmp_or_rst_and_counted() {
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     server
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let to = SocketAddrV4::new(GATEWAY_IP, server.local_addr().unwrap().port());
+    let tcp_server = listen();
+    let tcp_to = SocketAddrV4::new(GATEWAY_IP, tcp_server.local_addr().unwrap().port());
     // Default limits: 16 384 UDP flows, far more than the descriptors.
     let mut h = Harness::new();
     let original = getrlimit(Resource::Nofile);
@@ -89,6 +92,18 @@ fn udp_flows_beyond_the_open_files_limit_are_refused_with_icmp_and_counted() {
         refusals, counters.fd_refusals,
         "an ICMP error for each refusal"
     );
+    // A TCP SYN now: no socket for it, an RST.
+    h.send(&GuestSeg::syn(43_000, tcp_to, 7, None).frame(&[]));
+    let frames = h.collect_for(Duration::from_millis(100));
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.tcp_to(43_000).is_some_and(|t| t.rst)),
+        "the SYN is answered with an RST"
+    );
+    assert_eq!(h.backend.counters().fd_refusals, counters.fd_refusals + 1);
+    assert_eq!(h.backend.counters().tcp_flows_opened, 0);
+    let counters = h.backend.counters().clone();
     h.assert_quiet("UDP flows at the open files limit");
 
     // The flows expire (their idle timeout, on the backend's clock), their
