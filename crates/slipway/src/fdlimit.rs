@@ -1,6 +1,6 @@
 //! How many file descriptors flows may use: every open flow holds one host
 //! socket, and the soft `RLIMIT_NOFILE` is often 1024 while the default
-//! flow limits allow 83 968 flows.
+//! flow limits allow 82 944 flows.
 //!
 //! [`fd_budget`] raises the soft limit to the hard one (what any process
 //! may do) and says how many descriptors are left for flows once

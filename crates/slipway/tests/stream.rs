@@ -895,3 +895,29 @@ fn an_accept_failing_with_emfile_is_tried_again_later_without_spinning_or_exitin
     assert!(counter(&stderr, "accept errors") >= 1, "{stderr}");
     assert_eq!(counter(&stderr, "clients"), 1);
 }
+
+#[test]
+fn max_flows_wins_over_the_open_files_limit_and_refuses_with_icmp() {
+    let mut slipway = Slipway::start(&["--max-flows", "0", "--stats"]);
+    let mut guest = slipway.connect();
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = std::net::SocketAddrV4::new(GATEWAY_IP, server.local_addr().unwrap().port());
+    guest.send(&support::frames::udp_frame(40_100, to, b"refused"));
+    let reply = Frame(guest.recv(LIMIT).expect("an ICMP error"));
+    assert!(
+        matches!(
+            reply.parse(),
+            Parsed::Icmp {
+                msg_type: 3,
+                code: 13,
+                ..
+            }
+        ),
+        "destination unreachable, admin prohibited: {reply:?}"
+    );
+    drop(guest);
+    let (status, stderr) = slipway.wait();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(counter(&stderr, "flow limit drops"), 1);
+    assert_eq!(counter(&stderr, "udp flows opened"), 0);
+}

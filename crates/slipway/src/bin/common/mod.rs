@@ -101,7 +101,12 @@ pub fn setup(options: &Options) -> Result<Setup, Failure> {
     if let Some(error) = &budget.raise_error {
         tracing::warn!(%error, soft = budget.soft, "cannot raise the open files limit");
     }
-    config.limits = budget.limits();
+    // A limit the user gives wins, even over the descriptors: flows beyond
+    // them are refused one by one, counted.
+    config.limits = match options.max_flows {
+        Some(flows) => flow_table::Limits::for_fd_budget(flows),
+        None => budget.limits(),
+    };
     tracing::debug!(
         soft_before = budget.soft_before,
         soft = budget.soft,
