@@ -169,7 +169,9 @@ pub struct BackendCounters {
     pub tcp_bytes_to_guest: u64,
     /// New flows refused by a deny rule or policy, before any socket.
     pub denied: u64,
-    /// New flows refused because a protocol's flow limit was reached.
+    /// New flows refused because a protocol's flow limit was reached; a
+    /// guest's SYN gets an RST, its UDP datagram or echo request an ICMP
+    /// destination unreachable, administratively prohibited.
     pub flow_limit_drops: u64,
     /// New flows refused because the process or the system is out of
     /// file descriptors (`EMFILE`, `ENFILE`): a guest's TCP SYN is
