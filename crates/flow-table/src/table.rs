@@ -104,6 +104,27 @@ impl Limits {
         }
     }
 
+    /// Limits for a process that may give `descriptors` file descriptors
+    /// to flows (each open flow holds one host socket): the defaults'
+    /// shares (64 : 16 : 1), each no larger than its default, adding up to
+    /// at most `descriptors`. How many descriptors that is, is the caller's
+    /// to say: this crate knows no process limits.
+    #[must_use]
+    pub fn for_fd_budget(descriptors: u64) -> Self {
+        let d = Self::DEFAULT;
+        let cap = descriptors.min(d.total());
+        let share = |limit: u32| cap * u64::from(limit) / d.total();
+        let tcp = share(d.tcp);
+        let udp = share(d.udp);
+        let icmp = cap - tcp - udp;
+        let fit = |n: u64, limit: u32| u32::try_from(n).unwrap_or(limit).min(limit);
+        Self {
+            tcp: fit(tcp, d.tcp),
+            udp: fit(udp, d.udp),
+            icmp: fit(icmp, d.icmp),
+        }
+    }
+
     /// The sum of the three limits.
     #[must_use]
     pub const fn total(&self) -> u64 {
@@ -517,6 +538,23 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
     use std::time::Duration;
+
+    #[test]
+    fn limits_for_an_fd_budget_fit_it_and_keep_the_defaults_shares() {
+        assert_eq!(Limits::for_fd_budget(u64::MAX), Limits::DEFAULT);
+        assert_eq!(
+            Limits::for_fd_budget(Limits::DEFAULT.total()),
+            Limits::DEFAULT
+        );
+        for budget in [0, 1, 81, 960, 1024 - 64, 65_472, 100_000] {
+            let limits = Limits::for_fd_budget(budget);
+            assert!(limits.total() <= budget, "{budget}: {limits:?}");
+            assert!(limits.tcp <= Limits::DEFAULT.tcp && limits.udp <= Limits::DEFAULT.udp);
+            assert!(limits.icmp <= Limits::DEFAULT.icmp);
+        }
+        let limits = Limits::for_fd_budget(960);
+        assert_eq!((limits.tcp, limits.udp, limits.icmp), (758, 189, 13));
+    }
 
     fn key(protocol: Protocol, port: u16) -> FlowKey {
         let guest: SocketAddr = SocketAddr::from(([10, 0, 2, 15], port));

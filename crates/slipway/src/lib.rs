@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod fdlimit;
 pub mod frontdesk;
 pub mod frontend;
 pub mod netns;
@@ -19,3 +20,4 @@ pub mod vmm;
 pub use backend::{
     Backend, BackendConfig, BackendCounters, BackendError, Checksum, GuestFrame, NetworkBackend,
 };
+pub use fdlimit::{FD_RESERVE, FdBudget, fd_budget};

@@ -93,10 +93,17 @@ impl Slipway {
     }
 
     fn start_in(dir: TempDir, args: &[&str]) -> Self {
+        Self::start_configured(dir, args, |_| {})
+    }
+
+    /// [`start_in`](Self::start_in) with the command configured further.
+    fn start_configured(dir: TempDir, args: &[&str], configure: impl FnOnce(&mut Command)) -> Self {
         let socket = dir.0.join("guest.sock");
         let mut all = vec!["stream", "--socket", socket.to_str().unwrap()];
         all.extend_from_slice(args);
-        let mut child = command(&all).spawn().expect("slipway starts");
+        let mut command = command(&all);
+        configure(&mut command);
+        let mut child = command.spawn().expect("slipway starts");
         let stderr = collect(child.stderr.take().unwrap());
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -388,10 +395,6 @@ fn bad_length_prefixes_close_the_connection_with_a_clear_error() {
     // prefix, and a second write would then fail.
     guest.sock.write_all(&claim).unwrap();
     assert!(guest.closed_within(LIMIT), "slipway closes the stream");
-    // A frame of no bytes.
-    let mut guest = slipway.connect();
-    guest.sock.write_all(&0u32.to_be_bytes()).unwrap();
-    assert!(guest.closed_within(LIMIT), "slipway closes the stream");
     // A frame over the MTU but within the protocol: skipped, and the
     // connection goes on.
     let mut guest = slipway.connect();
@@ -407,10 +410,33 @@ fn bad_length_prefixes_close_the_connection_with_a_clear_error() {
         stderr.contains("a frame length of 4294967295 bytes, more than the protocol's 65549"),
         "{stderr}"
     );
-    assert!(stderr.contains("a frame length of 0"), "{stderr}");
-    assert_eq!(counter(&stderr, "bad lengths (closed)"), 2);
+    assert_eq!(counter(&stderr, "bad lengths (closed)"), 1);
     assert_eq!(counter(&stderr, "oversized frames dropped"), 1);
-    assert_eq!(counter(&stderr, "clients"), 3);
+    assert_eq!(counter(&stderr, "clients"), 2);
+}
+
+#[test]
+fn frames_of_0_to_13_bytes_are_dropped_and_counted_and_the_client_stays() {
+    // Without --keep-listening: a client that ended would end slipway.
+    let mut slipway = Slipway::start(&["--stats"]);
+    let mut guest = slipway.connect();
+    for len in 0..14 {
+        guest.send(&vec![0xee; len]);
+    }
+    // The connection goes on, framed as before.
+    arp_round_trip(&mut guest);
+    // An empty frame alone, in its own write, and again a frame after it.
+    guest.sock.write_all(&0u32.to_be_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    arp_round_trip(&mut guest);
+    assert!(slipway.is_running(), "slipway serves on");
+    drop(guest);
+    let (status, stderr) = slipway.wait();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(counter(&stderr, "short frames dropped"), 15);
+    assert_eq!(counter(&stderr, "bad lengths (closed)"), 0);
+    assert_eq!(counter(&stderr, "frames from guest"), 2);
+    assert_eq!(counter(&stderr, "clients"), 1);
 }
 
 #[test]
@@ -781,4 +807,117 @@ fn tcp_through_the_stream_moves_data_both_ways_intact() {
     assert!(counter(&stderr, "tcp bytes to guest") >= BULK as u64);
     assert_eq!(counter(&stderr, "frames lost at disconnect"), 0);
     assert_eq!(counter(&stderr, "tcp bytes to host"), BULK as u64);
+}
+
+/// The soft and hard `Max open files` of process `pid`.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].parse().unwrap(), fields[4].parse().unwrap())
+}
+
+#[test]
+fn raises_the_soft_open_files_limit_to_the_hard_one_at_start() {
+    const SOFT: u64 = 256;
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX)
+        .min(8192);
+    let mut slipway = Slipway::start_configured(TempDir::new(), &[], |command| {
+        let low = rustix::process::Rlimit {
+            current: Some(SOFT),
+            maximum: Some(hard),
+        };
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes the setrlimit system call, which is async-signal-safe;
+        // it allocates nothing and takes no lock.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(command, move || {
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, low)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    });
+    assert_eq!(
+        open_files_limits(slipway.child.id()),
+        (hard, hard),
+        "slipway started with {SOFT} and raised it"
+    );
+    let mut guest = slipway.connect();
+    arp_round_trip(&mut guest);
+    drop(guest);
+    let (status, stderr) = slipway.wait();
+    assert!(status.success(), "{status:?}: {stderr}");
+}
+
+/// The lowest descriptor number process `pid` has free.
+fn lowest_free_fd_of(pid: u32) -> u64 {
+    let open: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !open.contains(n)).unwrap()
+}
+
+#[test]
+fn an_accept_failing_with_emfile_is_tried_again_later_without_spinning_or_exiting() {
+    let mut slipway = Slipway::start(&["--keep-listening", "--stats"]);
+    let pid = slipway.child.id();
+    // Let the loop reach its first wait, with every descriptor it needs.
+    thread::sleep(Duration::from_millis(300));
+    let nofile = rustix::process::Resource::Nofile;
+    let target = rustix::process::Pid::from_child(&slipway.child);
+    let (soft, hard) = open_files_limits(pid);
+    let limits = rustix::process::Rlimit {
+        current: Some(soft),
+        maximum: Some(hard),
+    };
+    let full = rustix::process::Rlimit {
+        current: Some(lowest_free_fd_of(pid)),
+        maximum: Some(hard),
+    };
+    rustix::process::prlimit(Some(target), nofile, full).unwrap();
+    // The connection waits at the listener, which cannot take it.
+    let mut guest = slipway.connect();
+    thread::sleep(Duration::from_millis(300));
+    assert!(slipway.is_running(), "slipway does not give up");
+    common::assert_process_quiet(pid, 1, "a listener whose accept fails with EMFILE");
+    // Descriptors come back: the waiting guest is served.
+    rustix::process::prlimit(Some(target), nofile, limits).unwrap();
+    arp_round_trip(&mut guest);
+    drop(guest);
+    let (status, stderr) = slipway.terminate();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(counter(&stderr, "accept errors") >= 1, "{stderr}");
+    assert_eq!(counter(&stderr, "clients"), 1);
+}
+
+#[test]
+fn max_flows_wins_over_the_open_files_limit_and_refuses_with_icmp() {
+    let mut slipway = Slipway::start(&["--max-flows", "0", "--stats"]);
+    let mut guest = slipway.connect();
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = std::net::SocketAddrV4::new(GATEWAY_IP, server.local_addr().unwrap().port());
+    guest.send(&support::frames::udp_frame(40_100, to, b"refused"));
+    let reply = Frame(guest.recv(LIMIT).expect("an ICMP error"));
+    assert!(
+        matches!(
+            reply.parse(),
+            Parsed::Icmp {
+                msg_type: 3,
+                code: 13,
+                ..
+            }
+        ),
+        "destination unreachable, admin prohibited: {reply:?}"
+    );
+    drop(guest);
+    let (status, stderr) = slipway.wait();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(counter(&stderr, "flow limit drops"), 1);
+    assert_eq!(counter(&stderr, "udp flows opened"), 0);
 }

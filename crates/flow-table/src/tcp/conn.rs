@@ -168,6 +168,9 @@ pub struct TcpConn {
     /// The most payload a new data segment may carry when the frontend
     /// segments it for the guest (GSO); `None`: the guest's MSS.
     pub(crate) gso_limit: Option<u16>,
+    /// The most payload any segment may carry: the room in the caller's
+    /// buffer; `None`: no bound but the MSS or `gso_limit`.
+    pub(crate) payload_limit: Option<u16>,
     pub(crate) snd_wl1: SeqNum,
     pub(crate) snd_wl2: SeqNum,
     /// Stream bytes known to have arrived from the host peer.
@@ -288,6 +291,7 @@ impl TcpConn {
             snd_wscale: 0,
             snd_mss: DEFAULT_GUEST_MSS.min(config.mss),
             gso_limit: None,
+            payload_limit: None,
             snd_wl1: SeqNum::default(),
             snd_wl2: SeqNum::default(),
             host_total: 0,
@@ -514,6 +518,15 @@ impl TcpConn {
     /// segment within the MSS. Retransmissions of a hole stay within it.
     pub fn set_gso_limit(&mut self, limit: Option<u16>) {
         self.gso_limit = limit;
+    }
+
+    /// Keeps the payload of every segment
+    /// [`poll_transmit`](Self::poll_transmit) makes from now on, new or
+    /// retransmitted, within `limit` bytes (the room a caller's frame
+    /// buffer has behind the headers), below the MSS if need be; `None`
+    /// (the default) lifts the bound. A limit of 0 holds data back.
+    pub fn set_payload_limit(&mut self, limit: Option<u16>) {
+        self.payload_limit = limit;
     }
 
     /// The guest's MSS as negotiated: what segments are cut to.

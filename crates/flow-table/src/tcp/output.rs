@@ -60,7 +60,8 @@ impl TcpConn {
         }
         self.hole_pending = false;
         let outstanding = self.snd_max.min(self.host_total) - self.snd_una;
-        let len = outstanding.min(u64::from(self.snd_mss));
+        let most = self.snd_mss.min(self.payload_limit.unwrap_or(u16::MAX));
+        let len = outstanding.min(u64::from(most));
         if len == 0 || self.snd_una >= self.snd_nxt {
             return None;
         }
@@ -87,12 +88,15 @@ impl TcpConn {
         let in_flight = self.snd_nxt - self.snd_una;
         let usable = u64::from(self.snd_wnd).saturating_sub(in_flight);
         let most = self.snd_mss.max(self.gso_limit.unwrap_or(0));
-        let len = unsent.min(usable).min(u64::from(most));
+        let full = self.snd_mss.min(self.payload_limit.unwrap_or(u16::MAX));
+        let len = unsent
+            .min(usable)
+            .min(u64::from(most.min(self.payload_limit.unwrap_or(u16::MAX))));
         if len == 0 {
             return None;
         }
         // Avoid silly small segments while an ACK will open the window.
-        if len < u64::from(self.snd_mss) && len < unsent && in_flight > 0 {
+        if len < u64::from(full) && len < unsent && in_flight > 0 {
             return None;
         }
         let offset = self.snd_nxt - self.consume_polled;
@@ -157,7 +161,7 @@ impl TcpConn {
             return None;
         }
         self.probe_pending = false;
-        if self.host_total <= self.snd_nxt || self.snd_wnd != 0 {
+        if self.host_total <= self.snd_nxt || self.snd_wnd != 0 || self.payload_limit == Some(0) {
             return None;
         }
         // One byte beyond the shut window: the guest answers with its

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Events, Kind, Poller, Token};
 use flow_table::tcp::TcpConfig;
@@ -102,6 +102,15 @@ pub trait NetworkBackend {
     fn handle_guest_frame(&mut self, frame: &[u8], now: Instant);
     /// Writes the next frame for the guest into `buf` and returns its
     /// length, or `None` when nothing is due.
+    ///
+    /// `buf` should hold the longest frame of the link: the MTU plus the
+    /// Ethernet header (64 KiB plus headers with
+    /// [`Backend::set_gso_to_guest`]). A frame is never cut to fit a
+    /// shorter buffer: TCP segments are sized to the buffer, and a frame
+    /// that cannot be (a datagram, an ICMP or front-desk reply) is dropped
+    /// and counted in [`BackendCounters::buffer_too_small_drops`] (UDP
+    /// datagrams in [`BackendCounters::udp_drops`]), as a link drops a
+    /// frame over its MTU.
     fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize>;
     /// Handles whatever host sockets are ready, without blocking.
     ///
@@ -160,16 +169,33 @@ pub struct BackendCounters {
     pub tcp_bytes_to_guest: u64,
     /// New flows refused by a deny rule or policy, before any socket.
     pub denied: u64,
-    /// New flows refused because a protocol's flow limit was reached.
+    /// New flows refused because a protocol's flow limit was reached; a
+    /// guest's SYN gets an RST, its UDP datagram or echo request an ICMP
+    /// destination unreachable, administratively prohibited.
     pub flow_limit_drops: u64,
+    /// New flows refused because the process or the system is out of
+    /// file descriptors (`EMFILE`, `ENFILE`): a guest's TCP SYN is
+    /// answered with an RST, a UDP datagram or echo request with an ICMP
+    /// destination unreachable, communication administratively
+    /// prohibited (code 13: slipway refuses, as for a deny rule; not port
+    /// unreachable, which would say nothing listens there).
+    pub fd_refusals: u64,
+    /// Times a forwarded port's listener stopped accepting for a while
+    /// after `accept()` failed (say with `EMFILE`): 100 ms, doubling to
+    /// 1 s, or until a flow closes, rather than failing again at once.
+    pub accept_pauses: u64,
     /// TCP flows in TIME-WAIT reclaimed to make room for new ones.
     pub time_wait_reclaimed: u64,
     /// SYNs refused by the rate limit on new TCP flows.
     pub syn_rate_drops: u64,
     /// RSTs sent for segments of unknown flows.
     pub rst_unknown: u64,
-    /// Frames for the guest dropped because the output queue was full.
+    /// Frames for the guest dropped because the output queue was full
+    /// ([`MAX_QUEUED_BYTES`] or 4096 frames).
     pub output_drops: u64,
+    /// Frames for the guest dropped because they did not fit the buffer
+    /// the frontend polled with (never cut to fit).
+    pub buffer_too_small_drops: u64,
     /// Frames sent to the guest.
     pub frames_to_guest: u64,
     /// Frames sent to the guest with their TCP or UDP checksum left
@@ -223,8 +249,46 @@ pub(crate) const KIND_ICMP_FLOW: Kind = Kind(6);
 /// header with options plus 8 bytes.
 pub(crate) const ICMP_ERROR_FRAME_CAP: usize = 14 + 20 + 8 + 60 + 8;
 
-/// Frames queued for the guest outside the flows' own output.
+/// The first pause of a listener whose `accept()` failed.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
+
+/// The longest pause of a listener whose `accept()` keeps failing.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Frames queued for the guest outside the flows' own output, at most:
+/// a bound on the per-frame bookkeeping of many small frames.
 const MAX_QUEUED_FRAMES: usize = 4096;
+
+/// Bytes of the frames queued for the guest outside the flows' own output,
+/// at most (see [`Backend::queued_bytes`]). A burst of the front desk's
+/// replies is small: 4096 ARP replies take 168 KiB, as many DHCP replies
+/// 1.4 MiB, ICMP errors under 128 bytes each. What fills the rest is
+/// datagram output that has no socket to wait in (echo replies of the
+/// gateway, DNS replies, datagrams of forwarded UDP ports): 64 of the
+/// largest, enough to ride out a guest that is slow to post receive
+/// buffers, and a guest that posts none costs no more than this.
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
+
+/// The pause of one forwarded listener after a failed `accept()`.
+#[derive(Clone, Copy, Debug)]
+struct AcceptBackoff {
+    /// Paused (out of the epoll set) until then.
+    until: Option<Instant>,
+    /// The length of the next pause.
+    next_delay: Duration,
+    /// Flows open when it paused: one fewer frees a descriptor.
+    flows_at_pause: usize,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        Self {
+            until: None,
+            next_delay: ACCEPT_PAUSE_MIN,
+            flows_at_pause: 0,
+        }
+    }
+}
 
 /// A flow of the table.
 #[derive(Debug)]
@@ -247,6 +311,8 @@ pub struct Backend {
     tcp_config_v4: TcpConfig,
     dns_upstream: Option<SocketAddr>,
     listeners: Vec<Listener>,
+    /// Per listener of `listeners`: its pause after a failed `accept()`.
+    accept_backoff: Vec<AcceptBackoff>,
     udp_listeners: Vec<relay_udp_icmp::UdpListener>,
     dns: Option<relay_udp_icmp::DnsForwarder>,
     /// The one warning that ICMP echo cannot be relayed has been given.
@@ -255,6 +321,8 @@ pub struct Backend {
     dns_warned: bool,
     /// Ready-made frames for the guest (ARP, DHCP, ICMP, RSTs).
     queued: VecDeque<Vec<u8>>,
+    /// The bytes of the frames in `queued`.
+    queued_bytes: usize,
     /// Flows that may have segments for the guest.
     tx_ready: VecDeque<FlowId>,
     /// TCP flows that entered TIME-WAIT, oldest first: reclaimed when the
@@ -301,11 +369,13 @@ impl Backend {
             tcp_config_v4: TcpConfig::for_mtu_v4(mtu),
             dns_upstream,
             listeners: Vec::new(),
+            accept_backoff: Vec::new(),
             udp_listeners: Vec::new(),
             dns: None,
             echo_warned: false,
             dns_warned: false,
             queued: VecDeque::new(),
+            queued_bytes: 0,
             tx_ready: VecDeque::new(),
             time_wait: VecDeque::new(),
             scratch: vec![0u8; 1514],
@@ -378,8 +448,80 @@ impl Backend {
                     .register(listener.fd(), token, epoll_dispatch::Interest::READABLE)?;
             }
             self.listeners.push(listener);
+            self.accept_backoff.push(AcceptBackoff::default());
         }
         Ok(())
+    }
+
+    /// Takes forwarded listener `index` out of the epoll set after its
+    /// `accept()` failed, until a deadline (100 ms, doubling to 1 s while
+    /// it keeps failing) or until a flow closes: a connection it could not
+    /// take keeps it readable, and accepting again at once would spin.
+    pub(crate) fn pause_listener(&mut self, index: usize, now: Instant) {
+        let (Some(listener), Some(backoff)) = (
+            self.listeners.get(index),
+            self.accept_backoff.get_mut(index),
+        ) else {
+            return;
+        };
+        if backoff.until.is_some() {
+            return;
+        }
+        if let Err(error) = self.poller.unregister(listener.fd()) {
+            tracing::warn!(%error, "cannot pause a listener");
+            return;
+        }
+        let delay = backoff.next_delay;
+        backoff.until = Some(now + delay);
+        backoff.next_delay = (delay * 2).min(ACCEPT_PAUSE_MAX);
+        backoff.flows_at_pause = self.flows.len();
+        self.counters.accept_pauses += 1;
+        tracing::debug!(
+            ?delay,
+            port = listener.local_addr().port(),
+            "listener paused"
+        );
+    }
+
+    /// Notes that listener `index` accepted: its next pause is short again.
+    pub(crate) fn listener_accepted(&mut self, index: usize) {
+        if let Some(backoff) = self.accept_backoff.get_mut(index) {
+            backoff.next_delay = ACCEPT_PAUSE_MIN;
+        }
+    }
+
+    /// Puts paused listeners back whose pause is over or since whose pause
+    /// a flow closed (freeing a descriptor).
+    fn resume_listeners(&mut self, now: Instant) {
+        let open = self.flows.len();
+        for (index, backoff) in self.accept_backoff.iter_mut().enumerate() {
+            let Some(until) = backoff.until else {
+                continue;
+            };
+            if now < until && open >= backoff.flows_at_pause {
+                continue;
+            }
+            let (Some(listener), Some(token)) = (
+                self.listeners.get(index),
+                u32::try_from(index)
+                    .ok()
+                    .and_then(|i| Token::new(KIND_TCP_LISTENER, i, 0)),
+            ) else {
+                continue;
+            };
+            match self
+                .poller
+                .register(listener.fd(), token, epoll_dispatch::Interest::READABLE)
+            {
+                Ok(()) => backoff.until = None,
+                Err(error) => tracing::warn!(%error, "cannot resume a listener"),
+            }
+        }
+    }
+
+    /// The end of the earliest listener pause.
+    fn accept_resume_deadline(&self) -> Option<Instant> {
+        self.accept_backoff.iter().filter_map(|b| b.until).min()
     }
 
     fn dispatch_events(&mut self, now: Instant) {
@@ -410,23 +552,52 @@ impl Backend {
                 _ => {}
             }
         }
+        self.resume_listeners(now);
+    }
+
+    /// Bytes of the ready-made frames waiting for the guest (ARP, DHCP,
+    /// ICMP, RSTs, datagrams without a socket to wait in); at most
+    /// [`MAX_QUEUED_BYTES`].
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Whether a frame of `len` bytes fits the output queue; counts a drop
+    /// when it does not.
+    fn queue_has_room(&mut self, len: usize) -> bool {
+        let fits = self.queued.len() < MAX_QUEUED_FRAMES
+            && self.queued_bytes.saturating_add(len) <= MAX_QUEUED_BYTES;
+        if !fits {
+            self.counters.output_drops += 1;
+            tracing::debug!(
+                len,
+                queued = self.queued_bytes,
+                "output queue full; frame for the guest dropped"
+            );
+        }
+        fits
     }
 
     /// Queues a ready-made frame for the guest.
     pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
-        if self.queued.len() >= MAX_QUEUED_FRAMES {
-            self.counters.output_drops += 1;
+        if !self.queue_has_room(frame.len()) {
             return;
         }
+        self.queued_bytes += frame.len();
         self.queued.push_back(frame);
     }
 
-    /// Builds a frame of at most `cap` bytes with `build` and queues it.
+    /// Builds a frame of at most `cap` bytes with `build` and queues it;
+    /// nothing is allocated when it could not be queued.
     pub(crate) fn queue_built(
         &mut self,
         cap: usize,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) {
+        if !self.queue_has_room(cap) {
+            return;
+        }
         let mut buf = vec![0u8; cap];
         if let Some(len) = build(&mut buf) {
             buf.truncate(len);
@@ -499,7 +670,9 @@ impl Backend {
                 ident,
                 seq,
             };
-            self.icmp_echo_relay(request, target, data, now);
+            if !self.icmp_echo_relay(request, target, data, now) {
+                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+            }
             return;
         }
         if !answer_here {
@@ -621,12 +794,23 @@ impl Backend {
         fill: ChecksumFill,
         now: Instant,
     ) -> Option<GuestFrame> {
-        if let Some(frame) = self.queued.pop_front() {
-            let len = frame.len().min(buf.len());
-            buf[..len].copy_from_slice(&frame[..len]);
+        // Bounded: each turn takes a frame off the queue.
+        while let Some(frame) = self.queued.pop_front() {
+            self.queued_bytes -= frame.len();
+            let Some(dst) = buf.get_mut(..frame.len()) else {
+                // Cut to fit, it would carry a wrong IP length.
+                self.counters.buffer_too_small_drops += 1;
+                tracing::debug!(
+                    len = frame.len(),
+                    buf = buf.len(),
+                    "frame for the guest longer than the buffer; dropped"
+                );
+                continue;
+            };
+            dst.copy_from_slice(&frame);
             self.counters.frames_to_guest += 1;
             return Some(GuestFrame {
-                len,
+                len: frame.len(),
                 checksum: Checksum::Complete,
                 gso_mss: None,
             });
@@ -724,6 +908,7 @@ impl NetworkBackend for Backend {
         if let Some(dns) = self.dns.as_mut() {
             dns.handle_timeouts(now);
         }
+        self.resume_listeners(now);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -731,10 +916,14 @@ impl NetworkBackend for Backend {
             .dns
             .as_ref()
             .and_then(relay_udp_icmp::DnsForwarder::next_deadline);
-        match (self.flows.next_deadline(), dns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.flows.next_deadline(),
+            dns,
+            self.accept_resume_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn host_fd(&self) -> BorrowedFd<'_> {

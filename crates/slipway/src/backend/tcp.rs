@@ -16,6 +16,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr};
 
 use super::{Backend, Flow, KIND_TCP_FLOW};
+use crate::fdlimit::is_fd_exhaustion;
 use crate::frontdesk::{
     ChecksumFill, LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len,
     write_tcp_v4_headers, write_tcp_v4_headers_with,
@@ -226,6 +227,9 @@ impl Backend {
         let sock = match HostSocket::connect(target) {
             Ok(sock) => sock,
             Err(error) => {
+                if is_fd_exhaustion(&error) {
+                    self.counters.fd_refusals += 1;
+                }
                 tracing::debug!(%key, %target, %error, "connect failed at once");
                 return self.tcp_reject(&key, &gs.seg, gs.payload.len());
             }
@@ -272,10 +276,15 @@ impl Backend {
                 Ok(Some(accepted)) => accepted,
                 Ok(None) => return,
                 Err(error) => {
-                    tracing::debug!(%error, "accept failed");
+                    // The connection stays queued and the listener readable:
+                    // out of descriptors (EMFILE), accepting again at once
+                    // fails again, so the listener rests first.
+                    tracing::debug!(%error, "accept failed; listener paused");
+                    self.pause_listener(index, now);
                     return;
                 }
             };
+            self.listener_accepted(index);
             let family = nat_core::IpFamily::V4;
             let guest =
                 self.nat
@@ -448,6 +457,12 @@ impl Backend {
             return None;
         };
         flow.conn.set_gso_limit(gso.then_some(GSO_SEGMENT_LIMIT));
+        // Segments are sized to the caller's buffer, never cut to it.
+        let room = buf
+            .len()
+            .saturating_sub(tcp_v4_headers_len(TcpOptions::default()));
+        flow.conn
+            .set_payload_limit(Some(u16::try_from(room).unwrap_or(u16::MAX)));
         let len = next_segment(flow, buf, (link, fill), &key, now).map(|(len, payload)| {
             let mss = flow.conn.guest_mss();
             (len, (payload > usize::from(mss)).then_some(mss))

@@ -15,6 +15,7 @@ use relay_udp_icmp::{
 use smoltcp::wire::Icmpv4DstUnreachable;
 
 use super::{Backend, Flow, KIND_DNS, KIND_ICMP_FLOW, KIND_UDP_FLOW, KIND_UDP_LISTENER};
+use crate::fdlimit::is_fd_exhaustion;
 use crate::frontdesk::{
     ChecksumFill, Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error,
     build_udp_v4, write_udp_v4_headers, write_udp_v4_headers_with,
@@ -209,13 +210,20 @@ impl Backend {
         };
         if self.flows.count(Protocol::Udp) >= self.flows.limits().udp {
             self.counters.flow_limit_drops += 1;
+            self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
             return;
         }
         let sock = match UdpFlowSocket::connect(target) {
             Ok(sock) => sock,
             Err(error) => {
                 tracing::debug!(%key, %target, %error, "UDP connect failed");
-                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::NetUnreachable);
+                let code = if is_fd_exhaustion(&error) {
+                    self.counters.fd_refusals += 1;
+                    Icmpv4DstUnreachable::CommProhibited
+                } else {
+                    Icmpv4DstUnreachable::NetUnreachable
+                };
+                self.queue_icmp_unreachable(datagram.packet, code);
                 return;
             }
         };
@@ -377,7 +385,12 @@ impl Backend {
             return None;
         };
         let area = buf.get_mut(UDP_V4_HEADERS_LEN..)?;
-        match sock.recv(area) {
+        // A datagram longer than the caller's buffer is dropped, not cut.
+        let truncated = sock.counters().drops(relay_udp_icmp::DropReason::Truncated);
+        let received = sock.recv(area);
+        let truncated = sock.counters().drops(relay_udp_icmp::DropReason::Truncated) - truncated;
+        self.counters.udp_drops += truncated;
+        match received {
             Ok(Some(n)) => {
                 flow.state.touch(now);
                 self.counters.udp_bytes_to_guest += n as u64;
@@ -595,14 +608,16 @@ impl Backend {
         }
     }
 
-    /// An ICMP echo request to a host beyond slipway.
+    /// An ICMP echo request to a host beyond slipway. Returns false when
+    /// a new flow for it was refused (flow limit, out of descriptors), for
+    /// the caller to tell the guest.
     pub(crate) fn icmp_echo_relay(
         &mut self,
         request: EchoRequest,
         target: IpAddr,
         data: &[u8],
         now: Instant,
-    ) {
+    ) -> bool {
         let EchoRequest {
             guest: src,
             dst,
@@ -610,14 +625,14 @@ impl Backend {
             seq,
         } = request;
         let Some(key) = FlowKey::icmp_echo(IpAddr::V4(src), ident, IpAddr::V4(dst)) else {
-            return;
+            return true;
         };
         let id = match self.flows.lookup(&key) {
             Some(id) => id,
             None => {
                 if self.flows.count(Protocol::Icmp) >= self.flows.limits().icmp {
                     self.counters.flow_limit_drops += 1;
-                    return;
+                    return false;
                 }
                 let sock = match EchoSocket::open(target, ident) {
                     Ok(sock) => sock,
@@ -626,11 +641,15 @@ impl Backend {
                             self.echo_warned = true;
                             tracing::warn!(reason = %why.reason(), "ICMP echo is not available to this process");
                         }
-                        return;
+                        return true;
+                    }
+                    Err(EchoOpenError::Io(error)) if is_fd_exhaustion(&error) => {
+                        self.counters.fd_refusals += 1;
+                        return false;
                     }
                     Err(error) => {
                         tracing::debug!(%error, "echo socket failed");
-                        return;
+                        return true;
                     }
                 };
                 let flow = IcmpFlow {
@@ -639,7 +658,7 @@ impl Backend {
                 };
                 let Ok(id) = self.flows.insert(key, Flow::Icmp(flow)) else {
                     self.counters.flow_limit_drops += 1;
-                    return;
+                    return false;
                 };
                 if let (Some(Flow::Icmp(flow)), Some(token)) = (
                     self.flows.get(id),
@@ -661,6 +680,7 @@ impl Backend {
             let deadline = flow.state.deadline();
             self.flows.set_deadline(id, Some(deadline));
         }
+        true
     }
 
     /// Readiness of echo flow `id`: ICMP errors about its requests, then

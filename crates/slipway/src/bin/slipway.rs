@@ -23,6 +23,7 @@ mod common;
 use common::{Failure, Pcap, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals};
 
 use nat_core::Plan;
+use rustix::process::{Resource, getrlimit, setrlimit};
 use slipway::Backend;
 use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE};
 use slipway::frontend::framing::max_frame_for_mtu;
@@ -130,6 +131,9 @@ fn open_tap(ns: &Namespace, options: &Options, plan: &Plan) -> Result<OwnedFd, F
 }
 
 fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
+    // The command gets the open files limit slipway was given, not the one
+    // `setup` raises for slipway's own flows.
+    let inherited = getrlimit(Resource::Nofile);
     let Setup {
         plan,
         mut backend,
@@ -147,7 +151,15 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
     let resolv = netns::write_resolv_conf(&[IpAddr::V4(dns)])
         .map_err(Failure::runtime("cannot write the namespace's resolv.conf"))?;
     let _resolv_guard = RemoveOnDrop(&resolv);
-    let mut child = netns::spawn_in(&ns, argv, Some(&resolv)).map_err(|e| {
+    let raised = getrlimit(Resource::Nofile);
+    if let Err(error) = setrlimit(Resource::Nofile, inherited) {
+        tracing::debug!(%error, "the command inherits the raised open files limit");
+    }
+    let spawned = netns::spawn_in(&ns, argv, Some(&resolv));
+    if let Err(error) = setrlimit(Resource::Nofile, raised) {
+        tracing::warn!(%error, "cannot raise the open files limit again");
+    }
+    let mut child = spawned.map_err(|e| {
         let name = argv
             .first()
             .map(|a| a.to_string_lossy())

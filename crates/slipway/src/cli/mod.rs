@@ -69,6 +69,10 @@ Options:
       --no-offload        compute and verify every TCP/UDP checksum instead
                           of offloading them; run, attach: plain tap frames,
                           no segments larger than the MTU either way
+      --max-flows N       open flows at most, all protocols (shared as the
+                          defaults are: 64:16:1 TCP:UDP:ICMP; at most 82944;
+                          default: what the open files limit, raised to its
+                          hard limit, leaves after a reserve)
       --stats             print counters to stderr at exit
   -d, --debug             debug logging
       --trace             trace logging
@@ -188,6 +192,9 @@ pub struct Options {
     pub offload: bool,
     /// The interface name in the namespace.
     pub ifname: String,
+    /// Open flows at most (`--max-flows`); `None`: sized to the open
+    /// files limit.
+    pub max_flows: Option<u64>,
 }
 
 /// The interface name when `--ifname` is not given.
@@ -207,6 +214,7 @@ impl Default for Options {
             stats: false,
             offload: true,
             ifname: DEFAULT_IFNAME.to_owned(),
+            max_flows: None,
         }
     }
 }
@@ -265,6 +273,7 @@ enum Opt {
     Fd,
     KeepListening,
     NoOffload,
+    MaxFlows,
     Stats,
     Debug,
     Trace,
@@ -294,6 +303,7 @@ const OPTIONS: &[(Option<char>, &str, Opt, bool)] = &[
     (None, "fd", Opt::Fd, true),
     (None, "keep-listening", Opt::KeepListening, false),
     (None, "no-offload", Opt::NoOffload, false),
+    (None, "max-flows", Opt::MaxFlows, true),
     (None, "stats", Opt::Stats, false),
     (Some('d'), "debug", Opt::Debug, false),
     (None, "trace", Opt::Trace, false),
@@ -507,6 +517,7 @@ fn expected_form(opt: Opt) -> &'static str {
         Opt::Netns => "a namespace path such as /run/netns/NAME, or a process id",
         Opt::Socket => "a socket path",
         Opt::Fd => "a descriptor number from 0 to 2147483647",
+        Opt::MaxFlows => "a number of flows from 0 to 82944",
         Opt::Kernel | Opt::Initrd | Opt::Console => "a file name",
         Opt::Cmdline => "kernel parameters",
         Opt::Mem => vmm::MEM_FORM,
@@ -552,6 +563,7 @@ fn apply(c: &mut Collected, opt: Opt, name: &str, value: Option<&str>) -> Result
         Opt::Fd => c.fd = Some(fd(name, value)?),
         Opt::KeepListening => c.keep_listening = true,
         Opt::NoOffload => options.offload = false,
+        Opt::MaxFlows => options.max_flows = Some(max_flows(name, value)?),
         Opt::Stats => options.stats = true,
         Opt::Debug => options.log = LogLevel::Debug,
         Opt::Trace => options.log = LogLevel::Trace,
@@ -706,6 +718,17 @@ fn fd(name: &str, value: &str) -> Result<i32, UsageError> {
     value
         .parse::<i32>()
         .map_err(|_| UsageError::invalid_form(name, value, Opt::Fd))
+}
+
+fn max_flows(name: &str, value: &str) -> Result<u64, UsageError> {
+    let bad = || UsageError::invalid_form(name, value, Opt::MaxFlows);
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match value.parse::<u64>() {
+        Ok(n) if n <= flow_table::Limits::DEFAULT.total() => Ok(n),
+        _ => Err(bad()),
+    }
 }
 
 fn port_spec(name: &str, value: &str) -> Result<PortSpec, UsageError> {
@@ -1091,6 +1114,28 @@ mod tests {
             let e = error(&["run", "--ifname", bad, "x"]);
             assert!(
                 e.starts_with(&format!("--ifname: invalid value {bad:?}: ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_flows_takes_a_count_up_to_the_default_total() {
+        assert_eq!(run(&["run", "x"]).0.max_flows, None);
+        assert_eq!(
+            run(&["run", "--max-flows", "500", "x"]).0.max_flows,
+            Some(500)
+        );
+        assert_eq!(
+            run(&["run", "--max-flows=82944", "x"]).0.max_flows,
+            Some(82_944)
+        );
+        for bad in ["", "-1", "82945", "many"] {
+            let e = error(&["run", "--max-flows", bad, "x"]);
+            assert!(
+                e.starts_with(&format!(
+                    "--max-flows: invalid value {bad:?}: expected a number"
+                )),
                 "{e}"
             );
         }

@@ -45,12 +45,10 @@ const DECODER_BUFFER: usize = 2 * (LEN_PREFIX + MAX_WIRE_FRAME);
 const OUTBOX_BUFFER: usize = 256 * 1024;
 
 /// A length prefix that cannot start a frame: the stream cannot be cut
-/// into frames after it.
+/// into frames after it. (A short length, 0 included, still says where
+/// the next frame starts: it is [`Decoded::TooShort`], not an error.)
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 pub enum FramingError {
-    /// A frame of no bytes.
-    #[error("a frame length of 0")]
-    ZeroLength,
     /// Longer than any Ethernet frame.
     #[error("a frame length of {0} bytes, more than the protocol's {MAX_WIRE_FRAME}")]
     TooLong(u32),
@@ -64,6 +62,9 @@ pub enum Decoded<'a> {
     /// A frame longer than the decoder's `max_frame` (but within
     /// [`MAX_WIRE_FRAME`]): skipped, its length given.
     Oversized(usize),
+    /// A frame shorter than an Ethernet header (0 to 13 bytes): skipped,
+    /// its length given.
+    TooShort(usize),
 }
 
 /// Cuts a byte stream into length-prefixed frames.
@@ -130,9 +131,9 @@ impl FrameDecoder {
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     ///
     /// # Errors
-    /// A length prefix of 0 or over [`MAX_WIRE_FRAME`]; the bytes after it
-    /// cannot be cut into frames, and the decoder returns the same error
-    /// until [`clear`](Self::clear)ed.
+    /// A length prefix over [`MAX_WIRE_FRAME`]; the bytes after it cannot
+    /// be cut into frames, and the decoder returns the same error until
+    /// [`clear`](Self::clear)ed.
     pub fn next_frame(&mut self) -> Result<Option<Decoded<'_>>, FramingError> {
         if self.end - self.start < LEN_PREFIX {
             return Ok(None);
@@ -142,9 +143,6 @@ impl FrameDecoder {
         };
         let claimed = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         let len = usize::try_from(claimed).unwrap_or(usize::MAX);
-        if len == 0 {
-            return Err(FramingError::ZeroLength);
-        }
         if len > MAX_WIRE_FRAME {
             return Err(FramingError::TooLong(claimed));
         }
@@ -153,6 +151,9 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.start = first + len;
+        if len < ETHERNET_HEADER {
+            return Ok(Some(Decoded::TooShort(len)));
+        }
         if len > self.max_frame {
             return Ok(Some(Decoded::Oversized(len)));
         }
@@ -336,7 +337,9 @@ mod tests {
                 loop {
                     match decoder.next_frame() {
                         Ok(Some(Decoded::Frame(f))) => frames.push(f.to_vec()),
-                        Ok(Some(Decoded::Oversized(len))) => frames.push(vec![0; len]),
+                        Ok(Some(Decoded::Oversized(len) | Decoded::TooShort(len))) => {
+                            frames.push(vec![0; len]);
+                        }
                         Ok(None) => break,
                         Err(e) => return (frames, Some(e)),
                     }
@@ -347,7 +350,7 @@ mod tests {
     }
 
     fn frames_strategy() -> impl Strategy<Value = Vec<Vec<u8>>> {
-        let small = proptest::collection::vec(any::<u8>(), 1..200);
+        let small = proptest::collection::vec(any::<u8>(), ETHERNET_HEADER..200);
         let large = (1000usize..=MAX_WIRE_FRAME).prop_map(|len| vec![0xa5; len]);
         proptest::collection::vec(prop_oneof![12 => small, 1 => large], 0..12)
     }
@@ -425,15 +428,34 @@ mod tests {
 
     #[test]
     fn several_frames_in_one_read() {
-        let frames = vec![vec![1; 60], vec![2; 1], vec![3; 1514]];
+        let frames = vec![vec![1; 60], vec![2; 14], vec![3; 1514]];
         let (decoded, error) = decode(1514, [encode(&frames)]);
         assert_eq!((decoded, error), (frames, None));
     }
 
     #[test]
-    fn zero_and_overlong_lengths_are_errors() {
-        let (_, error) = decode(1514, [vec![0, 0, 0, 0, 9]]);
-        assert_eq!(error, Some(FramingError::ZeroLength));
+    fn frames_shorter_than_an_ethernet_header_are_skipped_and_the_next_decodes() {
+        let mut stream = Vec::new();
+        for len in 0..ETHERNET_HEADER {
+            stream.extend(u32::try_from(len).unwrap().to_be_bytes());
+            stream.extend(vec![0xee; len]);
+        }
+        stream.extend(encode(&[vec![8; 60]]));
+        let mut decoder = FrameDecoder::new(1514);
+        decoder.space()[..stream.len()].copy_from_slice(&stream);
+        decoder.filled(stream.len());
+        for len in 0..ETHERNET_HEADER {
+            assert_eq!(decoder.next_frame(), Ok(Some(Decoded::TooShort(len))));
+        }
+        assert_eq!(
+            decoder.next_frame(),
+            Ok(Some(Decoded::Frame(&[8u8; 60][..])))
+        );
+        assert_eq!(decoder.next_frame(), Ok(None));
+    }
+
+    #[test]
+    fn overlong_lengths_are_errors() {
         let (_, error) = decode(1514, [vec![0xff, 0xff, 0xff, 0xff]]);
         assert_eq!(error, Some(FramingError::TooLong(u32::MAX)));
         let claimed = u32::try_from(MAX_WIRE_FRAME + 1).unwrap();

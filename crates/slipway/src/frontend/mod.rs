@@ -380,9 +380,12 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         ("datagram flows expired", c.datagram_flows_expired),
         ("denied", c.denied),
         ("flow limit drops", c.flow_limit_drops),
+        ("out of descriptors drops", c.fd_refusals),
+        ("listener accept pauses", c.accept_pauses),
         ("syn rate drops", c.syn_rate_drops),
         ("rst for unknown flows", c.rst_unknown),
         ("output queue drops", c.output_drops),
+        ("buffer too small drops", c.buffer_too_small_drops),
     ];
     for (name, value) in counters {
         line(name, value);

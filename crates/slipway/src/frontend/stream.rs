@@ -11,11 +11,12 @@
 //! ([`ServeEnd::Disconnected`]) unless [`AfterDisconnect::Listen`] says to
 //! wait for the next one.
 //!
-//! Hostile input: a length prefix of 0 or over
+//! Hostile input: a length prefix over
 //! [`MAX_WIRE_FRAME`](super::framing::MAX_WIRE_FRAME) leaves nothing to
-//! resynchronise on, so it closes the connection, counted and logged. A
-//! frame longer than the MTU allows (but within that bound) is skipped and
-//! counted, and the connection stays up.
+//! resynchronise on, so it closes the connection, counted and logged; it
+//! is the only frame that does. A frame longer than the MTU allows (but
+//! within that bound), and one too short for an Ethernet header (0 to 13
+//! bytes), is skipped and counted, and the connection stays up.
 //!
 //! Invariant: the loop never blocks on the client and never queues without
 //! bound. Frames the client has not taken stay in the fixed-size
@@ -32,7 +33,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Events, Interest, Poller, Token};
 use rustix::io::Errno;
@@ -246,7 +247,9 @@ pub struct StreamCounters {
     pub write_waits: u64,
     /// Frames longer than the MTU allows, skipped.
     pub oversized_frames: u64,
-    /// Length prefixes of 0 or over the protocol's bound; each closed the
+    /// Frames too short for an Ethernet header (0 to 13 bytes), skipped.
+    pub short_frames: u64,
+    /// Length prefixes over the protocol's bound; each closed the
     /// connection.
     pub bad_lengths: u64,
     /// Frames for a client that disconnected before it took them.
@@ -256,7 +259,7 @@ pub struct StreamCounters {
 impl StreamCounters {
     /// Each counter with its name, for [`stats_report`](super::stats_report).
     #[must_use]
-    pub fn lines(&self) -> [(&'static str, u64); 11] {
+    pub fn lines(&self) -> [(&'static str, u64); 12] {
         [
             ("clients", self.connections),
             ("clients refused", self.connections_refused),
@@ -267,6 +270,7 @@ impl StreamCounters {
             ("bytes to guest", self.bytes_to_guest),
             ("socket write waits", self.write_waits),
             ("oversized frames dropped", self.oversized_frames),
+            ("short frames dropped", self.short_frames),
             ("bad lengths (closed)", self.bad_lengths),
             ("frames lost at disconnect", self.frames_lost),
         ]
@@ -332,11 +336,20 @@ pub struct StreamFrontend {
     counters: StreamCounters,
     pcap_failed: bool,
     /// The listener is left out of the poller after `accept()` failed
-    /// (say `EMFILE`) while a client was connected, so that a connection
-    /// it cannot take does not wake the loop on every pass; it is put back
-    /// when the client leaves.
-    accept_paused: bool,
+    /// (say `EMFILE`), so that a connection it cannot take does not wake
+    /// the loop on every pass; it is put back at this deadline, or when
+    /// the client leaves.
+    accept_paused: Option<Instant>,
+    /// The next pause after a failed `accept()`: 100 ms, doubling to 1 s
+    /// while it keeps failing.
+    accept_delay: Duration,
 }
+
+/// The first pause of the listener after a failed `accept()`.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
+
+/// The longest pause of the listener while `accept()` keeps failing.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 impl StreamFrontend {
     /// A frontend that accepts its clients on `socket`, for frames of up
@@ -373,7 +386,8 @@ impl StreamFrontend {
                 ..StreamCounters::default()
             },
             pcap_failed: false,
-            accept_paused: false,
+            accept_paused: None,
+            accept_delay: ACCEPT_PAUSE_MIN,
         }
     }
 
@@ -425,7 +439,11 @@ impl StreamFrontend {
                     }
                 }
             }
-            if ready.listener && self.accept(&poller)? {
+            if self.accept_paused.is_some_and(|until| now >= until) {
+                self.resume_accepting(&poller);
+                ready.listener = true;
+            }
+            if ready.listener && self.accept(&poller, now)? {
                 input_left = true;
             }
             if ready.common.backend {
@@ -449,6 +467,10 @@ impl StreamFrontend {
             }
             let busy = more || input_left;
             let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
+            let deadline = match (deadline, self.accept_paused) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             poller.wait(&mut events, deadline)?;
             ready = Ready::from_events(&events);
             ready.client_read |= input_left;
@@ -465,7 +487,11 @@ impl StreamFrontend {
     ) -> io::Result<()> {
         register_common(poller, backend, stop)?;
         if let Some(socket) = &self.listener {
-            poller.register(&socket.listener, TOKEN_LISTENER, Interest::READABLE)?;
+            let interest = match self.accept_paused {
+                Some(_) => Interest::NONE,
+                None => Interest::READABLE,
+            };
+            poller.register(&socket.listener, TOKEN_LISTENER, interest)?;
         }
         self.interest = None;
         if let Some(client) = &self.client {
@@ -512,7 +538,7 @@ impl StreamFrontend {
     /// Accepts waiting connections: the first becomes the client when there
     /// is none; every other one is closed at once. Returns whether a client
     /// was taken.
-    fn accept(&mut self, poller: &Poller) -> io::Result<bool> {
+    fn accept(&mut self, poller: &Poller, now: Instant) -> io::Result<bool> {
         let Some(socket) = &self.listener else {
             return Ok(false);
         };
@@ -523,15 +549,14 @@ impl StreamFrontend {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
+                    // The connection waits at the listener, which stays
+                    // readable: accepting again at once would spin.
                     self.counters.accept_errors += 1;
-                    if self.client.is_none() {
-                        // Nothing else to serve, and the connection waits
-                        // at the listener: retrying would spin.
-                        return Err(error);
-                    }
-                    tracing::warn!(%error, "cannot accept a connection; not listening until the guest leaves");
+                    let delay = self.accept_delay;
+                    tracing::warn!(%error, ?delay, "cannot accept a connection; trying again later");
                     poller.modify(&socket.listener, TOKEN_LISTENER, Interest::NONE)?;
-                    self.accept_paused = true;
+                    self.accept_paused = Some(now + delay);
+                    self.accept_delay = (delay * 2).min(ACCEPT_PAUSE_MAX);
                     break;
                 }
             };
@@ -544,6 +569,7 @@ impl StreamFrontend {
                 tracing::warn!(%error, "cannot make the client's socket non-blocking; closed");
                 continue;
             }
+            self.accept_delay = ACCEPT_PAUSE_MIN;
             let client = OwnedFd::from(stream);
             poller.register(&client, TOKEN_CLIENT, Interest::READABLE)?;
             self.client = Some(client);
@@ -587,6 +613,10 @@ impl StreamFrontend {
                     Ok(Some(Decoded::Oversized(len))) => {
                         self.counters.oversized_frames += 1;
                         tracing::debug!(len, "frame longer than the MTU allows; dropped");
+                    }
+                    Ok(Some(Decoded::TooShort(len))) => {
+                        self.counters.short_frames += 1;
+                        tracing::debug!(len, "frame shorter than an Ethernet header; dropped");
                     }
                     Ok(None) => break,
                     Err(error) => {
@@ -657,6 +687,20 @@ impl StreamFrontend {
         Ok(true)
     }
 
+    /// Puts the listener back into `poller` after a pause.
+    fn resume_accepting(&mut self, poller: &Poller) {
+        let (Some(_), Some(socket)) = (self.accept_paused, &self.listener) else {
+            return;
+        };
+        match poller.modify(&socket.listener, TOKEN_LISTENER, Interest::READABLE) {
+            Ok(()) => self.accept_paused = None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen again");
+                self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE_MAX);
+            }
+        }
+    }
+
     /// Ends the client's connection, counting the frames it did not take.
     fn disconnect(&mut self, poller: &Poller, reason: &Closed) {
         let Some(client) = self.client.take() else {
@@ -666,12 +710,8 @@ impl StreamFrontend {
             tracing::debug!(%error, "cannot unregister the client");
         }
         self.interest = None;
-        if let (true, Some(socket)) = (self.accept_paused, &self.listener) {
-            match poller.modify(&socket.listener, TOKEN_LISTENER, Interest::READABLE) {
-                Ok(()) => self.accept_paused = false,
-                Err(error) => tracing::warn!(%error, "cannot listen again"),
-            }
-        }
+        // Its descriptor is free now.
+        self.resume_accepting(poller);
         let lost = self.outbox.queued_frames();
         self.counters.frames_lost += lost;
         self.outbox.clear();

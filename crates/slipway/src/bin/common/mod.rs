@@ -95,6 +95,25 @@ pub fn setup(options: &Options) -> Result<Setup, Failure> {
     };
     Nat::new(plan, rules.clone()).map_err(|e| Failure::Usage(rules_message(&e)))?;
     let mut config = BackendConfig::new(plan, rules);
+    // Every flow holds a descriptor: the soft limit goes up to the hard
+    // one, and the flow limits fit what is there.
+    let budget = slipway::fd_budget(&config.rules);
+    if let Some(error) = &budget.raise_error {
+        tracing::warn!(%error, soft = budget.soft, "cannot raise the open files limit");
+    }
+    // A limit the user gives wins, even over the descriptors: flows beyond
+    // them are refused one by one, counted.
+    config.limits = match options.max_flows {
+        Some(flows) => flow_table::Limits::for_fd_budget(flows),
+        None => budget.limits(),
+    };
+    tracing::debug!(
+        soft_before = budget.soft_before,
+        soft = budget.soft,
+        reserved = budget.reserved,
+        limits = ?config.limits,
+        "flow limits sized to the open files limit"
+    );
     if options.dns_upstream.is_none() {
         config.host_resolver = host_resolver(&config.rules.deny);
     }
