@@ -15,6 +15,7 @@
 //! UDP checksum partial, which the frontend passes on as such. The plain
 //! methods verify and fill every checksum.
 
+mod fragment;
 mod isn;
 mod ratelimit;
 mod tcp;
@@ -178,6 +179,8 @@ pub struct BackendCounters {
     /// TCP segments sent to the guest larger than its MSS, for the
     /// frontend to cut up (GSO).
     pub gso_frames_to_guest: u64,
+    /// IPv4 fragments sent to the guest, of datagrams larger than its MTU.
+    pub fragments_to_guest: u64,
     /// UDP flows opened by the guest.
     pub udp_flows_opened: u64,
     /// Payload bytes guest → host, UDP.
@@ -260,6 +263,8 @@ pub struct Backend {
     /// TCP segments polled with `poll_guest_frame_offloaded` may be larger
     /// than the guest's MSS.
     gso_to_guest: bool,
+    /// Datagrams larger than the guest's MTU, cut into fragments.
+    to_guest: fragment::Fragmenter,
     counters: BackendCounters,
 }
 
@@ -303,6 +308,7 @@ impl Backend {
             scratch: vec![0u8; 1514],
             datagram_buf: Vec::new(),
             gso_to_guest: false,
+            to_guest: fragment::Fragmenter::new(mtu),
             counters: BackendCounters::default(),
         };
         backend.listen_tcp_forwards(&config.rules)?;
@@ -404,6 +410,9 @@ impl Backend {
 
     /// Queues a ready-made frame for the guest.
     pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
+        let Some(frame) = self.queue_fragments(frame) else {
+            return;
+        };
         if self.queued.len() >= MAX_QUEUED_FRAMES {
             self.counters.output_drops += 1;
             return;
@@ -550,7 +559,7 @@ impl Backend {
         let mut scratch = std::mem::take(&mut self.scratch);
         match self
             .frontdesk
-            .handle_frame_with(frame, checksums, &mut scratch)
+            .handle_frame_with(frame, checksums, now, &mut scratch)
         {
             Outcome::Reply(len) => {
                 let reply = scratch.get(..len).map(<[u8]>::to_vec);
@@ -559,6 +568,7 @@ impl Backend {
                 }
             }
             Outcome::Ipv4(datagram) => self.handle_ipv4(&datagram, now),
+            Outcome::Reassembled => self.take_reassembled(&mut scratch, now),
             Outcome::Ipv6(_) => {
                 tracing::trace!("IPv6 datagram not relayed yet");
             }
@@ -601,6 +611,10 @@ impl Backend {
                 self.counters.frames_to_guest += 1;
                 let checksum = match fill {
                     ChecksumFill::Complete => Checksum::Complete,
+                    // A fragment's checksum covers the whole datagram.
+                    ChecksumFill::Partial if fragment::is_fragment(&buf[..len]) => {
+                        Checksum::Complete
+                    }
                     ChecksumFill::Partial => {
                         self.counters.partial_checksums_to_guest += 1;
                         let offset = if is_udp {
@@ -678,6 +692,7 @@ impl NetworkBackend for Backend {
         if let Some(dns) = self.dns.as_mut() {
             dns.handle_timeouts(now);
         }
+        self.frontdesk.handle_timeout(now);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -685,7 +700,12 @@ impl NetworkBackend for Backend {
             .dns
             .as_ref()
             .and_then(relay_udp_icmp::DnsForwarder::next_deadline);
-        match (self.flows.next_deadline(), dns) {
+        let flows_and_dns = match (self.flows.next_deadline(), dns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Datagrams in reassembly time out.
+        match (flows_and_dns, self.frontdesk.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
