@@ -147,11 +147,14 @@ struct Whole {
     fragments: usize,
 }
 
+/// The fragments of one datagram by offset, and its end once known.
+type Parts = (BTreeMap<usize, Vec<u8>>, Option<usize>);
+
 /// The guest's side of reassembly, for checking: fragments by id until
 /// each datagram is whole. Every frame must fit `mtu`.
 struct GuestReassembly {
     mtu: usize,
-    parts: BTreeMap<u16, (BTreeMap<usize, Vec<u8>>, Option<usize>)>,
+    parts: BTreeMap<u16, Parts>,
     unfragmented: usize,
 }
 
