@@ -607,3 +607,71 @@ fn a_fragment_held_gives_the_backend_a_deadline_and_times_out() {
     assert_eq!(h.backend.poll_timeout(), None);
     h.assert_quiet("after a reassembly timeout");
 }
+
+/// A DNS responder on 127.0.0.1 that answers one A query with `answers`
+/// records (16 bytes each), so that the reply can exceed the guest's MTU.
+fn big_dns_responder(answers: u16) -> (SocketAddrV4, thread::JoinHandle<Vec<u8>>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let std::net::SocketAddr::V4(addr) = sock.local_addr().unwrap() else {
+        unreachable!("bound to 127.0.0.1");
+    };
+    let handle = thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        let (n, peer) = sock.recv_from(&mut buf).unwrap();
+        let query = buf[..n].to_vec();
+        let mut reply = query.clone();
+        reply[2] = 0x81;
+        reply[3] = 0x80;
+        reply[6..8].copy_from_slice(&answers.to_be_bytes());
+        for i in 0..answers {
+            let [hi, lo] = i.to_be_bytes();
+            reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, hi, lo]);
+        }
+        sock.send_to(&reply, peer).unwrap();
+        query
+    });
+    (addr, handle)
+}
+
+#[test]
+fn a_fragmented_dns_query_is_forwarded_and_a_4000_byte_reply_reaches_the_guest_in_fragments() {
+    let (resolver, upstream) = big_dns_responder(250);
+    let mut config = config_with_mtu(1500);
+    config.host_resolver = Some(resolver.into());
+    let mut h = Harness::with_config(config);
+    let mut query = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x07slipway\x04test\x00\x00\x01\x00\x01");
+    let dns = SocketAddrV4::new(support::DNS_IP, 53);
+    let udp = udp_datagram(5353, dns, &query);
+    // A first fragment of 16 bytes, the rest after it.
+    h.send(&fragment_frame(
+        *dns.ip(),
+        IpProtocol::Udp,
+        400,
+        16,
+        false,
+        &udp[16..],
+    ));
+    h.send(&fragment_frame(
+        *dns.ip(),
+        IpProtocol::Udp,
+        400,
+        0,
+        true,
+        &udp[..16],
+    ));
+    let mut guest = GuestReassembly::new(1500);
+    let whole = next_whole(&mut h, &mut guest).expect("the DNS reply came");
+    assert_eq!(whole.src, support::DNS_IP);
+    assert_eq!(
+        whole.fragments, 3,
+        "4008 bytes at MTU 1500: three fragments"
+    );
+    let reply = udp_payload(&whole);
+    assert_eq!(reply.len(), query.len() + 250 * 16);
+    assert_eq!(&reply[..2], &[0xab, 0xcd], "the guest's id is restored");
+    assert_eq!(&upstream.join().unwrap()[12..], &query[12..]);
+    assert_eq!(h.backend.counters().dns_queries, 1);
+    assert_eq!(h.backend.frame_counters().reassembled(), 1);
+}

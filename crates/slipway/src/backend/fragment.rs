@@ -265,8 +265,12 @@ impl Backend {
         if ip_len <= self.to_guest.limit {
             if received_here {
                 let payload = self.to_guest.whole.get(UDP_V4_HEADERS_LEN..frame_len)?;
-                buf.get_mut(UDP_V4_HEADERS_LEN..frame_len)?
-                    .copy_from_slice(payload);
+                let Some(area) = buf.get_mut(UDP_V4_HEADERS_LEN..frame_len) else {
+                    // The caller's buffer is smaller than the guest's MTU.
+                    self.counters.udp_drops += 1;
+                    return None;
+                };
+                area.copy_from_slice(payload);
             }
             return crate::frontdesk::write_udp_v4_headers_with(
                 buf,

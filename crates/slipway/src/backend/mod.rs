@@ -612,7 +612,7 @@ impl Backend {
                 let checksum = match fill {
                     ChecksumFill::Complete => Checksum::Complete,
                     // A fragment's checksum covers the whole datagram.
-                    ChecksumFill::Partial if fragment::is_fragment(&buf[..len]) => {
+                    ChecksumFill::Partial if is_udp && fragment::is_fragment(&buf[..len]) => {
                         Checksum::Complete
                     }
                     ChecksumFill::Partial => {

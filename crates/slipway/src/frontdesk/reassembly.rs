@@ -190,21 +190,20 @@ impl Reassembler {
     /// Gives up the datagrams whose time ran out by `now`, counting their
     /// frames as [`DropReason::FragmentTimeout`] drops.
     pub fn handle_timeout(&mut self, now: Instant, counters: &mut Counters) {
-        let mut kept = Vec::with_capacity(self.datagrams.len());
-        for datagram in self.datagrams.drain(..) {
-            if datagram.deadline <= now {
-                self.bytes = self.bytes.saturating_sub(datagram.cost);
-                tracing::debug!(
-                    ident = datagram.key.ident,
-                    frames = datagram.frames,
-                    "fragments timed out"
-                );
-                counters.record_drops(DropReason::FragmentTimeout, datagram.frames);
-            } else {
-                kept.push(datagram);
+        let bytes = &mut self.bytes;
+        self.datagrams.retain(|datagram| {
+            if datagram.deadline > now {
+                return true;
             }
-        }
-        self.datagrams = kept;
+            *bytes = bytes.saturating_sub(datagram.cost);
+            tracing::debug!(
+                ident = datagram.key.ident,
+                frames = datagram.frames,
+                "fragments timed out"
+            );
+            counters.record_drops(DropReason::FragmentTimeout, datagram.frames);
+            false
+        });
     }
 
     /// Takes one fragment (already counted as a frame in `counters`),
