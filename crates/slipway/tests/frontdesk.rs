@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nat_core::Plan;
 use proptest::prelude::*;
@@ -385,7 +385,7 @@ fn parse_dhcp_reply(frame: &[u8]) -> ServerMessage {
 fn dhcp_exchange(desk: &mut FrontDesk, message: ClientMessage) -> ServerMessage {
     let frame = message.frame();
     let mut out = vec![0; 2048];
-    match desk.handle_frame(&frame, &mut out) {
+    match desk.handle_frame(&frame, Instant::now(), &mut out) {
         Outcome::Reply(len) => parse_dhcp_reply(&out[..len]),
         other => panic!("no DHCP reply: {other:?}"),
     }
@@ -395,7 +395,7 @@ fn dhcp_exchange(desk: &mut FrontDesk, message: ClientMessage) -> ServerMessage 
 
 fn arp_reply_for(desk: &mut FrontDesk, frame: &[u8]) -> Option<ArpRepr> {
     let mut out = [0u8; 128];
-    match desk.handle_frame(frame, &mut out) {
+    match desk.handle_frame(frame, Instant::now(), &mut out) {
         Outcome::Reply(len) => {
             let eth = EthernetFrame::new_checked(&out[..len]).unwrap();
             assert_eq!(eth.src_addr(), gateway_mac());
@@ -630,13 +630,13 @@ fn dhcp_release_forgets_the_lease() {
     release.server = Some(GATEWAY);
     let mut out = vec![0; 2048];
     assert_eq!(
-        desk.handle_frame(&release.frame(), &mut out),
+        desk.handle_frame(&release.frame(), Instant::now(), &mut out),
         Outcome::Consumed
     );
     assert!(desk.dhcp().lease().is_none());
     // A second release has no lease to release.
     assert_eq!(
-        desk.handle_frame(&release.frame(), &mut out),
+        desk.handle_frame(&release.frame(), Instant::now(), &mut out),
         Outcome::Dropped(DropReason::DhcpIgnored)
     );
     assert_eq!(desk.counters().drops(DropReason::DhcpIgnored), 1);
@@ -650,7 +650,7 @@ fn dhcp_decline_is_counted() {
     decline.server = Some(GATEWAY);
     let mut out = vec![0; 2048];
     assert_eq!(
-        desk.handle_frame(&decline.frame(), &mut out),
+        desk.handle_frame(&decline.frame(), Instant::now(), &mut out),
         Outcome::Consumed
     );
     assert_eq!(desk.dhcp().stats().declines, 1);
@@ -697,7 +697,7 @@ fn dhcp_server_messages_from_the_guest_are_dropped() {
     // Recompute the UDP checksum so only the DHCP content is wrong.
     refill_udp_checksum(&mut frame);
     assert_eq!(
-        desk.handle_frame(&frame, &mut out),
+        desk.handle_frame(&frame, Instant::now(), &mut out),
         Outcome::Dropped(DropReason::DhcpMalformed)
     );
     let server = DhcpServer::new(DhcpConfig::default());
@@ -870,13 +870,120 @@ fn set_ipv4_flags(frame: &mut [u8], more_frags: bool, offset: u16) {
 }
 
 #[test]
-fn fragments_are_dropped_and_counted() {
+fn ipv4_fragments_are_classified_for_reassembly_not_dropped() {
     let mut first = guest_udp(b"fragment");
     set_ipv4_flags(&mut first, true, 0);
-    assert_dropped(&first, DropReason::Fragment);
+    let (classified, counters) = classify_once(&first);
+    let Classified::Ipv4Fragment(fragment) = classified else {
+        panic!("{classified:?}");
+    };
+    assert_eq!((fragment.offset, fragment.more_frags), (0, true));
+    assert_eq!(fragment.data.len(), 16, "UDP header and payload");
+    assert_eq!(counters.total_drops(), 0);
     let mut last = guest_udp(b"fragment");
     set_ipv4_flags(&mut last, false, 64);
-    assert_dropped(&last, DropReason::Fragment);
+    let (classified, _) = classify_once(&last);
+    assert!(
+        matches!(classified, Classified::Ipv4Fragment(f) if f.offset == 64 && !f.more_frags),
+        "{classified:?}"
+    );
+}
+
+/// `frame` (one whole guest IPv4 frame) cut into fragments whose data is
+/// `first` bytes, then the rest.
+fn cut_in_two(frame: &[u8], first: usize) -> [Vec<u8>; 2] {
+    let ip = Ipv4Packet::new_checked(&frame[ETHERNET_HEADER_LEN..]).unwrap();
+    let payload = ip.payload().to_vec();
+    let header = &frame[..ETHERNET_HEADER_LEN + 20];
+    let piece = |data: &[u8], offset: usize, more: bool| {
+        let mut f = header.to_vec();
+        f.extend_from_slice(data);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ETHERNET_HEADER_LEN..]);
+        ip.set_total_len(u16::try_from(20 + data.len()).unwrap());
+        ip.set_ident(42);
+        ip.clear_flags();
+        ip.set_more_frags(more);
+        ip.set_frag_offset(u16::try_from(offset).unwrap());
+        ip.fill_checksum();
+        f
+    };
+    [
+        piece(&payload[..first], 0, true),
+        piece(&payload[first..], first, false),
+    ]
+}
+
+#[test]
+fn fragments_reassemble_into_the_datagram_the_front_desk_passes_on() {
+    let mut desk = desk();
+    let mut out = vec![0u8; 1514];
+    let now = Instant::now();
+    let whole = guest_udp(&[7u8; 100]);
+    // The last fragment first.
+    let [head, tail] = cut_in_two(&whole, 24);
+    assert_eq!(desk.handle_frame(&tail, now, &mut out), Outcome::Consumed);
+    assert_eq!(desk.reassembly().datagrams(), 1);
+    assert!(desk.poll_timeout().is_some());
+    assert_eq!(
+        desk.handle_frame(&head, now, &mut out),
+        Outcome::Reassembled
+    );
+    assert_eq!(desk.poll_timeout(), None);
+    let frame = desk.take_reassembled().expect("the whole datagram");
+    assert_eq!(desk.take_reassembled(), None, "taken once");
+    let Outcome::Ipv4(datagram) = desk.handle_reassembled(&frame, &mut out) else {
+        panic!("not passed on");
+    };
+    assert!(matches!(
+        datagram.transport,
+        Transport::Udp { src_port: 40000, payload, .. } if payload == [7u8; 100]
+    ));
+    // The first fragment's header (its id, no fragment fields), the whole payload.
+    let ip = Ipv4Packet::new_checked(datagram.packet).unwrap();
+    assert_eq!(
+        (ip.ident(), ip.more_frags(), ip.frag_offset()),
+        (42, false, 0)
+    );
+    assert_eq!(ip.payload(), &whole[ETHERNET_HEADER_LEN + 20..]);
+    let counters = desk.counters();
+    assert_eq!((counters.frames(), counters.reassembled()), (2, 1));
+    assert_eq!(counters.total_drops(), 0);
+}
+
+#[test]
+fn a_tiny_first_fragment_reassembles_and_the_checksum_is_checked_on_the_whole() {
+    let mut desk = desk();
+    let mut out = vec![0u8; 1514];
+    let now = Instant::now();
+    // 8 bytes: less than a TCP header.
+    let whole = guest_tcp_syn();
+    let [head, tail] = cut_in_two(&whole, 8);
+    assert_eq!(desk.handle_frame(&head, now, &mut out), Outcome::Consumed);
+    assert_eq!(
+        desk.handle_frame(&tail, now, &mut out),
+        Outcome::Reassembled
+    );
+    let frame = desk.take_reassembled().unwrap();
+    assert!(matches!(
+        desk.handle_reassembled(&frame, &mut out),
+        Outcome::Ipv4(d) if matches!(d.transport, Transport::Tcp { .. })
+    ));
+    // A bad UDP checksum shows only on the whole datagram.
+    let mut bad = guest_udp(&[1u8; 40]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let [head, tail] = cut_in_two(&bad, 16);
+    assert_eq!(desk.handle_frame(&head, now, &mut out), Outcome::Consumed);
+    assert_eq!(
+        desk.handle_frame(&tail, now, &mut out),
+        Outcome::Reassembled
+    );
+    let frame = desk.take_reassembled().unwrap();
+    assert_eq!(
+        desk.handle_reassembled(&frame, &mut out),
+        Outcome::Dropped(DropReason::BadChecksum)
+    );
+    assert_eq!(desk.counters().drops(DropReason::BadChecksum), 1);
 }
 
 #[test]
@@ -961,7 +1068,7 @@ fn guest_mac_is_learnt_from_accepted_frames() {
     frame[6..12].copy_from_slice(&other.0);
     let mut out = [0u8; 64];
     assert!(matches!(
-        desk.handle_frame(&frame, &mut out),
+        desk.handle_frame(&frame, Instant::now(), &mut out),
         Outcome::Ipv4(_)
     ));
     assert_eq!(desk.guest_mac(), other);
@@ -969,7 +1076,7 @@ fn guest_mac_is_learnt_from_accepted_frames() {
     // A dropped frame teaches nothing.
     let mut bad = guest_udp(b"x");
     bad[ETHERNET_HEADER_LEN + 10] ^= 1;
-    desk.handle_frame(&bad, &mut out);
+    desk.handle_frame(&bad, Instant::now(), &mut out);
     assert_eq!(desk.guest_mac(), other);
 }
 
@@ -1158,15 +1265,22 @@ fn valid_frames() -> Vec<Vec<u8>> {
 /// the buffer and well-formed.
 fn check_frame(desk: &mut FrontDesk, frame: &[u8], out: &mut [u8]) -> Result<(), TestCaseError> {
     let before = desk.counters().clone();
-    let outcome = desk.handle_frame(frame, out);
+    let outcome = desk.handle_frame(frame, Instant::now(), out);
     let after = desk.counters();
     prop_assert_eq!(after.frames(), before.frames() + 1);
     let dropped = after.total_drops() - before.total_drops();
+    // A fragment may end its whole datagram, or make room by giving up
+    // others: then every frame they held is counted with it.
+    let given_up = after.drops(DropReason::FragmentLimit) - before.drops(DropReason::FragmentLimit);
     match outcome {
+        Outcome::Dropped(reason) if reason.name().starts_with("fragment_") => {
+            prop_assert!(after.drops(reason) > before.drops(reason));
+        }
         Outcome::Dropped(reason) => {
             prop_assert_eq!(dropped, 1);
             prop_assert_eq!(after.drops(reason), before.drops(reason) + 1);
         }
+        Outcome::Consumed | Outcome::Reassembled => prop_assert_eq!(dropped, given_up),
         Outcome::Reply(len) => {
             prop_assert_eq!(dropped, 0);
             prop_assert!(len <= out.len());
@@ -1174,7 +1288,7 @@ fn check_frame(desk: &mut FrontDesk, frame: &[u8], out: &mut [u8]) -> Result<(),
             prop_assert!(eth.is_ok());
             prop_assert_eq!(eth.unwrap().src_addr(), gateway_mac());
         }
-        Outcome::Consumed | Outcome::Ipv4(_) | Outcome::Ipv6(_) => prop_assert_eq!(dropped, 0),
+        Outcome::Ipv4(_) | Outcome::Ipv6(_) => prop_assert_eq!(dropped, 0),
     }
     Ok(())
 }
@@ -1320,7 +1434,7 @@ fn every_valid_frame_is_accepted_unmutated() {
     let mut desk = desk();
     let mut out = vec![0u8; 2048];
     for frame in valid_frames() {
-        let outcome = desk.handle_frame(&frame, &mut out);
+        let outcome = desk.handle_frame(&frame, Instant::now(), &mut out);
         match outcome {
             Outcome::Dropped(DropReason::ArpNotServed) => {} // the guest's own address
             Outcome::Dropped(reason) => panic!("dropped a valid frame: {reason}"),

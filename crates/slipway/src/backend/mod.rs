@@ -15,6 +15,7 @@
 //! UDP checksum partial, which the frontend passes on as such. The plain
 //! methods verify and fill every checksum.
 
+mod fragment;
 mod isn;
 mod ratelimit;
 mod tcp;
@@ -204,6 +205,8 @@ pub struct BackendCounters {
     /// TCP segments sent to the guest larger than its MSS, for the
     /// frontend to cut up (GSO).
     pub gso_frames_to_guest: u64,
+    /// IPv4 fragments sent to the guest, of datagrams larger than its MTU.
+    pub fragments_to_guest: u64,
     /// UDP flows opened by the guest.
     pub udp_flows_opened: u64,
     /// Payload bytes guest → host, UDP.
@@ -336,6 +339,8 @@ pub struct Backend {
     /// TCP segments polled with `poll_guest_frame_offloaded` may be larger
     /// than the guest's MSS.
     gso_to_guest: bool,
+    /// Datagrams larger than the guest's MTU, cut into fragments.
+    to_guest: fragment::Fragmenter,
     counters: BackendCounters,
 }
 
@@ -381,6 +386,7 @@ impl Backend {
             scratch: vec![0u8; 1514],
             datagram_buf: Vec::new(),
             gso_to_guest: false,
+            to_guest: fragment::Fragmenter::new(mtu),
             counters: BackendCounters::default(),
         };
         backend.listen_tcp_forwards(&config.rules)?;
@@ -581,6 +587,9 @@ impl Backend {
 
     /// Queues a ready-made frame for the guest.
     pub(crate) fn queue_frame(&mut self, frame: Vec<u8>) {
+        let Some(frame) = self.queue_fragments(frame) else {
+            return;
+        };
         if !self.queue_has_room(frame.len()) {
             return;
         }
@@ -769,7 +778,7 @@ impl Backend {
         let mut scratch = std::mem::take(&mut self.scratch);
         match self
             .frontdesk
-            .handle_frame_with(frame, checksums, &mut scratch)
+            .handle_frame_with(frame, checksums, now, &mut scratch)
         {
             Outcome::Reply(len) => {
                 let reply = scratch.get(..len).map(<[u8]>::to_vec);
@@ -778,6 +787,7 @@ impl Backend {
                 }
             }
             Outcome::Ipv4(datagram) => self.handle_ipv4(&datagram, now),
+            Outcome::Reassembled => self.take_reassembled(&mut scratch, now),
             Outcome::Ipv6(_) => {
                 tracing::trace!("IPv6 datagram not relayed yet");
             }
@@ -831,6 +841,10 @@ impl Backend {
                 self.counters.frames_to_guest += 1;
                 let checksum = match fill {
                     ChecksumFill::Complete => Checksum::Complete,
+                    // A fragment's checksum covers the whole datagram.
+                    ChecksumFill::Partial if is_udp && fragment::is_fragment(&buf[..len]) => {
+                        Checksum::Complete
+                    }
                     ChecksumFill::Partial => {
                         self.counters.partial_checksums_to_guest += 1;
                         let offset = if is_udp {
@@ -909,6 +923,7 @@ impl NetworkBackend for Backend {
             dns.handle_timeouts(now);
         }
         self.resume_listeners(now);
+        self.frontdesk.handle_timeout(now);
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -916,10 +931,12 @@ impl NetworkBackend for Backend {
             .dns
             .as_ref()
             .and_then(relay_udp_icmp::DnsForwarder::next_deadline);
+        // Datagrams in reassembly time out too.
         [
             self.flows.next_deadline(),
             dns,
             self.accept_resume_deadline(),
+            self.frontdesk.poll_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -18,7 +18,7 @@ use super::{Backend, Flow, KIND_DNS, KIND_ICMP_FLOW, KIND_UDP_FLOW, KIND_UDP_LIS
 use crate::fdlimit::is_fd_exhaustion;
 use crate::frontdesk::{
     ChecksumFill, Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error,
-    build_udp_v4, write_udp_v4_headers, write_udp_v4_headers_with,
+    build_udp_v4, write_udp_v4_headers,
 };
 
 /// Error-queue reports one readiness event reads at most; more wait for
@@ -375,6 +375,10 @@ impl Backend {
         fill: ChecksumFill,
         now: Instant,
     ) -> Option<usize> {
+        // A datagram larger than the guest's MTU goes out one fragment per poll.
+        if let Some(len) = self.poll_udp_fragment(id, buf) {
+            return Some(len);
+        }
         let link = self.frontdesk.link_to_guest();
         let key = *self.flows.key(id)?;
         let (from, to) = v4_pair(&key)?;
@@ -384,7 +388,13 @@ impl Backend {
         let UdpTarget::Socket(sock) = &mut flow.target else {
             return None;
         };
-        let area = buf.get_mut(UDP_V4_HEADERS_LEN..)?;
+        let received_here = self.to_guest.receives_for(buf.len());
+        let into = if received_here {
+            self.to_guest.receive_buffer()
+        } else {
+            &mut *buf
+        };
+        let area = into.get_mut(UDP_V4_HEADERS_LEN..)?;
         // A datagram longer than the caller's buffer is dropped, not cut.
         let truncated = sock.counters().drops(relay_udp_icmp::DropReason::Truncated);
         let received = sock.recv(area);
@@ -396,7 +406,7 @@ impl Backend {
                 self.counters.udp_bytes_to_guest += n as u64;
                 let deadline = flow.state.deadline();
                 self.flows.set_deadline(id, Some(deadline));
-                write_udp_v4_headers_with(buf, link, from, to, n, fill)
+                self.finish_udp_frame(id, buf, received_here, (link, from, to), n, fill)
             }
             Ok(None) => None,
             Err(error) => {

@@ -21,9 +21,8 @@ pub enum DropReason {
     UnsupportedEtherType,
     /// The IPv4 header checksum, or a TCP, UDP or ICMP checksum, is wrong.
     BadChecksum,
-    /// An IPv4 fragment (more-fragments set or a non-zero offset), or an
-    /// IPv6 packet with a fragment header. Guests see an MTU that needs no
-    /// fragmentation.
+    /// An IPv6 packet with a fragment header (IPv4 fragments are
+    /// reassembled; the reasons below count those dropped).
     Fragment,
     /// The IPv4 TTL or IPv6 hop limit is zero.
     TtlExpired,
@@ -45,11 +44,33 @@ pub enum DropReason {
     NoBufferSpace,
     /// The plan has no half of this address family (IPv4 or IPv6 disabled).
     FamilyDisabled,
+    /// An IPv4 fragment that overlaps one held for the same datagram
+    /// without being its exact duplicate: the whole datagram is dropped
+    /// (RFC 5722), each of its frames counted.
+    FragmentOverlap,
+    /// An IPv4 fragment with the same offset and length as one held: it
+    /// alone is dropped.
+    FragmentDuplicate,
+    /// An IPv4 fragment whose offset and length (with its header) pass
+    /// 65535 bytes, or a reassembled datagram that would.
+    FragmentTooLong,
+    /// An IPv4 fragment other than the last whose length is not a positive
+    /// multiple of 8 bytes.
+    FragmentMisaligned,
+    /// An IPv4 last fragment whose end differs from another last
+    /// fragment's, or lies before data held, or a fragment past the end:
+    /// the whole datagram is dropped.
+    FragmentBadEnd,
+    /// A datagram in reassembly given up to stay within the cap on
+    /// datagrams or bytes held (the oldest goes first).
+    FragmentLimit,
+    /// A datagram still incomplete when its reassembly time ran out.
+    FragmentTimeout,
 }
 
 impl DropReason {
     /// Every reason, in the order [`Counters::iter`] reports them.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::BadSourceMac,
@@ -64,6 +85,13 @@ impl DropReason {
         DropReason::DhcpIgnored,
         DropReason::NoBufferSpace,
         DropReason::FamilyDisabled,
+        DropReason::FragmentOverlap,
+        DropReason::FragmentDuplicate,
+        DropReason::FragmentTooLong,
+        DropReason::FragmentMisaligned,
+        DropReason::FragmentBadEnd,
+        DropReason::FragmentLimit,
+        DropReason::FragmentTimeout,
     ];
 
     /// The reason's name in `snake_case`, as counters and logs show it.
@@ -84,6 +112,13 @@ impl DropReason {
             DropReason::DhcpIgnored => "dhcp_ignored",
             DropReason::NoBufferSpace => "no_buffer_space",
             DropReason::FamilyDisabled => "family_disabled",
+            DropReason::FragmentOverlap => "fragment_overlap",
+            DropReason::FragmentDuplicate => "fragment_duplicate",
+            DropReason::FragmentTooLong => "fragment_too_long",
+            DropReason::FragmentMisaligned => "fragment_misaligned",
+            DropReason::FragmentBadEnd => "fragment_bad_end",
+            DropReason::FragmentLimit => "fragment_limit",
+            DropReason::FragmentTimeout => "fragment_timeout",
         }
     }
 
@@ -104,6 +139,13 @@ impl DropReason {
             DropReason::DhcpIgnored => 11,
             DropReason::NoBufferSpace => 12,
             DropReason::FamilyDisabled => 13,
+            DropReason::FragmentOverlap => 14,
+            DropReason::FragmentDuplicate => 15,
+            DropReason::FragmentTooLong => 16,
+            DropReason::FragmentMisaligned => 17,
+            DropReason::FragmentBadEnd => 18,
+            DropReason::FragmentLimit => 19,
+            DropReason::FragmentTimeout => 20,
         }
     }
 }
@@ -122,6 +164,7 @@ pub struct Counters {
     frames: u64,
     bytes: u64,
     offloaded_checksums: u64,
+    reassembled: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -150,6 +193,14 @@ impl Counters {
     #[must_use]
     pub fn offloaded_checksums(&self) -> u64 {
         self.offloaded_checksums
+    }
+
+    /// IPv4 datagrams reassembled from the guest's fragments (each then
+    /// classified like an unfragmented frame, but not counted as one more
+    /// frame).
+    #[must_use]
+    pub fn reassembled(&self) -> u64 {
+        self.reassembled
     }
 
     /// Frames dropped for `reason`.
@@ -181,6 +232,20 @@ impl Counters {
     /// Counts one frame whose transport checksum is offloaded.
     pub fn record_offloaded_checksum(&mut self) {
         self.offloaded_checksums = self.offloaded_checksums.wrapping_add(1);
+    }
+
+    /// Counts one datagram reassembled from fragments.
+    pub fn record_reassembled(&mut self) {
+        self.reassembled = self.reassembled.wrapping_add(1);
+    }
+
+    /// Counts `count` frames dropped together for `reason` (the fragments
+    /// of a datagram given up), and logs it at debug level.
+    pub fn record_drops(&mut self, reason: DropReason, count: u64) {
+        tracing::debug!(reason = reason.name(), count, "guest frames dropped");
+        if let Some(total) = self.drops.get_mut(reason.index()) {
+            *total = total.wrapping_add(count);
+        }
     }
 
     /// Counts one frame dropped for `reason`, and logs it at debug level.

@@ -16,6 +16,7 @@ use smoltcp::wire::{
 };
 
 use super::counters::{Counters, DropReason};
+use super::reassembly::Ipv4Fragment;
 
 /// What a guest frame is, once every check has passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,10 @@ pub enum Classified<'a> {
     Dhcpv4(Dhcpv4Message<'a>),
     /// An IPv4 datagram carrying TCP, UDP or ICMP, for the relays.
     Ipv4(Ipv4Datagram<'a>),
+    /// A fragment of an IPv4 datagram carrying TCP, UDP or ICMP, for
+    /// [`Reassembler`](super::Reassembler); the transport checks wait for
+    /// the whole datagram.
+    Ipv4Fragment(Ipv4Fragment<'a>),
     /// An IPv6 datagram, for the relays (and the NDP and DHCPv6 responders).
     Ipv6(Ipv6Datagram<'a>),
     /// The frame failed a check; the drop is already counted.
@@ -146,9 +151,11 @@ pub fn ethernet_address(mac: MacAddr) -> EthernetAddress {
 /// The destination MAC address must be the gateway's or the broadcast
 /// address (or, for IPv6, an IPv6 multicast address `33:33:…`); the source
 /// MAC address must be unicast. IPv4 datagrams must have a valid header and
-/// header checksum, must not be fragments and must have a non-zero TTL; TCP,
-/// UDP and ICMP checksums are verified (a UDP checksum of zero is accepted
-/// over IPv4 only).
+/// header checksum and a non-zero TTL; TCP, UDP and ICMP checksums are
+/// verified (a UDP checksum of zero is accepted over IPv4 only). An IPv4
+/// fragment passes the header checks and comes out as
+/// [`Classified::Ipv4Fragment`], to be reassembled; IPv6 fragments are
+/// dropped.
 pub fn classify<'a>(frame: &'a [u8], plan: &Plan, counters: &mut Counters) -> Classified<'a> {
     classify_with(frame, plan, TransportChecksums::Verify, counters)
 }
@@ -175,7 +182,7 @@ pub fn classify_with<'a>(
     }
 }
 
-fn classify_frame<'a>(
+pub(super) fn classify_frame<'a>(
     frame: &'a [u8],
     plan: &Plan,
     verify: bool,
@@ -224,11 +231,11 @@ fn classify_ipv4<'a>(
     if !packet.verify_checksum() {
         return Err(DropReason::BadChecksum);
     }
-    if packet.more_frags() || packet.frag_offset() != 0 {
-        return Err(DropReason::Fragment);
-    }
     if packet.hop_limit() == 0 {
         return Err(DropReason::TtlExpired);
+    }
+    if packet.more_frags() || packet.frag_offset() != 0 {
+        return ipv4_fragment(bytes, &packet, (src_mac, dst_mac)).map(Classified::Ipv4Fragment);
     }
     // Built from the fields already checked, rather than by
     // `Ipv4Repr::parse`, which would verify the checksum a second time.
@@ -287,6 +294,39 @@ fn classify_ipv4<'a>(
         transport,
         packet: whole,
     }))
+}
+
+/// A fragment whose header has passed the checks, for reassembly.
+fn ipv4_fragment<'a>(
+    bytes: &'a [u8],
+    packet: &Ipv4Packet<&'a [u8]>,
+    (src_mac, dst_mac): (EthernetAddress, EthernetAddress),
+) -> Result<Ipv4Fragment<'a>, DropReason> {
+    let protocol = packet.next_header();
+    if !matches!(
+        protocol,
+        IpProtocol::Tcp | IpProtocol::Udp | IpProtocol::Icmp
+    ) {
+        return Err(DropReason::UnsupportedProtocol);
+    }
+    let header_len = usize::from(packet.header_len());
+    let total_len = usize::from(packet.total_len());
+    let header = bytes.get(..header_len).ok_or(DropReason::Malformed)?;
+    let data = bytes
+        .get(header_len..total_len)
+        .ok_or(DropReason::Malformed)?;
+    Ok(Ipv4Fragment {
+        src_mac,
+        dst_mac,
+        src_addr: packet.src_addr(),
+        dst_addr: packet.dst_addr(),
+        protocol,
+        ident: packet.ident(),
+        offset: usize::from(packet.frag_offset()),
+        more_frags: packet.more_frags(),
+        header,
+        data,
+    })
 }
 
 /// The addresses a DHCP client sends to: the limited broadcast address

@@ -1,16 +1,18 @@
 //! The Ethernet front desk: the first code every guest frame meets.
 //!
-//! It checks each frame ([`classify`]), answers what slipway answers itself
-//! on the link (ARP for its addresses, [`handle_arp`]; DHCPv4,
-//! [`DhcpServer`]) and hands every other datagram to the relays. It also
+//! It checks each frame ([`classify`]), reassembles IPv4 fragments
+//! ([`Reassembler`], within fixed caps on datagrams, bytes and time),
+//! answers what slipway answers itself on the link (ARP for its addresses,
+//! [`handle_arp`]; DHCPv4, [`DhcpServer`]) and hands every other datagram to
+//! the relays. It also
 //! builds the frames the relays send back ([`build_udp_v4`],
 //! [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`], and TCP headers
 //! in place with [`write_tcp_v4_headers`]) and writes pcap captures
 //! ([`PcapWriter`]).
 //!
 //! Invariant: the front desk is sans-IO. It reads borrowed frames, writes
-//! replies into buffers its caller supplies, reads no clock and opens no
-//! socket. Guest input never panics it: every frame it does not accept is
+//! replies into buffers its caller supplies, reads no clock (time comes in
+//! as `now`) and opens no socket. Guest input never panics it: every frame it does not accept is
 //! dropped and counted in [`Counters`] under a [`DropReason`].
 
 mod arp;
@@ -19,8 +21,10 @@ mod counters;
 mod dhcp;
 mod frame;
 mod pcap;
+mod reassembly;
 
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use nat_core::Plan;
 use smoltcp::wire::EthernetAddress;
@@ -34,11 +38,16 @@ pub use builder::{
 };
 pub use counters::{Counters, DropReason};
 pub use dhcp::{DEFAULT_LEASE_TIME, DhcpConfig, DhcpServer, DhcpStats, Lease};
+use frame::classify_frame;
 pub use frame::{
     Classified, Dhcpv4Message, Ipv4Datagram, Ipv6Datagram, Transport, TransportChecksums, classify,
     classify_with, ethernet_address,
 };
 pub use pcap::{DEFAULT_SNAPLEN, LINKTYPE_ETHERNET, PCAP_MAGIC, PcapWriter};
+pub use reassembly::{
+    FRAGMENT_OVERHEAD, Ipv4Fragment, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT, Reassembler,
+    Reassembly,
+};
 
 /// What a responder (ARP, DHCP) did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +74,10 @@ pub enum Outcome<'a> {
     Ipv4(Ipv4Datagram<'a>),
     /// An IPv6 datagram for the relays.
     Ipv6(Ipv6Datagram<'a>),
+    /// The frame was an IPv4 fragment that completed its datagram: take the
+    /// whole one with [`FrontDesk::take_reassembled`] and hand it to
+    /// [`FrontDesk::handle_reassembled`].
+    Reassembled,
     /// The frame was dropped; the drop is already counted.
     Dropped(DropReason),
 }
@@ -88,6 +101,9 @@ pub struct FrontDesk {
     dhcp: DhcpServer,
     served_v4: Vec<Ipv4Addr>,
     guest_mac: EthernetAddress,
+    reassembly: Reassembler,
+    /// A datagram reassembled and not yet taken.
+    reassembled: Option<Vec<u8>>,
 }
 
 impl FrontDesk {
@@ -101,6 +117,8 @@ impl FrontDesk {
             counters: Counters::new(),
             dhcp: DhcpServer::new(dhcp),
             served_v4: Vec::new(),
+            reassembly: Reassembler::new(),
+            reassembled: None,
         }
     }
 
@@ -143,10 +161,34 @@ impl FrontDesk {
         LinkAddrs::gateway_to(&self.plan, self.guest_mac)
     }
 
-    /// Takes one frame from the guest: answers ARP and DHCP into `out`,
-    /// passes IPv4 and IPv6 datagrams on, and drops (and counts) the rest.
-    pub fn handle_frame<'a>(&mut self, frame: &'a [u8], out: &mut [u8]) -> Outcome<'a> {
-        self.handle_frame_with(frame, TransportChecksums::Verify, out)
+    /// The IPv4 datagrams in reassembly.
+    #[must_use]
+    pub fn reassembly(&self) -> &Reassembler {
+        &self.reassembly
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must run next: the
+    /// oldest datagram in reassembly times out. `None` when none is held.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.reassembly.poll_timeout()
+    }
+
+    /// Gives up the datagrams in reassembly whose time ran out by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.reassembly.handle_timeout(now, &mut self.counters);
+    }
+
+    /// Takes one frame from the guest at `now`: answers ARP and DHCP into
+    /// `out`, passes IPv4 and IPv6 datagrams on, takes IPv4 fragments into
+    /// reassembly, and drops (and counts) the rest.
+    pub fn handle_frame<'a>(
+        &mut self,
+        frame: &'a [u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Outcome<'a> {
+        self.handle_frame_with(frame, TransportChecksums::Verify, now, out)
     }
 
     /// [`handle_frame`](Self::handle_frame), verifying transport checksums
@@ -155,9 +197,58 @@ impl FrontDesk {
         &mut self,
         frame: &'a [u8],
         checksums: TransportChecksums,
+        now: Instant,
         out: &mut [u8],
     ) -> Outcome<'a> {
-        match classify_with(frame, &self.plan, checksums, &mut self.counters) {
+        let classified = classify_with(frame, &self.plan, checksums, &mut self.counters);
+        if let Classified::Ipv4Fragment(fragment) = classified {
+            return match self
+                .reassembly
+                .handle_fragment(&fragment, now, &mut self.counters)
+            {
+                Reassembly::Held => {
+                    self.guest_mac = fragment.src_mac;
+                    Outcome::Consumed
+                }
+                Reassembly::Whole(whole) => {
+                    self.guest_mac = fragment.src_mac;
+                    self.reassembled = Some(whole);
+                    Outcome::Reassembled
+                }
+                Reassembly::Dropped(reason) => Outcome::Dropped(reason),
+            };
+        }
+        self.take_classified(classified, out)
+    }
+
+    /// The datagram the last [`Outcome::Reassembled`] announced, once.
+    pub fn take_reassembled(&mut self) -> Option<Vec<u8>> {
+        self.reassembled.take()
+    }
+
+    /// Takes a datagram reassembled from the guest's fragments (as
+    /// [`take_reassembled`](Self::take_reassembled) gave it) like one
+    /// unfragmented frame: every check applies, the transport checksum is
+    /// always verified (fragments never carry offloaded checksums), and
+    /// it is not counted as one more frame.
+    pub fn handle_reassembled<'a>(&mut self, frame: &'a [u8], out: &mut [u8]) -> Outcome<'a> {
+        match classify_frame(frame, &self.plan, true) {
+            Ok(Classified::Ipv4Fragment(_)) => {
+                // A whole datagram is no fragment; its header says so.
+                self.counters.record_drop(DropReason::Malformed);
+                Outcome::Dropped(DropReason::Malformed)
+            }
+            Ok(classified) => self.take_classified(classified, out),
+            Err(reason) => {
+                self.counters.record_drop(reason);
+                Outcome::Dropped(reason)
+            }
+        }
+    }
+
+    /// Answers or passes on a classified frame.
+    fn take_classified<'a>(&mut self, classified: Classified<'a>, out: &mut [u8]) -> Outcome<'a> {
+        match classified {
             Classified::Arp(repr) => {
                 let handled =
                     handle_arp(&repr, &self.plan, &self.served_v4, out, &mut self.counters);
@@ -184,6 +275,8 @@ impl FrontDesk {
                 Outcome::Ipv6(datagram)
             }
             Classified::Drop(reason) => Outcome::Dropped(reason),
+            // Taken into reassembly before.
+            Classified::Ipv4Fragment(_) => Outcome::Consumed,
         }
     }
 }

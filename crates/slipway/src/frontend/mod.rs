@@ -359,6 +359,7 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
     }
     line("frames seen by front desk", frames.frames());
     line("guest frames dropped", frames.total_drops());
+    line("datagrams reassembled", frames.reassembled());
     for (reason, count) in frames.iter().filter(|(_, n)| *n > 0) {
         line(&format!("  dropped: {reason}"), count);
     }
@@ -386,6 +387,7 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         ("rst for unknown flows", c.rst_unknown),
         ("output queue drops", c.output_drops),
         ("buffer too small drops", c.buffer_too_small_drops),
+        ("fragments to guest", c.fragments_to_guest),
     ];
     for (name, value) in counters {
         line(name, value);

@@ -415,6 +415,10 @@ fn parse_ipv4(bytes: &[u8]) -> Parsed<'_> {
     assert!(ip.verify_checksum(), "IPv4 header checksum");
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     assert!(dst == GUEST_IP || dst.is_broadcast(), "datagram to {dst}");
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        // A fragment's transport checksum covers the whole datagram.
+        return Parsed::Other;
+    }
     let total = usize::from(ip.total_len());
     let payload = &bytes[usize::from(ip.header_len())..total];
     let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));

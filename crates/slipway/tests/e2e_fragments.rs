@@ -1,0 +1,83 @@
+//! End to end with the Linux kernel as the guest at MTU 1500: UDP
+//! datagrams and pings larger than the MTU, which the guest's kernel sends
+//! in fragments and must get back in fragments, to servers on host
+//! loopback (reached through the gateway 10.0.2.2).
+//!
+//! Needs root and /dev/net/tun; each test says on stderr why it skips
+//! otherwise, or which tool it is missing. Traffic goes only to 127.0.0.1.
+//! Every process runs under a guard that kills its process group; every
+//! wait is bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[macro_use]
+mod e2e;
+
+use std::time::Duration;
+
+use e2e::{python_in_guest, servers, stat};
+
+/// The bound on the guest's run (its client waits 3 s per try at most).
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Python that sends datagrams of each size to `10.0.2.2:PORT` and checks
+/// that each comes back unchanged (three tries each), then pings the
+/// gateway with 3000 bytes of data.
+const GUEST_CLIENT: &str = "\
+import socket, subprocess, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(('10.0.2.2', int(sys.argv[1])))
+for size in (3000, 20000, 65507):
+    data = bytes((i * 7 + size) % 256 for i in range(size))
+    for attempt in range(3):
+        s.send(data)
+        try:
+            echo = s.recv(65536)
+        except socket.timeout:
+            continue
+        break
+    else:
+        sys.exit('no echo of %d bytes' % size)
+    if echo != data:
+        sys.exit('echo of %d bytes came back as %d different bytes' % (size, len(echo)))
+    print('echo', size, flush=True)
+ping = subprocess.run(['busybox', 'ping', '-c', '2', '-s', '3000', '-W', '3', '10.0.2.2'],
+                      capture_output=True, text=True)
+print(ping.stdout, flush=True)
+";
+
+#[test]
+fn guest_at_mtu_1500_udp_of_3000_to_65507_bytes_and_ping_of_3000_round_trip_in_fragments() {
+    require!("python3", "busybox");
+    let port = servers::udp_echo().to_string();
+    let out = python_in_guest(&["--mtu", "1500", "--stats"], GUEST_CLIENT, &[&port], LIMIT);
+    out.assert_success("udp client");
+    assert!(
+        out.stdout
+            .starts_with("echo 3000\necho 20000\necho 65507\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("2 packets transmitted, 2 packets received"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    // Three datagrams and two echo requests at least came in fragments
+    // and went back in fragments: 3 + 14 + 45 + 2 * 3 of them.
+    let reassembled = stat(&out.stderr, "datagrams reassembled").expect("the counter");
+    assert!(reassembled >= 5, "{}", out.stderr);
+    let fragments = stat(&out.stderr, "fragments to guest").expect("the counter");
+    assert!(fragments >= 3 + 14 + 45 + 6, "{}", out.stderr);
+    assert_eq!(
+        stat(&out.stderr, "dropped: fragment_overlap"),
+        None,
+        "{}",
+        out.stderr
+    );
+    eprintln!("e2e: {reassembled} datagrams reassembled, {fragments} fragments to the guest");
+}
