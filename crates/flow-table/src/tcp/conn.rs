@@ -105,6 +105,9 @@ pub(crate) enum FinState {
     Pending,
     /// Sent, waiting for the guest's ACK.
     Sent,
+    /// Sent, and due again after a retransmission timeout; the guest may
+    /// have received and acknowledged the copy sent before.
+    Resend,
     /// Acknowledged by the guest.
     Acked,
 }
@@ -602,7 +605,7 @@ impl TcpConn {
             State::SynSent => (self.iss + 1, None),
             // SND.NXT, counting a FIN already sent (RFC 9293 §3.10.4).
             _ => match self.fin {
-                FinState::Sent | FinState::Acked => {
+                FinState::Sent | FinState::Resend | FinState::Acked => {
                     (self.seq_at(self.host_total) + 1, Some(self.rcv_nxt))
                 }
                 FinState::None | FinState::Pending => {
