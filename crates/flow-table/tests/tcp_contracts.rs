@@ -1477,7 +1477,9 @@ fn guest_fin_that_acks_our_fin_after_a_timeout_is_taken() {
     flow.conn.handle_host_eof(flow.at(10));
     let fin = only(&flow.flush(10));
     assert!(fin.flags.fin);
-    let rto = flow.next_timeout_ms().expect("the FIN's retransmission timer");
+    let rto = flow
+        .next_timeout_ms()
+        .expect("the FIN's retransmission timer");
     flow.timeout(rto);
 
     // The guest's answer to the first copy arrives before the second goes.
@@ -1551,4 +1553,44 @@ fn zero_window_answered_probes_outlive_the_idle_timeout() {
     flow.flush(end + 1);
     assert_eq!(flow.host.ops.last(), Some(&SocketOp::Consume(3000)));
     assert_eq!(flow.conn.phase(), Phase::Established);
+}
+
+/// A guest whose MSS is larger than the host send buffer ever frees (guest
+/// MTU 65520 to a host peer with MSS 1460, whose socket's buffer stays
+/// small) must not find the window shut for good: writable interest is on
+/// only below the room at which the socket reports writable, where the
+/// kernel's event is still to come, and the reopened window is announced.
+#[test]
+fn window_waits_for_writable_only_below_the_room_the_socket_reports_writable_at() {
+    let cfg = TcpConfig::default();
+    let syn = guest_syn(Some(65480), None, 65535);
+    let mut flow = Flow::established(cfg, syn, HostSock::with_space(60_480));
+    assert!(
+        flow.conn.interest().writable,
+        "without word from the relay a window below one segment waits"
+    );
+    // A 69120-byte buffer reports writable with 5/24 of it free.
+    flow.conn.handle_host_send_buffer(flow.at(3), 14_400);
+    assert!(
+        !flow.conn.interest().writable,
+        "60480 bytes free is as writable as this socket gets"
+    );
+    assert!(
+        is_pure_ack(&only(&flow.flush(3))),
+        "the window counts as open again: announced"
+    );
+
+    flow.data(10, 0, &bytes(50_000, 31));
+    let ack = only(&flow.flush(10));
+    assert_eq!(ack.window, 10_480);
+    assert!(
+        flow.conn.interest().writable,
+        "10480 bytes: not writable yet"
+    );
+
+    flow.set_space(20, 14_400);
+    let update = only(&flow.flush(20));
+    assert!(is_pure_ack(&update));
+    assert_eq!(update.window, 14_400);
+    assert!(!flow.conn.interest().writable);
 }

@@ -56,4 +56,4 @@ pub use relay::{
     Closure, Executed, HostOp, OpError, SocketReadiness, epoll_interest, fill_transmit_payload,
     on_readiness, run_socket_ops,
 };
-pub use socket::HostSocket;
+pub use socket::{HostSocket, SendRoom};

@@ -775,3 +775,115 @@ fn tcp_to_port_53_of_the_dns_address_reaches_the_upstream() {
         "the upstream resolver saw the connection"
     );
 }
+
+// ----- host peers as on a real network -----
+
+/// A listener on 127.0.0.1 whose connections announce MSS 1460, as a peer
+/// on a real network does: the host socket slipway connects to it then has
+/// a send buffer (about 69 KB) that never frees a 65480-byte segment.
+fn listen_mss_1460() -> std::net::TcpListener {
+    use rustix::net::{AddressFamily, SocketType, bind, listen, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    let mss: libc::c_int = 1460;
+    // SAFETY: `fd` is a live socket for the call; the value points at a
+    // `c_int` that outlives it, and the length is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&raw const mss).cast::<libc::c_void>(),
+            libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap(),
+        )
+    };
+    assert_eq!(rc, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
+    bind(&fd, &SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+    listen(&fd, 16).unwrap();
+    std::net::TcpListener::from(fd)
+}
+
+/// Opens a connection from the guest (MSS 65480, slipway's default MTU) to
+/// `server` and drives it until established.
+fn open_flow_to<T>(h: &mut Harness, server: &support::Server<T>, port: u16) -> GuestTcp {
+    let mut ep = GuestTcp::new(TcpOpts::default(), port, server.guest_addr(), 0x1234_0000);
+    ep.connect(Instant::now(), &mut h.backend);
+    let up = h.drive(&mut ep, Duration::from_secs(5), |ep, _| {
+        ep.state() == State::Established
+    });
+    assert!(up, "handshake: {:?}", ep.stats());
+    assert!(
+        server.accepted_within(Duration::from_secs(5)).is_some(),
+        "the server saw the connection"
+    );
+    ep
+}
+
+/// An idle connection from a guest with a 65520-byte MTU to a peer with
+/// MSS 1460: the host send buffer never frees a whole guest segment, and
+/// the flow must not wait for writable readiness the socket reports all the
+/// time (a level-triggered `EPOLLOUT` on every wait).
+#[test]
+fn idle_flow_to_mss_1460_peer_leaves_loop_quiet() {
+    let server = serve(listen_mss_1460(), |mut stream| {
+        let mut got = [0u8; 10];
+        stream.read_exact(&mut got).unwrap();
+        got
+    });
+    let mut h = Harness::new();
+    let mut ep = open_flow_to(&mut h, &server, 40100);
+    h.assert_quiet("an idle flow to an MSS-1460 peer");
+
+    // The flow still carries data, both ways.
+    ep.send(b"still here");
+    let acked = h.drive(&mut ep, Duration::from_secs(3), |ep, _| ep.all_acked());
+    assert!(acked, "guest data after the idle time: {:?}", ep.stats());
+    let closed = h.drive(&mut ep, Duration::from_secs(3), |ep, _| ep.peer_fin());
+    assert!(closed, "the server's FIN: {:?}", ep.stats());
+    assert_eq!(&server.join().expect("the server ran"), b"still here");
+}
+
+/// A host peer's urgent byte (`send(MSG_OOB)`) is one more byte of the
+/// stream for the guest, whose socket gets no urgent pointer: every byte,
+/// the urgent one included, arrives in order, and the flow goes on.
+#[test]
+fn urgent_byte_from_host_peer_reaches_guest_in_order() {
+    let head = pattern(200_000, 41);
+    let tail = pattern(300_000, 42);
+    let mut expected = head.clone();
+    expected.push(b'!');
+    expected.extend_from_slice(&tail);
+    let server = serve(listen(), move |mut stream| {
+        stream.write_all(&head).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        let sent = rustix::net::send(&stream, b"!", rustix::net::SendFlags::OOB).unwrap();
+        assert_eq!(sent, 1);
+        thread::sleep(Duration::from_millis(20));
+        stream.write_all(&tail).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        rest
+    });
+    let mut h = Harness::new();
+    let mut ep = open_flow_to(&mut h, &server, 40101);
+    let total = expected.len() as u64;
+    let done = h.drive(&mut ep, Duration::from_secs(10), |ep, _| ep.peer_fin());
+    assert!(
+        done,
+        "{} of {total} bytes and no FIN: {:?}",
+        ep.received_len(),
+        ep.stats()
+    );
+    assert_eq!(ep.received_len(), total);
+    assert_eq!(ep.received_hash(), fnv(&expected), "bytes in order");
+    assert_eq!(ep.stats().rsts, 0);
+    h.assert_quiet("after a stream with an urgent byte");
+
+    // The flow goes on after the mark: the guest's reply reaches the peer.
+    ep.send(b"after the mark");
+    ep.close();
+    let closed = h.drive(&mut ep, Duration::from_secs(5), |ep, _| ep.fin_acked());
+    assert!(closed, "close: {:?}", ep.stats());
+    assert_eq!(server.join().expect("the server ran"), b"after the mark");
+}

@@ -157,6 +157,9 @@ pub struct TcpConn {
     pub(crate) rcv_wscale: u8,
     pub(crate) guest_offered_wscale: bool,
     pub(crate) host_send_space: u32,
+    /// Free send space at which the host socket surely reports writable;
+    /// `u32::MAX` until the relay says.
+    pub(crate) host_writable_at: u32,
     pub(crate) guest_fin: bool,
 
     // Host to guest (slipway sends). Offsets count stream bytes from 0;
@@ -282,6 +285,7 @@ impl TcpConn {
             rcv_wscale: 0,
             guest_offered_wscale: false,
             host_send_space: 0,
+            host_writable_at: u32::MAX,
             guest_fin: false,
             iss: isn,
             snd_una: 0,
@@ -395,6 +399,25 @@ impl TcpConn {
     pub fn handle_host_send_space(&mut self, _now: Instant, space: u32) {
         let was_closed = self.window_closed();
         self.host_send_space = space;
+        self.note_window_reopened(was_closed);
+    }
+
+    /// The host socket reports writable readiness at the latest once
+    /// `writable_at` bytes of its send buffer are free, counted as
+    /// [`handle_host_send_space`](Self::handle_host_send_space) counts
+    /// them. A window waits for writable readiness only below that: the
+    /// kernel reports a TCP socket writable while a third of its buffer is
+    /// free, so a small buffer may never free a whole segment of a guest
+    /// with a large MSS, and an interest in an event that is already true
+    /// wakes the loop on every wait.
+    pub fn handle_host_send_buffer(&mut self, _now: Instant, writable_at: u32) {
+        let was_closed = self.window_closed();
+        self.host_writable_at = writable_at;
+        self.note_window_reopened(was_closed);
+    }
+
+    /// A window that counted as shut and no longer does is announced.
+    fn note_window_reopened(&mut self, was_closed: bool) {
         if was_closed && !self.window_closed() && self.state == State::Established {
             self.ack_pending = true;
         }
@@ -540,14 +563,20 @@ impl TcpConn {
     }
 
     /// True while the host send buffer has less room than one segment (or
-    /// one unit of the scaled window, if larger). A guest that avoids the
-    /// silly window syndrome sends nothing into less than a segment, so the
-    /// flow must then ask for writable readiness and announce the reopened
-    /// window itself, or both sides wait forever. The kernel reports
-    /// `EPOLLOUT` once a third of the buffer is free, far above a segment,
-    /// so a level-triggered registration does not spin.
+    /// one unit of the scaled window, if larger), or than the room at which
+    /// the socket surely reports writable, if that is less. A guest that
+    /// avoids the silly window syndrome sends nothing into less than a
+    /// segment, so the flow must then ask for writable readiness and
+    /// announce the reopened window itself, or both sides wait forever.
+    /// The bound keeps the wait to what the socket can reach: a
+    /// level-triggered writable interest is on only while the kernel does
+    /// not yet report it, so it never fires on every wait. Between the two
+    /// (a guest MSS larger than the buffer ever frees) the window is
+    /// announced as it is, and the guest's own override timer of the silly
+    /// window avoidance (its zero-window probe) sends into it.
     pub(crate) fn window_closed(&self) -> bool {
-        self.host_send_space < (1u32 << self.rcv_wscale).max(u32::from(self.snd_mss))
+        let segment = (1u32 << self.rcv_wscale).max(u32::from(self.snd_mss));
+        self.host_send_space < segment.min(self.host_writable_at).max(1)
     }
 
     pub(crate) fn arm_retransmit(&mut self, now: Instant) {
