@@ -887,3 +887,160 @@ fn urgent_byte_from_host_peer_reaches_guest_in_order() {
     assert!(closed, "close: {:?}", ep.stats());
     assert_eq!(server.join().expect("the server ran"), b"after the mark");
 }
+
+// ----- TCP options as Linux reads them -----
+
+/// The frame of `seg` with `options` (a multiple of 4 bytes, written as
+/// they are, however malformed) in place of its own, carrying `payload`.
+fn frame_with_raw_options(seg: &GuestSeg, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket};
+    assert_eq!(options.len() % 4, 0, "options fill whole words");
+    let tcp_len = 20 + options.len() + payload.len();
+    let mut buf = vec![0u8; 14 + 20 + tcp_len];
+    let (src, dst) = (GUEST_IP, *seg.dst.ip());
+    let len = support::frames::write_ipv4(
+        &mut buf,
+        gateway_mac(),
+        src,
+        dst,
+        IpProtocol::Tcp,
+        tcp_len,
+        |area| {
+            let mut tcp = TcpPacket::new_unchecked(area);
+            tcp.set_src_port(seg.src_port);
+            tcp.set_dst_port(seg.dst.port());
+            tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(seg.seq.cast_signed()));
+            tcp.set_ack_number(smoltcp::wire::TcpSeqNumber(
+                seg.ack.unwrap_or(0).cast_signed(),
+            ));
+            tcp.set_header_len(u8::try_from(20 + options.len()).unwrap());
+            tcp.clear_flags();
+            tcp.set_syn(seg.control == TcpControl::Syn);
+            tcp.set_fin(seg.control == TcpControl::Fin);
+            tcp.set_psh(seg.control == TcpControl::Psh);
+            tcp.set_ack(seg.ack.is_some());
+            tcp.set_window_len(seg.window);
+            tcp.set_urgent_at(0);
+            tcp.options_mut().copy_from_slice(options);
+            tcp.payload_mut().copy_from_slice(payload);
+            tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        },
+    );
+    buf.truncate(len);
+    buf
+}
+
+/// Sends `syn` (a frame) from guest port `port`, takes slipway's SYN-ACK and
+/// acknowledges it with a bare ACK from guest sequence number `iss + 1`;
+/// returns the SYN-ACK's sequence number and MSS option.
+fn raw_handshake(
+    h: &mut Harness,
+    syn: &[u8],
+    port: u16,
+    to: SocketAddrV4,
+    iss: u32,
+) -> (u32, Option<u16>) {
+    h.send(syn);
+    let frames = h.collect_until(Duration::from_secs(3), |f| {
+        f.tcp().is_some_and(|t| t.dst.port() == port)
+    });
+    let syn_ack = frames
+        .last()
+        .and_then(Frame::tcp)
+        .expect("an answer to the SYN");
+    assert!(syn_ack.syn && !syn_ack.rst, "a SYN-ACK: {syn_ack:?}");
+    assert_eq!(syn_ack.ack, Some(iss.wrapping_add(1)));
+    let ack = GuestSeg::bare(
+        port,
+        to,
+        iss.wrapping_add(1),
+        Some(syn_ack.seq.wrapping_add(1)),
+        TcpControl::None,
+    );
+    h.send(&ack.frame(&[]));
+    (syn_ack.seq, syn_ack.mss)
+}
+
+/// Linux stops reading options at one whose length is 0 (or 1, or runs past
+/// the header) and keeps the segment with the options before it: such a
+/// SYN is answered, and the MSS it carried bounds every segment to the
+/// guest.
+#[test]
+fn syn_with_mss_then_zero_length_option_is_answered_and_the_mss_kept() {
+    let data = pattern(20_000, 51);
+    let sent = data.clone();
+    let server = serve(listen(), move |mut stream| {
+        stream.write_all(&sent).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    let mut h = Harness::new();
+    let port = 40110;
+    let iss = 0x0100_0000;
+    let syn = GuestSeg {
+        mss: None,
+        ..GuestSeg::syn(port, server.guest_addr(), iss, None)
+    };
+    // MSS 1460, then an option of kind 8 with length 0, then padding.
+    let options = [2, 4, 0x05, 0xb4, 8, 0, 0, 0];
+    let frame = frame_with_raw_options(&syn, &options, &[]);
+    let (_, mss) = raw_handshake(&mut h, &frame, port, server.guest_addr(), iss);
+    assert_eq!(mss, Some(65480), "slipway's own MSS");
+
+    let mut got = Vec::new();
+    let frames = h.collect_until(Duration::from_secs(5), |f| {
+        if let Some(t) = f.tcp_to(port) {
+            got.extend_from_slice(t.payload);
+        }
+        got.len() >= data.len()
+    });
+    let lens: Vec<usize> = frames
+        .iter()
+        .filter_map(|f| f.tcp_to(port))
+        .map(|t| t.payload.len())
+        .filter(|&len| len > 0)
+        .collect();
+    assert_eq!(got, data, "the host's bytes: {lens:?}");
+    assert!(
+        lens.iter().all(|&len| len <= 1460) && lens.contains(&1460),
+        "segments cut to the guest's MSS of 1460: {lens:?}"
+    );
+}
+
+/// A data segment whose options end in one running past the header is kept,
+/// as Linux keeps it: its payload reaches the host and is acknowledged.
+#[test]
+fn data_segment_with_overlong_option_is_delivered() {
+    let server = serve(listen(), |mut stream| {
+        let mut got = [0u8; 5];
+        stream.read_exact(&mut got).unwrap();
+        got
+    });
+    let mut h = Harness::new();
+    let port = 40111;
+    let iss = 0x0200_0000;
+    let syn = GuestSeg::syn(port, server.guest_addr(), iss, None).frame(&[]);
+    let (their_iss, _) = raw_handshake(&mut h, &syn, port, server.guest_addr(), iss);
+    let data = GuestSeg::bare(
+        port,
+        server.guest_addr(),
+        iss.wrapping_add(1),
+        Some(their_iss.wrapping_add(1)),
+        TcpControl::Psh,
+    );
+    // A NOP, then a timestamps option claiming 10 bytes where 3 are left.
+    let options = [1, 8, 10, 0];
+    h.send(&frame_with_raw_options(&data, &options, b"hello"));
+    let frames = h.collect_until(Duration::from_secs(3), |f| {
+        f.tcp_to(port)
+            .is_some_and(|t| t.ack == Some(iss.wrapping_add(6)))
+    });
+    assert!(
+        frames
+            .iter()
+            .filter_map(|f| f.tcp_to(port))
+            .any(|t| t.ack == Some(iss.wrapping_add(6))),
+        "the 5 bytes are acknowledged: {frames:?}"
+    );
+    assert_eq!(&server.join().expect("the server ran"), b"hello");
+}
