@@ -1594,3 +1594,56 @@ fn window_waits_for_writable_only_below_the_room_the_socket_reports_writable_at(
     assert_eq!(update.window, 14_400);
     assert!(!flow.conn.interest().writable);
 }
+
+/// A half-open flow holds a host socket: a guest that never acknowledges
+/// the SYN-ACK has the handshake timeout to do so, whatever retransmissions
+/// are left, and then the flow is reset and its socket closed.
+#[test]
+fn unanswered_syn_ack_is_reset_at_the_handshake_timeout() {
+    let cfg = TcpConfig {
+        handshake_timeout: Duration::from_secs(5),
+        ..config()
+    };
+    assert_eq!(
+        TcpConfig::default().handshake_timeout,
+        Duration::from_secs(20)
+    );
+    let syn = guest_syn(Some(1200), None, 65535);
+    let (mut flow, first) = Flow::connected(cfg, syn, HostSock::with_space(20_000));
+    let mut copies = 0;
+    let mut end = None;
+    while let Some(at) = flow.next_timeout_ms() {
+        flow.timeout(at);
+        for sent in flow.flush(at) {
+            if sent.t.flags.rst {
+                end = Some(at);
+            } else {
+                assert_eq!(sent.t, first);
+                copies += 1;
+            }
+        }
+        assert!(at <= 60_000, "the handshake never times out");
+    }
+    assert_eq!(end, Some(5_001), "5 s after the SYN-ACK");
+    assert_eq!(copies, 2, "retransmitted at 1 and 3 s");
+    assert_eq!(
+        flow.conn.close_reason(),
+        Some(CloseReason::HandshakeTimeout)
+    );
+    assert_eq!(flow.host.ops, [SocketOp::Reset]);
+
+    // A flow a host peer opened waits as long for the guest's SYN-ACK.
+    let t0 = Instant::now();
+    let mut conn = TcpConn::from_host_accept(SeqNum::new(SLIPWAY_ISN), 20_000, cfg, t0);
+    let mut at = t0;
+    for _ in 0..100 {
+        let Some(next) = conn.poll_timeout() else {
+            break;
+        };
+        at = next;
+        conn.handle_timeout(at);
+        while conn.poll_transmit(at).is_some() {}
+    }
+    assert_eq!(conn.close_reason(), Some(CloseReason::HandshakeTimeout));
+    assert_eq!(at.duration_since(t0), Duration::from_secs(5));
+}

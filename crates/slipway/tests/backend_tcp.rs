@@ -909,10 +909,12 @@ fn frame_with_raw_options(seg: &GuestSeg, options: &[u8], payload: &[u8]) -> Vec
             let mut tcp = TcpPacket::new_unchecked(area);
             tcp.set_src_port(seg.src_port);
             tcp.set_dst_port(seg.dst.port());
-            tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(seg.seq.cast_signed()));
-            tcp.set_ack_number(smoltcp::wire::TcpSeqNumber(
-                seg.ack.unwrap_or(0).cast_signed(),
-            ));
+            tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(i32::from_ne_bytes(
+                seg.seq.to_ne_bytes(),
+            )));
+            tcp.set_ack_number(smoltcp::wire::TcpSeqNumber(i32::from_ne_bytes(
+                seg.ack.unwrap_or(0).to_ne_bytes(),
+            )));
             tcp.set_header_len(u8::try_from(20 + options.len()).unwrap());
             tcp.clear_flags();
             tcp.set_syn(seg.control == TcpControl::Syn);
@@ -1043,4 +1045,136 @@ fn data_segment_with_overlong_option_is_delivered() {
         "the 5 bytes are acknowledged: {frames:?}"
     );
     assert_eq!(&server.join().expect("the server ran"), b"hello");
+}
+
+// ----- half-open flows -----
+
+/// Half-open flows (the guest's SYN taken, its handshake not complete).
+fn half_open_flows(h: &Harness) -> u32 {
+    use flow_table::tcp::Phase;
+    h.backend
+        .tcp_flows_by_phase()
+        .into_iter()
+        .filter(|(phase, _)| matches!(phase, Phase::Connecting | Phase::SynReceived))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A guest that sends SYNs and never acknowledges the SYN-ACKs holds a host
+/// socket per SYN: such half-open flows are capped like a SYN backlog (the
+/// SYNs beyond dropped and counted), a proper connection still gets in
+/// (its retransmitted SYN once there is room), and at the handshake timeout
+/// the half-open flows are reset and their sockets closed.
+#[test]
+fn half_open_flows_are_capped_and_reclaimed_at_the_handshake_timeout() {
+    const CAP: u32 = 8;
+    const SYNS: u16 = 40;
+    let listener = listen_with(None, 128);
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    // Accepts every connection until told to stop, then reports how many
+    // it took and how many of them saw slipway's socket close.
+    let acceptor = thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let mut streams = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((stream, _)) => streams.push(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stopped.try_recv().is_ok() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        let closed = streams
+            .iter_mut()
+            .filter(|stream| {
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let mut byte = [0u8; 1];
+                let mut reader: &TcpStream = stream;
+                match reader.read(&mut byte) {
+                    Ok(0) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                    Ok(_) => false,
+                }
+            })
+            .count();
+        (streams.len(), closed)
+    });
+
+    let mut config = default_config();
+    config.max_half_open_tcp = CAP;
+    config.tcp_handshake_timeout = Duration::from_millis(1500);
+    let mut h = Harness::with_config(config);
+    for i in 0..SYNS {
+        let syn = GuestSeg::syn(41_000 + i, via_gateway(port), 1000 * u32::from(i), None);
+        h.send(&syn.frame(&[]));
+    }
+    let frames = h.collect_for(Duration::from_millis(300));
+    let syn_acks = frames
+        .iter()
+        .filter_map(Frame::tcp)
+        .filter(|t| t.syn && t.ack.is_some())
+        .count();
+    assert_eq!(syn_acks, CAP as usize, "one SYN-ACK per admitted SYN");
+    assert_eq!(half_open_flows(&h), CAP);
+    assert_eq!(h.backend.open_flows(Protocol::Tcp), CAP);
+    assert_eq!(
+        h.backend.counters().syn_backlog_drops,
+        u64::from(SYNS) - u64::from(CAP)
+    );
+    assert!(
+        frames.iter().filter_map(Frame::tcp).all(|t| !t.rst),
+        "dropped SYNs get no answer"
+    );
+
+    let opts = TcpOpts {
+        rto: Duration::from_millis(100),
+        max_rto: Duration::from_millis(400),
+        ..TcpOpts::default()
+    };
+    let mut ep = GuestTcp::new(opts, 42_000, via_gateway(port), 0x7000_0000);
+    let start = Instant::now();
+    ep.connect(start, &mut h.backend);
+    let up = h.drive(&mut ep, Duration::from_secs(10), |ep, _| {
+        ep.state() == State::Established
+    });
+    assert!(up, "a proper connection gets in: {:?}", ep.stats());
+    eprintln!("proper connection established after {:?}", start.elapsed());
+
+    let gone = h.drive(&mut ep, Duration::from_secs(5), |_, backend| {
+        backend.open_flows(Protocol::Tcp) == 1
+    });
+    assert!(gone, "half-open flows left: {}", half_open_flows(&h));
+    assert_eq!(half_open_flows(&h), 0);
+    let resets = h
+        .stray
+        .iter()
+        .filter_map(Frame::tcp)
+        .filter(|t| t.rst)
+        .count();
+    assert_eq!(resets, CAP as usize, "each timed-out flow resets the guest");
+
+    ep.close();
+    let closed = h.drive(&mut ep, Duration::from_secs(3), |ep, _| ep.fin_acked());
+    assert!(closed, "close: {:?}", ep.stats());
+    h.assert_quiet("after half-open flows were reclaimed");
+    stop.send(()).unwrap();
+    let (accepted, seen_closed) = acceptor.join().unwrap();
+    assert_eq!(
+        accepted,
+        CAP as usize + 1,
+        "host connections: the admitted SYNs and the proper one"
+    );
+    assert_eq!(
+        seen_closed, accepted,
+        "every host connection saw slipway's socket close"
+    );
 }

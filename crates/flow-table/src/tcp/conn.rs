@@ -199,7 +199,9 @@ pub struct TcpConn {
     pub(crate) rto: RtoEstimator,
     pub(crate) retries: u32,
     pub(crate) timer: Option<(TimerKind, Instant)>,
-    pub(crate) connect_deadline: Option<Instant>,
+    /// The host `connect()` (while connecting) or the guest's side of the
+    /// handshake (SYN or SYN-ACK sent) must be done by then.
+    pub(crate) setup_deadline: Option<Instant>,
     pub(crate) idle_deadline: Option<Instant>,
     pub(crate) close_deadline: Option<Instant>,
     pub(crate) last_activity: Instant,
@@ -250,7 +252,7 @@ impl TcpConn {
         conn.irs = syn.seq;
         conn.rcv_nxt = syn.seq + 1;
         conn.rcv_adv = conn.rcv_nxt;
-        conn.connect_deadline = Some(now + config.connect_timeout);
+        conn.setup_deadline = Some(now + config.connect_timeout);
         conn
     }
 
@@ -267,6 +269,7 @@ impl TcpConn {
         conn.host_send_space = host_send_space;
         conn.syn_pending = true;
         conn.guest_offered_wscale = true;
+        conn.setup_deadline = Some(now + config.handshake_timeout);
         conn.arm_retransmit(now);
         conn
     }
@@ -312,7 +315,7 @@ impl TcpConn {
             rto: RtoEstimator::new(&config),
             retries: 0,
             timer: None,
-            connect_deadline: None,
+            setup_deadline: None,
             idle_deadline: None,
             close_deadline: None,
             last_activity: now,
@@ -354,7 +357,7 @@ impl TcpConn {
         let before = self.phase();
         self.host_send_space = send_space;
         self.state = State::SynReceived;
-        self.connect_deadline = None;
+        self.setup_deadline = Some(now + self.config.handshake_timeout);
         self.syn_pending = true;
         self.retries = 0;
         self.arm_retransmit(now);
@@ -471,7 +474,7 @@ impl TcpConn {
         }
         earliest(&[
             self.timer.map(|(_, at)| at),
-            self.connect_deadline,
+            self.setup_deadline,
             self.idle_deadline,
             self.close_deadline,
         ])
@@ -657,7 +660,7 @@ impl TcpConn {
         }
         self.state = State::Closed;
         self.timer = None;
-        self.connect_deadline = None;
+        self.setup_deadline = None;
         self.idle_deadline = None;
         self.close_deadline = None;
         self.syn_pending = false;

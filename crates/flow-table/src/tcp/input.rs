@@ -143,6 +143,7 @@ impl TcpConn {
 
     fn establish(&mut self, now: Instant) {
         self.state = State::Established;
+        self.setup_deadline = None;
         self.timer = None;
         self.retries = 0;
         self.rto.reset_backoff();

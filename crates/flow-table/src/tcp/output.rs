@@ -217,9 +217,17 @@ impl TcpConn {
     /// Runs the timers that have expired by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let before = self.phase();
-        if self.connect_deadline.is_some_and(|at| at <= now) {
-            self.connect_deadline = None;
-            self.abort(now, CloseReason::ConnectTimeout);
+        if self.setup_deadline.is_some_and(|at| at <= now) {
+            self.setup_deadline = None;
+            let reason = match self.state {
+                State::Connecting => CloseReason::ConnectTimeout,
+                State::SynSent
+                | State::SynReceived
+                | State::Established
+                | State::TimeWait
+                | State::Closed => CloseReason::HandshakeTimeout,
+            };
+            self.abort(now, reason);
         }
         if self.close_deadline.is_some_and(|at| at <= now) {
             self.close_deadline = None;

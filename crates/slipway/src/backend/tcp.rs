@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use epoll_dispatch::Token;
 use flow_table::tcp::{
-    Event, Flags, Segment, SeqNum, TcpConfig, TcpConn, TcpStats, Transmit, rst_for_unknown,
+    Event, Flags, Phase, Segment, SeqNum, TcpConfig, TcpConn, TcpStats, Transmit, rst_for_unknown,
 };
 use flow_table::{FlowId, FlowKey, InsertError, Protocol};
 use nat_core::Verdict;
@@ -36,6 +36,8 @@ pub(crate) struct TcpFlow {
     in_tx: bool,
     /// Listed in `time_wait`.
     in_time_wait: bool,
+    /// Counted in the backend's half-open flows.
+    half_open: bool,
     /// Stats already added to the backend's counters.
     reported: TcpStats,
     span: tracing::Span,
@@ -133,6 +135,21 @@ fn parse_options(mut options: &[u8], syn: bool) -> GuestOptions {
         }
     }
     found
+}
+
+/// Whether a flow in `phase` is half-open in the sense of a SYN backlog:
+/// the guest's SYN is taken, its handshake not complete, a host socket held.
+fn is_half_open(phase: Phase) -> bool {
+    match phase {
+        Phase::Connecting | Phase::SynReceived => true,
+        Phase::SynSent
+        | Phase::Established
+        | Phase::CloseWait
+        | Phase::FinWait
+        | Phase::Closing
+        | Phase::TimeWait
+        | Phase::Closed => false,
+    }
 }
 
 fn token_of(id: FlowId) -> Option<Token> {
@@ -264,6 +281,16 @@ impl Backend {
         let Some(target) = target else {
             return self.tcp_reject(&key, &gs.seg, gs.payload.len());
         };
+        if self.tcp_half_open.0 >= self.tcp_half_open.1 {
+            // A full SYN backlog: dropped without an answer, as Linux drops
+            // a SYN when its SYN queue is full (without syncookies). The
+            // guest retransmits its SYN and gets in once a half-open flow
+            // completes or times out, where an RST would fail a connection
+            // to a port that is open.
+            self.counters.syn_backlog_drops += 1;
+            tracing::debug!(%key, half_open = self.tcp_half_open.0, "SYN dropped: backlog full");
+            return;
+        }
         if !self.syn_bucket.try_take(now) {
             // Dropped silently: the guest retransmits its SYN later.
             self.counters.syn_rate_drops += 1;
@@ -294,6 +321,7 @@ impl Backend {
             interest: None,
             in_tx: false,
             in_time_wait: false,
+            half_open: false,
             reported: TcpStats::default(),
             span,
         };
@@ -447,6 +475,16 @@ impl Backend {
                 Event::Closed(reason) => tracing::debug!(?reason, "closed"),
             }
         }
+        let half_open = is_half_open(flow.conn.phase());
+        if half_open != flow.half_open {
+            flow.half_open = half_open;
+            let count = &mut self.tcp_half_open.0;
+            *count = if half_open {
+                count.saturating_add(1)
+            } else {
+                count.saturating_sub(1)
+            };
+        }
         let stats = *flow.conn.stats();
         self.counters.tcp_bytes_to_host += stats.bytes_to_host - flow.reported.bytes_to_host;
         self.counters.tcp_bytes_to_guest += stats.bytes_to_guest - flow.reported.bytes_to_guest;
@@ -515,14 +553,17 @@ impl Backend {
     /// Removes flow `id` once it is closed and has sent everything; else
     /// takes it off the transmit queue.
     pub(crate) fn tcp_reap(&mut self, id: FlowId) {
-        let closed = match self.flows.get_mut(id) {
+        let (closed, half_open) = match self.flows.get_mut(id) {
             Some(Flow::Tcp(flow)) => {
                 flow.in_tx = false;
-                flow.conn.is_closed()
+                (flow.conn.is_closed(), flow.half_open)
             }
-            Some(Flow::Udp(_) | Flow::Icmp(_)) | None => false,
+            Some(Flow::Udp(_) | Flow::Icmp(_)) | None => (false, false),
         };
         if closed {
+            if half_open {
+                self.tcp_half_open.0 = self.tcp_half_open.0.saturating_sub(1);
+            }
             self.flows.remove(id);
             self.counters.tcp_flows_closed += 1;
         }
