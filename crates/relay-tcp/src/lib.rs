@@ -9,7 +9,9 @@
 //!   receive queue ([`peek`](HostSocket::peek),
 //!   [`peek_vectored`](HostSocket::peek_vectored)) with `SO_PEEK_OFF` where
 //!   the kernel has it ([`peek_offset_supported`]), discards acknowledged
-//!   bytes without copying them ([`consume`](HostSocket::consume)), and is
+//!   bytes without copying them ([`consume`](HostSocket::consume)), measures
+//!   its send buffer ([`send_room`](HostSocket::send_room): the free space
+//!   and the room at which the kernel reports it writable), and is
 //!   the [`HostWriter`](flow_table::tcp::HostWriter) guest data is written
 //!   through.
 //! - [`run_socket_ops`] carries out what a
