@@ -379,6 +379,7 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         ("denied", c.denied),
         ("flow limit drops", c.flow_limit_drops),
         ("syn rate drops", c.syn_rate_drops),
+        ("syn backlog drops", c.syn_backlog_drops),
         ("rst for unknown flows", c.rst_unknown),
         ("output queue drops", c.output_drops),
     ];
