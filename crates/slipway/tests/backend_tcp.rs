@@ -1117,7 +1117,12 @@ fn half_open_flows_are_capped_and_reclaimed_at_the_handshake_timeout() {
         let syn = GuestSeg::syn(41_000 + i, via_gateway(port), 1000 * u32::from(i), None);
         h.send(&syn.frame(&[]));
     }
-    let frames = h.collect_for(Duration::from_millis(300));
+    let mut seen = 0;
+    let mut frames = h.collect_until(Duration::from_secs(5), |f| {
+        seen += usize::from(f.tcp().is_some_and(|t| t.syn && t.ack.is_some()));
+        seen == CAP as usize
+    });
+    frames.extend(h.collect_for(Duration::from_millis(200)));
     let syn_acks = frames
         .iter()
         .filter_map(Frame::tcp)
