@@ -9,7 +9,9 @@
 //!   receive queue ([`peek`](HostSocket::peek),
 //!   [`peek_vectored`](HostSocket::peek_vectored)) with `SO_PEEK_OFF` where
 //!   the kernel has it ([`peek_offset_supported`]), discards acknowledged
-//!   bytes without copying them ([`consume`](HostSocket::consume)), and is
+//!   bytes without copying them ([`consume`](HostSocket::consume)), measures
+//!   its send buffer ([`send_room`](HostSocket::send_room): the free space
+//!   and the room at which the kernel reports it writable), and is
 //!   the [`HostWriter`](flow_table::tcp::HostWriter) guest data is written
 //!   through.
 //! - [`run_socket_ops`] carries out what a
@@ -56,4 +58,4 @@ pub use relay::{
     Closure, Executed, HostOp, OpError, SocketReadiness, epoll_interest, fill_transmit_payload,
     on_readiness, run_socket_ops,
 };
-pub use socket::HostSocket;
+pub use socket::{HostSocket, SendRoom};

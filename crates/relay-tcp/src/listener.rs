@@ -120,7 +120,7 @@ impl Listener {
                     let peer = peer
                         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
                         .and_then(inet_addr)?;
-                    sockopt::set_tcp_nodelay(&fd, true)?;
+                    crate::socket::configure(&fd)?;
                     return Ok(Some((HostSocket::from_fd(fd), peer)));
                 }
                 Err(Errno::AGAIN) => return Ok(None),

@@ -12,12 +12,17 @@ use std::time::Instant;
 
 use flow_table::tcp::{Phase, SocketOp, TcpConn, Transmit};
 
+use crate::peek::PeekMethod;
 use crate::socket::HostSocket;
 
 /// Socket operations one call carries out at most. A flow owes at most a
 /// consume, a shutdown and a terminal operation at a time (plus a reset after
 /// a failure), so the bound is never reached by a working state machine.
 const MAX_OPS_PER_CALL: usize = 16;
+
+/// Peeks one payload takes at most: one, a second after a stop at an
+/// urgent mark (Linux keeps one mark at a time), and room for signals.
+const MAX_PEEKS_PER_PAYLOAD: usize = 4;
 
 /// What a host socket reported ready, decoded from an epoll event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,7 +146,8 @@ impl Executed {
 /// [`TcpConn::handle_host_readable`]. When guest data was written since the
 /// last call, the send space is measured and reported with
 /// [`TcpConn::handle_host_send_space`] (as 0 while the kernel refuses
-/// writes).
+/// writes), after the room at which the socket turns writable with
+/// [`TcpConn::handle_host_send_buffer`].
 ///
 /// Call it after every batch of guest segments and before taking segments
 /// from [`TcpConn::poll_transmit`], whose payload offsets assume it. A
@@ -157,14 +163,10 @@ pub fn run_socket_ops(conn: &mut TcpConn, sock: &mut HostSocket, now: Instant) -
         execute(conn, sock, op, now, &mut done);
     }
     if sock.take_wrote() && sock.is_open() {
-        let space = if sock.write_blocked() {
-            Ok(0)
+        if sock.write_blocked() {
+            conn.handle_host_send_space(now, 0);
         } else {
-            sock.send_space()
-        };
-        match space {
-            Ok(space) => conn.handle_host_send_space(now, space),
-            Err(error) => fail(conn, now, &mut done, HostOp::MeasureSendSpace, error),
+            report_send_room(conn, sock, now, &mut done);
         }
         // A failure above owes a reset.
         for _ in 0..MAX_OPS_PER_CALL {
@@ -224,6 +226,18 @@ fn consume(conn: &mut TcpConn, sock: &mut HostSocket, n: usize, now: Instant, do
     report_queue(conn, sock, now, done);
 }
 
+/// Measures the send buffer and reports its room: where the socket turns
+/// writable first, then the free space.
+fn report_send_room(conn: &mut TcpConn, sock: &HostSocket, now: Instant, done: &mut Executed) {
+    match sock.send_room() {
+        Ok(room) => {
+            conn.handle_host_send_buffer(now, room.writable_at);
+            conn.handle_host_send_space(now, room.free);
+        }
+        Err(error) => fail(conn, now, done, HostOp::MeasureSendSpace, error),
+    }
+}
+
 /// Measures the receive queue and reports it; true if that worked.
 fn report_queue(conn: &mut TcpConn, sock: &HostSocket, now: Instant, done: &mut Executed) -> bool {
     match sock.queued() {
@@ -268,7 +282,9 @@ fn is_reset(error: &io::Error) -> bool {
 /// - Readable or a hang-up: the receive queue goes to
 ///   [`TcpConn::handle_host_readable`]; then a hang-up goes to
 ///   [`TcpConn::handle_host_eof`].
-/// - Writable: the send space goes to [`TcpConn::handle_host_send_space`].
+/// - Writable: the send buffer's room goes to
+///   [`TcpConn::handle_host_send_buffer`] and
+///   [`TcpConn::handle_host_send_space`].
 pub fn on_readiness(
     conn: &mut TcpConn,
     sock: &mut HostSocket,
@@ -297,8 +313,11 @@ fn on_connect_readiness(
     if !(readiness.writable || readiness.error || readiness.hangup) {
         return;
     }
-    match sock.take_connect_result().and_then(|()| sock.send_space()) {
-        Ok(space) => conn.handle_host_connected(now, space),
+    match sock.take_connect_result().and_then(|()| sock.send_room()) {
+        Ok(room) => {
+            conn.handle_host_send_buffer(now, room.writable_at);
+            conn.handle_host_connected(now, room.free);
+        }
         // Not done yet: the next readiness tells.
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
         Err(error) => {
@@ -336,10 +355,7 @@ fn on_stream_readiness(
     }
     if readiness.writable {
         sock.clear_write_blocked();
-        match sock.send_space() {
-            Ok(space) => conn.handle_host_send_space(now, space),
-            Err(error) => fail(conn, now, done, HostOp::MeasureSendSpace, error),
-        }
+        report_send_room(conn, sock, now, done);
     }
 }
 
@@ -374,6 +390,14 @@ pub fn epoll_interest(conn: &TcpConn) -> epoll_dispatch::Interest {
 /// Peeks the payload `transmit` names into `buf` and returns its length
 /// (0 for a segment without payload).
 ///
+/// A peek that copied bytes stops short at a host peer's urgent mark (the
+/// urgent byte stays inline, `SO_OOBINLINE`), so a short peek is continued
+/// from where it stopped. On a kernel without `SO_PEEK_OFF`
+/// ([`PeekMethod::Prefix`]) every peek starts at the head of the queue and
+/// cannot pass a mark beyond it: the payload then comes out short, even
+/// empty, and the guest gets the rest as a retransmission once it has
+/// acknowledged the bytes before the mark.
+///
 /// # Errors
 /// `InvalidInput` when `buf` is shorter than the payload; `UnexpectedEof`
 /// when the receive queue holds fewer bytes at the offset than the state
@@ -393,8 +417,29 @@ pub fn fill_transmit_payload(
             format!("{available}-byte buffer for a {}-byte payload", range.len),
         )
     })?;
-    let peeked = sock.peek(range.offset, dst)?;
-    if peeked < range.len {
+    let mut peeked = 0;
+    for _ in 0..MAX_PEEKS_PER_PAYLOAD {
+        let Some(rest) = dst.get_mut(peeked..).filter(|rest| !rest.is_empty()) else {
+            break;
+        };
+        let Some(offset) = range.offset.checked_add(peeked) else {
+            break;
+        };
+        match sock.peek(offset, rest) {
+            Ok(0) => break,
+            Ok(n) => peeked += n.min(rest.len()),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error)
+                if error.kind() == io::ErrorKind::WouldBlock
+                    && sock.peek_method() == PeekMethod::Prefix =>
+            {
+                break;
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock && peeked > 0 => break,
+            Err(error) => return Err(error),
+        }
+    }
+    if peeked < range.len && sock.peek_method() == PeekMethod::PeekOffset {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!(

@@ -19,8 +19,21 @@ const MAX_DISCARD_CALLS: usize = 8;
 /// How many times a write is tried when signals interrupt it.
 const MAX_SEND_TRIES: usize = 4;
 
+/// The room in a host socket's send buffer, from
+/// [`HostSocket::send_room`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendRoom {
+    /// Free space now, as [`HostSocket::send_space`] counts it.
+    pub free: u32,
+    /// Free space (counted alike) at which the kernel surely reports the
+    /// socket writable: waiting for writable readiness makes sense only
+    /// for less room than this.
+    pub writable_at: u32,
+}
+
 /// The host side of one TCP flow: an owned, non-blocking, close-on-exec TCP
-/// socket with `TCP_NODELAY` set (the guest has segmented already).
+/// socket with `TCP_NODELAY` set (the guest has segmented already) and
+/// urgent data kept inline (`SO_OOBINLINE`).
 ///
 /// The socket carries out what the flow's state machine asks for: peeks at
 /// offsets of its receive queue, discards acknowledged bytes, writes guest
@@ -62,7 +75,7 @@ impl HostSocket {
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
         )?;
-        sockopt::set_tcp_nodelay(&fd, true)?;
+        configure(&fd)?;
         match rustix::net::connect(&fd, &dst) {
             // A signal does not stop a non-blocking connect: it goes on.
             Ok(()) | Err(Errno::INPROGRESS | Errno::INTR) => Ok(Self::from_fd(fd)),
@@ -71,13 +84,13 @@ impl HostSocket {
     }
 
     /// Takes over a connected TCP socket, such as one from `accept()`; makes
-    /// it non-blocking and sets `TCP_NODELAY`.
+    /// it non-blocking and sets `TCP_NODELAY` and `SO_OOBINLINE`.
     ///
     /// # Errors
     /// The `ioctl()` or `setsockopt()` error (`ENOTSOCK` for a non-socket).
     pub fn from_accepted(fd: OwnedFd) -> io::Result<HostSocket> {
         rustix::io::ioctl_fionbio(&fd, true)?;
-        sockopt::set_tcp_nodelay(&fd, true)?;
+        configure(&fd)?;
         Ok(Self::from_fd(fd))
     }
 
@@ -177,11 +190,34 @@ impl HostSocket {
     /// # Errors
     /// The `getsockopt()` or `ioctl()` error; `NotConnected` once closed.
     pub fn send_space(&self) -> io::Result<u32> {
+        self.send_room().map(|room| room.free)
+    }
+
+    /// The free space of the send buffer as [`send_space`](Self::send_space)
+    /// counts it, and the free space at which the socket surely reports
+    /// writable, from one `getsockopt()` and one `ioctl()`.
+    ///
+    /// Linux reports a TCP socket writable (`EPOLLOUT`) while the memory
+    /// its send queue holds is at most two thirds of `SO_SNDBUF`
+    /// (`sk_stream_wspace() >= sk_stream_min_wspace()`); that memory is at
+    /// least the bytes `SIOCOUTQ` counts, so by then at least seven eighths
+    /// less two thirds of `SO_SNDBUF` (5/24) is free as counted here.
+    ///
+    /// # Errors
+    /// The `getsockopt()` or `ioctl()` error; `NotConnected` once closed.
+    pub fn send_room(&self) -> io::Result<SendRoom> {
         let fd = open(self.fd.as_ref())?;
         let sndbuf = sockopt::socket_send_buffer_size(fd)?;
         let queued = sys::outq(fd)?;
-        let free = sndbuf.saturating_sub(queued).saturating_sub(sndbuf / 8);
-        Ok(u32::try_from(free).unwrap_or(u32::MAX))
+        let usable = sndbuf.saturating_sub(sndbuf / 8);
+        let free = usable.saturating_sub(queued);
+        // The largest queue the kernel still reports writable, rounded up.
+        let writable_queue = (sndbuf.saturating_mul(2) / 3).saturating_add(1);
+        let writable_at = usable.saturating_sub(writable_queue);
+        Ok(SendRoom {
+            free: u32::try_from(free).unwrap_or(u32::MAX),
+            writable_at: u32::try_from(writable_at).unwrap_or(u32::MAX),
+        })
     }
 
     /// Copies receive-queue bytes from `offset` (counted from the head)
@@ -343,6 +379,18 @@ impl HostWriter for HostSocket {
         }
         Ok(sent)
     }
+}
+
+/// Sets the options every host socket has: `TCP_NODELAY` (the guest has
+/// segmented already) and `SO_OOBINLINE`. Without the latter Linux takes a
+/// host peer's urgent byte out of the stream and `SIOCINQ` counts only up
+/// to it, so the flow would never learn of the bytes behind it; inline, the
+/// byte is one more byte of the stream, as the guest's socket (which gets
+/// no urgent pointer) sees it.
+pub(crate) fn configure(fd: &OwnedFd) -> io::Result<()> {
+    sockopt::set_tcp_nodelay(fd, true)?;
+    sockopt::set_socket_oobinline(fd, true)?;
+    Ok(())
 }
 
 /// The descriptor of a socket that is still open.

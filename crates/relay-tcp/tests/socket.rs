@@ -292,3 +292,104 @@ fn bind_error_names_the_address() {
     let message = error.to_string();
     assert!(message.contains(&addr.to_string()), "{message}");
 }
+
+/// A peek of the whole payload named by a segment, as the backend does it.
+fn fill(sock: &mut HostSocket, offset: usize, len: usize) -> io::Result<Vec<u8>> {
+    use flow_table::tcp::{Flags, PeekRange, SeqNum, Transmit};
+    let transmit = Transmit {
+        seq: SeqNum::new(0),
+        ack: None,
+        flags: Flags::default(),
+        window: 0,
+        mss: None,
+        window_scale: None,
+        payload: Some(PeekRange { offset, len }),
+    };
+    let mut buf = vec![0u8; len];
+    let n = relay_tcp::fill_transmit_payload(sock, &transmit, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A host peer's urgent byte stays in the stream (`SO_OOBINLINE`), counted
+/// by the queue length; a peek across the mark goes on past it where the
+/// kernel lets it (with a peek offset), and on the fallback comes short,
+/// never wrong, until the bytes before the mark are consumed.
+#[test]
+fn urgent_byte_is_queued_inline_and_a_peek_across_the_mark_goes_on() {
+    let head = pattern(41, 1000);
+    let tail = pattern(42, 1000);
+    let mut all = head.clone();
+    all.push(b'!');
+    all.extend_from_slice(&tail);
+    for method in peek_methods() {
+        let (mut sock, mut peer) = connected_pair();
+        sock = sock.with_peek_method(method).unwrap();
+        peer.write_all(&head).unwrap();
+        let sent = rustix::net::send(&peer, b"!", rustix::net::SendFlags::OOB).unwrap();
+        assert_eq!(sent, 1);
+        peer.write_all(&tail).unwrap();
+        wait_queued(&sock, all.len());
+        assert_eq!(sock.queued().unwrap(), all.len(), "{method:?}: inline");
+
+        let got = fill(&mut sock, 0, all.len()).unwrap();
+        match method {
+            PeekMethod::PeekOffset => assert_eq!(got, all, "{method:?}: past the mark"),
+            PeekMethod::Prefix => {
+                assert!(!got.is_empty() && got.len() <= all.len(), "{method:?}");
+                assert_eq!(got, all[..got.len()], "{method:?}: a true prefix");
+            }
+        }
+        assert_eq!(sock.consume(head.len()).unwrap(), head.len());
+        let rest = fill(&mut sock, 0, all.len() - head.len()).unwrap();
+        assert_eq!(rest, all[head.len()..], "{method:?}: from the mark on");
+        assert_eq!(sock.consume(rest.len()).unwrap(), rest.len());
+        assert_eq!(sock.queued().unwrap(), 0);
+    }
+}
+
+/// The room `send_room` names as the writable point is one the kernel
+/// reaches: when the socket first reports writable again after its buffer
+/// filled, at least that much is free, so a flow waiting for that much
+/// space never waits on an event that is true all along.
+#[test]
+fn socket_reports_writable_once_the_room_it_names_is_free() {
+    let (mut sock, mut peer) = connected_pair();
+    let empty = sock.send_room().unwrap();
+    eprintln!("send room of an idle socket: {empty:?}");
+    assert!(empty.writable_at > 0 && empty.writable_at < empty.free);
+
+    let chunk = vec![0x5a; 16 * 1024];
+    for _ in 0..100_000 {
+        if sock.write(&chunk).unwrap() == 0 {
+            break;
+        }
+    }
+    let mut poller = Poller::new().unwrap();
+    let fd = sock.fd().unwrap();
+    poller
+        .register(fd, SOCKET_TOKEN, Interest::WRITABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(4);
+    let mut sink = vec![0; 4096];
+    let end = Instant::now() + WAIT_LIMIT;
+    let mut writable = false;
+    while Instant::now() < end {
+        poller.wait(&mut events, Some(Instant::now())).unwrap();
+        if events.iter().any(|(_, readiness)| readiness.is_writable()) {
+            writable = true;
+            break;
+        }
+        let n = peer.read(&mut sink).unwrap();
+        assert!(n > 0, "end of stream");
+    }
+    assert!(writable, "writable again once the peer read");
+    let room = sock.send_room().unwrap();
+    eprintln!("send room when writable again: {room:?}");
+    assert!(
+        room.free >= room.writable_at,
+        "writable with {} free, below the {} named",
+        room.free,
+        room.writable_at
+    );
+}

@@ -105,6 +105,9 @@ pub(crate) enum FinState {
     Pending,
     /// Sent, waiting for the guest's ACK.
     Sent,
+    /// Sent, and due again after a retransmission timeout; the guest may
+    /// have received and acknowledged the copy sent before.
+    Resend,
     /// Acknowledged by the guest.
     Acked,
 }
@@ -154,6 +157,9 @@ pub struct TcpConn {
     pub(crate) rcv_wscale: u8,
     pub(crate) guest_offered_wscale: bool,
     pub(crate) host_send_space: u32,
+    /// Free send space at which the host socket surely reports writable;
+    /// `u32::MAX` until the relay says.
+    pub(crate) host_writable_at: u32,
     pub(crate) guest_fin: bool,
 
     // Host to guest (slipway sends). Offsets count stream bytes from 0;
@@ -196,7 +202,9 @@ pub struct TcpConn {
     pub(crate) rto: RtoEstimator,
     pub(crate) retries: u32,
     pub(crate) timer: Option<(TimerKind, Instant)>,
-    pub(crate) connect_deadline: Option<Instant>,
+    /// The host `connect()` (while connecting) or the guest's side of the
+    /// handshake (SYN or SYN-ACK sent) must be done by then.
+    pub(crate) setup_deadline: Option<Instant>,
     pub(crate) idle_deadline: Option<Instant>,
     pub(crate) close_deadline: Option<Instant>,
     pub(crate) last_activity: Instant,
@@ -247,7 +255,7 @@ impl TcpConn {
         conn.irs = syn.seq;
         conn.rcv_nxt = syn.seq + 1;
         conn.rcv_adv = conn.rcv_nxt;
-        conn.connect_deadline = Some(now + config.connect_timeout);
+        conn.setup_deadline = Some(now + config.connect_timeout);
         conn
     }
 
@@ -264,6 +272,7 @@ impl TcpConn {
         conn.host_send_space = host_send_space;
         conn.syn_pending = true;
         conn.guest_offered_wscale = true;
+        conn.setup_deadline = Some(now + config.handshake_timeout);
         conn.arm_retransmit(now);
         conn
     }
@@ -282,6 +291,7 @@ impl TcpConn {
             rcv_wscale: 0,
             guest_offered_wscale: false,
             host_send_space: 0,
+            host_writable_at: u32::MAX,
             guest_fin: false,
             iss: isn,
             snd_una: 0,
@@ -309,7 +319,7 @@ impl TcpConn {
             rto: RtoEstimator::new(&config),
             retries: 0,
             timer: None,
-            connect_deadline: None,
+            setup_deadline: None,
             idle_deadline: None,
             close_deadline: None,
             last_activity: now,
@@ -351,7 +361,7 @@ impl TcpConn {
         let before = self.phase();
         self.host_send_space = send_space;
         self.state = State::SynReceived;
-        self.connect_deadline = None;
+        self.setup_deadline = Some(now + self.config.handshake_timeout);
         self.syn_pending = true;
         self.retries = 0;
         self.arm_retransmit(now);
@@ -396,6 +406,25 @@ impl TcpConn {
     pub fn handle_host_send_space(&mut self, _now: Instant, space: u32) {
         let was_closed = self.window_closed();
         self.host_send_space = space;
+        self.note_window_reopened(was_closed);
+    }
+
+    /// The host socket reports writable readiness at the latest once
+    /// `writable_at` bytes of its send buffer are free, counted as
+    /// [`handle_host_send_space`](Self::handle_host_send_space) counts
+    /// them. A window waits for writable readiness only below that: the
+    /// kernel reports a TCP socket writable while a third of its buffer is
+    /// free, so a small buffer may never free a whole segment of a guest
+    /// with a large MSS, and an interest in an event that is already true
+    /// wakes the loop on every wait.
+    pub fn handle_host_send_buffer(&mut self, _now: Instant, writable_at: u32) {
+        let was_closed = self.window_closed();
+        self.host_writable_at = writable_at;
+        self.note_window_reopened(was_closed);
+    }
+
+    /// A window that counted as shut and no longer does is announced.
+    fn note_window_reopened(&mut self, was_closed: bool) {
         if was_closed && !self.window_closed() && self.state == State::Established {
             self.ack_pending = true;
         }
@@ -449,7 +478,7 @@ impl TcpConn {
         }
         earliest(&[
             self.timer.map(|(_, at)| at),
-            self.connect_deadline,
+            self.setup_deadline,
             self.idle_deadline,
             self.close_deadline,
         ])
@@ -550,14 +579,20 @@ impl TcpConn {
     }
 
     /// True while the host send buffer has less room than one segment (or
-    /// one unit of the scaled window, if larger). A guest that avoids the
-    /// silly window syndrome sends nothing into less than a segment, so the
-    /// flow must then ask for writable readiness and announce the reopened
-    /// window itself, or both sides wait forever. The kernel reports
-    /// `EPOLLOUT` once a third of the buffer is free, far above a segment,
-    /// so a level-triggered registration does not spin.
+    /// one unit of the scaled window, if larger), or than the room at which
+    /// the socket surely reports writable, if that is less. A guest that
+    /// avoids the silly window syndrome sends nothing into less than a
+    /// segment, so the flow must then ask for writable readiness and
+    /// announce the reopened window itself, or both sides wait forever.
+    /// The bound keeps the wait to what the socket can reach: a
+    /// level-triggered writable interest is on only while the kernel does
+    /// not yet report it, so it never fires on every wait. Between the two
+    /// (a guest MSS larger than the buffer ever frees) the window is
+    /// announced as it is, and the guest's own override timer of the silly
+    /// window avoidance (its zero-window probe) sends into it.
     pub(crate) fn window_closed(&self) -> bool {
-        self.host_send_space < (1u32 << self.rcv_wscale).max(u32::from(self.snd_mss))
+        let segment = (1u32 << self.rcv_wscale).max(u32::from(self.snd_mss));
+        self.host_send_space < segment.min(self.host_writable_at).max(1)
     }
 
     pub(crate) fn arm_retransmit(&mut self, now: Instant) {
@@ -615,7 +650,7 @@ impl TcpConn {
             State::SynSent => (self.iss + 1, None),
             // SND.NXT, counting a FIN already sent (RFC 9293 §3.10.4).
             _ => match self.fin {
-                FinState::Sent | FinState::Acked => {
+                FinState::Sent | FinState::Resend | FinState::Acked => {
                     (self.seq_at(self.host_total) + 1, Some(self.rcv_nxt))
                 }
                 FinState::None | FinState::Pending => {
@@ -638,7 +673,7 @@ impl TcpConn {
         }
         self.state = State::Closed;
         self.timer = None;
-        self.connect_deadline = None;
+        self.setup_deadline = None;
         self.idle_deadline = None;
         self.close_deadline = None;
         self.syn_pending = false;

@@ -133,12 +133,17 @@ impl TcpConn {
         if let Some(outcome) = self.on_ack(now, seg, ack, payload.len()) {
             return outcome;
         }
+        // Any acceptable segment shows the guest is alive, an answer to a
+        // zero-window probe included (RFC 1122 §4.2.2.17: a receiver that
+        // answers probes keeps the connection open indefinitely).
+        self.last_activity = now;
         self.on_data(now, seg, payload, host);
         SegmentOutcome::Accepted
     }
 
     fn establish(&mut self, now: Instant) {
         self.state = State::Established;
+        self.setup_deadline = None;
         self.timer = None;
         self.retries = 0;
         self.rto.reset_backoff();
@@ -174,7 +179,12 @@ impl TcpConn {
         payload_len: usize,
     ) -> Option<SegmentOutcome> {
         let una = self.seq_at(self.snd_una);
-        let fin_sent = matches!(self.fin, FinState::Sent | FinState::Acked);
+        // A FIN due again after a timeout was sent before: the guest may
+        // acknowledge that copy.
+        let fin_sent = matches!(
+            self.fin,
+            FinState::Sent | FinState::Resend | FinState::Acked
+        );
         let sendable = (self.snd_max - self.snd_una) + u64::from(fin_sent);
         if ack.gt(una) && u64::from(ack.since(una)) > sendable {
             // RFC 9293 §3.10.7.4: ACK of something not yet sent.
@@ -229,12 +239,13 @@ impl TcpConn {
                 self.rtt_sample = None;
             }
         }
-        if acked > data && self.fin == FinState::Sent {
+        if acked > data && matches!(self.fin, FinState::Sent | FinState::Resend) {
             self.fin = FinState::Acked;
             self.close_deadline = None;
             self.on_our_fin_acked(now);
         }
-        let outstanding = self.snd_max > self.snd_una || self.fin == FinState::Sent;
+        let outstanding =
+            self.snd_max > self.snd_una || matches!(self.fin, FinState::Sent | FinState::Resend);
         if outstanding {
             self.arm_retransmit(now);
         } else if matches!(self.timer, Some((TimerKind::Retransmit, _))) {
@@ -363,7 +374,7 @@ impl TcpConn {
             // The guest's FIN is the last one: linger to acknowledge it
             // again should our ACK be lost.
             FinState::Acked => self.enter_time_wait(now),
-            FinState::None | FinState::Pending | FinState::Sent => {}
+            FinState::None | FinState::Pending | FinState::Sent | FinState::Resend => {}
         }
     }
 

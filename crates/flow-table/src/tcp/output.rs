@@ -135,7 +135,7 @@ impl TcpConn {
     }
 
     fn transmit_fin(&mut self, now: Instant) -> Option<Transmit> {
-        if self.fin != FinState::Pending {
+        if !matches!(self.fin, FinState::Pending | FinState::Resend) {
             return None;
         }
         self.fin = FinState::Sent;
@@ -187,7 +187,7 @@ impl TcpConn {
         let window = self.advertise_window();
         let seq = match self.fin {
             FinState::Sent | FinState::Acked => self.seq_at(self.host_total) + 1,
-            FinState::None | FinState::Pending => self.seq_at(self.snd_nxt),
+            FinState::None | FinState::Pending | FinState::Resend => self.seq_at(self.snd_nxt),
         };
         Some(Transmit::bare(seq, Some(self.rcv_nxt), ACK, window))
     }
@@ -221,9 +221,17 @@ impl TcpConn {
     /// Runs the timers that have expired by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let before = self.phase();
-        if self.connect_deadline.is_some_and(|at| at <= now) {
-            self.connect_deadline = None;
-            self.abort(now, CloseReason::ConnectTimeout);
+        if self.setup_deadline.is_some_and(|at| at <= now) {
+            self.setup_deadline = None;
+            let reason = match self.state {
+                State::Connecting => CloseReason::ConnectTimeout,
+                State::SynSent
+                | State::SynReceived
+                | State::Established
+                | State::TimeWait
+                | State::Closed => CloseReason::HandshakeTimeout,
+            };
+            self.abort(now, reason);
         }
         if self.close_deadline.is_some_and(|at| at <= now) {
             self.close_deadline = None;
@@ -293,13 +301,16 @@ impl TcpConn {
                 self.hole_pending = false;
                 self.dup_acks = 0;
                 if self.fin == FinState::Sent {
-                    self.fin = FinState::Pending;
+                    self.fin = FinState::Resend;
                 }
             }
             State::Connecting | State::TimeWait | State::Closed => return,
         }
         let outstanding = self.snd_max > self.snd_una
-            || matches!(self.fin, FinState::Pending | FinState::Sent)
+            || matches!(
+                self.fin,
+                FinState::Pending | FinState::Sent | FinState::Resend
+            )
             || self.syn_pending;
         if outstanding {
             self.arm_retransmit(now);

@@ -20,6 +20,15 @@ pub struct TcpConfig {
     pub max_rto: Duration,
     /// Retransmissions of a SYN or SYN-ACK before the flow is reset.
     pub syn_retries: u32,
+    /// How long the guest has to complete the handshake once slipway sent
+    /// its SYN-ACK (or, for a host peer's connection, its SYN), however
+    /// many retransmissions that leaves; then the flow is reset and its
+    /// host socket closed. A half-open flow holds a host socket, so this
+    /// bounds how long a guest that never answers keeps one. Linux gives
+    /// up after about 63 s (5 SYN-ACK retransmissions); slipway's guest is
+    /// one link away, so the default, 20 s, leaves room for four
+    /// retransmissions (at 1, 3, 7 and 15 s) and no more.
+    pub handshake_timeout: Duration,
     /// Consecutive retransmission timeouts before the flow is reset.
     pub max_retransmits: u32,
     /// A flow with no traffic either way for this long is reset. Guest
@@ -69,6 +78,7 @@ impl Default for TcpConfig {
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(60),
             syn_retries: 6,
+            handshake_timeout: Duration::from_secs(20),
             max_retransmits: 12,
             // RFC 5382 REQ-5: at least 2 hours 4 minutes.
             idle_timeout: Some(Duration::from_secs(7440)),

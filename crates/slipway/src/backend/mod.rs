@@ -58,6 +58,17 @@ pub struct BackendConfig {
     pub limits: Limits,
     /// New TCP flows the guest may open per second (0: unlimited).
     pub new_tcp_per_second: u32,
+    /// Half-open TCP flows the guest may hold at once, like a SYN backlog:
+    /// flows whose host connect is under way or whose SYN-ACK the guest
+    /// has not acknowledged yet, each holding a host socket. A guest SYN
+    /// beyond it is dropped silently and counted
+    /// ([`BackendCounters::syn_backlog_drops`]). Default 256, a quarter of
+    /// the usual soft limit of 1024 descriptors.
+    pub max_half_open_tcp: u32,
+    /// How long the guest has to acknowledge a SYN-ACK before its
+    /// half-open flow is reset and the host socket closed (default 20 s;
+    /// see `TcpConfig::handshake_timeout`).
+    pub tcp_handshake_timeout: std::time::Duration,
     /// DHCP lease.
     pub dhcp: DhcpConfig,
     /// Where DNS goes when the rules name no upstream: the host resolver,
@@ -74,6 +85,8 @@ impl BackendConfig {
             rules,
             limits: Limits::default(),
             new_tcp_per_second: 10_000,
+            max_half_open_tcp: 256,
+            tcp_handshake_timeout: TcpConfig::default().handshake_timeout,
             dhcp: DhcpConfig::default(),
             host_resolver: None,
         }
@@ -189,6 +202,9 @@ pub struct BackendCounters {
     pub time_wait_reclaimed: u64,
     /// SYNs refused by the rate limit on new TCP flows.
     pub syn_rate_drops: u64,
+    /// Guest SYNs dropped (silently, as by a full SYN backlog) because
+    /// [`BackendConfig::max_half_open_tcp`] half-open flows exist.
+    pub syn_backlog_drops: u64,
     /// RSTs sent for segments of unknown flows.
     pub rst_unknown: u64,
     /// Frames for the guest dropped because the output queue was full
@@ -312,6 +328,8 @@ pub struct Backend {
     isn: IsnSource,
     syn_bucket: TokenBucket,
     tcp_config_v4: TcpConfig,
+    /// Guest-opened TCP flows now half-open, and their cap.
+    tcp_half_open: (u32, u32),
     dns_upstream: Option<SocketAddr>,
     listeners: Vec<Listener>,
     /// Per listener of `listeners`: its pause after a failed `accept()`.
@@ -371,7 +389,11 @@ impl Backend {
             events: Events::with_capacity(256),
             isn: IsnSource::new(now),
             syn_bucket: TokenBucket::new(config.new_tcp_per_second, now),
-            tcp_config_v4: TcpConfig::for_mtu_v4(mtu),
+            tcp_config_v4: TcpConfig {
+                handshake_timeout: config.tcp_handshake_timeout,
+                ..TcpConfig::for_mtu_v4(mtu)
+            },
+            tcp_half_open: (0, config.max_half_open_tcp),
             dns_upstream,
             listeners: Vec::new(),
             accept_backoff: Vec::new(),

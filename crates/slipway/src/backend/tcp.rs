@@ -7,13 +7,12 @@ use std::time::Instant;
 
 use epoll_dispatch::Token;
 use flow_table::tcp::{
-    Event, Flags, Segment, SeqNum, TcpConn, TcpStats, Transmit, rst_for_unknown,
+    Event, Flags, Phase, Segment, SeqNum, TcpConfig, TcpConn, TcpStats, Transmit, rst_for_unknown,
 };
 use flow_table::{FlowId, FlowKey, InsertError, Protocol};
 use nat_core::Verdict;
 use relay_tcp::{HostSocket, SocketReadiness};
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{TcpControl, TcpPacket, TcpRepr};
+use smoltcp::wire::TcpPacket;
 
 use super::{Backend, Flow, KIND_TCP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
@@ -38,6 +37,8 @@ pub(crate) struct TcpFlow {
     in_tx: bool,
     /// Listed in `time_wait`.
     in_time_wait: bool,
+    /// Counted in the backend's half-open flows.
+    half_open: bool,
     /// Stats already added to the backend's counters.
     reported: TcpStats,
     span: tracing::Span,
@@ -51,39 +52,105 @@ struct GuestSegment<'a> {
     dst_port: u16,
 }
 
-fn parse_segment(src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) -> Option<GuestSegment<'_>> {
+/// Reads a guest segment the front desk has checked (length, checksum).
+///
+/// The header is taken as smoltcp's `TcpRepr::parse` takes it (ports
+/// present, at most one of SYN, FIN and RST), but the options are read as
+/// Linux reads them, since a guest is most often Linux and expects its
+/// peer to agree: see [`parse_options`].
+fn parse_segment(bytes: &[u8]) -> Option<GuestSegment<'_>> {
     let packet = TcpPacket::new_checked(bytes).ok()?;
-    // The front desk verified the checksum already.
-    let repr = TcpRepr::parse(
-        &packet,
-        &src.into(),
-        &dst.into(),
-        &ChecksumCapabilities::ignored(),
-    )
-    .ok()?;
+    if packet.src_port() == 0 || packet.dst_port() == 0 {
+        return None;
+    }
+    let (syn, fin, rst) = (packet.syn(), packet.fin(), packet.rst());
+    if u8::from(syn) + u8::from(fin) + u8::from(rst) > 1 {
+        return None;
+    }
     let flags = Flags {
-        syn: repr.control == TcpControl::Syn,
-        fin: repr.control == TcpControl::Fin,
-        rst: repr.control == TcpControl::Rst,
-        psh: repr.control == TcpControl::Psh,
+        syn,
+        fin,
+        rst,
+        psh: packet.psh() && !(syn || fin || rst),
     };
-    let seq = SeqNum::new(u32::from_ne_bytes(repr.seq_number.0.to_ne_bytes()));
-    let ack = repr
-        .ack_number
-        .map(|a| SeqNum::new(u32::from_ne_bytes(a.0.to_ne_bytes())));
+    let seq = SeqNum::new(u32::from_ne_bytes(packet.seq_number().0.to_ne_bytes()));
+    let ack = packet
+        .ack()
+        .then(|| SeqNum::new(u32::from_ne_bytes(packet.ack_number().0.to_ne_bytes())));
+    let options = parse_options(packet.options(), syn);
     Some(GuestSegment {
         seg: Segment {
             seq,
             ack,
             flags,
-            window: repr.window_len,
-            mss: repr.max_seg_size,
-            window_scale: repr.window_scale,
+            window: packet.window_len(),
+            mss: options.mss,
+            window_scale: options.window_scale,
         },
-        payload: repr.payload,
-        src_port: repr.src_port,
-        dst_port: repr.dst_port,
+        payload: packet.payload(),
+        src_port: packet.src_port(),
+        dst_port: packet.dst_port(),
     })
+}
+
+/// The options of a guest segment the state machine uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct GuestOptions {
+    mss: Option<u16>,
+    window_scale: Option<u8>,
+}
+
+/// Reads TCP options as Linux's `tcp_parse_options` does: an option whose
+/// length is below 2 or runs past the header ends the parsing, and the
+/// options before it still count; the segment itself is kept. MSS (length
+/// 4, not 0) and window scale (length 3, shift at most 14) count on a SYN
+/// only; options of other lengths are skipped.
+fn parse_options(mut options: &[u8], syn: bool) -> GuestOptions {
+    const END: u8 = 0;
+    const NOP: u8 = 1;
+    const MSS: u8 = 2;
+    const WINDOW_SCALE: u8 = 3;
+    let mut found = GuestOptions::default();
+    // Bounded: every turn takes at least one byte off the options.
+    while let Some((&kind, rest)) = options.split_first() {
+        match kind {
+            END => break,
+            NOP => options = rest,
+            _ => {
+                let Some(&len) = rest.first() else { break };
+                let len = usize::from(len);
+                if len < 2 || len > options.len() {
+                    break;
+                }
+                match (kind, &options[2..len]) {
+                    (MSS, &[hi, lo]) if syn && u16::from_be_bytes([hi, lo]) != 0 => {
+                        found.mss = Some(u16::from_be_bytes([hi, lo]));
+                    }
+                    (WINDOW_SCALE, &[shift]) if syn => {
+                        found.window_scale = Some(shift.min(TcpConfig::MAX_WINDOW_SCALE));
+                    }
+                    _ => {}
+                }
+                options = &options[len..];
+            }
+        }
+    }
+    found
+}
+
+/// Whether a flow in `phase` is half-open in the sense of a SYN backlog:
+/// the guest's SYN is taken, its handshake not complete, a host socket held.
+fn is_half_open(phase: Phase) -> bool {
+    match phase {
+        Phase::Connecting | Phase::SynReceived => true,
+        Phase::SynSent
+        | Phase::Established
+        | Phase::CloseWait
+        | Phase::FinWait
+        | Phase::Closing
+        | Phase::TimeWait
+        | Phase::Closed => false,
+    }
 }
 
 fn token_of(id: FlowId) -> Option<Token> {
@@ -152,7 +219,7 @@ impl Backend {
         bytes: &[u8],
         now: Instant,
     ) {
-        let Some(gs) = parse_segment(src, dst, bytes) else {
+        let Some(gs) = parse_segment(bytes) else {
             tracing::debug!(%src, %dst, "unparsable TCP segment dropped");
             return;
         };
@@ -215,6 +282,16 @@ impl Backend {
         let Some(target) = target else {
             return self.tcp_reject(&key, &gs.seg, gs.payload.len());
         };
+        if self.tcp_half_open.0 >= self.tcp_half_open.1 {
+            // A full SYN backlog: dropped without an answer, as Linux drops
+            // a SYN when its SYN queue is full (without syncookies). The
+            // guest retransmits its SYN and gets in once a half-open flow
+            // completes or times out, where an RST would fail a connection
+            // to a port that is open.
+            self.counters.syn_backlog_drops += 1;
+            tracing::debug!(%key, half_open = self.tcp_half_open.0, "SYN dropped: backlog full");
+            return;
+        }
         if !self.syn_bucket.try_take(now) {
             // Dropped silently: the guest retransmits its SYN later.
             self.counters.syn_rate_drops += 1;
@@ -248,6 +325,7 @@ impl Backend {
             interest: None,
             in_tx: false,
             in_time_wait: false,
+            half_open: false,
             reported: TcpStats::default(),
             span,
         };
@@ -406,6 +484,16 @@ impl Backend {
                 Event::Closed(reason) => tracing::debug!(?reason, "closed"),
             }
         }
+        let half_open = is_half_open(flow.conn.phase());
+        if half_open != flow.half_open {
+            flow.half_open = half_open;
+            let count = &mut self.tcp_half_open.0;
+            *count = if half_open {
+                count.saturating_add(1)
+            } else {
+                count.saturating_sub(1)
+            };
+        }
         let stats = *flow.conn.stats();
         self.counters.tcp_bytes_to_host += stats.bytes_to_host - flow.reported.bytes_to_host;
         self.counters.tcp_bytes_to_guest += stats.bytes_to_guest - flow.reported.bytes_to_guest;
@@ -480,14 +568,17 @@ impl Backend {
     /// Removes flow `id` once it is closed and has sent everything; else
     /// takes it off the transmit queue.
     pub(crate) fn tcp_reap(&mut self, id: FlowId) {
-        let closed = match self.flows.get_mut(id) {
+        let (closed, half_open) = match self.flows.get_mut(id) {
             Some(Flow::Tcp(flow)) => {
                 flow.in_tx = false;
-                flow.conn.is_closed()
+                (flow.conn.is_closed(), flow.half_open)
             }
-            Some(Flow::Udp(_) | Flow::Icmp(_)) | None => false,
+            Some(Flow::Udp(_) | Flow::Icmp(_)) | None => (false, false),
         };
         if closed {
+            if half_open {
+                self.tcp_half_open.0 = self.tcp_half_open.0.saturating_sub(1);
+            }
             self.flows.remove(id);
             self.counters.tcp_flows_closed += 1;
         }
@@ -561,5 +652,39 @@ impl Backend {
             }
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{GuestOptions, parse_options};
+
+    fn found(mss: Option<u16>, window_scale: Option<u8>) -> GuestOptions {
+        GuestOptions { mss, window_scale }
+    }
+
+    #[test]
+    fn options_before_a_bad_length_count_and_parsing_stops_there() {
+        // MSS, then a zero-length option, then a window scale never read.
+        let options = [2, 4, 0x05, 0xb4, 8, 0, 3, 3, 7];
+        assert_eq!(parse_options(&options, true), found(Some(1460), None));
+        // Length 1 and a length past the end stop alike.
+        assert_eq!(parse_options(&[3, 3, 7, 8, 1], true), found(None, Some(7)));
+        assert_eq!(
+            parse_options(&[1, 3, 3, 9, 8, 40], true),
+            found(None, Some(9))
+        );
+        // A kind with no length byte left.
+        assert_eq!(parse_options(&[1, 1, 5], true), found(None, None));
+    }
+
+    #[test]
+    fn mss_and_window_scale_count_on_syn_only_with_their_lengths() {
+        let options = [2, 4, 0x05, 0xb4, 1, 3, 3, 20, 0];
+        assert_eq!(parse_options(&options, true), found(Some(1460), Some(14)));
+        assert_eq!(parse_options(&options, false), found(None, None));
+        // Wrong lengths and MSS 0 are skipped; what follows still counts.
+        let odd = [2, 3, 9, 2, 4, 0, 0, 3, 4, 7, 0, 2, 4, 0x02, 0x18];
+        assert_eq!(parse_options(&odd, true), found(Some(536), None));
     }
 }

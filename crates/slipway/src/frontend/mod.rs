@@ -384,6 +384,7 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         ("out of descriptors drops", c.fd_refusals),
         ("listener accept pauses", c.accept_pauses),
         ("syn rate drops", c.syn_rate_drops),
+        ("syn backlog drops", c.syn_backlog_drops),
         ("rst for unknown flows", c.rst_unknown),
         ("output queue drops", c.output_drops),
         ("buffer too small drops", c.buffer_too_small_drops),
