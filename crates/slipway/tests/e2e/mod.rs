@@ -381,7 +381,10 @@ impl GuestRun {
         }
         match quiet {
             Ok(summary) => eprintln!("{summary}"),
-            Err(why) => panic!("{why}\nslipway's stderr:\n{}", out.stderr),
+            Err(why) => panic!(
+                "{why}\nstdout:\n{}\nslipway's stderr:\n{}",
+                out.stdout, out.stderr
+            ),
         }
         out
     }
@@ -523,6 +526,28 @@ impl NamedNetns {
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Runs `f` on a thread inside the namespace and returns what it
+    /// returns. The sockets `f` makes live in the namespace (a socket keeps
+    /// the namespace it was made in), whichever thread then serves them.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsFd;
+        let path = format!("/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    rustix::thread::move_into_link_name_space(
+                        file.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
+                    f()
+                })
+                .join()
+                .expect("the thread in the namespace panicked")
+        })
     }
 
     /// `ip netns exec NAME PROGRAM ARGS`.
