@@ -11,7 +11,9 @@
 //! must reach the guest, and nothing spin); a server that sends urgent
 //! data mid-stream (every byte must arrive, in order); and slipway under a
 //! low `RLIMIT_NOFILE` hit by more flows than it has descriptors (refused
-//! and counted, no spin, and new flows work once the old ones are gone).
+//! and counted, no spin; the flows it took keep working, and a new
+//! connection works once the old ones are closed and while UDP flows fill
+//! their share).
 //! Every `slipway run` ends with the quiet-loop check of `e2e::GuestRun`.
 //!
 //! Needs root, /dev/net/tun, ip, python3 and prlimit; each test says on

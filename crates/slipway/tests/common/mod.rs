@@ -179,7 +179,7 @@ pub fn quiet_for(
         clippy::cast_sign_loss,
         reason = "a few seconds"
     )]
-    let window = (elapsed.ceil() as u64).max(seconds);
+    let window = (elapsed.round() as u64).max(seconds);
     let ticks = after.ticks.saturating_sub(before.ticks);
     let switches = after.switches.saturating_sub(before.switches);
     let (max_ticks, max_switches) = (QUIET_TICKS_PER_S * window + 1, QUIET_WAKEUPS_PER_S * window);
