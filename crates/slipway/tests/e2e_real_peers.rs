@@ -608,9 +608,10 @@ except OSError as e:
 ";
 
 /// The sum of the `--stats` counters in `stats` that count a flow slipway
-/// refused for want of a descriptor or over a flow limit.
+/// refused for want of a descriptor or over a flow limit (a datagram it
+/// could not send counts among the UDP drops).
 fn refusals(stats: &str) -> u64 {
-    ["flow limit drops", "udp drops"]
+    ["flow limit drops", "out of descriptors drops", "udp drops"]
         .iter()
         .filter_map(|name| stat(stats, name))
         .sum()
