@@ -288,7 +288,9 @@ fn download_and_upload_256mib_over_an_mtu_1500_link_hash_verified_at_mtu_1500() 
 }
 
 /// Python in the guest: an ICMP echo request (raw socket) and a UDP
-/// datagram (connected socket) to TARGET, which nobody on the link holds;
+/// datagram (connected socket with `IP_RECVERR`: Linux reports a host
+/// unreachable, not being fatal, only to such sockets) to TARGET, which
+/// nobody on the link holds;
 /// waits SECONDS at most for the errors and prints what came for each:
 /// `icmp_error type=T code=C after=S` for an ICMP error that quotes the
 /// echo, `udp_error errno=NAME after=S` for the socket's error, `none`
@@ -305,6 +307,7 @@ echo = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + b'slipway!'
 echo = echo[:2] + struct.pack('!H', checksum(echo)) + echo[4:]
 raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.setsockopt(socket.IPPROTO_IP, getattr(socket, 'IP_RECVERR', 11), 1)
 udp.connect((target, 9))
 start = time.monotonic()
 raw.sendto(echo, (target, 0))
