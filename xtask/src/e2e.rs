@@ -1,6 +1,7 @@
 //! `cargo xtask guest-image` and `cargo xtask e2e`: the guest image the VM
-//! suite boots, and the two end-to-end suites (a guest in a network
-//! namespace; a guest kernel under QEMU) run with their output shown.
+//! suite boots, and the end-to-end suites (a guest in a network namespace,
+//! against loopback and against realistic peers; a guest kernel under
+//! QEMU) run with their output shown.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -130,7 +131,9 @@ fn suite(tests: &[&str]) -> Command {
 pub fn run(options: &Options) -> ExitCode {
     let mut failed = false;
     if options.netns {
-        if let Err(message) = run_echoed(&mut suite(&["e2e_netns"])) {
+        // The guest against servers on loopback, and against peers behind
+        // an MTU-1500 link.
+        if let Err(message) = run_echoed(&mut suite(&["e2e_netns", "e2e_real_peers"])) {
             eprintln!("e2e: namespace suite: {message}");
             failed = true;
         }

@@ -58,6 +58,7 @@ fn partial_tcp_checksum_is_dropped_and_counted_without_offload() {
         server.accepted_within(Duration::from_millis(300)).is_none(),
         "no connection for a dropped SYN"
     );
+    h.assert_quiet("partial tcp checksum is dropped and counted without offload");
 }
 
 #[test]
@@ -75,6 +76,7 @@ fn partial_tcp_checksum_is_taken_when_the_frontend_offloads_it() {
     let syn_ack = got.last().and_then(support::Frame::tcp).expect("a SYN-ACK");
     assert!(syn_ack.syn && syn_ack.ack == Some(1001), "{syn_ack:?}");
     assert!(server.accepted_within(Duration::from_secs(2)).is_some());
+    h.assert_quiet("partial tcp checksum is taken when the frontend offloads it");
 }
 
 #[test]
@@ -94,6 +96,7 @@ fn a_vouched_for_checksum_is_not_verified_but_a_complete_one_is() {
         .handle_guest_frame_offloaded(&syn, Checksum::Valid, Instant::now());
     assert_eq!(h.backend.open_flows(Protocol::Tcp), 1);
     assert!(server.accepted_within(Duration::from_secs(2)).is_some());
+    h.assert_quiet("a vouched for checksum is not verified but a complete one is");
 }
 
 #[test]
@@ -126,6 +129,7 @@ fn offloaded_frames_still_get_every_other_check() {
     assert_eq!(frames.drops(DropReason::BadChecksum), 2);
     assert_eq!(frames.drops(DropReason::Malformed), 2);
     assert_eq!(h.backend.open_flows(Protocol::Tcp), 0);
+    h.assert_quiet("offloaded frames still get every other check");
 }
 
 /// Waits for the backend's next frame for the guest, taken as `offloaded`
@@ -195,6 +199,7 @@ fn frames_to_the_guest_carry_partial_checksums_only_when_asked() {
         assert!(udp.verify_checksum(&gw, &guest), "round {round}");
     }
     assert_eq!(h.backend.counters().partial_checksums_to_guest, 1);
+    h.assert_quiet("frames to the guest carry partial checksums only when asked");
 }
 
 #[test]
@@ -216,6 +221,7 @@ fn a_tcp_segment_to_the_guest_completes_to_the_right_checksum() {
     let (gw, guest) = (IpAddress::Ipv4(GATEWAY_IP), IpAddress::Ipv4(GUEST_IP));
     assert!(tcp.syn() && tcp.ack());
     assert!(tcp.verify_checksum(&gw, &guest));
+    h.assert_quiet("a tcp segment to the guest completes to the right checksum");
 }
 
 #[test]
@@ -250,4 +256,5 @@ fn with_gso_to_the_guest_segments_grow_past_its_mss_only_when_offloaded() {
     assert!(tcp.verify_checksum(&gw, &guest));
     assert!(tcp.payload().iter().all(|&b| b == 9));
     assert!(h.backend.counters().gso_frames_to_guest >= 1);
+    h.assert_quiet("with gso to the guest segments grow past its mss only when offloaded");
 }

@@ -92,6 +92,7 @@ fn arp_answers_gateway_and_dns_but_not_guest_or_outside() {
         h.backend.frame_counters().drops(DropReason::ArpNotServed),
         unanswered.len() as u64
     );
+    h.assert_quiet("arp answers gateway and dns but not guest or outside");
 }
 
 #[test]
@@ -109,6 +110,7 @@ fn dhcp_full_exchange_gives_address_router_dns_mtu() {
     ));
     let ack = h.poll_queued().expect("an ACK");
     check_dhcp_reply(&ack, DhcpMessageType::Ack, xid);
+    h.assert_quiet("dhcp full exchange gives address router dns mtu");
 }
 
 #[test]
@@ -137,6 +139,7 @@ fn tcp_syn_ack_only_after_host_connect() {
         server.accepted_within(Duration::from_secs(2)).is_some(),
         "the host server saw the connection"
     );
+    h.assert_quiet("tcp syn ack only after host connect");
 }
 
 #[test]
@@ -162,6 +165,7 @@ fn tcp_refused_connect_gets_rst_within_100ms() {
     assert!(frames.iter().filter_map(Frame::tcp).all(|t| !t.syn));
     h.collect_for(Duration::from_millis(10));
     assert_eq!(h.backend.open_flows(Protocol::Tcp), 0);
+    h.assert_quiet("tcp refused connect gets rst within 100ms");
 }
 
 #[test]
@@ -216,6 +220,7 @@ fn tcp_slow_connect_does_not_delay_another_flow() {
         "the slow flow waits"
     );
     drop(fillers);
+    h.assert_quiet("tcp slow connect does not delay another flow");
 }
 
 #[test]
@@ -249,6 +254,7 @@ fn tcp_duplicate_syn_while_connecting_does_not_reset_flow() {
     assert_eq!(ep.stats().rsts, 0);
     assert_no_rst(&h.stray);
     assert_eq!(echo.join(), Some(10));
+    h.assert_quiet("tcp duplicate syn while connecting does not reset flow");
 }
 
 #[test]
@@ -284,6 +290,7 @@ fn tcp_no_window_scale_option_when_guest_offered_none() {
     assert_eq!(ep.received_len(), 300_000);
     assert_eq!(ep.received_hash(), expected);
     assert_eq!(ep.stats().window_violations, 0);
+    h.assert_quiet("tcp no window scale option when guest offered none");
 }
 
 #[test]
@@ -315,6 +322,7 @@ fn tcp_fin_carrying_data_reaches_host_then_eof() {
     let counters = h.backend.counters();
     assert_eq!(counters.tcp_flows_closed, 1);
     assert_eq!(counters.tcp_bytes_to_host, 10);
+    h.assert_quiet("tcp fin carrying data reaches host then eof");
 }
 
 #[test]
@@ -342,6 +350,7 @@ fn tcp_half_close_guest_to_host() {
     assert_eq!(server.join().as_deref(), Some(expected.as_str()));
     assert_eq!(ep.received(), expected.as_bytes());
     assert_eq!(h.backend.counters().tcp_flows_closed, 1);
+    h.assert_quiet("tcp half close guest to host");
 }
 
 #[test]
@@ -369,6 +378,7 @@ fn tcp_half_close_host_to_guest() {
     assert_eq!(got.len(), upload.len());
     assert!(got == upload, "the host read the guest's bytes");
     assert_no_rst(&h.stray);
+    h.assert_quiet("tcp half close host to guest");
 }
 
 #[test]
@@ -395,6 +405,7 @@ fn tcp_host_rst_becomes_guest_rst() {
     server.join().expect("a connection");
     assert_eq!(h.backend.open_flows(Protocol::Tcp), 0);
     assert_eq!(h.backend.counters().tcp_flows_closed, 1);
+    h.assert_quiet("tcp host rst becomes guest rst");
 }
 
 #[test]
@@ -425,6 +436,7 @@ fn tcp_segment_for_unknown_flow_gets_rst() {
     assert_eq!(counters.rst_unknown, 2);
     assert_eq!(counters.tcp_flows_opened, 0);
     assert_eq!(h.backend.open_flows(Protocol::Tcp), 0);
+    h.assert_quiet("tcp segment for unknown flow gets rst");
 }
 
 /// Sends `data` from the guest to a server whose receive buffer is 4 KiB
@@ -476,6 +488,7 @@ fn guest_to_host_small_rcvbuf(name: &str, impair: Impairments) -> GuestStats {
     assert_eq!(hash, expected, "the host read the guest's bytes in order");
     assert_eq!(h.backend.counters().tcp_bytes_to_host, BULK as u64);
     report(name, BULK, elapsed);
+    h.assert_quiet(name);
     *ep.stats()
 }
 
@@ -516,6 +529,7 @@ fn host_to_guest_4k_window(name: &str, impair: Impairments) -> GuestStats {
     ep.close();
     let closed = h.drive(&mut ep, Duration::from_secs(2), |ep, _| ep.fin_acked());
     assert!(closed, "the guest's FIN is acknowledged");
+    h.assert_quiet(name);
     *ep.stats()
 }
 
@@ -584,6 +598,7 @@ fn tcp_deny_cidr_gets_rst_without_socket() {
         matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "no connection reached the server: {accepted:?}"
     );
+    h.assert_quiet("tcp deny cidr gets rst without socket");
 }
 
 #[test]
@@ -624,6 +639,7 @@ fn tcp_flow_limit_and_syn_rate_limit_are_counted() {
         "over the flow limit: an RST: {refused:?}"
     );
     assert!(to(40073).is_empty(), "over the rate: dropped silently");
+    h.assert_quiet("tcp flow limit and syn rate limit are counted");
 }
 
 #[test]
@@ -681,6 +697,7 @@ fn tcp_inbound_port_forward_reaches_guest() {
     assert_eq!(&reply, b"pong");
     assert!(rest.is_empty());
     assert_eq!(h.backend.counters().tcp_flows_accepted, 1);
+    h.assert_quiet("tcp inbound port forward reaches guest");
 }
 
 /// A TCP client on 127.0.0.1 bound to local `port` (with `SO_REUSEADDR`,
@@ -751,6 +768,7 @@ fn tcp_inbound_forward_reuses_a_port_slipway_holds_in_time_wait() {
     assert_eq!(counters.tcp_flows_accepted, 2);
     assert_eq!(counters.time_wait_reclaimed, 1);
     assert_eq!(counters.flow_limit_drops, 0);
+    h.assert_quiet("tcp inbound forward reuses a port slipway holds in time wait");
 }
 
 #[test]
@@ -774,6 +792,7 @@ fn tcp_to_port_53_of_the_dns_address_reaches_the_upstream() {
         server.accepted_within(Duration::from_secs(2)).is_some(),
         "the upstream resolver saw the connection"
     );
+    h.assert_quiet("tcp to port 53 of the dns address reaches the upstream");
 }
 
 // ----- host peers as on a real network -----

@@ -172,6 +172,10 @@ fn udp_round_trip_of_a_60000_byte_datagram_at_mtu_65520() {
     assert!(got.2 == payload, "payload intact");
     assert_eq!(backend.counters().udp_bytes_to_host, 60_000);
     assert_eq!(backend.counters().udp_bytes_to_guest, 60_000);
+    support::assert_backend_quiet(
+        &mut backend,
+        "udp round trip of a 60000 byte datagram at mtu 65520",
+    );
 }
 
 #[test]
@@ -202,6 +206,10 @@ fn udp_to_a_closed_port_gets_icmp_port_unreachable() {
     assert_eq!(u16::from_be_bytes([data[20], data[21]]), 40_001);
     assert_eq!(u16::from_be_bytes([data[22], data[23]]), closed);
     assert_eq!(backend.counters().icmp_errors_to_guest, 1);
+    support::assert_backend_quiet(
+        &mut backend,
+        "udp to a closed port gets icmp port unreachable",
+    );
 }
 
 #[test]
@@ -226,6 +234,7 @@ fn idle_udp_flow_expires_after_its_timeout() {
     backend.handle_timeout(deadline + Duration::from_secs(1));
     assert_eq!(backend.open_flows(flow_table::Protocol::Udp), 0);
     assert_eq!(backend.counters().datagram_flows_expired, 1);
+    support::assert_backend_quiet(&mut backend, "idle udp flow expires after its timeout");
 }
 
 #[test]
@@ -246,6 +255,7 @@ fn icmp_echo_to_the_gateway_is_answered() {
     assert_eq!(src, GATEWAY);
     assert_eq!(ident_seq, (0x1234, 7));
     assert_eq!(data, b"hello");
+    support::assert_backend_quiet(&mut backend, "icmp echo to the gateway is answered");
 }
 
 /// A DNS responder on 127.0.0.1 that answers one A query with 192.0.2.7.
@@ -301,6 +311,10 @@ fn dns_to_the_dns_address_reaches_the_test_responder() {
     assert_eq!(&payload[..2], &[0xbe, 0xef], "the guest's id is restored");
     assert_eq!(&payload[payload.len() - 4..], &[192, 0, 2, 7]);
     assert_eq!(backend.counters().dns_queries, 1);
+    support::assert_backend_quiet(
+        &mut backend,
+        "dns to the dns address reaches the test responder",
+    );
 }
 
 #[test]
@@ -324,6 +338,10 @@ fn denied_udp_destination_gets_icmp_unreachable_and_no_socket() {
         backend.open_flows(flow_table::Protocol::Udp),
         0,
         "no flow, no socket"
+    );
+    support::assert_backend_quiet(
+        &mut backend,
+        "denied udp destination gets icmp unreachable and no socket",
     );
 }
 
@@ -355,6 +373,10 @@ fn inbound_udp_forward_reaches_the_guest_and_back() {
     let (n, from) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"who's there");
     assert_eq!(from.port(), free);
+    support::assert_backend_quiet(
+        &mut backend,
+        "inbound udp forward reaches the guest and back",
+    );
 }
 
 // ---- ICMP errors, listeners' error queues, the DNS pool, group addresses ----

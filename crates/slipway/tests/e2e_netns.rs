@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use e2e::data::{BULK_LEN, Sha256, Stream, bulk, hex};
 use e2e::{
-    NamedNetns, Proc, TempDir, bulk_lock, command, field, free_tcp_port, free_udp_port, ip,
-    mib_per_s, python_in_guest, python3, run, run_in_guest, servers, slipway, stat, tcp_listening,
-    wait_until,
+    GuestRun, NamedNetns, Proc, TempDir, bulk_lock, command, field, free_tcp_port, free_udp_port,
+    ip, mib_per_s, python_in_guest, python3, run, run_in_guest, run_then_quiet, servers,
+    slipway_run, stat, tcp_listening, wait_until,
 };
 
 /// The bound on a short command in the guest.
@@ -175,13 +175,11 @@ fn iperf3_from_guest(reverse: bool) -> f64 {
     wait_until("iperf3 server listening", READY, || {
         tcp_listening(Ipv4Addr::LOCALHOST, port_number)
     });
-    let mut args = vec![
-        "run", "--", "iperf3", "-c", GATEWAY, "-p", &port, "-t", "5", "-J",
-    ];
+    let mut args = vec!["iperf3", "-c", GATEWAY, "-p", &port, "-t", "5", "-J"];
     if reverse {
         args.push("-R");
     }
-    let out = run(&mut slipway(&args), LIMIT);
+    let out = run_then_quiet(slipway_run(&[]), &args, LIMIT, "after iperf3");
     out.assert_success("iperf3 client");
     let report: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("iperf3 -J output: {e}\n{}", out.stdout));
@@ -294,15 +292,10 @@ fn half_close_both_ways() {
     // reads the guest's reply.
     let host_port = free_tcp_port();
     let spec = format!("127.0.0.1/{host_port}:8080");
-    let mut guest = Proc::spawn(&mut slipway(&[
-        "run",
-        "-t",
-        &spec,
-        "--",
-        python3(),
-        "-c",
-        GUEST_EOF_SERVER,
-    ]));
+    let mut guest = GuestRun::spawn(
+        slipway_run(&["-t", &spec]),
+        &[python3(), "-c", GUEST_EOF_SERVER],
+    );
     guest.wait_for_line("ready", READY);
     let mut stream = connect_bounded(host_port);
     stream.write_all(&data).expect("write through the forward");
@@ -312,7 +305,9 @@ fn half_close_both_ways() {
         .read_to_string(&mut reply)
         .expect("read the guest's reply");
     assert_eq!(reply, expected);
-    guest.finish(LIMIT).assert_success("guest server");
+    guest
+        .finish_quiet(LIMIT, "after the half-close through the forward")
+        .assert_success("guest server");
 }
 
 /// Connects to 127.0.0.1:`port`, retrying for a few seconds while the
@@ -439,17 +434,10 @@ fn tcp_and_udp_forwards_reach_servers_in_the_namespace() {
     let udp_port = free_udp_port();
     let tcp_spec = format!("127.0.0.1/{tcp_port}:8080");
     let udp_spec = format!("127.0.0.1/{udp_port}:5353");
-    let mut guest = Proc::spawn(&mut slipway(&[
-        "run",
-        "-t",
-        &tcp_spec,
-        "-u",
-        &udp_spec,
-        "--",
-        python3(),
-        "-c",
-        GUEST_FORWARDED_SERVERS,
-    ]));
+    let mut guest = GuestRun::spawn(
+        slipway_run(&["-t", &tcp_spec, "-u", &udp_spec]),
+        &[python3(), "-c", GUEST_FORWARDED_SERVERS],
+    );
     guest.wait_for_line("ready", READY);
 
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
@@ -480,7 +468,9 @@ fn tcp_and_udp_forwards_reach_servers_in_the_namespace() {
         tcp_reply,
         "tcp in the guest got hello over tcp from 10.0.2.2"
     );
-    guest.finish(LIMIT).assert_success("guest servers");
+    guest
+        .finish_quiet(LIMIT, "after the forwarded flows")
+        .assert_success("guest servers");
 }
 
 // ---------------------------------------------------------------------------
@@ -621,12 +611,11 @@ fn destination_other_than_gateway_via_namespace_topology() {
             == KNOWN_FILE
     });
 
-    let out = run(
-        &mut mid.exec(
-            env!("CARGO_BIN_EXE_slipway"),
-            &["run", "--", "curl", "-sS", "--max-time", "10", url],
-        ),
+    let out = run_then_quiet(
+        mid.exec(env!("CARGO_BIN_EXE_slipway"), &["run", "--"]),
+        &["curl", "-sS", "--max-time", "10", url],
         LIMIT,
+        "after the fetch from srv",
     );
     out.assert_success("slipway run in mid");
     assert_eq!(out.stdout, KNOWN_FILE);
@@ -638,12 +627,14 @@ fn an_unreachable_dns_upstream_does_not_stop_slipway() {
     // A namespace with only lo: no route to the upstream (TEST-NET-2), so
     // connecting the forwarder's socket fails at once and nothing is sent.
     let isolated = NamedNetns::new("noroute");
-    let out = run(
-        &mut isolated.exec(
+    let out = run_then_quiet(
+        isolated.exec(
             env!("CARGO_BIN_EXE_slipway"),
-            &["run", "--dns-upstream", "198.51.100.53", "--", "true"],
+            &["run", "--dns-upstream", "198.51.100.53", "--"],
         ),
+        &["true"],
         LIMIT,
+        "with an unreachable DNS upstream",
     );
     out.assert_success("slipway run with an unreachable DNS upstream");
     assert!(

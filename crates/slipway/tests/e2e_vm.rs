@@ -159,13 +159,18 @@ impl HostServers {
         format!(
             "DOWNLOAD_PORT={}\nUPLOAD_PORT={}\nEOF_PORT={}\nIPERF_UP_PORT={}\n\
              IPERF_DOWN_PORT={}\nHALF_LEN={HALF_LEN}\nIPERF_SECONDS={IPERF_SECONDS}\n\
-             CHECK_DNS={}\n{}{}",
+             CHECK_DNS={}\nIDLE_SECONDS={}\n{}{}",
             self.download,
             self.upload,
             self.reply_after_eof,
             self.iperf_up.port,
             self.iperf_down.port,
             u8::from(network.is_slipway()),
+            if network.is_slipway() {
+                vm::IDLE_SECONDS
+            } else {
+                0
+            },
             include_str!("vm/lease.sh"),
             include_str!("vm/checks.sh")
         )
@@ -239,6 +244,9 @@ fn run_checks(network: Network) {
             &expected_inbound_reply(half),
         ),
         Err(e) => checks.check(false, || format!("inbound forward: {e}")),
+    }
+    if let Some(slipway) = &slipway {
+        slipway.check_quiet(&mut guest, RUN_LIMIT, &mut checks);
     }
     let report = guest.finish(RUN_LIMIT);
     let slipway_log = slipway.map_or_else(String::new, |slipway| {

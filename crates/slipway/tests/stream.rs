@@ -167,6 +167,12 @@ impl Slipway {
     fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+
+    /// Asserts that slipway idles for a second: the scenario's traffic has
+    /// ended, its client may still be connected.
+    fn assert_quiet(&self, what: &str) {
+        common::assert_process_quiet(self.child.id(), 1, what);
+    }
 }
 
 impl Drop for Slipway {
@@ -345,6 +351,7 @@ fn announces_the_qemu_options_and_serves_dhcp_and_arp() {
     let ack = Frame(guest.recv(LIMIT).expect("an ACK"));
     check_dhcp_reply(&ack, DhcpMessageType::Ack, xid);
     arp_round_trip(&mut guest);
+    slipway.assert_quiet("after DHCP and ARP");
     drop(guest);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -376,6 +383,7 @@ fn frames_split_byte_by_byte_or_packed_in_one_write_all_arrive() {
         let reply = Frame(guest.recv(LIMIT).unwrap_or_else(|| panic!("reply {i}")));
         assert!(is_arp_reply_for_gateway(&reply), "reply {i}");
     }
+    slipway.assert_quiet("after split and packed frames");
     drop(guest);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -403,6 +411,7 @@ fn bad_length_prefixes_close_the_connection_with_a_clear_error() {
     guest.send(&big);
     arp_round_trip(&mut guest);
     assert!(slipway.is_running());
+    slipway.assert_quiet("after bad lengths");
     drop(guest);
     let (status, stderr) = slipway.terminate();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -447,6 +456,7 @@ fn a_second_client_is_refused_while_the_first_is_connected() {
     let mut second = slipway.connect();
     assert!(second.closed_within(LIMIT), "the second client is closed");
     arp_round_trip(&mut first);
+    slipway.assert_quiet("with one client refused");
     drop(first);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -460,6 +470,7 @@ fn exits_when_the_client_disconnects_and_removes_its_socket() {
     let mut guest = slipway.connect();
     arp_round_trip(&mut guest);
     assert!(slipway.socket.exists());
+    slipway.assert_quiet("with an idle client");
     drop(guest);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -474,6 +485,7 @@ fn keep_listening_serves_the_next_client_until_sigterm() {
         arp_round_trip(&mut guest);
     }
     assert!(slipway.is_running());
+    slipway.assert_quiet("between clients");
     let (status, stderr) = slipway.terminate();
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(!slipway.socket.exists(), "the socket file is removed");
@@ -498,7 +510,10 @@ fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_an_error() {
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     let mut slipway = Slipway::start_in(dir, &[]);
-    arp_round_trip(&mut slipway.connect());
+    let mut guest = slipway.connect();
+    arp_round_trip(&mut guest);
+    slipway.assert_quiet("on a replaced socket");
+    drop(guest);
     let (status, _) = slipway.wait();
     assert!(status.success());
     // Live: someone listens there.
@@ -569,6 +584,7 @@ fn fd_serves_a_socket_the_parent_passes() {
     let stderr = collect(child.stderr.take().unwrap());
     let mut guest = StreamGuest::new(UnixStream::from(ours));
     arp_round_trip(&mut guest);
+    common::assert_process_quiet(child.id(), 1, "serving --fd, after ARP");
     drop(guest);
     let deadline = Instant::now() + LIMIT;
     let status = loop {
@@ -597,6 +613,7 @@ fn pcap_captures_the_frames_of_both_directions() {
     let request = arp_request(GATEWAY_IP);
     guest.send(&request);
     let reply = guest.recv(LIMIT).expect("an ARP reply");
+    slipway.assert_quiet("capturing, after ARP");
     drop(guest);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -635,6 +652,7 @@ fn a_guest_that_stops_reading_gets_backpressure_and_counted_drops_only() {
         replies += 1;
         assert!(replies <= FLOOD, "one reply per request at most");
     }
+    slipway.assert_quiet("after the flood");
     drop(guest);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -689,6 +707,7 @@ fn a_forwarded_host_port_reaches_the_guest_over_the_stream() {
     });
     assert!(closed, "reply and close: {:?}", ep.stats());
     assert_eq!(client.join().unwrap(), b"pong");
+    slipway.assert_quiet("after the forwarded connection");
     drop(guest);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
@@ -801,6 +820,7 @@ fn tcp_through_the_stream_moves_data_both_ways_intact() {
         mib / up_time.as_secs_f64(),
         mib / down_time.as_secs_f64(),
     );
+    slipway.assert_quiet("after 8 MiB each way");
     drop(guest);
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");

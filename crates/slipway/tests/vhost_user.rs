@@ -409,6 +409,7 @@ fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring_before_and_aft
         [&rx_kick, &rx_call, &tx_kick],
         0x5157_1e01,
     );
+    common::assert_process_quiet(slipway.proc.id(), 1, "after the second DHCP exchange");
 
     drop(vmm);
     let end = slipway.finish();
@@ -434,6 +435,7 @@ fn dhcp_discover_through_the_tx_ring_gets_an_offer_on_the_rx_ring_before_and_aft
 #[test]
 fn sigterm_before_a_vmm_connects_ends_cleanly_and_removes_the_socket() {
     let slipway = Slipway::start("sigterm");
+    common::assert_process_quiet(slipway.proc.id(), 1, "listening, no VMM yet");
     let pid = rustix::process::Pid::from_raw(i32::try_from(slipway.proc.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let Finished {

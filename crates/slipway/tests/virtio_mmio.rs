@@ -12,6 +12,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[allow(dead_code, reason = "no test here needs to skip")]
+mod common;
 mod support;
 #[path = "../../virtio-net-kvm/tests/common/mod.rs"]
 mod virtq;
@@ -94,7 +96,9 @@ fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
     let mem = Arc::new(guest_memory());
     let (bus, device_end) = device_channel().unwrap();
     let memory = Arc::clone(&mem);
+    let (tid_tx, tid) = std::sync::mpsc::channel();
     let server = thread::spawn(move || {
+        let _ = tid_tx.send(common::current_tid());
         let mut backend = Backend::new(support::default_config(), Instant::now()).unwrap();
         let mut frontend =
             VirtioMmioFrontend::new(memory, NetConfig::default(), device_end).unwrap();
@@ -135,6 +139,8 @@ fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
     check_dhcp_reply(&frame, DhcpMessageType::Offer, xid);
     assert_eq!(tx.take_used().len(), 1, "the transmit chain is returned");
 
+    let tid = tid.recv_timeout(LIMIT).expect("the frontend's thread id");
+    common::assert_thread_quiet(tid, 1, "the device after the DHCP offer");
     bus.finish(&VmEnd::PowerOff);
     let (end, counters) = server.join().unwrap();
     assert_eq!(end, GuestEnd::Vm(VmEnd::PowerOff));

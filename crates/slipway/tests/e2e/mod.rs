@@ -311,21 +311,122 @@ pub fn run(command: &mut Command, limit: Duration) -> Output {
     Proc::spawn(command).finish(limit)
 }
 
-/// Runs `slipway run [OPTIONS] -- sh -c SCRIPT` within `limit`.
-pub fn run_in_guest(options: &[&str], script: &str, limit: Duration) -> Output {
-    let mut args = vec!["run"];
-    args.extend_from_slice(options);
-    args.extend_from_slice(&["--", "sh", "-c", script]);
-    run(&mut slipway(&args), limit)
+/// The line a guest's command ends with once its own work is done (see
+/// [`GuestRun`]).
+const IDLE_MARKER: &str = "SLIPWAY-IDLE";
+
+/// How long [`GuestRun`]'s guest waits at most, in tenths of a second, for
+/// the test to sample slipway before it exits anyway.
+const IDLE_HOLD_TENTHS: u32 = 300;
+
+/// The shell around a guest's command: runs it (`"$@"`), prints
+/// [`IDLE_MARKER`], and holds the namespace, without a packet, until the
+/// file `$1` exists or `$2` tenths of a second have passed; exits with the
+/// command's status.
+const IDLE_WRAPPER: &str = r#"release=$1; hold=$2; shift 2; "$@"; rc=$?; echo SLIPWAY-IDLE; i=0; while [ ! -e "$release" ] && [ "$i" -lt "$hold" ]; do sleep 0.1; i=$((i + 1)); done; exit $rc"#;
+
+/// A `slipway run` whose guest command, once done, holds the namespace
+/// while the test checks that slipway has gone quiet
+/// ([`GuestRun::finish_quiet`]): the quiet-loop check of every namespace
+/// test, with the scenario's flows still in slipway's table.
+pub struct GuestRun {
+    proc: Proc,
+    release: TempDir,
 }
 
-/// Runs `slipway run [OPTIONS] -- python3 -c SCRIPT ARGS` within `limit`.
+impl GuestRun {
+    /// Spawns `command` (`slipway run [OPTIONS] --`, directly or under an
+    /// `ip netns exec` that execs it) with `argv` as the guest's command.
+    pub fn spawn(mut command: Command, argv: &[&str]) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let release = TempDir::new(&format!("idle-{n}"));
+        let file = release.file("release");
+        let hold = IDLE_HOLD_TENTHS.to_string();
+        command.args(["sh", "-c", IDLE_WRAPPER, "sh", &file, &hold]);
+        command.args(argv);
+        Self {
+            proc: Proc::spawn(&mut command),
+            release,
+        }
+    }
+
+    /// slipway's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// See [`Proc::wait_for_line`].
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {
+        self.proc.wait_for_line(needle, limit)
+    }
+
+    /// Waits at most `limit` for the guest's command to end, asserts that
+    /// slipway is quiet for a second after it (named `what` if not), lets
+    /// the guest exit and returns slipway's output (the marker line left
+    /// out).
+    pub fn finish_quiet(mut self, limit: Duration, what: &str) -> Output {
+        let started = Instant::now();
+        self.proc.wait_for_line(IDLE_MARKER, limit);
+        let pid = self.proc.id();
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        assert_eq!(name.trim(), "slipway", "process {pid} is not slipway");
+        let quiet = crate::common::quiet_for(1, what, || crate::common::process_use(pid));
+        std::fs::write(self.release.path().join("release"), b"").expect("release the guest");
+        let mut out = self
+            .proc
+            .finish(limit.saturating_sub(started.elapsed()).max(DRAIN));
+        if let Some(at) = out.stdout.rfind(&format!("{IDLE_MARKER}\n")) {
+            out.stdout.replace_range(at..at + IDLE_MARKER.len() + 1, "");
+        }
+        match quiet {
+            Ok(summary) => eprintln!("{summary}"),
+            Err(why) => panic!(
+                "{why}\nstdout:\n{}\nslipway's stderr:\n{}",
+                out.stdout, out.stderr
+            ),
+        }
+        out
+    }
+}
+
+/// Runs `command` (`slipway run [OPTIONS] --`) with `argv` as the guest's
+/// command within `limit`, and asserts that slipway is quiet once the
+/// command is done (see [`GuestRun`]).
+pub fn run_then_quiet(command: Command, argv: &[&str], limit: Duration, what: &str) -> Output {
+    GuestRun::spawn(command, argv).finish_quiet(limit, what)
+}
+
+/// `slipway run [OPTIONS] --`.
+pub fn slipway_run(options: &[&str]) -> Command {
+    let mut args = vec!["run"];
+    args.extend_from_slice(options);
+    args.push("--");
+    slipway(&args)
+}
+
+/// Runs `slipway run [OPTIONS] -- sh -c SCRIPT` within `limit`; asserts
+/// that slipway is quiet once the script is done.
+pub fn run_in_guest(options: &[&str], script: &str, limit: Duration) -> Output {
+    run_then_quiet(
+        slipway_run(options),
+        &["sh", "-c", script],
+        limit,
+        "after the guest's script",
+    )
+}
+
+/// Runs `slipway run [OPTIONS] -- python3 -c SCRIPT ARGS` within `limit`;
+/// asserts that slipway is quiet once the script is done.
 pub fn python_in_guest(options: &[&str], script: &str, args: &[&str], limit: Duration) -> Output {
-    let mut argv = vec!["run"];
-    argv.extend_from_slice(options);
-    argv.extend_from_slice(&["--", python3(), "-c", script]);
+    let mut argv = vec![python3(), "-c", script];
     argv.extend_from_slice(args);
-    run(&mut slipway(&argv), limit)
+    run_then_quiet(
+        slipway_run(options),
+        &argv,
+        limit,
+        "after the guest's Python",
+    )
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -425,6 +526,28 @@ impl NamedNetns {
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Runs `f` on a thread inside the namespace and returns what it
+    /// returns. The sockets `f` makes live in the namespace (a socket keeps
+    /// the namespace it was made in), whichever thread then serves them.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsFd;
+        let path = format!("/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    rustix::thread::move_into_link_name_space(
+                        file.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
+                    f()
+                })
+                .join()
+                .expect("the thread in the namespace panicked")
+        })
     }
 
     /// `ip netns exec NAME PROGRAM ARGS`.

@@ -1,6 +1,8 @@
 //! Servers on host loopback that the guest reaches through the gateway
-//! address. Each runs on its own threads for the rest of the test binary;
-//! every read and write on a connection is bounded by [`IO_TIMEOUT`].
+//! address, or (the `_on` forms, on a socket made inside a namespace) on
+//! any address. Each runs on its own threads for the rest of the test
+//! binary; every read and write on a connection is bounded by
+//! [`IO_TIMEOUT`].
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -18,10 +20,16 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// A listener on 127.0.0.1 with an ephemeral port and a backlog of
 /// `backlog` (std's is 128, too short for a burst of connections).
 pub fn listener(backlog: i32) -> TcpListener {
+    listener_at(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), backlog)
+}
+
+/// A listener on `addr` (port 0: an ephemeral one) with a backlog of
+/// `backlog`, in the calling thread's network namespace.
+pub fn listener_at(addr: SocketAddrV4, backlog: i32) -> TcpListener {
     use rustix::net::{AddressFamily, SocketType, sockopt};
     let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
     sockopt::set_socket_reuseaddr(&fd, true).expect("SO_REUSEADDR");
-    rustix::net::bind(&fd, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    rustix::net::bind(&fd, &addr).expect("bind");
     rustix::net::listen(&fd, backlog).expect("listen");
     TcpListener::from(fd)
 }
@@ -69,7 +77,11 @@ fn content_length(head: &[String]) -> Option<usize> {
 
 /// An HTTP server answering every request with `body`.
 pub fn http_body(body: &'static [u8]) -> u16 {
-    let listener = listener(128);
+    http_body_on(listener(128), body)
+}
+
+/// [`http_body`] on `listener`; returns its port.
+pub fn http_body_on(listener: TcpListener, body: &'static [u8]) -> u16 {
     let port = port_of(&listener);
     serve_each(listener, move |stream| {
         if read_head(&mut BufReader::new(&stream)).is_err() {
@@ -100,7 +112,11 @@ pub struct Upload {
 /// `200` with the number of bytes received, then hashes them and reports
 /// the [`Upload`].
 pub fn http_upload_sink() -> (u16, Receiver<Upload>) {
-    let listener = listener(128);
+    http_upload_sink_on(listener(128))
+}
+
+/// [`http_upload_sink`] on `listener`.
+pub fn http_upload_sink_on(listener: TcpListener) -> (u16, Receiver<Upload>) {
     let port = port_of(&listener);
     let (tx, rx) = mpsc::channel();
     serve_each(listener, move |stream| {
@@ -179,6 +195,19 @@ pub fn reply_after_eof() -> u16 {
     port
 }
 
+/// A server that sends back every byte of each connection until the
+/// client closes; counts the connections it accepted.
+pub fn echo_on(listener: TcpListener) -> (u16, Arc<AtomicUsize>) {
+    let port = port_of(&listener);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    serve_each(listener, move |stream| {
+        count.fetch_add(1, Ordering::Relaxed);
+        let _ = io::copy(&mut &stream, &mut &stream);
+    });
+    (port, accepted)
+}
+
 /// A listener that accepts and closes connections, counting them.
 pub fn counting_listener() -> (u16, Arc<AtomicUsize>) {
     let listener = listener(128);
@@ -193,7 +222,11 @@ pub fn counting_listener() -> (u16, Arc<AtomicUsize>) {
 
 /// A UDP server on 127.0.0.1 sending every datagram back to its sender.
 pub fn udp_echo() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    udp_echo_on(UdpSocket::bind("127.0.0.1:0").expect("bind udp"))
+}
+
+/// [`udp_echo`] on `socket`; returns its port.
+pub fn udp_echo_on(socket: UdpSocket) -> u16 {
     let port = socket.local_addr().expect("local_addr").port();
     thread::spawn(move || {
         let mut buf = vec![0; 65536];

@@ -39,8 +39,15 @@ const MAX_DRAIN: usize = 4096;
 const MAX_STEPS: usize = 20_000_000;
 
 /// Host events plus expired deadlines a quiet backend may see in one
-/// second after a scenario's traffic ends.
+/// second after a scenario's traffic ends, and returns from its wait.
 pub const QUIET_WAKEUPS: u64 = 5;
+
+/// How long the scenario's last frames and timers may take to settle
+/// before [`assert_backend_quiet`] starts counting.
+const QUIET_SETTLE: Duration = Duration::from_millis(200);
+
+/// The window [`assert_backend_quiet`] counts in.
+const QUIET_WINDOW: Duration = Duration::from_secs(1);
 
 /// How long a server waits for its connection, and for each read and write.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -169,30 +176,12 @@ impl Harness {
         std::mem::take(&mut self.stray)
     }
 
-    /// Asserts that the backend has gone quiet after a scenario: over one
-    /// second of its event loop, at most [`QUIET_WAKEUPS`] host events and
-    /// expired deadlines together. A flow whose socket stays ready for an
-    /// interest nothing will satisfy, or whose timer keeps firing, fails
-    /// here. Frames that come meanwhile go to [`stray`](Self::stray).
+    /// Asserts that the backend has gone quiet after a scenario (see
+    /// [`assert_backend_quiet`]). Frames that come meanwhile go to
+    /// [`stray`](Self::stray).
     pub fn assert_quiet(&mut self, what: &str) {
-        // Let the scenario's last frames and timers settle first.
-        let _ = self.collect_for(Duration::from_millis(200));
-        let before = self.backend.counters().clone();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        for _ in 0..MAX_STEPS {
-            if Instant::now() >= deadline {
-                break;
-            }
-            self.step(deadline);
-        }
-        let after = self.backend.counters();
-        let events = after.host_events - before.host_events;
-        let timers = after.timers_fired - before.timers_fired;
-        assert!(
-            events + timers <= QUIET_WAKEUPS,
-            "{what}: the backend did not go quiet: {events} host events and {timers} timers in 1 s \
-             after the traffic ended (at most {QUIET_WAKEUPS} allowed)"
-        );
+        let frames = assert_backend_quiet(&mut self.backend, what);
+        self.stray.extend(frames);
     }
 
     /// Runs the backend for `duration` and returns every frame that came.
@@ -246,6 +235,87 @@ impl Default for Harness {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What a backend did in one window of [`run_like_a_frontend`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoopUse {
+    /// Returns from its wait before the window's end: a host socket was
+    /// ready or a deadline came.
+    pub wakeups: u64,
+    /// Host readiness events handled.
+    pub host_events: u64,
+    /// Flow deadlines that expired and ran.
+    pub timers: u64,
+    /// Frames it had for the guest.
+    pub frames: u64,
+}
+
+/// Runs `backend` for `window` as a frontend's loop does (take its frames
+/// for the guest, then wait for host readiness until its next deadline)
+/// and counts what woke it. A deadline that stays in the past, or a socket
+/// that stays ready for an interest nothing satisfies, makes the loop
+/// return from its wait at once, over and over: that is what `wakeups`
+/// counts. Frames go to `frames`.
+pub fn run_like_a_frontend(
+    backend: &mut Backend,
+    window: Duration,
+    frames: &mut Vec<Frame>,
+) -> LoopUse {
+    let before = backend.counters().clone();
+    let mut buf = vec![0u8; 65536 + 14];
+    let mut used = LoopUse::default();
+    let deadline = Instant::now() + window;
+    for _ in 0..MAX_STEPS {
+        for _ in 0..MAX_DRAIN {
+            let Some(len) = backend.poll_guest_frame(&mut buf, Instant::now()) else {
+                break;
+            };
+            used.frames += 1;
+            frames.push(Frame(buf[..len].to_vec()));
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        // Waits until the earlier of `deadline` and the backend's own next
+        // deadline, then handles what is ready and what expired.
+        backend.wait(Some(deadline)).expect("epoll");
+        if Instant::now() < deadline {
+            used.wakeups += 1;
+        }
+    }
+    let after = backend.counters();
+    used.host_events = after.host_events - before.host_events;
+    used.timers = after.timers_fired - before.timers_fired;
+    used
+}
+
+/// Asserts that `backend` has gone quiet after a scenario: once its last
+/// frames and timers have settled, over one second of a frontend's loop
+/// ([`run_like_a_frontend`]) it handles at most [`QUIET_WAKEUPS`] host
+/// events and expired deadlines together, and returns from its wait at
+/// most as often. A flow whose socket stays ready for an interest nothing
+/// will satisfy, a timer that keeps firing or a deadline that stays in the
+/// past fails here. Returns the frames that came meanwhile.
+pub fn assert_backend_quiet(backend: &mut Backend, what: &str) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let _ = run_like_a_frontend(backend, QUIET_SETTLE, &mut frames);
+    let used = run_like_a_frontend(backend, QUIET_WINDOW, &mut frames);
+    let LoopUse {
+        wakeups,
+        host_events,
+        timers,
+        frames: sent,
+    } = used;
+    assert!(
+        host_events + timers <= QUIET_WAKEUPS && wakeups <= QUIET_WAKEUPS,
+        "{what}: the backend did not go quiet: in 1 s after the traffic ended it woke \
+         {wakeups} times for {host_events} host events and {timers} timers, and sent {sent} \
+         frames to the guest (at most {QUIET_WAKEUPS} wakeups, events and timers allowed); \
+         counters: {:?}",
+        backend.counters()
+    );
+    frames
 }
 
 /// A listener on 127.0.0.1 with an ephemeral port.

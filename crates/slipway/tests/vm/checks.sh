@@ -2,7 +2,7 @@
 # eth0 is up, after vm/lease.sh. The host prepends the variables:
 # DOWNLOAD_PORT, UPLOAD_PORT, IPERF_UP_PORT, IPERF_DOWN_PORT, EOF_PORT (its
 # servers on 127.0.0.1, reached through the gateway), HALF_LEN,
-# IPERF_SECONDS and CHECK_DNS.
+# IPERF_SECONDS, CHECK_DNS and IDLE_SECONDS.
 
 # An inbound forward to a server in the guest; the host sends, shuts down
 # its side, and reads the hash the guest answers after end of stream.
@@ -57,4 +57,11 @@ iperf() {
 }
 iperf up "$IPERF_UP_PORT"
 iperf down "$IPERF_DOWN_PORT" -R
+
+# The traffic is over: the guest holds still while the host checks that
+# slipway's loop has gone quiet.
+if [ "$IDLE_SECONDS" -gt 0 ]; then
+    echo "SLIPWAY-IDLE"
+    sleep "$IDLE_SECONDS"
+fi
 exit 0

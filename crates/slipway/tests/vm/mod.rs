@@ -41,6 +41,11 @@ const QEMU: &str = "qemu-system-x86_64";
 /// busybox wget's upload buffer.
 const GUEST_MIB: &str = "512";
 
+/// How long a guest script holds still after its traffic for the host to
+/// check that slipway is quiet ([`SlipwaySocket::check_quiet`] samples one
+/// second of it).
+pub const IDLE_SECONDS: u32 = 2;
+
 /// How long `slipway stream` may take to create its socket.
 const LISTEN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -154,6 +159,27 @@ impl SlipwaySocket {
             proc,
             socket: socket.to_path_buf(),
             frontend,
+        }
+    }
+
+    /// slipway's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// Waits at most `limit` for the guest's `SLIPWAY-IDLE` line (its
+    /// traffic is over and it holds still for [`IDLE_SECONDS`]), then
+    /// records a failure in `checks` unless slipway is quiet for a second.
+    pub fn check_quiet(&self, guest: &mut Guest, limit: Duration, checks: &mut Checks) {
+        guest.wait_for("SLIPWAY-IDLE", limit);
+        let pid = self.pid();
+        let what = format!(
+            "slipway {} after the guest's checks",
+            self.frontend.command()
+        );
+        match crate::common::quiet_for(1, &what, || crate::common::process_use(pid)) {
+            Ok(summary) => eprintln!("e2e-vm: {summary}"),
+            Err(why) => checks.check(false, || why),
         }
     }
 
