@@ -1202,3 +1202,32 @@ fn half_open_flows_are_capped_and_reclaimed_at_the_handshake_timeout() {
         "every host connection saw slipway's socket close"
     );
 }
+
+#[test]
+fn syn_to_a_broadcast_or_multicast_address_is_dropped_without_an_rst() {
+    let mut h = Harness::new();
+    let groups = [
+        Ipv4Addr::new(10, 0, 2, 255),
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 251),
+    ];
+    for (i, group) in (0u16..).zip(groups) {
+        let dst = SocketAddrV4::new(group, 80);
+        h.send(&GuestSeg::syn(40100 + i, dst, 1000, Some(7)).frame(&[]));
+        h.send(&GuestSeg::bare(40110 + i, dst, 1000, Some(5000), TcpControl::Psh).frame(b"x"));
+    }
+    let frames = h.collect_for(Duration::from_millis(200));
+    assert!(
+        frames.iter().all(|f| f.tcp().is_none()),
+        "no segment answers a group address: {frames:?}"
+    );
+    assert_eq!(h.backend.counters().tcp_group_drops, 6);
+    assert_eq!(h.backend.counters().rst_unknown, 0);
+    assert_eq!(h.backend.open_flows(Protocol::Tcp), 0);
+    // A unicast destination that opens no flow still gets its RST.
+    let dst = via_gateway(9);
+    h.send(&GuestSeg::bare(40120, dst, 1000, Some(5000), TcpControl::Psh).frame(b"x"));
+    let rst = h.poll_queued().expect("an RST for a unicast destination");
+    assert!(rst.tcp().is_some_and(|t| t.rst), "{rst:?}");
+    h.assert_quiet("syn to a group address");
+}

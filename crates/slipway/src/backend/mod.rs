@@ -241,6 +241,10 @@ pub struct BackendCounters {
     /// about went to a broadcast or multicast address, or came from an
     /// address that is not unicast (RFC 1122 3.2.2).
     pub icmp_errors_suppressed: u64,
+    /// TCP segments to a broadcast or multicast address, or from an
+    /// address that is not unicast, dropped without the RST an unknown
+    /// flow gets (RFC 1122 4.2.3.10).
+    pub tcp_group_drops: u64,
     /// UDP and ICMP flows freed after their idle timeout.
     pub datagram_flows_expired: u64,
     /// DNS queries forwarded to the upstream resolver.
@@ -745,12 +749,25 @@ impl Backend {
 
     /// Whether the guest may get an ICMP error about its datagram from
     /// `src` to `dst`: the one check every ICMP error to the guest passes.
-    /// Never about a datagram to a broadcast address (255.255.255.255, or
-    /// the plan's network's first or last address) or a multicast one, nor
-    /// about one whose source does not name a single host (unspecified,
-    /// loopback, broadcast, multicast or class E), as RFC 1122 3.2.2 says.
-    /// A refusal is counted.
+    /// Never about a datagram to a group address (see
+    /// [`to_or_from_a_group`](Self::to_or_from_a_group)), as RFC 1122
+    /// 3.2.2 says. A refusal is counted.
     pub(crate) fn icmp_error_allowed(&mut self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        if self.to_or_from_a_group(src, dst) {
+            self.counters.icmp_errors_suppressed += 1;
+            tracing::debug!(%src, %dst, "no ICMP error about a datagram to or from a group address");
+            return false;
+        }
+        true
+    }
+
+    /// True for a datagram to a broadcast address (255.255.255.255, or the
+    /// plan's network's first or last address) or a multicast one, or from
+    /// a source that does not name a single host (unspecified, loopback,
+    /// broadcast, multicast or class E). Nothing answers such a datagram
+    /// with an error: no ICMP error (RFC 1122 3.2.2), no TCP reset (RFC
+    /// 1122 4.2.3.10, a SYN to a group address is silently discarded).
+    pub(crate) fn to_or_from_a_group(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         let network = self.frontdesk.plan().ipv4().map(|v4| v4.network());
         let subnet_broadcast =
             |a: Ipv4Addr| network.is_some_and(|n| a == n.network() || a == n.last());
@@ -760,12 +777,7 @@ impl Backend {
             || src.is_multicast()
             || src.octets()[0] >= 240
             || subnet_broadcast(src);
-        if dst_is_group || src_not_a_host {
-            self.counters.icmp_errors_suppressed += 1;
-            tracing::debug!(%src, %dst, "no ICMP error about a datagram to or from a group address");
-            return false;
-        }
-        true
+        dst_is_group || src_not_a_host
     }
 
     /// The host address DNS traffic goes to.

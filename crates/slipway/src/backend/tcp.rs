@@ -251,10 +251,18 @@ impl Backend {
     }
 
     /// Answers a segment that opens no flow with an RST (RFC 9293 §3.10.7.1).
+    /// Nothing answers a segment to or from a group address.
     fn tcp_reject(&mut self, key: &FlowKey, seg: &Segment, payload_len: usize) {
         let Some(rst) = rst_for_unknown(seg, payload_len) else {
             return;
         };
+        if let (SocketAddr::V4(guest), SocketAddr::V4(dest)) = (key.guest(), key.dest())
+            && self.to_or_from_a_group(*guest.ip(), *dest.ip())
+        {
+            self.counters.tcp_group_drops += 1;
+            tracing::debug!(%key, "segment to or from a group address dropped without an RST");
+            return;
+        }
         self.counters.rst_unknown += 1;
         let link = self.frontdesk.link_to_guest();
         let key = *key;
