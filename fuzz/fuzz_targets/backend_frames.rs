@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use slipway::{Backend, Checksum, NetworkBackend};
-use slipway_fuzz::{Clock, HostPeers, Input, assert_within_limits, fix_checksums, loopback_backend};
+use slipway_fuzz::{
+    Clock, HostPeers, Input, assert_within_limits, fix_checksums, loopback_backend,
+};
 
 /// Operations per input.
 const MAX_OPS: usize = 256;
@@ -26,27 +28,37 @@ const MAX_POLLS: usize = 256;
 /// The frame buffer: the largest frame the backend may hand out.
 const OUT_LEN: usize = 65536 + 14;
 
+/// The host peers and the frame buffers, kept across inputs.
+struct Rig {
+    peers: HostPeers,
+    out: Vec<u8>,
+    frame: Vec<u8>,
+}
+
 thread_local! {
-    static PEERS: RefCell<Option<HostPeers>> = const { RefCell::new(None) };
+    static RIG: RefCell<Option<Rig>> = const { RefCell::new(None) };
 }
 
 fuzz_target!(|data: &[u8]| {
-    PEERS.with_borrow_mut(|peers| {
-        let peers = peers.get_or_insert_with(|| {
+    RIG.with_borrow_mut(|rig| {
+        let rig = rig.get_or_insert_with(|| {
             slipway_fuzz::isolate_network();
-            HostPeers::bind()
+            Rig {
+                peers: HostPeers::bind(),
+                out: vec![0u8; OUT_LEN],
+                frame: Vec::with_capacity(OUT_LEN),
+            }
         });
-        peers.reset();
-        run(data, peers);
+        rig.peers.reset();
+        run(data, rig);
     });
 });
 
-fn run(data: &[u8], peers: &mut HostPeers) {
+fn run(data: &[u8], rig: &mut Rig) {
+    let Rig { peers, out, frame } = rig;
     let mut input = Input::new(data);
     let mut clock = Clock::new();
     let mut backend = loopback_backend(clock.now());
-    let mut out = vec![0u8; OUT_LEN];
-    let mut frame = Vec::new();
     for _ in 0..MAX_OPS {
         let Some(op) = input.try_u8() else { break };
         let now = clock.now();
@@ -56,19 +68,19 @@ fn run(data: &[u8], peers: &mut HostPeers) {
                 frame.clear();
                 frame.extend_from_slice(input.chunk(usize::from(u16::MAX)));
                 if variant & 1 == 0 {
-                    fix_checksums(&mut frame);
+                    fix_checksums(frame);
                 }
                 match (variant >> 1) % 4 {
-                    0 => backend.handle_guest_frame(&frame, now),
-                    1 => backend.handle_guest_frame_offloaded(&frame, Checksum::Valid, now),
+                    0 => backend.handle_guest_frame(frame, now),
+                    1 => backend.handle_guest_frame_offloaded(frame, Checksum::Valid, now),
                     2 => {
                         let checksum = Checksum::Partial {
                             start: input.u16(),
                             offset: input.u16(),
                         };
-                        backend.handle_guest_frame_offloaded(&frame, checksum, now);
+                        backend.handle_guest_frame_offloaded(frame, checksum, now);
                     }
-                    _ => backend.handle_guest_frame_offloaded(&frame, Checksum::Complete, now),
+                    _ => backend.handle_guest_frame_offloaded(frame, Checksum::Complete, now),
                 }
             }
             6 | 7 => {
@@ -87,11 +99,11 @@ fn run(data: &[u8], peers: &mut HostPeers) {
                 host_events(&mut backend, now);
             }
         }
-        drain(&mut backend, &mut out, variant & 2 == 0, clock.now());
+        drain(&mut backend, out, variant & 2 == 0, clock.now());
         assert_within_limits(&backend);
     }
     host_events(&mut backend, clock.now());
-    drain(&mut backend, &mut out, true, clock.now());
+    drain(&mut backend, out, true, clock.now());
     assert_within_limits(&backend);
 }
 
@@ -109,16 +121,27 @@ fn drain(backend: &mut Backend, out: &mut [u8], whole: bool, now: Instant) {
             let Some(len) = backend.poll_guest_frame(out, now) else {
                 return;
             };
-            assert!(len <= out.len(), "frame of {len} bytes in a buffer of {}", out.len());
+            assert!(
+                len <= out.len(),
+                "frame of {len} bytes in a buffer of {}",
+                out.len()
+            );
             continue;
         }
         let Some(frame) = backend.poll_guest_frame_offloaded(out, now) else {
             return;
         };
-        assert!(frame.len <= out.len(), "{frame:?} in a buffer of {}", out.len());
+        assert!(
+            frame.len <= out.len(),
+            "{frame:?} in a buffer of {}",
+            out.len()
+        );
         if let Checksum::Partial { start, offset } = frame.checksum {
             let end = usize::from(start) + usize::from(offset) + 2;
-            assert!(end <= frame.len, "{frame:?}: checksum field beyond the frame");
+            assert!(
+                end <= frame.len,
+                "{frame:?}: checksum field beyond the frame"
+            );
         }
         if frame.gso_mss.is_some() {
             assert!(

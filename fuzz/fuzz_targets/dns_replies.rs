@@ -13,47 +13,45 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use relay_udp_icmp::{DnsForwarder, DnsForwarderConfig, SendOutcome};
-use slipway_fuzz::{Clock, HOST, Input};
+use slipway_fuzz::{HOST, Input};
 
-thread_local! {
-    static UPSTREAM: RefCell<Option<UdpSocket>> = const { RefCell::new(None) };
+/// The forwarder's limits. One forwarder serves every input (a socket per
+/// input would cost more than the input); each input starts a day after
+/// the last one's end, when every query it left has timed out.
+const CONFIG: DnsForwarderConfig = DnsForwarderConfig {
+    max_pending: 8,
+    query_timeout: Duration::from_secs(2),
+};
+
+/// The upstream socket, the forwarder connected to it, the forwarder's
+/// address, and the clock that runs on across inputs.
+struct Rig {
+    upstream: UdpSocket,
+    forwarder: DnsForwarder,
+    local: SocketAddr,
+    now: Instant,
 }
 
-fn upstream() -> UdpSocket {
+thread_local! {
+    static RIG: RefCell<Option<Rig>> = const { RefCell::new(None) };
+}
+
+fn rig() -> Rig {
     slipway_fuzz::isolate_network();
     let bound = UdpSocket::bind((HOST, 0)).and_then(|socket| {
         socket.set_nonblocking(true)?;
-        Ok(socket)
+        let addr = socket.local_addr()?;
+        Ok((socket, addr))
     });
-    match bound {
-        Ok(socket) => socket,
+    let (upstream, upstream_addr) = match bound {
+        Ok(bound) => bound,
         Err(error) => panic!("no upstream socket on {HOST}: {error}"),
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    UPSTREAM.with_borrow_mut(|socket| {
-        let socket = socket.get_or_insert_with(upstream);
-        let mut buf = [0u8; 4096];
-        while socket.recv_from(&mut buf).is_ok() {}
-        run(data, socket);
-    });
-});
-
-fn run(data: &[u8], upstream: &UdpSocket) {
-    let mut input = Input::new(data);
-    let Ok(upstream_addr) = upstream.local_addr() else {
-        return;
     };
-    let config = DnsForwarderConfig {
-        max_pending: 1 + usize::from(input.u8() % 16),
-        query_timeout: Duration::from_millis(1 + u64::from(input.u16())),
-    };
-    let mut forwarder = match DnsForwarder::new(upstream_addr, config) {
+    let forwarder = match DnsForwarder::new(upstream_addr, CONFIG) {
         Ok(forwarder) => forwarder,
         Err(error) => panic!("no forwarder to {upstream_addr}: {error}"),
     };
@@ -61,14 +59,45 @@ fn run(data: &[u8], upstream: &UdpSocket) {
         Ok(local) => local,
         Err(error) => panic!("the forwarder's socket has no address: {error}"),
     };
-    let mut clock = Clock::new();
+    Rig {
+        upstream,
+        forwarder,
+        local,
+        now: Instant::now(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    RIG.with_borrow_mut(|rig_slot| {
+        let rig = rig_slot.get_or_insert_with(rig);
+        // What the last input left: datagrams on either socket, queries
+        // pending (they time out a day later).
+        let mut buf = [0u8; 4096];
+        while rig.upstream.recv_from(&mut buf).is_ok() {}
+        rig.now += Duration::from_secs(86_400);
+        rig.forwarder.handle_timeouts(rig.now);
+        while let Ok(Some(_)) = rig.forwarder.recv_reply(&mut buf, rig.now) {}
+        assert_eq!(rig.forwarder.pending(), 0, "queries outlived their timeout");
+        run(data, rig);
+    });
+});
+
+fn run(data: &[u8], rig: &mut Rig) {
+    let mut input = Input::new(data);
+    let Rig {
+        upstream,
+        forwarder,
+        local,
+        now: clock,
+    } = rig;
+    let local = *local;
     // (guest, guest's id) of every query forwarded.
     let mut asked: HashSet<(SocketAddr, u16)> = HashSet::new();
     let mut received = [0u8; 4096];
-    let mut reply_buf = vec![0u8; 4096];
+    let mut reply_buf = [0u8; 4096];
     for _ in 0..256 {
         let Some(op) = input.try_u8() else { break };
-        let now = clock.now();
+        let now = *clock;
         match op % 5 {
             0 => {
                 let guest = SocketAddr::new(
@@ -96,8 +125,7 @@ fn run(data: &[u8], upstream: &UdpSocket) {
                 }
             }
             2 => {
-                let raw = input.chunk(2048);
-                let _ = upstream.send_to(raw, local);
+                let _ = upstream.send_to(input.chunk(2048), local);
             }
             3 => {
                 let len = usize::from(input.u16()) % (reply_buf.len() + 1);
@@ -118,15 +146,15 @@ fn run(data: &[u8], upstream: &UdpSocket) {
                 }
             }
             _ => {
-                let later = clock.advance(Duration::from_millis(u64::from(input.u16())));
-                forwarder.handle_timeouts(later);
+                *clock += Duration::from_millis(u64::from(input.u16()));
+                forwarder.handle_timeouts(*clock);
             }
         }
         assert!(
-            forwarder.pending() <= config.max_pending,
+            forwarder.pending() <= CONFIG.max_pending,
             "{} pending queries, bound {}",
             forwarder.pending(),
-            config.max_pending
+            CONFIG.max_pending
         );
     }
 }

@@ -9,26 +9,56 @@
 //! decoder takes), and the outbox's counts of frames and bytes sent match.
 #![no_main]
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use libfuzzer_sys::fuzz_target;
 use slipway::frontend::framing::{Decoded, FrameDecoder, MAX_WIRE_FRAME, Outbox};
 use slipway_fuzz::Input;
 
+/// The frame limits an input picks from: the codec's buffers are large,
+/// so one decoder and one outbox per limit are made once and cleared
+/// before each input (a cleared one is as a new one), which keeps the
+/// target fast.
+const MAX_FRAMES: [usize; 8] = [1, 14, 60, 1514, 4096, 9014, 65535, MAX_WIRE_FRAME];
+
+struct Codecs {
+    decoders: Vec<FrameDecoder>,
+    outboxes: Vec<Outbox>,
+}
+
+thread_local! {
+    static CODECS: RefCell<Codecs> = RefCell::new(Codecs {
+        decoders: MAX_FRAMES.iter().map(|&max| FrameDecoder::new(max)).collect(),
+        outboxes: MAX_FRAMES.iter().map(|&max| Outbox::new(max)).collect(),
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let max_frame = usize::from(input.u16()).max(1);
-    if mode & 1 == 0 {
-        decode_chunks(&mut input, max_frame);
-    } else {
-        let in_max = usize::from(input.u16()).max(1);
-        round_trip(&mut input, max_frame, in_max);
-    }
+    let out_pick = usize::from(input.u8()) % MAX_FRAMES.len();
+    let in_pick = usize::from(input.u8()) % MAX_FRAMES.len();
+    CODECS.with_borrow_mut(|codecs| {
+        let decoder = &mut codecs.decoders[in_pick];
+        decoder.clear();
+        if mode & 1 == 0 {
+            decode_chunks(&mut input, decoder, MAX_FRAMES[in_pick]);
+        } else {
+            let outbox = &mut codecs.outboxes[out_pick];
+            outbox.clear();
+            round_trip(
+                &mut input,
+                outbox,
+                MAX_FRAMES[out_pick],
+                decoder,
+                MAX_FRAMES[in_pick],
+            );
+        }
+    });
 });
 
-fn decode_chunks(input: &mut Input<'_>, max_frame: usize) {
-    let mut decoder = FrameDecoder::new(max_frame);
+fn decode_chunks(input: &mut Input<'_>, decoder: &mut FrameDecoder, max_frame: usize) {
     for _ in 0..1024 {
         if input.is_empty() {
             break;
@@ -59,15 +89,26 @@ fn decode_chunks(input: &mut Input<'_>, max_frame: usize) {
     }
 }
 
-fn round_trip(input: &mut Input<'_>, out_max: usize, in_max: usize) {
-    let mut outbox = Outbox::new(out_max);
-    let mut decoder = FrameDecoder::new(in_max);
+/// Bytes pushed into the outbox per input at most: longer inputs only
+/// repeat what shorter ones cover, and slowly.
+const MAX_PUSHED: u64 = 256 << 10;
+
+fn round_trip(
+    input: &mut Input<'_>,
+    outbox: &mut Outbox,
+    out_max: usize,
+    decoder: &mut FrameDecoder,
+    in_max: usize,
+) {
     let mut in_flight: VecDeque<Vec<u8>> = VecDeque::new();
     let (mut pushed_frames, mut pushed_bytes) = (0u64, 0u64);
     let (mut sent_frames, mut sent_bytes) = (0u64, 0u64);
     for _ in 0..512 {
         let Some(op) = input.try_u8() else { break };
-        if op & 1 == 0 {
+        if op & 1 == 0 && pushed_bytes > MAX_PUSHED {
+            // Enough bytes for one input; the rest of it is sends.
+            let _ = (input.u16(), input.u8());
+        } else if op & 1 == 0 {
             let len = usize::from(input.u16());
             let fill = input.u8();
             let queued = outbox.push_with(|area| {
@@ -92,7 +133,7 @@ fn round_trip(input: &mut Input<'_>, out_max: usize, in_max: usize) {
                 space[..m].copy_from_slice(&piece[..m]);
                 decoder.filled(m);
                 piece = &piece[m..];
-                take_frames(&mut decoder, &mut in_flight, in_max);
+                take_frames(decoder, &mut in_flight, in_max);
             }
             let sent = outbox.consume(n);
             sent_frames += sent.frames;
@@ -102,7 +143,11 @@ fn round_trip(input: &mut Input<'_>, out_max: usize, in_max: usize) {
     }
     if outbox.is_empty() {
         assert_eq!((sent_frames, sent_bytes), (pushed_frames, pushed_bytes));
-        assert!(in_flight.is_empty(), "{} frames sent but not decoded", in_flight.len());
+        assert!(
+            in_flight.is_empty(),
+            "{} frames sent but not decoded",
+            in_flight.len()
+        );
     }
 }
 

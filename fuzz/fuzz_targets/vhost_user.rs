@@ -37,7 +37,9 @@ const VERSION: u32 = 1;
 const VRING_NOFD: u64 = 1 << 8;
 
 /// The requests this backend handles, and a few it does not.
-const REQUESTS: [u32; 20] = [1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 6, 20, 32];
+const REQUESTS: [u32; 20] = [
+    1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 6, 20, 32,
+];
 
 thread_local! {
     static SOCKET_PATH: PathBuf = {
@@ -55,7 +57,12 @@ fuzz_target!(|data: &[u8]| {
 
 fn memfd() -> OwnedFd {
     // SAFETY: the name is a NUL-terminated literal; the flags are valid.
-    let fd = unsafe { libc::memfd_create(c"slipway-fuzz-guest".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd = unsafe {
+        libc::memfd_create(
+            c"slipway-fuzz-guest".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
     // SAFETY: `fd` was just returned open and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -69,7 +76,11 @@ fn memfd() -> OwnedFd {
                 libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
             ) == 0
     };
-    assert!(sized, "sizing the memfd: {}", std::io::Error::last_os_error());
+    assert!(
+        sized,
+        "sizing the memfd: {}",
+        std::io::Error::last_os_error()
+    );
     fd
 }
 
@@ -115,7 +126,13 @@ fn send(conn: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> bool {
         }
     }
     // SAFETY: `msg` points at `iov` and `space`, both alive for the call.
-    let sent = unsafe { libc::sendmsg(conn.as_raw_fd(), &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    let sent = unsafe {
+        libc::sendmsg(
+            conn.as_raw_fd(),
+            &raw const msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
     usize::try_from(sent).is_ok_and(|n| n == bytes.len())
 }
 
@@ -136,11 +153,19 @@ impl Vmm {
         match request {
             2 => p.extend(input.u64().to_ne_bytes()),
             5 => {
-                let count = if input.u8() < 240 { 1u32 } else { u32::from(input.u8()) };
+                let count = if input.u8() < 240 {
+                    1u32
+                } else {
+                    u32::from(input.u8())
+                };
                 p.extend(count.to_ne_bytes());
                 p.extend(0u32.to_ne_bytes());
                 let gpa = if input.u8() < 200 { 0 } else { input.u64() };
-                let size = if input.u8() < 200 { MEM_SIZE } else { input.u64() };
+                let size = if input.u8() < 200 {
+                    MEM_SIZE
+                } else {
+                    input.u64()
+                };
                 let offset = if input.u8() < 200 { 0 } else { input.u64() };
                 for value in [gpa, size, USER_BASE, offset] {
                     p.extend(value.to_ne_bytes());
@@ -187,9 +212,21 @@ impl Vmm {
     fn message(&mut self, input: &mut Input<'_>) -> bool {
         let pick = input.u8();
         let raw = pick >= 0xf0;
-        let request = if raw { input.u32() } else { REQUESTS[usize::from(pick) % REQUESTS.len()] };
-        let flags = if pick & 0x08 != 0 && raw { input.u32() } else { VERSION };
-        let payload = if raw { input.chunk(512).to_vec() } else { Self::payload(input, request) };
+        let request = if raw {
+            input.u32()
+        } else {
+            REQUESTS[usize::from(pick) % REQUESTS.len()]
+        };
+        let flags = if pick & 0x08 != 0 && raw {
+            input.u32()
+        } else {
+            VERSION
+        };
+        let payload = if raw {
+            input.chunk(512).to_vec()
+        } else {
+            Self::payload(input, request)
+        };
         let size = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let mut bytes = Vec::with_capacity(12 + payload.len());
         for word in [request, flags, size] {
@@ -227,7 +264,12 @@ impl Vmm {
         let offset = libc::off_t::try_from(at).unwrap_or(0);
         // SAFETY: pwrite reads `bytes.len()` bytes of a live slice.
         unsafe {
-            libc::pwrite(self.memory.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), offset);
+            libc::pwrite(
+                self.memory.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                offset,
+            );
         }
     }
 

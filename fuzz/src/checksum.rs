@@ -33,9 +33,9 @@ fn put(buf: &mut [u8], at: usize, value: u16) {
 /// repairs.
 fn checksum_offset(protocol: u8) -> Option<usize> {
     match protocol {
-        6 => Some(16),       // TCP
-        17 => Some(6),       // UDP
-        1 | 58 => Some(2),   // ICMP, ICMPv6
+        6 => Some(16),     // TCP
+        17 => Some(6),     // UDP
+        1 | 58 => Some(2), // ICMP, ICMPv6
         _ => None,
     }
 }
@@ -88,7 +88,11 @@ fn fix_ipv4(frame: &mut [u8]) {
     }
     let value = finish(sum(pseudo, &frame[start..end]));
     // UDP sends a computed zero as all ones.
-    let value = if protocol == 17 && value == 0 { 0xffff } else { value };
+    let value = if protocol == 17 && value == 0 {
+        0xffff
+    } else {
+        value
+    };
     put(frame, start + offset, value);
 }
 
@@ -112,6 +116,10 @@ fn fix_ipv6(frame: &mut [u8]) {
     pseudo = pseudo.wrapping_add(u32::from(protocol));
     pseudo = pseudo.wrapping_add(u32::try_from(end - start).unwrap_or(0));
     let value = finish(sum(pseudo, &frame[start..end]));
-    let value = if protocol == 17 && value == 0 { 0xffff } else { value };
+    let value = if protocol == 17 && value == 0 {
+        0xffff
+    } else {
+        value
+    };
     put(frame, start + offset, value);
 }

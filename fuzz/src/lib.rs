@@ -248,7 +248,10 @@ pub fn loopback_config() -> BackendConfig {
     let mut allowed_v4 = vec![(u128::from(HOST.to_bits()), 32u8)];
     if let Some(v4) = plan.ipv4() {
         let network = v4.network();
-        allowed_v4.push((u128::from(network.network().to_bits()), network.prefix_len()));
+        allowed_v4.push((
+            u128::from(network.network().to_bits()),
+            network.prefix_len(),
+        ));
     }
     let mut allowed_v6 = vec![
         (Ipv6Addr::LOCALHOST.to_bits(), 128u8),
@@ -304,8 +307,11 @@ fn check_loopback_only(config: &BackendConfig) {
                 nat_core::Protocol::Udp,
                 nat_core::Protocol::Icmp,
             ] {
-                let verdict =
-                    nat.translate_outbound(protocol, guest, SocketAddr::new(IpAddr::V4(outside), 80));
+                let verdict = nat.translate_outbound(
+                    protocol,
+                    guest,
+                    SocketAddr::new(IpAddr::V4(outside), 80),
+                );
                 assert!(
                     matches!(verdict, nat_core::Verdict::Deny(_)),
                     "{protocol} to {outside} is not denied: {verdict:?}"

@@ -23,7 +23,11 @@ pub struct HostPeers {
     buf: Vec<u8>,
 }
 
-fn bind<T>(what: &str, port: u16, open: impl FnOnce(SocketAddr) -> std::io::Result<T>) -> Option<T> {
+fn bind<T>(
+    what: &str,
+    port: u16,
+    open: impl FnOnce(SocketAddr) -> std::io::Result<T>,
+) -> Option<T> {
     let addr = SocketAddr::from((HOST, port));
     match open(addr) {
         Ok(socket) => Some(socket),

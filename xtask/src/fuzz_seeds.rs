@@ -31,11 +31,18 @@ struct Frame {
 /// The records of a classic pcap file (either byte order).
 fn read_pcap(path: &Path) -> Result<Vec<Frame>, String> {
     let data = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let magic = data.get(..4).ok_or_else(|| format!("{}: not a pcap", path.display()))?;
+    let magic = data
+        .get(..4)
+        .ok_or_else(|| format!("{}: not a pcap", path.display()))?;
     let little = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] => true,
         [0xa1, 0xb2, 0xc3, 0xd4] => false,
-        _ => return Err(format!("{}: not a pcap (magic {magic:02x?})", path.display())),
+        _ => {
+            return Err(format!(
+                "{}: not a pcap (magic {magic:02x?})",
+                path.display()
+            ));
+        }
     };
     let word = |at: usize| -> Option<usize> {
         let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
@@ -213,14 +220,13 @@ fn encode_stream(frames: &[Frame]) -> (Vec<u8>, Vec<u8>) {
         stream.extend(len.to_be_bytes());
         stream.extend(&frame.bytes);
     }
-    let mut decode = vec![0x00];
-    decode.extend(65535u16.to_le_bytes());
+    // Mode, then the picks of the outbox's and the decoder's frame limit
+    // (65535 and 1514 in the target's list).
+    let mut decode = vec![0x00, 6, 6];
     for piece in stream.chunks(700) {
         push_chunk(&mut decode, piece);
     }
-    let mut round = vec![0x01];
-    round.extend(65535u16.to_le_bytes());
-    round.extend(1514u16.to_le_bytes());
+    let mut round = vec![0x01, 6, 3];
     for frame in frames {
         let len = u16::try_from(frame.bytes.len()).unwrap_or(u16::MAX);
         round.push(0x00);
@@ -365,8 +371,7 @@ fn encode_vhost(frames: &[Frame]) -> Vec<u8> {
 /// the upstream (matched), the reply read; then a stray raw answer and a
 /// timeout.
 fn encode_dns(frames: &[Frame]) -> Option<Vec<u8>> {
-    let mut out = vec![4];
-    out.extend(2000u16.to_le_bytes());
+    let mut out = Vec::new();
     let mut any = false;
     for frame in frames {
         if frame.from_guest {
@@ -412,7 +417,9 @@ fn hand_built() -> Vec<Frame> {
         bootp.extend([55, 3, 1, 3, 6, 255]);
         let udp_len = u16::try_from(8 + bootp.len()).unwrap_or(0);
         let total = udp_len + 20;
-        f.extend([0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255]);
+        f.extend([
+            0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255,
+        ]);
         f[16..18].copy_from_slice(&total.to_be_bytes());
         f.extend([0, 68, 0, 67]);
         f.extend(udp_len.to_be_bytes());
@@ -429,16 +436,22 @@ fn hand_built() -> Vec<Frame> {
         f.extend([0x60, 0, 0, 0]);
         f.extend(u16::try_from(icmp.len()).unwrap_or(0).to_be_bytes());
         f.extend([58, 255]);
-        f.extend([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x12, 0x34, 0x56]);
+        f.extend([
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0, 0xff, 0xfe, 0x12, 0x34, 0x56,
+        ]);
         f.extend(dst);
         f.extend(icmp);
         f
     };
-    let all_routers = [0xff02, 0, 0, 0, 0, 0, 0, 2u16].map(u16::to_be_bytes).concat();
+    let all_routers = [0xff02, 0, 0, 0, 0, 0, 0, 2u16]
+        .map(u16::to_be_bytes)
+        .concat();
     let rs = ipv6(
         [0x33, 0x33, 0, 0, 0, 2],
         all_routers.try_into().unwrap_or([0; 16]),
-        &[133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56],
+        &[
+            133, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56,
+        ],
     );
     let mut target = [0u8; 16];
     target[..2].copy_from_slice(&[0xfe, 0x80]);
@@ -493,9 +506,10 @@ pub fn seed_corpora(captures: &[PathBuf]) -> Result<(), String> {
     let dir = |target: &str| seeds.join(target);
     let mut sets: Vec<(String, Vec<Frame>)> = Vec::new();
     for path in &captures {
-        let stem = path
-            .file_stem()
-            .map_or_else(|| "capture".to_owned(), |s| s.to_string_lossy().into_owned());
+        let stem = path.file_stem().map_or_else(
+            || "capture".to_owned(),
+            |s| s.to_string_lossy().into_owned(),
+        );
         sets.push((stem, read_pcap(path)?));
     }
     sets.push(("hand-built".to_owned(), hand_built()));
@@ -523,7 +537,11 @@ pub fn seed_corpora(captures: &[PathBuf]) -> Result<(), String> {
             )?;
             let offload = if stem.contains("tso") { 2 } else { 1 };
             write_seed(&dir("tap_vnet"), &name, &encode_tap(part, offload))?;
-            write_seed(&dir("tap_vnet"), &format!("{name}-plain"), &encode_tap(part, 0))?;
+            write_seed(
+                &dir("tap_vnet"),
+                &format!("{name}-plain"),
+                &encode_tap(part, 0),
+            )?;
             let (decode, round) = encode_stream(part);
             write_seed(&dir("stream_codec"), &format!("{name}-decode"), &decode)?;
             write_seed(&dir("stream_codec"), &format!("{name}-round-trip"), &round)?;
