@@ -23,7 +23,12 @@ impl Bytes<'_> {
         Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
     }
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes([self.u8()?, self.u8()?, self.u8()?, self.u8()?]))
+        Some(u32::from_le_bytes([
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+        ]))
     }
 }
 
@@ -32,12 +37,18 @@ fuzz_target!(|data: &[u8]| {
     let Some(first) = input.u8() else { return };
     let t0 = Instant::now();
     let mut now = t0;
-    let config = TcpConfig { mss: 1460, ..TcpConfig::default() };
+    let config = TcpConfig {
+        mss: 1460,
+        ..TcpConfig::default()
+    };
     let isn = SeqNum::new(input.u32().unwrap_or(0));
     let guest_isn = SeqNum::new(input.u32().unwrap_or(0));
     let syn = Segment {
         seq: guest_isn,
-        flags: Flags { syn: true, ..Flags::default() },
+        flags: Flags {
+            syn: true,
+            ..Flags::default()
+        },
         window: 65535,
         mss: Some(1460),
         window_scale: (first & 1 == 1).then_some(first >> 4),
@@ -118,7 +129,10 @@ fuzz_target!(|data: &[u8]| {
         let mut sent = 0;
         while let Some(t) = conn.poll_transmit(now) {
             if let Some(range) = t.payload {
-                assert!(range.offset + range.len <= queued, "peek {range:?} beyond {queued}");
+                assert!(
+                    range.offset + range.len <= queued,
+                    "peek {range:?} beyond {queued}"
+                );
             }
             sent += 1;
             assert!(sent < 100_000, "unbounded transmit loop");

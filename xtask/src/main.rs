@@ -9,6 +9,7 @@ mod bench_compare;
 mod demo;
 mod e2e;
 mod fuzz;
+mod fuzz_seeds;
 mod guest_image;
 mod process;
 mod purity;
@@ -22,7 +23,9 @@ Usage: cargo xtask <COMMAND>
 Commands:
   verify [--skip STEP]...     run every check CI runs, in order, stopping at
                               the first failure; STEP is one of fmt, clippy,
-                              purity, test, doc (repeat --skip or use commas)
+                              purity, test, doc, fuzz (repeat --skip or use
+                              commas); fuzz runs every fuzz target for 5 s
+                              and needs nightly and cargo-fuzz
   demo                        a guest in a network namespace fetches a page from
                               a server on host loopback through slipway (root)
   guest-image                 build the Linux guest (kernel and busybox
@@ -39,8 +42,15 @@ Commands:
                               target/bench/; --install-peers apt-installs
                               passt, slirp4netns and iperf3 first; see
                               `bench-harness --help` for the options
-  fuzz TARGET [--seconds N]   run a target of fuzz/ for N seconds (default 60)
-                              with `cargo +nightly fuzz run` (needs cargo-fuzz)
+  fuzz TARGET... | --all [--seconds N | --runs N]
+                              build the targets of fuzz/ once and run each
+                              for N seconds (default 60) or N inputs with
+                              `cargo +nightly fuzz run` (needs cargo-fuzz),
+                              on fuzz/corpus, fuzz/seeds and fuzz/regressions
+  fuzz --seed-corpora [PCAP...]
+                              write fuzz/seeds/ from captures (`slipway run
+                              --pcap`; default fuzz/captures/*.pcap) and
+                              hand-built frames
   bench-compare --baseline REF [--reps N] [--min-change PCT] [--no-harness]
                 [--harness-args ARGS...]
                               this tree's benches against commit REF's, runs

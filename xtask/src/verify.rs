@@ -1,5 +1,7 @@
 //! `cargo xtask verify`: the checks CI runs, in order, stopping at the first
-//! failure.
+//! failure. The last, `fuzz`, runs every fuzz target for a few seconds; it
+//! needs a nightly toolchain and cargo-fuzz, and fails saying so (and
+//! naming `--skip fuzz`) where they are missing.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -21,10 +23,19 @@ pub enum Step {
     Test,
     /// Rustdoc with warnings denied.
     Doc,
+    /// Every fuzz target for a few seconds (needs nightly and cargo-fuzz).
+    Fuzz,
 }
 
 impl Step {
-    const ALL: [Step; 5] = [Step::Fmt, Step::Clippy, Step::Purity, Step::Test, Step::Doc];
+    const ALL: [Step; 6] = [
+        Step::Fmt,
+        Step::Clippy,
+        Step::Purity,
+        Step::Test,
+        Step::Doc,
+        Step::Fuzz,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -33,6 +44,7 @@ impl Step {
             Step::Purity => "purity",
             Step::Test => "test",
             Step::Doc => "doc",
+            Step::Fuzz => "fuzz",
         }
     }
 
@@ -57,6 +69,7 @@ impl Step {
                 cargo_command(&["doc", "--workspace", "--no-deps"])
                     .env("RUSTDOCFLAGS", rustdocflags()),
             ),
+            Step::Fuzz => crate::fuzz::smoke(),
         }
     }
 }

@@ -192,6 +192,42 @@ impl VhostUserFrontend {
         }
     }
 
+    /// One pass of [`serve`](Self::serve) that never waits, for a caller
+    /// that drives the connection itself (the fuzz target writes a
+    /// message sequence into a connected socket, then calls this): takes a
+    /// waiting VMM's connection, handles every message that has arrived,
+    /// drains the kicks, runs the backend's host events and timers at
+    /// `now`, and serves both rings once. Returns the end of serving once
+    /// the connection has ended (as `serve` would), `None` otherwise.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve): an epoll set failed.
+    pub fn serve_pass(
+        &mut self,
+        backend: &mut Backend,
+        now: Instant,
+    ) -> io::Result<Option<ServeEnd>> {
+        // Nothing waits on this epoll set; it takes the registrations the
+        // message handlers make (the listener, the connection, the kicks).
+        let poller = Poller::new()?;
+        if self.conn.is_none() {
+            poller.register(&self.listener, TOKEN_LISTENER, Interest::READABLE)?;
+            self.accept(&poller)?;
+        }
+        if let Some(end) = self.handle_messages(&poller) {
+            return Ok(Some(end));
+        }
+        if let Err(error) = self.drain_kicks([true, true]) {
+            tracing::debug!(%error, "vhost-user connection ended");
+            return Ok(Some(ServeEnd::Disconnected));
+        }
+        backend.handle_host_events(now)?;
+        backend.handle_timeout(now);
+        let mut pcap: Option<&mut PcapWriter<io::Sink>> = None;
+        self.serve_queues(true, backend, &mut pcap, now);
+        Ok(None)
+    }
+
     /// Serves the transmit ring if `tx` says it has work, then the receive
     /// ring; returns whether each has work left.
     fn serve_queues<W: Write>(
