@@ -27,12 +27,13 @@ const CONFIG: DnsForwarderConfig = DnsForwarderConfig {
     query_timeout: Duration::from_secs(2),
 };
 
-/// The upstream socket, the forwarder connected to it, the forwarder's
-/// address, and the clock that runs on across inputs.
+/// The upstream socket, the forwarder connected to it, the last address a
+/// query came from (one of the forwarder's pool of sockets), and the clock
+/// that runs on across inputs.
 struct Rig {
     upstream: UdpSocket,
     forwarder: DnsForwarder,
-    local: SocketAddr,
+    last_source: Option<SocketAddr>,
     now: Instant,
 }
 
@@ -55,14 +56,10 @@ fn rig() -> Rig {
         Ok(forwarder) => forwarder,
         Err(error) => panic!("no forwarder to {upstream_addr}: {error}"),
     };
-    let local = match local_addr(&forwarder) {
-        Ok(local) => local,
-        Err(error) => panic!("the forwarder's socket has no address: {error}"),
-    };
     Rig {
         upstream,
         forwarder,
-        local,
+        last_source: None,
         now: Instant::now(),
     }
 }
@@ -87,10 +84,9 @@ fn run(data: &[u8], rig: &mut Rig) {
     let Rig {
         upstream,
         forwarder,
-        local,
+        last_source,
         now: clock,
     } = rig;
-    let local = *local;
     // (guest, guest's id) of every query forwarded.
     let mut asked: HashSet<(SocketAddr, u16)> = HashSet::new();
     let mut received = [0u8; 4096];
@@ -117,6 +113,7 @@ fn run(data: &[u8], rig: &mut Rig) {
                 // The upstream answers the next query it got, with its id.
                 let reply = input.chunk(2048);
                 if let Ok((len, from)) = upstream.recv_from(&mut received) {
+                    *last_source = Some(from);
                     let mut answer = reply.to_vec();
                     if len >= 2 && answer.len() >= 2 {
                         answer[..2].copy_from_slice(&received[..2]);
@@ -125,7 +122,15 @@ fn run(data: &[u8], rig: &mut Rig) {
                 }
             }
             2 => {
-                let _ = upstream.send_to(input.chunk(2048), local);
+                // Raw bytes to the socket the next query left from (each
+                // query leaves from one of a pool), else the last one seen.
+                let to = match upstream.peek_from(&mut received) {
+                    Ok((_, from)) => Some(from),
+                    Err(_) => *last_source,
+                };
+                if let Some(to) = to {
+                    let _ = upstream.send_to(input.chunk(2048), to);
+                }
             }
             3 => {
                 let len = usize::from(input.u16()) % (reply_buf.len() + 1);
@@ -157,11 +162,4 @@ fn run(data: &[u8], rig: &mut Rig) {
             CONFIG.max_pending
         );
     }
-}
-
-/// The forwarder's own address (`getsockname` of a duplicate of its
-/// socket), which the upstream's raw datagrams go to.
-fn local_addr(forwarder: &DnsForwarder) -> std::io::Result<SocketAddr> {
-    use std::os::fd::AsFd;
-    UdpSocket::from(forwarder.as_fd().try_clone_to_owned()?).local_addr()
 }

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use libfuzzer_sys::fuzz_target;
-use slipway::frontend::framing::{Decoded, FrameDecoder, MAX_WIRE_FRAME, Outbox};
+use slipway::frontend::framing::{Decoded, ETHERNET_HEADER, FrameDecoder, MAX_WIRE_FRAME, Outbox};
 use slipway_fuzz::Input;
 
 /// The frame limits an input picks from: the codec's buffers are large,
@@ -72,8 +72,12 @@ fn decode_chunks(input: &mut Input<'_>, decoder: &mut FrameDecoder, max_frame: u
         for _ in 0..4096 {
             match decoder.next_frame() {
                 Ok(Some(Decoded::Frame(frame))) => {
-                    assert!(!frame.is_empty() && frame.len() <= max_frame.min(MAX_WIRE_FRAME));
+                    assert!(
+                        frame.len() >= ETHERNET_HEADER
+                            && frame.len() <= max_frame.min(MAX_WIRE_FRAME)
+                    );
                 }
+                Ok(Some(Decoded::TooShort(len))) => assert!(len < ETHERNET_HEADER),
                 Ok(Some(Decoded::Oversized(len))) => {
                     assert!(len > max_frame && len <= MAX_WIRE_FRAME);
                 }
@@ -166,6 +170,10 @@ fn take_frames(decoder: &mut FrameDecoder, in_flight: &mut VecDeque<Vec<u8>>, in
             Decoded::Oversized(len) => {
                 assert_eq!(len, expected.len());
                 assert!(len > in_max);
+            }
+            Decoded::TooShort(len) => {
+                assert_eq!(len, expected.len());
+                assert!(len < ETHERNET_HEADER);
             }
         }
     }
