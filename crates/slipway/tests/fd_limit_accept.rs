@@ -12,24 +12,7 @@ use std::time::Duration;
 
 use rustix::net::{AddressFamily, SocketType, connect, socket};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-use support::{Harness, default_config, free_port};
-
-/// The number the next descriptor would get: the lowest free one. A soft
-/// limit of that number leaves none (the limit bounds descriptor numbers).
-fn lowest_free_fd() -> u64 {
-    use std::os::fd::AsRawFd;
-    let probe = std::fs::File::open("/dev/null").unwrap();
-    u64::try_from(probe.as_raw_fd()).unwrap()
-}
-
-/// The soft limit set back to what it was when dropped.
-struct RestoreLimit(Rlimit);
-
-impl Drop for RestoreLimit {
-    fn drop(&mut self) {
-        let _ = setrlimit(Resource::Nofile, self.0);
-    }
-}
+use support::{Harness, RestoreLimit, default_config, free_port, lowest_free_fd};
 
 #[test]
 fn accept_failing_with_emfile_pauses_the_listener_instead_of_spinning() {

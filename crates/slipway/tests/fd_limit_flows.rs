@@ -14,30 +14,13 @@ use std::time::{Duration, Instant};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use slipway::NetworkBackend;
 use support::frames::{GATEWAY_IP, GuestSeg, Parsed, udp_frame};
-use support::{Frame, Harness, listen};
+use support::{Frame, Harness, RestoreLimit, listen, lowest_free_fd};
 
 /// Descriptors the test leaves for new flows under its lowered limit.
 const SPARE: u64 = 30;
 
 /// New UDP flows the guest opens: more than [`SPARE`].
 const FLOWS: u16 = 100;
-
-/// The number the next descriptor would get: the lowest free one. A soft
-/// limit of that number leaves none (the limit bounds descriptor numbers).
-fn lowest_free_fd() -> u64 {
-    use std::os::fd::AsRawFd;
-    let probe = std::fs::File::open("/dev/null").unwrap();
-    u64::try_from(probe.as_raw_fd()).unwrap()
-}
-
-/// The soft limit set back to what it was when dropped.
-struct RestoreLimit(Rlimit);
-
-impl Drop for RestoreLimit {
-    fn drop(&mut self) {
-        let _ = setrlimit(Resource::Nofile, self.0);
-    }
-}
 
 /// ICMP destination unreachable, admin prohibited (type 3, code 13).
 fn is_refusal(frame: &Frame) -> bool {

@@ -466,15 +466,9 @@ impl Backend {
             let Some(peer) = report.destination else {
                 continue;
             };
-            let guest =
-                self.nat
-                    .translate_inbound(nat_core::Protocol::Udp, IpFamily::V4, host_port, None);
-            let (Some(SocketAddr::V4(guest)), Some(seen_from)) =
-                (guest, self.guest_view_of_peer(peer))
-            else {
+            let Some((key, _, seen_from)) = self.udp_forward_key(host_port, peer) else {
                 continue;
             };
-            let key = FlowKey::v4(Protocol::Udp, guest, seen_from);
             let is_this_peer = self.flows.lookup(&key).is_some_and(|id| {
                 matches!(
                     self.flows.get(id),
@@ -488,6 +482,27 @@ impl Backend {
                 self.queue_host_icmp_error(&report, *seen_from.ip(), peer.ip(), &quote);
             }
         }
+    }
+
+    /// The flow of host peer `peer` on forwarded UDP port `host_port`, the
+    /// guest's address of it, and the address the guest sees it from.
+    fn udp_forward_key(
+        &self,
+        host_port: u16,
+        peer: SocketAddr,
+    ) -> Option<(FlowKey, SocketAddrV4, SocketAddrV4)> {
+        let guest =
+            self.nat
+                .translate_inbound(nat_core::Protocol::Udp, IpFamily::V4, host_port, None);
+        let (Some(SocketAddr::V4(guest)), Some(seen_from)) = (guest, self.guest_view_of_peer(peer))
+        else {
+            return None;
+        };
+        Some((
+            FlowKey::v4(Protocol::Udp, guest, seen_from),
+            guest,
+            seen_from,
+        ))
     }
 
     /// Datagrams from host peers on forwarded UDP port `index`.
@@ -506,15 +521,9 @@ impl Backend {
                 Ok(Some(got)) => got,
                 Ok(None) | Err(_) => return,
             };
-            let guest =
-                self.nat
-                    .translate_inbound(nat_core::Protocol::Udp, IpFamily::V4, host_port, None);
-            let (Some(SocketAddr::V4(guest)), Some(seen_from)) =
-                (guest, self.guest_view_of_peer(peer))
-            else {
+            let Some((key, guest, seen_from)) = self.udp_forward_key(host_port, peer) else {
                 continue;
             };
-            let key = FlowKey::v4(Protocol::Udp, guest, seen_from);
             let id = match self.flows.lookup(&key) {
                 Some(id) => id,
                 None => {

@@ -505,3 +505,20 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     bytes.truncate(len);
     bytes
 }
+
+/// The number the next descriptor would get: the lowest free one. A soft
+/// limit of that number leaves none (the limit bounds descriptor numbers).
+pub fn lowest_free_fd() -> u64 {
+    use std::os::fd::AsRawFd;
+    let probe = std::fs::File::open("/dev/null").unwrap();
+    u64::try_from(probe.as_raw_fd()).unwrap()
+}
+
+/// The soft limit of open files set back to this when dropped.
+pub struct RestoreLimit(pub rustix::process::Rlimit);
+
+impl Drop for RestoreLimit {
+    fn drop(&mut self) {
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, self.0);
+    }
+}
