@@ -16,33 +16,15 @@ mod e2e;
 
 use std::time::Duration;
 
-use e2e::{python_in_guest, servers, stat};
+use e2e::{GUEST_UDP_ECHO_CLIENT, python_in_guest, servers, stat};
 
 /// The bound on the guest's run (its client waits 3 s per try at most).
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Python that sends datagrams of each size to `10.0.2.2:PORT` and checks
-/// that each comes back unchanged (three tries each), then pings the
-/// gateway with 3000 bytes of data.
-const GUEST_CLIENT: &str = "\
-import socket, subprocess, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.connect(('10.0.2.2', int(sys.argv[1])))
-for size in (3000, 20000, 65507):
-    data = bytes((i * 7 + size) % 256 for i in range(size))
-    for attempt in range(3):
-        s.send(data)
-        try:
-            echo = s.recv(65536)
-        except socket.timeout:
-            continue
-        break
-    else:
-        sys.exit('no echo of %d bytes' % size)
-    if echo != data:
-        sys.exit('echo of %d bytes came back as %d different bytes' % (size, len(echo)))
-    print('echo', size, flush=True)
+/// What the guest runs after the UDP echoes: a ping of the gateway with
+/// 3000 bytes of data.
+const GUEST_PING: &str = "\
+import subprocess
 ping = subprocess.run(['busybox', 'ping', '-c', '2', '-s', '3000', '-W', '3', '10.0.2.2'],
                       capture_output=True, text=True)
 print(ping.stdout, flush=True)
@@ -52,7 +34,10 @@ print(ping.stdout, flush=True)
 fn guest_at_mtu_1500_udp_of_3000_to_65507_bytes_and_ping_of_3000_round_trip_in_fragments() {
     require!("python3", "busybox");
     let port = servers::udp_echo().to_string();
-    let out = python_in_guest(&["--mtu", "1500", "--stats"], GUEST_CLIENT, &[&port], LIMIT);
+    let script = format!("{GUEST_UDP_ECHO_CLIENT}{GUEST_PING}");
+    let sizes = ["3000", "20000", "65507"];
+    let args = [&port[..], sizes[0], sizes[1], sizes[2]];
+    let out = python_in_guest(&["--mtu", "1500", "--stats"], &script, &args, LIMIT);
     out.assert_success("udp client");
     assert!(
         out.stdout

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use e2e::data::{BULK_LEN, Sha256, Stream, bulk, hex};
 use e2e::{
-    GuestRun, NamedNetns, Proc, TempDir, bulk_lock, command, field, free_tcp_port, free_udp_port,
-    ip, mib_per_s, python_in_guest, python3, run, run_in_guest, run_then_quiet, servers,
-    slipway_run, stat, tcp_listening, wait_until,
+    GUEST_UDP_ECHO_CLIENT, GuestRun, NamedNetns, Proc, TempDir, bulk_lock, command, field,
+    free_tcp_port, free_udp_port, ip, mib_per_s, python_in_guest, python3, run, run_in_guest,
+    run_then_quiet, servers, slipway_run, stat, tcp_listening, wait_until,
 };
 
 /// The bound on a short command in the guest.
@@ -327,34 +327,16 @@ fn connect_bounded(port: u16) -> TcpStream {
     }
 }
 
-/// Python that sends datagrams of each size to `10.0.2.2:PORT` and checks
-/// that each comes back unchanged (three tries each).
-const GUEST_UDP_CLIENT: &str = "\
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
-s.connect(('10.0.2.2', int(sys.argv[1])))
-for size in (1, 1400, 60000):
-    data = bytes((i * 7 + size) % 256 for i in range(size))
-    for attempt in range(3):
-        s.send(data)
-        try:
-            echo = s.recv(65536)
-        except socket.timeout:
-            continue
-        break
-    else:
-        sys.exit('no echo of %d bytes' % size)
-    if echo != data:
-        sys.exit('echo of %d bytes came back as %d different bytes' % (size, len(echo)))
-    print('echo', size)
-";
-
 #[test]
 fn udp_echo_1_1400_60000_bytes() {
     require!("python3");
     let port = servers::udp_echo().to_string();
-    let out = python_in_guest(&[], GUEST_UDP_CLIENT, &[&port], LIMIT);
+    let out = python_in_guest(
+        &[],
+        GUEST_UDP_ECHO_CLIENT,
+        &[&port, "1", "1400", "60000"],
+        LIMIT,
+    );
     out.assert_success("udp client");
     assert_eq!(out.stdout, "echo 1\necho 1400\necho 60000\n");
 }

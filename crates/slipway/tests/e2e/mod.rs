@@ -588,3 +588,28 @@ pub fn field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
             .and_then(|rest| rest.strip_prefix('='))
     })
 }
+
+/// Python run in the guest: sends a datagram of each size in `argv[2:]` to
+/// `10.0.2.2:argv[1]` (a UDP echo server on host loopback) and checks that
+/// each comes back unchanged, three tries of 3 s each; prints `echo SIZE`
+/// per size.
+pub const GUEST_UDP_ECHO_CLIENT: &str = "\
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(('10.0.2.2', int(sys.argv[1])))
+for size in map(int, sys.argv[2:]):
+    data = bytes((i * 7 + size) % 256 for i in range(size))
+    for attempt in range(3):
+        s.send(data)
+        try:
+            echo = s.recv(65536)
+        except socket.timeout:
+            continue
+        break
+    else:
+        sys.exit('no echo of %d bytes' % size)
+    if echo != data:
+        sys.exit('echo of %d bytes came back as %d different bytes' % (size, len(echo)))
+    print('echo', size, flush=True)
+";
