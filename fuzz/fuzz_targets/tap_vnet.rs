@@ -18,7 +18,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use slipway::frontdesk::PcapWriter;
+use frontdesk::PcapWriter;
 use slipway::frontend::{StopWhen, TapFrontend};
 use slipway::netns::{TapOffload, VNET_HDR_LEN};
 use slipway_fuzz::{HostPeers, Input, assert_within_limits, fix_checksums, loopback_backend};

@@ -19,7 +19,8 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use slipway_fuzz::Input;
 use virtio_net_kvm::{
-    Checksum, DEVICE_FEATURES, FrameBackend, MAX_FRAME_LEN, NetConfig, NetDevice, Notifier,
+    Checksum, DEVICE_FEATURES, FrameBackend, GuestFrame, MAX_FRAME_LEN, NetConfig, NetDevice,
+    Notifier,
 };
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -103,8 +104,13 @@ impl FrameBackend for Peer {
         &mut self,
         buf: &mut [u8],
         _now: Instant,
-    ) -> Option<(usize, Checksum)> {
-        self.give(buf)
+    ) -> Option<GuestFrame> {
+        let (len, checksum) = self.give(buf)?;
+        Some(GuestFrame {
+            len,
+            checksum,
+            gso_mss: None,
+        })
     }
 }
 

@@ -17,10 +17,10 @@ use serde_json::Value;
 use crate::process::{capture, cargo_command, host_triple};
 
 /// The crates that must stay pure.
-pub const PURE_CRATES: [&str; 2] = ["nat-core", "flow-table"];
+pub const PURE_CRATES: [&str; 4] = ["nat-core", "flow-table", "frontdesk", "guest-frame"];
 
 /// The rule, as printed when it is broken.
-pub const RULE: &str = "nat-core and flow-table may not depend on libc, rustix, nix, socket2, \
+pub const RULE: &str = "nat-core, flow-table, frontdesk and guest-frame may not depend on libc, rustix, nix, socket2, \
                         mio or kvm-* (not even transitively) and must start with \
                         #![forbid(unsafe_code)]";
 

@@ -15,6 +15,7 @@
 
 mod common;
 
+use slipway::FrameBackend;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};

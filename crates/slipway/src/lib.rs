@@ -12,12 +12,17 @@
 pub mod backend;
 pub mod cli;
 pub mod fdlimit;
-pub mod frontdesk;
 pub mod frontend;
 pub mod netns;
 pub mod vmm;
 
 pub use backend::{
-    Backend, BackendConfig, BackendCounters, BackendError, Checksum, GuestFrame, NetworkBackend,
+    Backend, BackendConfig, BackendCounters, BackendError, Checksum, FrameBackend, GuestFrame,
+    NetworkBackend,
 };
+/// The front desk the backend answers the link with; its types appear in
+/// [`BackendConfig`] and the counters.
+pub use frontdesk;
+pub use guest_frame;
+
 pub use fdlimit::{FD_RESERVE, FdBudget, fd_budget};

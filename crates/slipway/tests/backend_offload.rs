@@ -10,12 +10,13 @@
 
 mod support;
 
+use slipway::FrameBackend;
 use std::io::Write;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use flow_table::Protocol;
-use slipway::frontdesk::DropReason;
+use frontdesk::DropReason;
 use slipway::{Checksum, GuestFrame, NetworkBackend};
 use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, UdpPacket, checksum};
 use support::frames::udp_frame;
@@ -191,7 +192,7 @@ fn frames_to_the_guest_carry_partial_checksums_only_when_asked() {
         if offloaded {
             assert_eq!(checksum, udp_partial);
             assert!(!udp.verify_checksum(&gw, &guest), "left partial");
-            virtio_net_kvm::complete_checksum(&mut frame, L4_START, 6).unwrap();
+            slipway::guest_frame::complete_checksum(&mut frame, L4_START, 6).unwrap();
         } else {
             assert_eq!(checksum, Checksum::Complete);
         }
@@ -216,7 +217,7 @@ fn a_tcp_segment_to_the_guest_completes_to_the_right_checksum() {
     );
     let (mut syn_ack, polled) = next_frame(&mut h, true);
     assert_eq!(polled.checksum, TCP_PARTIAL);
-    virtio_net_kvm::complete_checksum(&mut syn_ack, L4_START, 16).unwrap();
+    slipway::guest_frame::complete_checksum(&mut syn_ack, L4_START, 16).unwrap();
     let tcp = TcpPacket::new_checked(&syn_ack[34..]).unwrap();
     let (gw, guest) = (IpAddress::Ipv4(GATEWAY_IP), IpAddress::Ipv4(GUEST_IP));
     assert!(tcp.syn() && tcp.ack());
@@ -250,7 +251,7 @@ fn with_gso_to_the_guest_segments_grow_past_its_mss_only_when_offloaded() {
     assert_eq!(polled.gso_mss, Some(MSS));
     assert_eq!(polled.checksum, TCP_PARTIAL);
     assert!(big.len() > 14 + 40 + usize::from(MSS), "{}", big.len());
-    virtio_net_kvm::complete_checksum(&mut big, L4_START, 16).unwrap();
+    slipway::guest_frame::complete_checksum(&mut big, L4_START, 16).unwrap();
     let tcp = TcpPacket::new_checked(&big[34..]).unwrap();
     let (gw, guest) = (IpAddress::Ipv4(GATEWAY_IP), IpAddress::Ipv4(GUEST_IP));
     assert!(tcp.verify_checksum(&gw, &guest));

@@ -7,6 +7,7 @@
 
 mod support;
 
+use slipway::FrameBackend;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};

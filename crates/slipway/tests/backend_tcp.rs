@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flow_table::{Limits, Protocol};
-use slipway::frontdesk::DropReason;
+use frontdesk::DropReason;
 use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType, TcpControl};
 
 use support::frames::{arp_request, check_dhcp_reply, dhcp_message};

@@ -5,6 +5,7 @@
 
 mod support;
 
+use slipway::FrameBackend;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,7 @@
 
 mod support;
 
+use slipway::FrameBackend;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 

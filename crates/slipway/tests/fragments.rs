@@ -8,13 +8,14 @@
 
 mod support;
 
+use slipway::FrameBackend;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use frontdesk::{DropReason, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT};
 use nat_core::{Plan, Rules};
-use slipway::frontdesk::{DropReason, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT};
 use slipway::{BackendConfig, Checksum, NetworkBackend};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use frontdesk::PcapWriter;
 use slipway::Backend;
-use slipway::frontdesk::PcapWriter;
 use slipway::frontend::StopWhen;
 use slipway::frontend::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
 use slipway::vmm::{DeviceBus, MmioAccess, VmEnd, device_channel};

@@ -7,16 +7,15 @@ use std::time::Instant;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
 
-use crate::backend::{Checksum, FrameBackend, Notifier};
+use guest_frame::{Checksum, FrameBackend, checksum_field_in_frame, complete_checksum};
+
+use crate::backend::Notifier;
 use crate::chain::{ChainFault, Segment, gather_rx_chain, read_tx_chain, write_segments};
 use crate::config::{
     DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MRG_RXBUF, FeatureError, NetConfig,
     check_driver_features,
 };
-use crate::header::{
-    HeaderFault, MAX_FRAME_LEN, NET_HDR_LEN, TxHeader, checksum_field_in_frame, complete_checksum,
-    rx_header,
-};
+use crate::header::{HeaderFault, MAX_FRAME_LEN, NET_HDR_LEN, TxHeader, rx_header};
 
 /// The receive queue's index.
 pub const RX_QUEUE: u16 = 0;
@@ -432,7 +431,11 @@ impl NetDevice {
         let offload = backend.offloads_checksums() && self.has(F_GUEST_CSUM);
         let area = &mut self.rx_buf[NET_HDR_LEN..];
         if offload {
-            backend.poll_guest_frame_offloaded(area, now)
+            // The device cuts no segments: a backend is asked for GSO
+            // segments only by a frontend that cuts them itself.
+            backend
+                .poll_guest_frame_offloaded(area, now)
+                .map(|frame| (frame.len, frame.checksum))
         } else {
             backend
                 .poll_guest_frame(area, now)

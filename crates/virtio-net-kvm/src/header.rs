@@ -4,13 +4,11 @@
 //! Everything here works on bytes the device has already copied out of
 //! guest memory, so a value checked is the value used.
 
-use std::ops::Range;
-
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
 };
 
-use crate::backend::Checksum;
+use guest_frame::Checksum;
 
 /// Bytes of `virtio_net_hdr_v1`: with `VIRTIO_F_VERSION_1` the header always
 /// carries `num_buffers`, whatever `VIRTIO_NET_F_MRG_RXBUF` says.
@@ -89,73 +87,6 @@ pub(crate) fn rx_header(checksum: Checksum, num_buffers: u16) -> [u8; NET_HDR_LE
     hdr
 }
 
-/// A partial checksum's field (`start + offset`, two bytes) lies past the
-/// end of the frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("checksum field past the end of the frame")]
-pub struct ChecksumOutOfFrame;
-
-/// The bytes of a partial checksum's field in a frame of `frame_len` bytes.
-///
-/// # Errors
-/// The field does not lie wholly inside the frame.
-pub fn checksum_field_in_frame(
-    frame_len: usize,
-    start: u16,
-    offset: u16,
-) -> Result<Range<usize>, ChecksumOutOfFrame> {
-    let field = usize::from(start) + usize::from(offset);
-    let field_end = field + 2;
-    if field_end > frame_len {
-        return Err(ChecksumOutOfFrame);
-    }
-    Ok(field..field_end)
-}
-
-/// Completes a partial checksum as a NIC with `NETIF_F_HW_CSUM` does: the
-/// one's complement sum from `start` to the end of the frame, stored at
-/// `start + offset`. The sender has already put the pseudo-header sum in the
-/// checksum field, so summing over it gives the full checksum.
-///
-/// # Errors
-/// The field does not lie wholly inside the frame; the frame is unchanged.
-pub fn complete_checksum(
-    frame: &mut [u8],
-    start: u16,
-    offset: u16,
-) -> Result<(), ChecksumOutOfFrame> {
-    let field = checksum_field_in_frame(frame.len(), start, offset)?;
-    let start = usize::from(start);
-    let sum = !fold(ones_complement_sum(&frame[start..]));
-    // A zero result goes out as 0xffff: the same value in one's complement,
-    // and the only form UDP accepts (zero there means "no checksum").
-    let sum = if sum == 0 { 0xffff } else { sum };
-    frame[field].copy_from_slice(&sum.to_be_bytes());
-    Ok(())
-}
-
-/// The 32-bit running sum of big-endian 16-bit words, an odd last byte
-/// padded with zero.
-fn ones_complement_sum(data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    let mut sum: u64 = chunks
-        .by_ref()
-        .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    u16::try_from(sum).unwrap_or(0xffff)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,28 +128,5 @@ mod tests {
             TxHeader::parse(&[0u8; NET_HDR_LEN + 13], true),
             Err(HeaderFault::Short)
         );
-    }
-
-    #[test]
-    fn checksum_offsets_outside_the_frame_are_refused() {
-        let mut frame = [0u8; 60];
-        for (start, offset) in [(59, 0), (58, 1), (u16::MAX, u16::MAX), (0, 59), (61, 0)] {
-            assert_eq!(
-                complete_checksum(&mut frame, start, offset),
-                Err(ChecksumOutOfFrame),
-                "start {start} offset {offset}"
-            );
-        }
-        assert_eq!(complete_checksum(&mut frame, 58, 0), Ok(()));
-    }
-
-    #[test]
-    fn completed_sum_verifies_to_zero() {
-        // An odd-length region, the checksum field inside it.
-        let mut data: Vec<u8> = (0..101u8).map(|b| b.wrapping_mul(37)).collect();
-        data[10] = 0;
-        data[11] = 0;
-        assert_eq!(complete_checksum(&mut data, 4, 6), Ok(()));
-        assert_eq!(fold(ones_complement_sum(&data[4..])), 0xffff);
     }
 }

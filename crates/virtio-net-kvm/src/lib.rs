@@ -47,9 +47,9 @@
 //!   [`NetDevice::handle_rx`] with a [`DeferredNotifier`], then signals the
 //!   vring's call eventfd if it says so.
 //!
-//! The backend trait lives here rather than in slipway because slipway's
-//! vhost-user frontend depends on this crate: slipway implements
-//! [`FrameBackend`] for its backend, and this crate never depends on slipway.
+//! The backend trait is `guest-frame`'s [`FrameBackend`], the same one
+//! slipway's `Backend` implements: the device drives any backend without an
+//! adapter, and this crate never depends on slipway.
 //!
 //! Checksum offload: with `VIRTIO_NET_F_CSUM` a driver may leave TCP/UDP
 //! checksums partial. The device completes them before the backend sees
@@ -75,7 +75,7 @@ mod header;
 pub mod kvm;
 pub mod mmio;
 
-pub use backend::{Checksum, DeferredNotifier, FrameBackend, Notifier};
+pub use backend::{DeferredNotifier, Notifier};
 pub use config::{
     CONFIG_SPACE_LEN, DEVICE_FEATURES, F_CSUM, F_EVENT_IDX, F_GUEST_CSUM, F_MAC, F_MRG_RXBUF,
     F_MTU, F_STATUS, F_VERSION_1, FeatureError, NetConfig, check_driver_features,
@@ -83,7 +83,6 @@ pub use config::{
 pub use device::{
     ChainFaults, NUM_QUEUES, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE, TxHeaderDrops,
 };
-pub use header::{
-    ChecksumOutOfFrame, MAX_FRAME_LEN, NET_HDR_LEN, checksum_field_in_frame, complete_checksum,
-};
+pub use guest_frame::{self, Checksum, FrameBackend, GuestFrame};
+pub use header::{MAX_FRAME_LEN, NET_HDR_LEN};
 pub use mmio::MmioTransport;

@@ -37,7 +37,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::backend::{FrameBackend, Notifier};
+use guest_frame::FrameBackend;
+
+use crate::backend::Notifier;
 use crate::config::NetConfig;
 use crate::device::{NUM_QUEUES, NetDevice, RX_QUEUE, TX_QUEUE};
 

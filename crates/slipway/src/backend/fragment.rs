@@ -27,7 +27,7 @@ use flow_table::FlowId;
 use smoltcp::wire::{ETHERNET_HEADER_LEN, EthernetFrame, EthernetProtocol, Ipv4Packet};
 
 use super::Backend;
-use crate::frontdesk::{LinkAddrs, Outcome, UDP_V4_HEADERS_LEN, write_udp_v4_headers};
+use frontdesk::{LinkAddrs, Outcome, UDP_V4_HEADERS_LEN, write_udp_v4_headers};
 
 /// The largest IPv4 datagram, header included.
 const MAX_IPV4_LEN: usize = 65535;
@@ -181,7 +181,7 @@ impl Backend {
 
     /// The IPv4 datagrams from the guest in reassembly.
     #[must_use]
-    pub fn reassembly(&self) -> &crate::frontdesk::Reassembler {
+    pub fn reassembly(&self) -> &frontdesk::Reassembler {
         self.frontdesk.reassembly()
     }
 
@@ -258,7 +258,7 @@ impl Backend {
         received_here: bool,
         (link, from, to): (LinkAddrs, std::net::SocketAddrV4, std::net::SocketAddrV4),
         payload_len: usize,
-        fill: crate::frontdesk::ChecksumFill,
+        fill: frontdesk::ChecksumFill,
     ) -> Option<usize> {
         let frame_len = UDP_V4_HEADERS_LEN.checked_add(payload_len)?;
         let ip_len = frame_len - ETHERNET_HEADER_LEN;
@@ -272,14 +272,7 @@ impl Backend {
                 };
                 area.copy_from_slice(payload);
             }
-            return crate::frontdesk::write_udp_v4_headers_with(
-                buf,
-                link,
-                from,
-                to,
-                payload_len,
-                fill,
-            );
+            return frontdesk::write_udp_v4_headers_with(buf, link, from, to, payload_len, fill);
         }
         if !received_here {
             let payload = buf.get(UDP_V4_HEADERS_LEN..frame_len)?;
@@ -305,7 +298,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::frontdesk::build_udp_v4;
+    use frontdesk::build_udp_v4;
     use smoltcp::wire::{IpAddress, UdpPacket};
     use std::net::{Ipv4Addr, SocketAddrV4};
 

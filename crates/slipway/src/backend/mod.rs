@@ -2,16 +2,16 @@
 //! and every host socket, and turns guest frames into host socket operations
 //! and host readiness into guest frames.
 //!
-//! Embedders drive it through [`NetworkBackend`]: frames from the guest go in
+//! Embedders drive it through [`NetworkBackend`] (with [`FrameBackend`]): frames from the guest go in
 //! as borrowed slices, frames to the guest come out into buffers the caller
 //! supplies, and the caller sleeps on [`NetworkBackend::host_fd`] until
 //! [`NetworkBackend::poll_timeout`].
 //!
 //! Checksum offload is the frontend's choice, frame by frame: a frame handed
-//! in with [`NetworkBackend::handle_guest_frame_offloaded`] and a partial or
+//! in with [`FrameBackend::handle_guest_frame_offloaded`] and a partial or
 //! vouched-for [`Checksum`] has its transport checksum left unverified (all
 //! else is checked as always), and a frame taken with
-//! [`NetworkBackend::poll_guest_frame_offloaded`] may come with its TCP or
+//! [`FrameBackend::poll_guest_frame_offloaded`] may come with its TCP or
 //! UDP checksum partial, which the frontend passes on as such. The plain
 //! methods verify and fill every checksum.
 
@@ -34,9 +34,9 @@ use nat_core::{DnsUpstream, Nat, Plan, Rules};
 use relay_tcp::Listener;
 use smoltcp::wire::Icmpv4DstUnreachable;
 
-pub use virtio_net_kvm::Checksum;
+pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
-use crate::frontdesk::{
+use frontdesk::{
     ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, Outcome, TCP_CHECKSUM_OFFSET,
     Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_echo_reply,
     build_icmp_v4_error,
@@ -110,22 +110,22 @@ pub enum BackendError {
     Io(#[from] io::Error),
 }
 
-/// The interface for a VMM or frontend that embeds slipway.
-pub trait NetworkBackend {
-    /// Takes one Ethernet frame from the guest.
-    fn handle_guest_frame(&mut self, frame: &[u8], now: Instant);
-    /// Writes the next frame for the guest into `buf` and returns its
-    /// length, or `None` when nothing is due.
-    ///
-    /// `buf` should hold the longest frame of the link: the MTU plus the
-    /// Ethernet header (64 KiB plus headers with
-    /// [`Backend::set_gso_to_guest`]). A frame is never cut to fit a
-    /// shorter buffer: TCP segments are sized to the buffer, and a frame
-    /// that cannot be (a datagram, an ICMP or front-desk reply) is dropped
-    /// and counted in [`BackendCounters::buffer_too_small_drops`] (UDP
-    /// datagrams in [`BackendCounters::udp_drops`]), as a link drops a
-    /// frame over its MTU.
-    fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize>;
+/// The interface for a VMM or frontend that embeds slipway: the frame
+/// boundary ([`FrameBackend`], shared with `virtio-net-kvm`'s device) and
+/// the host side a serving loop waits on.
+///
+/// `poll_guest_frame`'s buffer should hold the longest frame of the link:
+/// the MTU plus the Ethernet header (64 KiB plus headers with
+/// [`Backend::set_gso_to_guest`]). A frame is never cut to fit a shorter
+/// buffer: TCP segments are sized to the buffer, and a frame that cannot be
+/// (a datagram, an ICMP or front-desk reply) is dropped and counted in
+/// [`BackendCounters::buffer_too_small_drops`] (UDP datagrams in
+/// [`BackendCounters::udp_drops`]), as a link drops a frame over its MTU.
+/// With [`Backend::set_gso_to_guest`],
+/// [`poll_guest_frame_offloaded`](FrameBackend::poll_guest_frame_offloaded)
+/// may hand out a TCP segment larger than the guest's MSS, for the caller to
+/// pass on as a GSO frame.
+pub trait NetworkBackend: FrameBackend {
     /// Handles whatever host sockets are ready, without blocking.
     ///
     /// # Errors
@@ -137,35 +137,6 @@ pub trait NetworkBackend {
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// A descriptor that becomes readable when host sockets are ready.
     fn host_fd(&self) -> BorrowedFd<'_>;
-
-    /// Takes one Ethernet frame from the guest with what the frontend
-    /// knows of its transport checksum: a [`Checksum::Partial`] (left for
-    /// the "hardware") or [`Checksum::Valid`] (vouched for) one is not
-    /// verified; [`Checksum::Complete`] is, as by
-    /// [`handle_guest_frame`](Self::handle_guest_frame). Every other check
-    /// applies alike.
-    fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant);
-    /// [`poll_guest_frame`](Self::poll_guest_frame) that may leave the
-    /// frame's TCP or UDP checksum partial (the pseudo-header sum in the
-    /// field) and says so; the caller completes it or passes it on marked
-    /// so (virtio's `NEEDS_CSUM`). With
-    /// [`Backend::set_gso_to_guest`], a TCP segment may also be larger than
-    /// the guest's MSS, for the caller to pass on as a GSO frame.
-    fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame>;
-}
-
-/// A frame [`NetworkBackend::poll_guest_frame_offloaded`] wrote at the start
-/// of the caller's buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuestFrame {
-    /// Its length.
-    pub len: usize,
-    /// Its TCP or UDP checksum: partial, or whole.
-    pub checksum: Checksum,
-    /// For a TCP segment larger than the guest's MSS (only with
-    /// [`Backend::set_gso_to_guest`]): that MSS, the size to cut its
-    /// payload to. Its checksum is then always partial.
-    pub gso_mss: Option<u16>,
 }
 
 /// Counters of the whole backend.
@@ -420,7 +391,7 @@ impl Backend {
         Ok(backend)
     }
 
-    /// Lets TCP segments that [`NetworkBackend::poll_guest_frame_offloaded`]
+    /// Lets TCP segments that [`FrameBackend::poll_guest_frame_offloaded`]
     /// hands out carry up to 64 KiB, whatever the guest's MSS, for a
     /// frontend that passes them on as GSO frames its guest cuts up (a tap
     /// with TSO). Off by default; [`NetworkBackend::poll_guest_frame`]
@@ -437,7 +408,7 @@ impl Backend {
 
     /// The front desk's counters: frames, bytes, drops by reason.
     #[must_use]
-    pub fn frame_counters(&self) -> &crate::frontdesk::Counters {
+    pub fn frame_counters(&self) -> &frontdesk::Counters {
         self.frontdesk.counters()
     }
 
@@ -640,7 +611,7 @@ impl Backend {
         }
     }
 
-    fn handle_ipv4(&mut self, datagram: &crate::frontdesk::Ipv4Datagram<'_>, now: Instant) {
+    fn handle_ipv4(&mut self, datagram: &frontdesk::Ipv4Datagram<'_>, now: Instant) {
         let src = datagram.header.src_addr;
         let dst = datagram.header.dst_addr;
         match datagram.transport {
@@ -665,7 +636,7 @@ impl Backend {
     /// loopback mapping, and to the DNS address.
     fn icmp_echo_from_guest(
         &mut self,
-        datagram: &crate::frontdesk::Ipv4Datagram<'_>,
+        datagram: &frontdesk::Ipv4Datagram<'_>,
         message: &[u8],
         now: Instant,
     ) {
@@ -912,7 +883,7 @@ impl Backend {
     }
 }
 
-impl NetworkBackend for Backend {
+impl FrameBackend for Backend {
     fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
         self.take_guest_frame(frame, TransportChecksums::Verify, now);
     }
@@ -930,10 +901,16 @@ impl NetworkBackend for Backend {
             .map(|frame| frame.len)
     }
 
+    fn offloads_checksums(&self) -> bool {
+        true
+    }
+
     fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame> {
         self.next_guest_frame(buf, ChecksumFill::Partial, now)
     }
+}
 
+impl NetworkBackend for Backend {
     fn handle_host_events(&mut self, now: Instant) -> io::Result<()> {
         self.poller.wait(&mut self.events, Some(now))?;
         self.dispatch_events(now);

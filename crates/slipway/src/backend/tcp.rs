@@ -16,7 +16,7 @@ use smoltcp::wire::TcpPacket;
 
 use super::{Backend, Flow, KIND_TCP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
-use crate::frontdesk::{
+use frontdesk::{
     ChecksumFill, LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len,
     write_tcp_v4_headers, write_tcp_v4_headers_with,
 };

@@ -16,7 +16,7 @@ use smoltcp::wire::Icmpv4DstUnreachable;
 
 use super::{Backend, Flow, KIND_DNS, KIND_ICMP_FLOW, KIND_UDP_FLOW, KIND_UDP_LISTENER};
 use crate::fdlimit::is_fd_exhaustion;
-use crate::frontdesk::{
+use frontdesk::{
     ChecksumFill, Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error,
     build_udp_v4, write_udp_v4_headers,
 };
@@ -177,7 +177,7 @@ impl Backend {
     /// A UDP datagram from the guest.
     pub(crate) fn udp_from_guest(
         &mut self,
-        datagram: &crate::frontdesk::Ipv4Datagram<'_>,
+        datagram: &frontdesk::Ipv4Datagram<'_>,
         src_port: u16,
         dst_port: u16,
         payload: &[u8],

@@ -35,8 +35,8 @@ use flow_table::tcp::Phase;
 pub use stream::{AfterDisconnect, BindError, StreamCounters, StreamFrontend, StreamSocket};
 pub use tap::{TapCounters, TapFrontend, serve_tap};
 
-use crate::frontdesk::PcapWriter;
-use crate::{Backend, NetworkBackend};
+use crate::{Backend, FrameBackend, NetworkBackend};
+use frontdesk::PcapWriter;
 
 /// What ends a frontend's `serve`; whichever comes first.
 #[derive(Clone, Copy, Debug, Default)]
@@ -445,7 +445,7 @@ pub(super) struct Captured<'a, W: Write> {
     pub(super) offload: bool,
 }
 
-impl<W: Write> virtio_net_kvm::FrameBackend for Captured<'_, W> {
+impl<W: Write> FrameBackend for Captured<'_, W> {
     fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
         record(&mut self.pcap, self.failed, frame);
         self.backend.handle_guest_frame(frame, now);
@@ -477,9 +477,8 @@ impl<W: Write> virtio_net_kvm::FrameBackend for Captured<'_, W> {
         &mut self,
         buf: &mut [u8],
         now: Instant,
-    ) -> Option<(usize, virtio_net_kvm::Checksum)> {
-        let frame = self.backend.poll_guest_frame_offloaded(buf, now)?;
-        Some((frame.len, frame.checksum))
+    ) -> Option<crate::GuestFrame> {
+        self.backend.poll_guest_frame_offloaded(buf, now)
     }
 }
 

@@ -45,8 +45,8 @@ use super::{
     CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, flush_pcap, is_failed, next_wait, record,
     register_common, stop_after_pass, token,
 };
-use crate::frontdesk::PcapWriter;
-use crate::{Backend, NetworkBackend};
+use crate::{Backend, FrameBackend, NetworkBackend};
+use frontdesk::PcapWriter;
 
 /// Reads from the client per pass of the loop, so that host traffic is not
 /// starved by a guest that sends without pause.

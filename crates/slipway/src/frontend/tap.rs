@@ -38,9 +38,9 @@ use super::{
     CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, is_failed, next_wait, record, register_common,
     stop_after_pass, token,
 };
-use crate::frontdesk::PcapWriter;
 use crate::netns::{TapOffload, VNET_HDR_LEN};
-use crate::{Backend, Checksum, GuestFrame, NetworkBackend};
+use crate::{Backend, Checksum, FrameBackend, GuestFrame, NetworkBackend};
+use frontdesk::PcapWriter;
 
 /// Room for the largest frame: a 65535-byte IP datagram and its Ethernet
 /// header, with a byte to spare.
@@ -294,7 +294,7 @@ impl<'t> TapFrontend<'t> {
             if let (Checksum::Partial { start, offset }, Some(_)) = (checksum, pcap.as_ref()) {
                 // The capture shows whole checksums; a bad offset leaves the
                 // frame as it came (the backend does not use the offsets).
-                let _ = virtio_net_kvm::complete_checksum(frame, start, offset);
+                let _ = guest_frame::complete_checksum(frame, start, offset);
             }
             record(pcap, &mut self.pcap_failed, frame);
             backend.handle_guest_frame_offloaded(frame, checksum, now);

@@ -31,10 +31,10 @@ use super::{
     Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, flush_pcap, next_wait, note_indexed,
     register_common, stop_after_pass, token,
 };
-use crate::frontdesk::PcapWriter;
 use crate::vmm::layout::{VIRTIO_NET_BASE, VIRTIO_NET_IRQ};
 use crate::vmm::{DeviceEnd, MmioAccess, VmEnd};
 use crate::{Backend, NetworkBackend};
+use frontdesk::PcapWriter;
 
 const TOKEN_MMIO: Token = token(FIRST_OWN_KIND);
 const TOKEN_ENDED: Token = token(FIRST_OWN_KIND + 1);

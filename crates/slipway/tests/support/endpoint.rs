@@ -8,6 +8,7 @@
 //! beyond an update is gone. It can lose, duplicate and reorder its own
 //! data segments and drop its own ACKs, and it counts what it saw.
 
+use slipway::FrameBackend;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 

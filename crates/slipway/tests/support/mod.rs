@@ -12,6 +12,7 @@
 pub mod endpoint;
 pub mod frames;
 
+use slipway::FrameBackend;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;

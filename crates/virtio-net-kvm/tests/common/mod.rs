@@ -10,7 +10,7 @@ use std::io;
 use std::time::Instant;
 
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_net_kvm::{Checksum, FrameBackend, NET_HDR_LEN, Notifier};
+use virtio_net_kvm::{Checksum, FrameBackend, GuestFrame, NET_HDR_LEN, Notifier};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::mock::{AvailRing, DescriptorTable, UsedRing};
@@ -250,13 +250,13 @@ impl FrameBackend for Peer {
         self.from_guest_checksums.push(checksum);
     }
 
-    fn poll_guest_frame_offloaded(
-        &mut self,
-        buf: &mut [u8],
-        now: Instant,
-    ) -> Option<(usize, Checksum)> {
+    fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame> {
         let len = self.poll_guest_frame(buf, now)?;
-        Some((len, self.to_guest_checksum.unwrap_or(Checksum::Complete)))
+        Some(GuestFrame {
+            len,
+            checksum: self.to_guest_checksum.unwrap_or(Checksum::Complete),
+            gso_mss: None,
+        })
     }
 }
 

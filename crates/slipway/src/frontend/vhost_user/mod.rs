@@ -63,8 +63,8 @@ use super::{
     Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, flush_pcap, next_wait,
     note_indexed, register_common, stop_after_pass, token,
 };
-use crate::frontdesk::PcapWriter;
 use crate::{Backend, NetworkBackend};
+use frontdesk::PcapWriter;
 
 const TOKEN_LISTENER: Token = token(FIRST_OWN_KIND);
 const TOKEN_CONN: Token = token(FIRST_OWN_KIND + 1);

@@ -10,10 +10,14 @@
 //! in place with [`write_tcp_v4_headers`]) and writes pcap captures
 //! ([`PcapWriter`]).
 //!
-//! Invariant: the front desk is sans-IO. It reads borrowed frames, writes
-//! replies into buffers its caller supplies, reads no clock (time comes in
-//! as `now`) and opens no socket. Guest input never panics it: every frame it does not accept is
-//! dropped and counted in [`Counters`] under a [`DropReason`].
+//! Invariant: the front desk is sans-IO. It opens no socket, reads no
+//! clock (time comes in as `now`) and knows nothing of flows: it reads
+//! borrowed frames and writes replies into buffers its caller supplies
+//! (only the reassembler holds bytes, within its caps). Guest input never panics it: every
+//! frame it does not accept is dropped and counted in [`Counters`] under a
+//! [`DropReason`].
+
+#![forbid(unsafe_code)]
 
 mod arp;
 mod builder;

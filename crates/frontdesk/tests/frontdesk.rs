@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use nat_core::Plan;
-use proptest::prelude::*;
-use slipway::frontdesk::{
+use frontdesk::{
     Classified, DhcpConfig, DropReason, FrontDesk, Handled, Icmpv4Error, LinkAddrs, Outcome,
     TcpFlags, TcpOptions, TcpSegmentV4, Transport, build_icmp_v4_echo_reply, build_icmp_v4_error,
     build_udp_v4, classify, ethernet_address, handle_arp, tcp_v4_headers_len, write_tcp_v4_headers,
 };
-use slipway::frontdesk::{Counters, DhcpServer};
+use frontdesk::{Counters, DhcpServer};
+use nat_core::Plan;
+use proptest::prelude::*;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, ETHERNET_HEADER_LEN,
