@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use crate::guest_image;
 use crate::process::{cargo_command, run_echoed, workspace_root};
+use test_support::guest_image;
 
 /// The Debian packages of the peers, of iperf3 and of QEMU (the VM paths'
 /// guest image needs [`guest_image::PACKAGES`] too).

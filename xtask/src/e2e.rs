@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use crate::guest_image;
 use crate::process::{cargo_command, run_echoed, succeeds};
+use test_support::guest_image;
 
 /// The cargo target directory: `CARGO_TARGET_DIR`, else the one this
 /// program was built into (`TARGET/debug/xtask`), which is where the test

@@ -10,7 +10,6 @@ mod demo;
 mod e2e;
 mod fuzz;
 mod fuzz_seeds;
-mod guest_image;
 mod process;
 mod purity;
 mod verify;

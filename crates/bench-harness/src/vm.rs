@@ -29,15 +29,9 @@ use crate::sys::{self, Child};
 use crate::tools::ports;
 use crate::workloads::Workload;
 
-#[allow(dead_code, reason = "shared with xtask, which uses all of it")]
-#[path = "../../../xtask/src/guest_image.rs"]
-mod guest_image;
-
-#[path = "../../slipway/tests/vm/accel.rs"]
-mod accel;
-
-pub use self::accel::ACCEL_VAR;
-use self::accel::Accel;
+use test_support::guest_image;
+pub use test_support::vm::accel::ACCEL_VAR;
+use test_support::vm::accel::Accel;
 
 /// The QEMU binary.
 const QEMU: &str = "qemu-system-x86_64";

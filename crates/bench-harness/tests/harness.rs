@@ -11,8 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../slipway/tests/common/mod.rs"]
-mod common;
+use test_support::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

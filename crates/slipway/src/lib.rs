@@ -10,7 +10,6 @@
 //! a frame.
 
 pub mod backend;
-pub mod cli;
 pub mod fdlimit;
 pub mod frontend;
 pub mod netns;

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use test_support::harness;
 
 use slipway::FrameBackend;
 use std::io::Write;
@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use flow_table::Protocol;
 use frontdesk::DropReason;
+use harness::frames::udp_frame;
+use harness::{GATEWAY_IP, GUEST_IP, GuestSeg, Harness, listen, serve, via_gateway};
 use slipway::{Checksum, GuestFrame, NetworkBackend};
 use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, UdpPacket, checksum};
-use support::frames::udp_frame;
-use support::{GATEWAY_IP, GUEST_IP, GuestSeg, Harness, listen, serve, via_gateway};
 
 /// Where a TCP or UDP checksum region starts in the frames here.
 const L4_START: u16 = 34;
@@ -74,7 +74,7 @@ fn partial_tcp_checksum_is_taken_when_the_frontend_offloads_it() {
     assert_eq!(frames.offloaded_checksums(), 1);
     assert_eq!(h.backend.open_flows(Protocol::Tcp), 1);
     let got = h.collect_until(Duration::from_secs(2), |f| f.tcp().is_some());
-    let syn_ack = got.last().and_then(support::Frame::tcp).expect("a SYN-ACK");
+    let syn_ack = got.last().and_then(harness::Frame::tcp).expect("a SYN-ACK");
     assert!(syn_ack.syn && syn_ack.ack == Some(1001), "{syn_ack:?}");
     assert!(server.accepted_within(Duration::from_secs(2)).is_some());
     h.assert_quiet("partial tcp checksum is taken when the frontend offloads it");

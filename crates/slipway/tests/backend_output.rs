@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use test_support::harness;
 
 use slipway::FrameBackend;
 use std::io::{Read, Write};
@@ -17,8 +17,8 @@ use slipway::{Backend, NetworkBackend};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpProtocol, TcpControl};
 
-use support::frames::{self, GATEWAY_IP, GuestSeg, Parsed, gateway_mac, parse, udp_frame};
-use support::{Harness, default_config, listen, pattern};
+use harness::frames::{self, GATEWAY_IP, GuestSeg, Parsed, gateway_mac, parse, udp_frame};
+use harness::{Harness, default_config, listen, pattern};
 
 /// The longest frame of the default plan's link (MTU 65520).
 const FULL_BUF: usize = 65520 + 14;

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use test_support::harness;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
@@ -20,8 +20,8 @@ use flow_table::{Limits, Protocol};
 use frontdesk::DropReason;
 use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType, TcpControl};
 
-use support::frames::{arp_request, check_dhcp_reply, dhcp_message};
-use support::{
+use harness::frames::{arp_request, check_dhcp_reply, dhcp_message};
+use harness::{
     DNS_IP, Fnv, Frame, GATEWAY_IP, GUEST_IP, GUEST_MAC, GuestSeg, GuestStats, GuestTcp, Harness,
     Impairments, State, TcpOpts, default_config, fnv, free_port, gateway_mac, listen, listen_with,
     pattern, reset, serve, via_gateway,
@@ -824,7 +824,7 @@ fn listen_mss_1460() -> std::net::TcpListener {
 
 /// Opens a connection from the guest (MSS 65480, slipway's default MTU) to
 /// `server` and drives it until established.
-fn open_flow_to<T>(h: &mut Harness, server: &support::Server<T>, port: u16) -> GuestTcp {
+fn open_flow_to<T>(h: &mut Harness, server: &harness::Server<T>, port: u16) -> GuestTcp {
     let mut ep = GuestTcp::new(TcpOpts::default(), port, server.guest_addr(), 0x1234_0000);
     ep.connect(Instant::now(), &mut h.backend);
     let up = h.drive(&mut ep, Duration::from_secs(5), |ep, _| {
@@ -917,7 +917,7 @@ fn frame_with_raw_options(seg: &GuestSeg, options: &[u8], payload: &[u8]) -> Vec
     let tcp_len = 20 + options.len() + payload.len();
     let mut buf = vec![0u8; 14 + 20 + tcp_len];
     let (src, dst) = (GUEST_IP, *seg.dst.ip());
-    let len = support::frames::write_ipv4(
+    let len = harness::frames::write_ipv4(
         &mut buf,
         gateway_mac(),
         src,

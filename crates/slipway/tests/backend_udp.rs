@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use test_support::harness;
 
 use slipway::FrameBackend;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -17,7 +17,7 @@ use smoltcp::wire::{
     UdpPacket,
 };
 
-use support::frames::{
+use harness::frames::{
     self, DNS_IP as DNS, GATEWAY_IP as GATEWAY, GUEST_IP as GUEST, GUEST_MAC, gateway_mac,
     udp_frame,
 };
@@ -173,7 +173,7 @@ fn udp_round_trip_of_a_60000_byte_datagram_at_mtu_65520() {
     assert!(got.2 == payload, "payload intact");
     assert_eq!(backend.counters().udp_bytes_to_host, 60_000);
     assert_eq!(backend.counters().udp_bytes_to_guest, 60_000);
-    support::assert_backend_quiet(
+    harness::assert_backend_quiet(
         &mut backend,
         "udp round trip of a 60000 byte datagram at mtu 65520",
     );
@@ -207,7 +207,7 @@ fn udp_to_a_closed_port_gets_icmp_port_unreachable() {
     assert_eq!(u16::from_be_bytes([data[20], data[21]]), 40_001);
     assert_eq!(u16::from_be_bytes([data[22], data[23]]), closed);
     assert_eq!(backend.counters().icmp_errors_to_guest, 1);
-    support::assert_backend_quiet(
+    harness::assert_backend_quiet(
         &mut backend,
         "udp to a closed port gets icmp port unreachable",
     );
@@ -235,7 +235,7 @@ fn idle_udp_flow_expires_after_its_timeout() {
     backend.handle_timeout(deadline + Duration::from_secs(1));
     assert_eq!(backend.open_flows(flow_table::Protocol::Udp), 0);
     assert_eq!(backend.counters().datagram_flows_expired, 1);
-    support::assert_backend_quiet(&mut backend, "idle udp flow expires after its timeout");
+    harness::assert_backend_quiet(&mut backend, "idle udp flow expires after its timeout");
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn icmp_echo_to_the_gateway_is_answered() {
     assert_eq!(src, GATEWAY);
     assert_eq!(ident_seq, (0x1234, 7));
     assert_eq!(data, b"hello");
-    support::assert_backend_quiet(&mut backend, "icmp echo to the gateway is answered");
+    harness::assert_backend_quiet(&mut backend, "icmp echo to the gateway is answered");
 }
 
 /// A DNS responder on 127.0.0.1 that answers one A query with 192.0.2.7.
@@ -312,7 +312,7 @@ fn dns_to_the_dns_address_reaches_the_test_responder() {
     assert_eq!(&payload[..2], &[0xbe, 0xef], "the guest's id is restored");
     assert_eq!(&payload[payload.len() - 4..], &[192, 0, 2, 7]);
     assert_eq!(backend.counters().dns_queries, 1);
-    support::assert_backend_quiet(
+    harness::assert_backend_quiet(
         &mut backend,
         "dns to the dns address reaches the test responder",
     );
@@ -340,7 +340,7 @@ fn denied_udp_destination_gets_icmp_unreachable_and_no_socket() {
         0,
         "no flow, no socket"
     );
-    support::assert_backend_quiet(
+    harness::assert_backend_quiet(
         &mut backend,
         "denied udp destination gets icmp unreachable and no socket",
     );
@@ -374,7 +374,7 @@ fn inbound_udp_forward_reaches_the_guest_and_back() {
     let (n, from) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"who's there");
     assert_eq!(from.port(), free);
-    support::assert_backend_quiet(
+    harness::assert_backend_quiet(
         &mut backend,
         "inbound udp forward reaches the guest and back",
     );
@@ -383,7 +383,7 @@ fn inbound_udp_forward_reaches_the_guest_and_back() {
 // ---- ICMP errors, listeners' error queues, the DNS pool, group addresses ----
 
 /// The ICMP errors among `frames`: (type, code, the quoted destination).
-fn icmp_errors_in(frames: &[support::Frame]) -> Vec<(u8, u8, Ipv4Addr)> {
+fn icmp_errors_in(frames: &[harness::Frame]) -> Vec<(u8, u8, Ipv4Addr)> {
     frames
         .iter()
         .filter_map(|f| match parse(&f.0) {
@@ -469,7 +469,7 @@ fn with_absent_neighbour(ping_sockets: bool, body: impl FnOnce() + Send) -> Resu
 fn echo_to_an_absent_neighbour(kind: relay_udp_icmp::EchoKind) {
     let available = relay_udp_icmp::probe_echo(nat_core::IpFamily::V4).kind();
     assert_eq!(available, Some(kind), "the echo socket the backend opens");
-    let mut h = support::Harness::new();
+    let mut h = harness::Harness::new();
     h.send(&echo_request(ABSENT, 0x7777, 3, b"is anyone there?"));
     let frames = h.collect_until(Duration::from_secs(20), |f| {
         matches!(parse(&f.0), Received::Icmp { msg_type: 3, .. })
@@ -532,9 +532,9 @@ fn reply_through_a_udp_forward_to_a_departed_peer_is_reported_and_the_loop_goes_
         .local_addr()
         .unwrap()
         .port();
-    let mut config = support::default_config();
+    let mut config = harness::default_config();
     config.rules.udp_forwards = format!("127.0.0.1/{free}:5000").parse().unwrap();
-    let mut h = support::Harness::with_config(config);
+    let mut h = harness::Harness::with_config(config);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.send_to(b"knock", ("127.0.0.1", free)).unwrap();
     let frames = h.collect_until(Duration::from_secs(5), |f| {
@@ -564,9 +564,9 @@ fn dns_queries_leave_from_several_source_ports_and_the_loop_goes_quiet() {
     upstream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut config = support::default_config();
+    let mut config = harness::default_config();
     config.host_resolver = Some(upstream.local_addr().unwrap());
-    let mut h = support::Harness::with_config(config);
+    let mut h = harness::Harness::with_config(config);
     let to = SocketAddrV4::new(DNS, 53);
     let count = 16u16;
     for i in 0..count {
@@ -614,13 +614,13 @@ fn no_icmp_error_about_datagrams_to_broadcast_or_multicast_addresses() {
         .local_addr()
         .unwrap()
         .port();
-    let mut config = support::default_config();
+    let mut config = harness::default_config();
     // A deny rule that covers a group address, and a unicast control.
     config.rules.deny = DenyList::new([
         "224.0.0.0/4".parse::<Cidr>().unwrap(),
         "192.0.2.9/32".parse::<Cidr>().unwrap(),
     ]);
-    let mut h = support::Harness::with_config(config);
+    let mut h = harness::Harness::with_config(config);
     let groups = [
         Ipv4Addr::new(10, 0, 2, 255),
         Ipv4Addr::BROADCAST,

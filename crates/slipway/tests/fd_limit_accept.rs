@@ -5,14 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use test_support::harness;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use harness::{Harness, RestoreLimit, default_config, free_port, lowest_free_fd};
 use rustix::net::{AddressFamily, SocketType, connect, socket};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-use support::{Harness, RestoreLimit, default_config, free_port, lowest_free_fd};
 
 #[test]
 fn accept_failing_with_emfile_pauses_the_listener_instead_of_spinning() {

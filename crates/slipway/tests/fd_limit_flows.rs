@@ -6,16 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use test_support::harness;
 
 use slipway::FrameBackend;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
+use harness::frames::{GATEWAY_IP, GuestSeg, Parsed, udp_frame};
+use harness::{Frame, Harness, RestoreLimit, listen, lowest_free_fd};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use slipway::NetworkBackend;
-use support::frames::{GATEWAY_IP, GuestSeg, Parsed, udp_frame};
-use support::{Frame, Harness, RestoreLimit, listen, lowest_free_fd};
 
 /// Descriptors the test leaves for new flows under its lowered limit.
 const SPARE: u64 = 30;

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use test_support::harness;
 
 use slipway::FrameBackend;
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use smoltcp::wire::{
     Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 
-use support::{GATEWAY_IP, GUEST_IP, GUEST_MAC, Harness, fnv, gateway_mac, pattern, via_gateway};
+use harness::{GATEWAY_IP, GUEST_IP, GUEST_MAC, Harness, fnv, gateway_mac, pattern, via_gateway};
 
 /// How long a scenario waits for an answer; generous, for a loaded machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -411,7 +411,7 @@ fn at_mtu_65520_a_65507_byte_datagram_goes_whole_both_ways() {
     let mut h = Harness::with_config(config_with_mtu(nat_core::MTU_MAX));
     let (port, server) = echo_server(1);
     let payload = pattern(65507, 4);
-    h.send(&support::frames::udp_frame(
+    h.send(&harness::frames::udp_frame(
         40_002,
         via_gateway(port),
         &payload,
@@ -643,7 +643,7 @@ fn a_fragmented_dns_query_is_forwarded_and_a_4000_byte_reply_reaches_the_guest_i
     let mut h = Harness::with_config(config);
     let mut query = vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     query.extend_from_slice(b"\x07slipway\x04test\x00\x00\x01\x00\x01");
-    let dns = SocketAddrV4::new(support::DNS_IP, 53);
+    let dns = SocketAddrV4::new(harness::DNS_IP, 53);
     let udp = udp_datagram(5353, dns, &query);
     // A first fragment of 16 bytes, the rest after it.
     h.send(&fragment_frame(
@@ -664,7 +664,7 @@ fn a_fragmented_dns_query_is_forwarded_and_a_4000_byte_reply_reaches_the_guest_i
     ));
     let mut guest = GuestReassembly::new(1500);
     let whole = next_whole(&mut h, &mut guest).expect("the DNS reply came");
-    assert_eq!(whole.src, support::DNS_IP);
+    assert_eq!(whole.src, harness::DNS_IP);
     assert_eq!(
         whole.fragments, 3,
         "4008 bytes at MTU 1500: three fragments"

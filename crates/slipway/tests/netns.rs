@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use test_support::common;
 
 use std::ffi::OsString;
 use std::fs::File;

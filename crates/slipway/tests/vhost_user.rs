@@ -11,13 +11,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[allow(dead_code, reason = "no test here needs to skip")]
-mod common;
-#[allow(unused_macros, reason = "the namespace suite's `require!`")]
-mod e2e;
-mod support;
-#[path = "../../virtio-net-kvm/tests/common/mod.rs"]
-mod virtq;
+use test_support::common;
+use test_support::e2e;
+use test_support::harness;
+use test_support::virtq;
 
 use std::fs::File;
 use std::io::Read;
@@ -28,13 +25,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e::{Proc, TempDir, wait_until};
+use harness::Frame;
+use harness::frames::{check_dhcp_reply, dhcp_message};
 use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd};
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use rustix::process::{Pid, Signal};
 use smoltcp::wire::DhcpMessageType;
-use support::Frame;
-use support::frames::{check_dhcp_reply, dhcp_message};
 use virtio_net_kvm::{F_MRG_RXBUF, F_VERSION_1, NET_HDR_LEN};
 use virtq::{Driver, MEM_SIZE};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};

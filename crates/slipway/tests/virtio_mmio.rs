@@ -12,24 +12,22 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[allow(dead_code, reason = "no test here needs to skip")]
-mod common;
-mod support;
-#[path = "../../virtio-net-kvm/tests/common/mod.rs"]
-mod virtq;
+use test_support::common;
+use test_support::harness;
+use test_support::virtq;
 
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use frontdesk::PcapWriter;
+use harness::Frame;
+use harness::frames::{check_dhcp_reply, dhcp_message};
 use slipway::Backend;
 use slipway::frontend::StopWhen;
 use slipway::frontend::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
 use slipway::vmm::{DeviceBus, MmioAccess, VmEnd, device_channel};
 use smoltcp::wire::DhcpMessageType;
-use support::Frame;
-use support::frames::{check_dhcp_reply, dhcp_message};
 use virtio_net_kvm::{F_MAC, F_MRG_RXBUF, F_STATUS, F_VERSION_1, NET_HDR_LEN, NetConfig};
 use virtq::{Driver, guest_memory};
 
@@ -99,7 +97,7 @@ fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
     let (tid_tx, tid) = std::sync::mpsc::channel();
     let server = thread::spawn(move || {
         let _ = tid_tx.send(common::current_tid());
-        let mut backend = Backend::new(support::default_config(), Instant::now()).unwrap();
+        let mut backend = Backend::new(harness::default_config(), Instant::now()).unwrap();
         let mut frontend =
             VirtioMmioFrontend::new(memory, NetConfig::default(), device_end).unwrap();
         let stop = StopWhen {

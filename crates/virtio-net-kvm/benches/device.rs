@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use test_support::virtq;
 
 use std::time::Instant;
 
-use common::{Driver, Interrupts, WRITE, guest_memory, pattern_frame, tx_header};
 use divan::Bencher;
 use divan::counter::BytesCount;
 use virtio_net_kvm::{DEVICE_FEATURES, FrameBackend, NetConfig, NetDevice};
+use virtq::{Driver, Interrupts, WRITE, guest_memory, pattern_frame, tx_header};
 use vm_memory::{Bytes, GuestAddress};
 
 const FRAME: usize = 1514;
@@ -59,7 +58,7 @@ fn transmit_a_queue_of_1514_byte_frames(bencher: Bencher<'_, '_>) {
         let addr = BUFS + u64::from(c) * 2048;
         mem.write_slice(&hdr, GuestAddress(addr)).unwrap();
         mem.write_slice(&frame, GuestAddress(addr + 16)).unwrap();
-        driver.store(2 * c, addr, 12, common::NEXT, 2 * c + 1);
+        driver.store(2 * c, addr, 12, virtq::NEXT, 2 * c + 1);
         driver.store(2 * c + 1, addr + 16, FRAME as u32, 0, 0);
     }
     let mut queue = driver.queue();

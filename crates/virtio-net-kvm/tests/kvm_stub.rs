@@ -10,18 +10,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-/// The workspace's skip helper: says why on stderr, fails under
-/// `SLIPWAY_NO_SKIP=1`.
-#[path = "../../slipway/tests/common/mod.rs"]
-mod skipping;
+use test_support::common;
+use test_support::virtq;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Driver, Peer, pattern_frame, tx_header};
 use kvm_ioctls::{Kvm, VcpuExit};
 use virtio_net_kvm::{F_MAC, F_MRG_RXBUF, F_STATUS, F_VERSION_1, MmioTransport, NetConfig};
+use virtq::{Driver, Peer, pattern_frame, tx_header};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Guest RAM: the first 512 KiB.
@@ -211,7 +208,7 @@ fn run_guest() -> Result<Run, String> {
 #[test]
 fn guest_drives_registers_notifies_through_ioeventfd_and_takes_the_irqfd_interrupt() {
     if !std::path::Path::new("/dev/kvm").exists() {
-        skipping::skip("no /dev/kvm");
+        common::skip("no /dev/kvm");
         return;
     }
     let (done, result) = mpsc::channel();
@@ -223,7 +220,7 @@ fn guest_drives_registers_notifies_through_ioeventfd_and_takes_the_irqfd_interru
     let run = match result.recv_timeout(Duration::from_secs(30)) {
         Ok(Ok(run)) => run,
         Ok(Err(why)) if why.starts_with("open /dev/kvm") => {
-            skipping::skip(&why);
+            common::skip(&why);
             return;
         }
         Ok(Err(why)) => panic!("KVM guest: {why}"),

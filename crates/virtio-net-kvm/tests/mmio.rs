@@ -4,17 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use test_support::virtq;
 
 use std::time::Instant;
 
-use common::{Driver, Peer, guest_memory, pattern_frame, tx_header};
 use proptest::prelude::*;
 use virtio_net_kvm::mmio::{
     MAGIC_VALUE, QUEUE_MAX_SIZE, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
     STATUS_FEATURES_OK, STATUS_NEEDS_RESET, VENDOR_ID,
 };
 use virtio_net_kvm::{DEVICE_FEATURES, F_VERSION_1, MmioTransport, NET_HDR_LEN, NetConfig};
+use virtq::{Driver, Peer, guest_memory, pattern_frame, tx_header};
 use vm_memory::GuestMemoryMmap;
 
 // Register offsets, from the virtio spec's MMIO device layout.

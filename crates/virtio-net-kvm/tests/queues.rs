@@ -4,13 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use test_support::virtq;
 
 use std::time::Instant;
 
-use common::{
-    Driver, Interrupts, MEM_SIZE, NEXT, Peer, WRITE, guest_memory, pattern_frame, tx_header,
-};
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Address,
     Ipv4Packet, TcpPacket, UdpPacket, checksum,
@@ -20,6 +17,9 @@ use virtio_net_kvm::{
     F_VERSION_1, NET_HDR_LEN, NetConfig, NetDevice,
 };
 use virtio_queue::Queue;
+use virtq::{
+    Driver, Interrupts, MEM_SIZE, NEXT, Peer, WRITE, guest_memory, pattern_frame, tx_header,
+};
 use vm_memory::GuestMemoryMmap;
 
 const RX_RING: u64 = 0;

@@ -8,13 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use test_support::virtq;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{Interrupts, Peer};
 use proptest::prelude::*;
 use virtio_bindings::bindings::virtio_ring::{
     VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
@@ -24,6 +23,7 @@ use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueT};
+use virtq::{Interrupts, Peer};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Tracks bytes currently allocated and the peak since the last reset.

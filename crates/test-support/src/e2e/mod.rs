@@ -8,8 +8,6 @@
 //! `ip netns add` are deleted by their [`NamedNetns`] guard, temporary
 //! directories by [`TempDir`].
 
-#![allow(dead_code)]
-
 pub mod data;
 pub mod servers;
 
@@ -56,6 +54,7 @@ pub fn missing_tool(tools: &[&str]) -> Option<String> {
 
 /// Returns from the test, saying why on stderr, unless namespaces and every
 /// named tool are available.
+#[macro_export]
 macro_rules! require {
     ($($tool:expr),* $(,)?) => {
         if let Some(why) = $crate::e2e::namespaces_unavailable() {
@@ -92,9 +91,55 @@ pub fn bulk_lock() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The `slipway` command the tests run: `$SLIPWAY_BIN`, else the path
+/// nextest gives (`NEXTEST_BIN_EXE_slipway`), else `slipway` in the
+/// profile directory of the running test binary (cargo puts test binaries
+/// in `target/PROFILE/deps/` and binaries in `target/PROFILE/`).
+///
+/// # Panics
+/// No such file: the `slipway-cli` package's binary was not built.
+#[must_use]
+pub fn slipway_binary() -> PathBuf {
+    sibling_binary("slipway", "SLIPWAY_BIN", "slipway-cli")
+}
+
+/// The `slipway-vmm` command, found as [`slipway_binary`] finds `slipway`
+/// (`$SLIPWAY_VMM_BIN`, `NEXTEST_BIN_EXE_slipway-vmm`, the profile
+/// directory).
+///
+/// # Panics
+/// No such file: the `slipway-vmm` package's binary was not built.
+#[must_use]
+pub fn slipway_vmm_binary() -> PathBuf {
+    sibling_binary("slipway-vmm", "SLIPWAY_VMM_BIN", "slipway-vmm")
+}
+
+fn sibling_binary(name: &str, variable: &str, package: &str) -> PathBuf {
+    let given = std::env::var_os(variable)
+        .or_else(|| std::env::var_os(format!("NEXTEST_BIN_EXE_{name}")))
+        .map(PathBuf::from);
+    let path = given.unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let deps = exe.parent().unwrap_or(Path::new("."));
+        let profile = if deps.ends_with("deps") {
+            deps.parent().unwrap_or(deps)
+        } else {
+            deps
+        };
+        profile.join(name)
+    });
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p {package}` (or run the \
+         workspace's tests, which build it), or name it in ${variable}",
+        path.display()
+    );
+    path
+}
+
 /// `slipway ARGS` with an environment that sends nothing through a proxy.
 pub fn slipway(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
+    let mut command = Command::new(slipway_binary());
     command.args(args);
     crate::common::scrub(&mut command);
     command
@@ -613,3 +658,6 @@ for size in map(int, sys.argv[2:]):
         sys.exit('echo of %d bytes came back as %d different bytes' % (size, len(echo)))
     print('echo', size, flush=True)
 ";
+
+/// The Python client that opens many connections at once from the guest.
+pub const MANY_CONNECTIONS_PY: &str = include_str!("many_connections.py");

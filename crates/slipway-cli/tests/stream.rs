@@ -1,16 +1,15 @@
 //! `slipway stream` as QEMU meets it: the real binary listens on a UNIX
 //! socket in a temporary directory, and the test connects as a synthetic
 //! guest speaking QEMU's `-netdev stream` framing (a 4-byte big-endian
-//! length before each frame), with frames built by `support::frames`.
+//! length before each frame), with frames built by `harness::frames`.
 //!
 //! No root needed. Every child is killed when its guard drops, every wait
 //! is bounded, and the only host peers are servers on 127.0.0.1.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[allow(dead_code, reason = "no test here needs to skip")]
-mod common;
-mod support;
+use test_support::common;
+use test_support::harness;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -23,13 +22,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
-use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType};
-use support::frames::{arp_request, check_dhcp_reply, dhcp_message};
-use support::{
+use harness::frames::{arp_request, check_dhcp_reply, dhcp_message};
+use harness::{
     Fnv, Frame, GATEWAY_IP, GUEST_IP, GuestTcp, GuestWire, Parsed, TcpOpts, fnv, free_port,
     gateway_mac, listen, parse, pattern, serve,
 };
+use rustix::event::{PollFd, PollFlags};
+use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType};
 
 /// The longest a test waits for slipway to start, answer or exit.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -922,7 +921,7 @@ fn max_flows_wins_over_the_open_files_limit_and_refuses_with_icmp() {
     let mut guest = slipway.connect();
     let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = std::net::SocketAddrV4::new(GATEWAY_IP, server.local_addr().unwrap().port());
-    guest.send(&support::frames::udp_frame(40_100, to, b"refused"));
+    guest.send(&harness::frames::udp_frame(40_100, to, b"refused"));
     let reply = Frame(guest.recv(LIMIT).expect("an ICMP error"));
     assert!(
         matches!(

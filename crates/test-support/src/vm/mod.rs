@@ -10,11 +10,9 @@
 //! then powers off. QEMU and slipway each run under a [`Proc`] guard that
 //! kills them when the test ends, however it ends; every wait is bounded.
 
-#![allow(dead_code)]
+pub mod accel;
 
-mod accel;
-#[path = "../../../../xtask/src/guest_image.rs"]
-mod guest_image;
+use crate::guest_image;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,10 +21,6 @@ use std::time::{Duration, Instant};
 
 use crate::e2e::{Output, Proc, TempDir, command, mib_per_s, missing_tool, slipway};
 
-#[allow(
-    unused_imports,
-    reason = "only the reference VMM test asks about PVM itself"
-)]
 pub use accel::{ACCEL_VAR, Accel, kvm_is_pvm};
 #[allow(
     unused_imports,
@@ -51,7 +45,7 @@ const LISTEN_LIMIT: Duration = Duration::from_secs(10);
 
 /// The cargo target directory the test binaries were built into.
 fn target_dir() -> PathBuf {
-    let slipway = Path::new(env!("CARGO_BIN_EXE_slipway"));
+    let slipway = crate::e2e::slipway_binary();
     slipway
         .parent()
         .and_then(Path::parent)
@@ -90,6 +84,7 @@ pub fn unavailable() -> Option<String> {
 
 /// Returns from the test, saying why on stderr, unless a VM can boot here
 /// and every named host tool is present.
+#[macro_export]
 macro_rules! require_vm {
     ($($tool:expr),* $(,)?) => {
         if let Some(why) = $crate::vm::unavailable() {
@@ -475,3 +470,10 @@ impl Checks {
         );
     }
 }
+
+/// The guest script part that reports the DHCP lease (`SLIPWAY-RESULT`
+/// lines), run before a suite's checks.
+pub const LEASE_SH: &str = include_str!("lease.sh");
+
+/// The guest checks of the QEMU suite.
+pub const CHECKS_SH: &str = include_str!("checks.sh");

@@ -12,7 +12,7 @@ use slipway::FrameBackend;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use slipway::{Backend, NetworkBackend};
+use slipway::Backend;
 use smoltcp::wire::TcpControl;
 
 use super::frames::{GUEST_IP, GuestSeg, MAX_HEADERS, TcpView};

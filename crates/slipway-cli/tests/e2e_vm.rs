@@ -19,11 +19,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[allow(unused_macros, reason = "the namespace suite's `require!`")]
-mod e2e;
-#[macro_use]
-mod vm;
+use test_support::common;
+use test_support::e2e;
+use test_support::require_vm;
+use test_support::vm;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpStream};
@@ -171,8 +170,8 @@ impl HostServers {
             } else {
                 0
             },
-            include_str!("vm/lease.sh"),
-            include_str!("vm/checks.sh")
+            vm::LEASE_SH,
+            vm::CHECKS_SH
         )
     }
 }

@@ -14,9 +14,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[macro_use]
-mod e2e;
+use test_support::e2e;
+use test_support::require;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpStream, UdpSocket};
@@ -214,7 +213,7 @@ fn five_hundred_concurrent_connections_64kib_each() {
     let started = Instant::now();
     let out = python_in_guest(
         &[],
-        include_str!("e2e/many_connections.py"),
+        e2e::MANY_CONNECTIONS_PY,
         &[GATEWAY, &port, &count, &size],
         BULK_LIMIT,
     );

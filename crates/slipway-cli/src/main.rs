@@ -18,14 +18,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{Failure, Pcap, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals};
+use slipway_cli::options::{
+    self as cli, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE,
+};
+use slipway_cli::setup::{
+    Failure, Pcap, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals,
+};
 
 use nat_core::Plan;
 use rustix::process::{Resource, getrlimit, setrlimit};
 use slipway::Backend;
-use slipway::cli::{self, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE};
 use slipway::frontend::framing::max_frame_for_mtu;
 use slipway::frontend::stream::adopt_connected_fd;
 use slipway::frontend::vhost_user::VhostUserFrontend;

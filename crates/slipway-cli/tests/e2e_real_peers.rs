@@ -23,9 +23,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[macro_use]
-mod e2e;
+use test_support::common;
+use test_support::e2e;
+use test_support::require;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::Ordering;

@@ -27,7 +27,6 @@ pub fn skip(why: &str) {
 /// guest on KVM where /dev/kvm is PVM, whose KVM cannot run a stock
 /// kernel). Never use it for a missing tool, privilege or image that CI
 /// installs: those are [`skip`]s, and CI fails them.
-#[allow(dead_code, reason = "not every test binary needs a platform")]
 pub fn platform_cannot(why: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("test");
@@ -37,7 +36,6 @@ pub fn platform_cannot(why: &str) {
 /// Removes the proxy variables from `command`'s environment (the guest
 /// reaches only what the test starts, with nothing in between) and
 /// `RUST_LOG` (slipway logs only what the test asks for).
-#[allow(dead_code, reason = "not every test binary starts processes")]
 pub fn scrub(command: &mut std::process::Command) {
     for var in [
         "http_proxy",
@@ -72,7 +70,6 @@ const TICKS_PER_S: f64 = 100.0;
 
 /// What one process (or one thread) has used so far: CPU ticks (user +
 /// system) and context switches (voluntary + involuntary).
-#[allow(dead_code, reason = "not every test binary runs slipway")]
 #[derive(Clone, Debug)]
 pub struct ProcessUse {
     /// utime + stime of `/proc/PID/stat`, in clock ticks: every thread's,
@@ -108,7 +105,6 @@ fn status_switches(status: &str) -> u64 {
 }
 
 /// What process `pid` has used so far, or `None` when it is gone.
-#[allow(dead_code, reason = "not every test binary runs slipway")]
 pub fn process_use(pid: u32) -> Option<ProcessUse> {
     let (_, ticks) = stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let mut threads = Vec::new();
@@ -161,7 +157,6 @@ pub fn thread_use(tid: u32) -> Option<ProcessUse> {
 /// over the time that really passed (a loaded machine may sleep longer).
 /// `Ok` says what it used; `Err` says why it is not quiet, thread by
 /// thread.
-#[allow(dead_code, reason = "not every test binary runs slipway")]
 pub fn quiet_for(
     seconds: u64,
     what: &str,
@@ -215,7 +210,6 @@ pub fn quiet_for(
 /// scenario's traffic has ended, with the scenario's connections still
 /// open where it has any: a loop that spins on an always-ready socket or
 /// a timer that keeps firing fails here.
-#[allow(dead_code, reason = "not every test binary runs slipway")]
 pub fn assert_process_quiet(pid: u32, seconds: u64, what: &str) {
     match quiet_for(seconds, &format!("{what} (slipway, pid {pid})"), || {
         process_use(pid)

@@ -7,7 +7,15 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::{Opt, Options, UsageError, apply, forwards, split_option};
-use crate::vmm::layout::{DEFAULT_MEM_MIB, MAX_MEM_MIB, MIN_MEM_MIB};
+
+/// Guest memory when `--mem` is not given, in MiB.
+pub const DEFAULT_MEM_MIB: u64 = 512;
+/// The least guest memory `--mem` takes, in MiB.
+pub const MIN_MEM_MIB: u64 = 64;
+/// The most guest memory `--mem` takes, in MiB: what fits below the
+/// reference VMM's 32-bit MMIO hole (`slipway-vmm` checks at build time
+/// that its memory layout agrees).
+pub const MAX_MEM_MIB: u64 = 3072;
 
 /// The help text of `slipway-vmm --help`.
 pub const VMM_USAGE: &str = "\

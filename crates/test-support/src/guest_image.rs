@@ -2,7 +2,7 @@
 //!
 //! The image is the host's own Debian kernel (`linux-image-amd64`) and an
 //! initramfs holding busybox, iperf3 with its shared libraries, the virtio
-//! and fw_cfg modules, and `/init` (see `xtask/guest/init`): it brings up
+//! and fw_cfg modules, and `/init` (see `crates/test-support/guest/init`): it brings up
 //! eth0 by DHCP, runs the test script QEMU passes as the fw_cfg file
 //! `opt/slipway/script`, reports on the serial console and powers off.
 //!
@@ -15,8 +15,8 @@
 //! directory and renamed into place, so concurrent builders (test
 //! processes starting together) never see half an image.
 //!
-//! This file uses std alone: the VM tests include it with `#[path]` and
-//! build the image themselves when it is missing.
+//! The VM tests build the image themselves when it is missing, and `cargo
+//! xtask guest-image` builds it ahead of them.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -1,9 +1,6 @@
 //! A driver built on virtio-queue's `MockSplitQueue`, a peer backend that
 //! records what it gets, and a counting notifier.
 
-#![allow(dead_code, reason = "each test binary uses part of the harness")]
-#![allow(clippy::unwrap_used)]
-
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;

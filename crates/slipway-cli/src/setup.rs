@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::options::{LogLevel, Options};
 use frontdesk::PcapWriter;
 use nat_core::{DenyList, IPV6_MIN_MTU, Nat, Plan, Rules, RulesError};
 use relay_udp_icmp::resolv_conf;
-use slipway::cli::{LogLevel, Options};
 use slipway::frontend::SignalFd;
 use slipway::{Backend, BackendConfig, BackendError};
 

@@ -7,8 +7,6 @@
 //!
 //! Every loop is bounded in count and in time.
 
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
-
 pub mod endpoint;
 pub mod frames;
 

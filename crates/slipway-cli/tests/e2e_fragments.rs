@@ -10,9 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[macro_use]
-mod e2e;
+use test_support::e2e;
+use test_support::require;
 
 use std::time::Duration;
 

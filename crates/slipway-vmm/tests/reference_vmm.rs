@@ -24,11 +24,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[allow(unused_macros, reason = "the namespace suite's `require!`")]
-mod e2e;
-#[allow(unused_macros, reason = "the QEMU suite's `require_vm!`")]
-mod vm;
+use test_support::common;
+use test_support::e2e;
+use test_support::vm;
 
 use std::path::Path;
 use std::process::Command;
@@ -209,7 +207,7 @@ fn script(download_port: u16) -> String {
          show_on_failure $status /tmp/curl\n\
          result download_sha256 \"$(sha256sum /tmp/bulk | cut -d' ' -f1)\"\n\
          exit 0\n",
-        include_str!("vm/lease.sh"),
+        vm::LEASE_SH,
         servers::DNS_NAME,
     )
 }
