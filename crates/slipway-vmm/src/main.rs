@@ -13,13 +13,13 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use slipway::frontend::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
 use slipway::frontend::{ServeEnd, StopWhen, device_counter_lines, stats_report};
-use slipway::vmm::{self, BootSpec, Machine, MachineConfig, VmEnd};
 use slipway_cli::options::{self as cli, VMM_USAGE, VmmCommand, VmmOptions};
 use slipway_cli::setup::{
     Failure, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals,
 };
+use slipway_vmm::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
+use slipway_vmm::{self as vmm, BootSpec, Machine, MachineConfig, VmEnd};
 
 /// The exit status when KVM could not run the guest.
 const EXIT_VM_FAILED: u8 = 3;

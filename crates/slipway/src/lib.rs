@@ -13,7 +13,6 @@ pub mod backend;
 pub mod fdlimit;
 pub mod frontend;
 pub mod netns;
-pub mod vmm;
 
 pub use backend::{
     Backend, BackendConfig, BackendCounters, BackendError, Checksum, FrameBackend, GuestFrame,

@@ -39,7 +39,8 @@
 //!   owning the device, both queues, an eventfd per queue (what a driver's
 //!   notify write signals, and what a VMM registers as an ioeventfd) and the
 //!   interrupt (a status register plus an eventfd a VMM registers as an
-//!   irqfd). [`kvm::register_eventfds`] is the crate's only KVM call. MMIO
+//!   irqfd). `kvm::register_eventfds` (cargo feature `kvm`) is the crate's
+//!   only KVM call. MMIO
 //!   exits go to `read`/`write`; a VMM whose vCPUs run on other threads
 //!   forwards them to the backend's thread.
 //! - vhost-user (in slipway): the frontend owns the queue layout; the
@@ -72,6 +73,7 @@ mod chain;
 mod config;
 mod device;
 mod header;
+#[cfg(feature = "kvm")]
 pub mod kvm;
 pub mod mmio;
 

@@ -19,11 +19,21 @@
 //!
 //! [`Backend`]: crate::Backend
 
+/// The parts the serving loops share, for the reference VMM's virtio-mmio
+/// frontend (in `slipway-vmm`) while it keeps a loop of its own. Not an
+/// API: it goes when the frontends share one loop.
+#[doc(hidden)]
+pub mod loop_parts {
+    pub use super::{
+        Captured, CommonReady, FIRST_OWN_KIND, flush_pcap, next_wait, note_indexed,
+        register_common, stop_after_pass, token,
+    };
+}
+
 pub mod framing;
 pub mod stream;
 pub mod tap;
 pub mod vhost_user;
-pub mod virtio_mmio;
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -173,7 +183,8 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Resu
 }
 
 /// The token of a frontend's single source of kind `kind`.
-pub(super) const fn token(kind: u8) -> Token {
+#[doc(hidden)]
+pub const fn token(kind: u8) -> Token {
     match Token::new(Kind(kind), 0, 0) {
         Some(token) => token,
         None => panic!("index 0 fits in a token"),
@@ -182,17 +193,18 @@ pub(super) const fn token(kind: u8) -> Token {
 
 /// The tokens of the sources every frontend waits on; a frontend's own
 /// sources take kinds from [`FIRST_OWN_KIND`] on.
-pub(super) const TOKEN_BACKEND: Token = token(1);
-pub(super) const TOKEN_SIGNAL: Token = token(2);
-pub(super) const TOKEN_PROCESS: Token = token(3);
-pub(super) const FIRST_OWN_KIND: u8 = 4;
+#[doc(hidden)]
+pub const TOKEN_BACKEND: Token = token(1);
+#[doc(hidden)]
+pub const TOKEN_SIGNAL: Token = token(2);
+#[doc(hidden)]
+pub const TOKEN_PROCESS: Token = token(3);
+#[doc(hidden)]
+pub const FIRST_OWN_KIND: u8 = 4;
 
 /// Registers the backend's descriptor and the stop sources of `stop`.
-pub(super) fn register_common(
-    poller: &Poller,
-    backend: &Backend,
-    stop: &StopWhen<'_>,
-) -> io::Result<()> {
+#[doc(hidden)]
+pub fn register_common(poller: &Poller, backend: &Backend, stop: &StopWhen<'_>) -> io::Result<()> {
     poller.register(backend.host_fd(), TOKEN_BACKEND, Interest::READABLE)?;
     if let Some(signals) = stop.signals {
         poller.register(signals, TOKEN_SIGNAL, Interest::READABLE)?;
@@ -205,15 +217,16 @@ pub(super) fn register_common(
 
 /// Which of the common sources the last wait reported.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct CommonReady {
-    pub(super) backend: bool,
-    pub(super) signal: bool,
-    pub(super) process: bool,
+#[doc(hidden)]
+pub struct CommonReady {
+    pub backend: bool,
+    pub signal: bool,
+    pub process: bool,
 }
 
 impl CommonReady {
     /// Everything worth a look on the first pass, which does not wait.
-    pub(super) fn first(stop: &StopWhen<'_>) -> Self {
+    pub fn first(stop: &StopWhen<'_>) -> Self {
         Self {
             backend: true,
             signal: stop.signals.is_some(),
@@ -223,7 +236,7 @@ impl CommonReady {
 
     /// Notes `readiness` if `token` is a common source's; returns whether
     /// it was.
-    pub(super) fn note(&mut self, token: Token, readiness: Readiness) -> bool {
+    pub fn note(&mut self, token: Token, readiness: Readiness) -> bool {
         let any = readiness.is_readable() || is_failed(readiness);
         match token {
             TOKEN_BACKEND => self.backend |= any,
@@ -238,7 +251,7 @@ impl CommonReady {
     ///
     /// # Errors
     /// Reading the signalfd failed.
-    pub(super) fn stopped(self, stop: &StopWhen<'_>) -> io::Result<Option<ServeEnd>> {
+    pub fn stopped(self, stop: &StopWhen<'_>) -> io::Result<Option<ServeEnd>> {
         let signal = match stop.signals {
             Some(signals) if self.signal => signals.read()?,
             _ => None,
@@ -257,7 +270,8 @@ impl CommonReady {
 
 /// The end of serving after a pass at `now`, if `stop` asks for it:
 /// `flushed` says that every frame for the guest is written.
-pub(super) fn stop_after_pass(
+#[doc(hidden)]
+pub fn stop_after_pass(
     stop: &StopWhen<'_>,
     backend: &Backend,
     now: Instant,
@@ -273,16 +287,14 @@ pub(super) fn stop_after_pass(
 }
 
 /// Whether the descriptor reported an error or a hang-up.
-pub(super) fn is_failed(readiness: Readiness) -> bool {
+#[doc(hidden)]
+pub fn is_failed(readiness: Readiness) -> bool {
     readiness.is_error() || readiness.is_hangup()
 }
 
 /// Appends `frame` to the capture, stopping the capture at its first error.
-pub(super) fn record<W: Write>(
-    pcap: &mut Option<&mut PcapWriter<W>>,
-    failed: &mut bool,
-    frame: &[u8],
-) {
+#[doc(hidden)]
+pub fn record<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool, frame: &[u8]) {
     if *failed {
         return;
     }
@@ -305,7 +317,8 @@ fn tcp_settled(backend: &Backend) -> bool {
 }
 
 /// The earlier of two optional deadlines.
-pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+#[doc(hidden)]
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -316,7 +329,8 @@ pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// work left (the wait then only collects readiness); otherwise, with the
 /// capture flushed while the loop is idle, the backend's next deadline or
 /// the stop's, whichever comes first.
-pub(super) fn next_wait<W: Write>(
+#[doc(hidden)]
+pub fn next_wait<W: Write>(
     busy: bool,
     now: Instant,
     backend: &mut Backend,
@@ -332,7 +346,8 @@ pub(super) fn next_wait<W: Write>(
 }
 
 /// Flushes the capture, stopping it at its first error.
-pub(super) fn flush_pcap<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool) {
+#[doc(hidden)]
+pub fn flush_pcap<W: Write>(pcap: &mut Option<&mut PcapWriter<W>>, failed: &mut bool) {
     if *failed {
         return;
     }
@@ -424,7 +439,8 @@ pub fn device_counter_lines(counters: &virtio_net_kvm::NetCounters) -> [(&'stati
 
 /// Marks `flags[i]` when `token` is of `kind` with index `i` (a queue's
 /// eventfd); returns whether it was of `kind`.
-pub(super) fn note_indexed(flags: &mut [bool], token: Token, kind: Kind) -> bool {
+#[doc(hidden)]
+pub fn note_indexed(flags: &mut [bool], token: Token, kind: Kind) -> bool {
     if token.kind() != kind {
         return false;
     }
@@ -438,11 +454,12 @@ pub(super) fn note_indexed(flags: &mut [bool], token: Token, kind: Kind) -> bool
 /// The backend as a virtio-net device core sees it, capturing every frame
 /// that passes; it takes checksum offload only when asked to and when no
 /// capture is written, so a capture holds whole checksums.
-pub(super) struct Captured<'a, W: Write> {
-    pub(super) backend: &'a mut Backend,
-    pub(super) pcap: Option<&'a mut PcapWriter<W>>,
-    pub(super) failed: &'a mut bool,
-    pub(super) offload: bool,
+#[doc(hidden)]
+pub struct Captured<'a, W: Write> {
+    pub backend: &'a mut Backend,
+    pub pcap: Option<&'a mut PcapWriter<W>>,
+    pub failed: &'a mut bool,
+    pub offload: bool,
 }
 
 impl<W: Write> FrameBackend for Captured<'_, W> {

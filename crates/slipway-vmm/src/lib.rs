@@ -8,7 +8,7 @@
 //! itself (the 16550 console, the i8042 reset line, the ACPI sleep
 //! register); an MMIO exit in the device's window goes to the backend's
 //! thread as a [`MmioAccess`] and the vCPU waits for the answer. The
-//! backend's thread ([`crate::frontend::virtio_mmio`]) owns the backend,
+//! backend's thread ([`virtio_mmio`]) owns the backend,
 //! the virtio-mmio transport and the device core, and serves queue
 //! notifications (ioeventfds) and register accesses on one epoll set; the
 //! interrupt goes straight into KVM (an irqfd). Nothing is shared between
@@ -27,6 +27,7 @@ pub mod cpu;
 pub mod layout;
 pub mod serial;
 mod vcpu;
+pub mod virtio_mmio;
 
 use std::io::Write;
 use std::sync::Arc;

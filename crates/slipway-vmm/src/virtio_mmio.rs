@@ -9,7 +9,7 @@
 //! it signals when the VM ends. The device raises its interrupt through
 //! an eventfd KVM injects (an irqfd). The backend and the transport are
 //! owned by this loop; the vCPU thread reaches them only through
-//! [`crate::vmm::DeviceBus`] messages, so nothing is locked.
+//! [`crate::DeviceBus`] messages, so nothing is locked.
 //!
 //! Invariant: every register access the vCPU sends gets exactly one
 //! answer, in order, so the vCPU never waits on an access the loop has
@@ -27,13 +27,15 @@ use virtio_net_kvm::{MmioTransport, NetConfig, NetCounters, RX_QUEUE, TX_QUEUE};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{
-    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, flush_pcap, next_wait, note_indexed,
-    register_common, stop_after_pass, token,
+use slipway::frontend::loop_parts::{
+    Captured, CommonReady, FIRST_OWN_KIND, flush_pcap, next_wait, note_indexed, register_common,
+    stop_after_pass, token,
 };
-use crate::vmm::layout::{VIRTIO_NET_BASE, VIRTIO_NET_IRQ};
-use crate::vmm::{DeviceEnd, MmioAccess, VmEnd};
-use crate::{Backend, NetworkBackend};
+use slipway::frontend::{ServeEnd, StopWhen};
+use slipway::{Backend, NetworkBackend};
+
+use crate::layout::{VIRTIO_NET_BASE, VIRTIO_NET_IRQ};
+use crate::{DeviceEnd, MmioAccess, VmEnd};
 use frontdesk::PcapWriter;
 
 const TOKEN_MMIO: Token = token(FIRST_OWN_KIND);
