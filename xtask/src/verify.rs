@@ -1,5 +1,6 @@
 //! `cargo xtask verify`: the checks CI runs, in order, stopping at the first
-//! failure. The last, `fuzz`, runs every fuzz target for a few seconds; it
+//! failure. The layering checks (purity, layering) come before the
+//! tests: they take seconds and name the crate or line to fix. The last, `fuzz`, runs every fuzz target for a few seconds; it
 //! needs a nightly toolchain and cargo-fuzz, and fails saying so (and
 //! naming `--skip fuzz`) where they are missing.
 
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::process::{cargo_command, run_echoed, succeeds, workspace_root};
-use crate::purity;
+use crate::{layering, purity};
 
 /// One check of `verify`, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub enum Step {
     Clippy,
     /// The pure crates reach no OS-facing crate and forbid `unsafe`.
     Purity,
+    /// Each crate with a layering rule reaches none of the crates it forbids.
+    Layering,
     /// Every test in the workspace, doctests included.
     Test,
     /// Rustdoc with warnings denied.
@@ -28,10 +31,11 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 6] = [
+    const ALL: [Step; 7] = [
         Step::Fmt,
         Step::Clippy,
         Step::Purity,
+        Step::Layering,
         Step::Test,
         Step::Doc,
         Step::Fuzz,
@@ -42,6 +46,7 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
             Step::Purity => "purity",
+            Step::Layering => "layering",
             Step::Test => "test",
             Step::Doc => "doc",
             Step::Fuzz => "fuzz",
@@ -64,6 +69,7 @@ impl Step {
                 "warnings",
             ])),
             Step::Purity => run_purity(),
+            Step::Layering => run_layering(),
             Step::Test => run_tests(),
             Step::Doc => run_echoed(
                 cargo_command(&["doc", "--workspace", "--no-deps"])
@@ -212,6 +218,35 @@ fn run_purity() -> Result<(), String> {
     ))
 }
 
+fn run_layering() -> Result<(), String> {
+    let problems = layering::check_workspace(&workspace_root(), layering::RULES)?;
+    if problems.is_empty() {
+        for rule in layering::RULES {
+            eprintln!(
+                "{} reaches none of {} through normal or build dependencies",
+                rule.krate,
+                rule.forbidden_list().replace(" or ", ", ")
+            );
+        }
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("layering: {problem}");
+    }
+    let mut broken: Vec<String> = Vec::new();
+    for problem in &problems {
+        let rule = problem.rule().to_string();
+        if !broken.contains(&rule) {
+            broken.push(rule);
+        }
+    }
+    Err(format!(
+        "{} layering violation(s); {}",
+        problems.len(),
+        broken.join("; ")
+    ))
+}
+
 /// nextest when it is installed (it isolates each test in a process), plus
 /// `cargo test --doc` because nextest does not run doctests.
 fn run_tests() -> Result<(), String> {
@@ -259,7 +294,9 @@ mod tests {
     #[test]
     fn unknown_step_is_rejected_with_the_step_list() {
         let error = Options::parse(&args(&["--skip", "lint"])).err();
-        assert!(error.is_some_and(|message| message.contains("fmt, clippy, purity, test, doc")));
+        assert!(error.is_some_and(|message| {
+            message.contains("fmt, clippy, purity, layering, test, doc, fuzz")
+        }));
     }
 
     #[test]
