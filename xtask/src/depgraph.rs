@@ -35,6 +35,22 @@ pub fn workspace_members(metadata: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The package directories of the workspace members.
+pub fn member_dirs(metadata: &Value) -> Vec<PathBuf> {
+    let members = workspace_members(metadata);
+    packages(metadata)
+        .filter(|package| {
+            package["id"]
+                .as_str()
+                .is_some_and(|id| members.contains(&id))
+        })
+        .filter_map(|package| {
+            let manifest = Path::new(package["manifest_path"].as_str()?);
+            Some(manifest.parent()?.to_path_buf())
+        })
+        .collect()
+}
+
 /// The source root of the library target of the workspace member `krate`,
 /// or `None` when there is no such member or it has no library.
 pub fn lib_path(metadata: &Value, krate: &str) -> Option<PathBuf> {

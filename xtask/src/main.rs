@@ -12,6 +12,7 @@ mod e2e;
 mod fuzz;
 mod fuzz_seeds;
 mod guest_image;
+mod includes;
 mod layering;
 mod process;
 mod purity;
@@ -27,9 +28,9 @@ Usage: cargo xtask <COMMAND>
 Commands:
   verify [--skip STEP]...     run every check CI runs, in order, stopping at
                               the first failure; STEP is one of fmt, clippy,
-                              purity, layering, test, doc, fuzz (repeat
-                              --skip or use commas); fuzz runs every fuzz
-                              target for 5 s and needs nightly and
+                              purity, layering, includes, test, doc, fuzz
+                              (repeat --skip or use commas); fuzz runs every
+                              fuzz target for 5 s and needs nightly and
                               cargo-fuzz
   demo                        a guest in a network namespace fetches a page from
                               a server on host loopback through slipway (root)

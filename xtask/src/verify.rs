@@ -1,5 +1,5 @@
 //! `cargo xtask verify`: the checks CI runs, in order, stopping at the first
-//! failure. The layering checks (purity, layering) come before the
+//! failure. The layering checks (purity, layering, includes) come before the
 //! tests: they take seconds and name the crate or line to fix. The last, `fuzz`, runs every fuzz target for a few seconds; it
 //! needs a nightly toolchain and cargo-fuzz, and fails saying so (and
 //! naming `--skip fuzz`) where they are missing.
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::process::{cargo_command, run_echoed, succeeds, workspace_root};
-use crate::{layering, purity};
+use crate::{includes, layering, purity};
 
 /// One check of `verify`, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum Step {
     Purity,
     /// Each crate with a layering rule reaches none of the crates it forbids.
     Layering,
+    /// No include leaves its crate, and no library source includes a test file.
+    Includes,
     /// Every test in the workspace, doctests included.
     Test,
     /// Rustdoc with warnings denied.
@@ -31,11 +33,12 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 7] = [
+    const ALL: [Step; 8] = [
         Step::Fmt,
         Step::Clippy,
         Step::Purity,
         Step::Layering,
+        Step::Includes,
         Step::Test,
         Step::Doc,
         Step::Fuzz,
@@ -47,6 +50,7 @@ impl Step {
             Step::Clippy => "clippy",
             Step::Purity => "purity",
             Step::Layering => "layering",
+            Step::Includes => "includes",
             Step::Test => "test",
             Step::Doc => "doc",
             Step::Fuzz => "fuzz",
@@ -70,6 +74,7 @@ impl Step {
             ])),
             Step::Purity => run_purity(),
             Step::Layering => run_layering(),
+            Step::Includes => run_includes(),
             Step::Test => run_tests(),
             Step::Doc => run_echoed(
                 cargo_command(&["doc", "--workspace", "--no-deps"])
@@ -247,6 +252,26 @@ fn run_layering() -> Result<(), String> {
     ))
 }
 
+fn run_includes() -> Result<(), String> {
+    let report = includes::check_workspace(&workspace_root())?;
+    if report.problems.is_empty() {
+        eprintln!(
+            "{} includes in {} files of {} crates stay inside their crates and bring no test \
+             file into library source",
+            report.includes, report.files, report.crates
+        );
+        return Ok(());
+    }
+    for problem in &report.problems {
+        eprintln!("includes: {problem}");
+    }
+    Err(format!(
+        "{} include violation(s); {}",
+        report.problems.len(),
+        includes::RULE
+    ))
+}
+
 /// nextest when it is installed (it isolates each test in a process), plus
 /// `cargo test --doc` because nextest does not run doctests.
 fn run_tests() -> Result<(), String> {
@@ -295,7 +320,7 @@ mod tests {
     fn unknown_step_is_rejected_with_the_step_list() {
         let error = Options::parse(&args(&["--skip", "lint"])).err();
         assert!(error.is_some_and(|message| {
-            message.contains("fmt, clippy, purity, layering, test, doc, fuzz")
+            message.contains("fmt, clippy, purity, layering, includes, test, doc, fuzz")
         }));
     }
 
