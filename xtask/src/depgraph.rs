@@ -12,6 +12,16 @@ use serde_json::Value;
 
 use crate::process::{capture, cargo_command};
 
+/// `items` as a sentence lists them: `a, b and c` for the conjunction `and`.
+pub fn listed<S: AsRef<str>>(items: &[S], conjunction: &str) -> String {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    match items.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} {conjunction} {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// `cargo metadata --format-version 1` on the workspace at `root`, with
 /// `extra` arguments (`--no-deps`, `--filter-platform TRIPLE`).
 pub fn metadata(root: &Path, extra: &[&str]) -> Result<Value, String> {
@@ -289,6 +299,14 @@ mod tests {
         ] {
             assert!(Graph::from_tree(tree).is_err(), "{tree:?}");
         }
+    }
+
+    #[test]
+    fn lists_read_as_sentences() {
+        assert_eq!(listed(&["a"], "and"), "a");
+        assert_eq!(listed(&["a", "b"], "and"), "a and b");
+        assert_eq!(listed(&["a", "b", "c"], "or"), "a, b or c");
+        assert_eq!(listed::<&str>(&[], "or"), "");
     }
 
     #[test]

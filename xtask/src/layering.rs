@@ -62,14 +62,10 @@ impl Rule {
             .any(|forbidden| forbidden.matches(name))
     }
 
-    /// The forbidden crates as a list for a sentence: `a, b or c`.
+    /// The forbidden crates as a sentence lists them: `a, b or c`.
     pub fn forbidden_list(&self) -> String {
         let names: Vec<String> = self.forbidden.iter().map(ToString::to_string).collect();
-        match names.split_last() {
-            Some((last, [])) => last.clone(),
-            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-            None => "nothing".to_owned(),
-        }
+        depgraph::listed(&names, "or")
     }
 }
 

@@ -17,12 +17,21 @@ use crate::depgraph::{self, Graph, lib_path};
 use crate::process::host_triple;
 
 /// The crates that must stay pure.
-pub const PURE_CRATES: [&str; 2] = ["nat-core", "flow-table"];
+pub const PURE_CRATES: &[&str] = &["nat-core", "flow-table"];
+
+/// The pure crates as a sentence lists them: `a, b and c`.
+pub fn pure_crates_listed() -> String {
+    depgraph::listed(PURE_CRATES, "and")
+}
 
 /// The rule, as printed when it is broken.
-pub const RULE: &str = "nat-core and flow-table may not depend on libc, rustix, nix, socket2, \
-                        mio or kvm-* (not even transitively) and must start with \
-                        #![forbid(unsafe_code)]";
+pub fn rule() -> String {
+    format!(
+        "{} may not depend on libc, rustix, nix, socket2, mio or kvm-* (not even \
+         transitively) and must start with #![forbid(unsafe_code)]",
+        pure_crates_listed()
+    )
+}
 
 /// Whether a package of this name talks to the operating system or KVM.
 pub fn is_os_facing(name: &str) -> bool {
@@ -281,6 +290,12 @@ mod tests {
         for name in ["thiserror", "smoltcp", "libcrux", "mio-extras", "kvmx"] {
             assert!(!is_os_facing(name), "{name}");
         }
+    }
+
+    #[test]
+    fn rule_names_the_pure_crates_and_the_os_facing_ones() {
+        assert!(rule().starts_with("nat-core and flow-table may not depend on libc, rustix,"));
+        assert!(rule().contains("or kvm-* (not even transitively)"));
     }
 
     #[test]

@@ -209,7 +209,7 @@ fn run_purity() -> Result<(), String> {
     if problems.is_empty() {
         eprintln!(
             "{} reach no OS-facing crate and forbid unsafe code",
-            purity::PURE_CRATES.join(" and ")
+            purity::pure_crates_listed()
         );
         return Ok(());
     }
@@ -219,7 +219,7 @@ fn run_purity() -> Result<(), String> {
     Err(format!(
         "{} purity violation(s); {}",
         problems.len(),
-        purity::RULE
+        purity::rule()
     ))
 }
 
