@@ -17,7 +17,7 @@ use crate::depgraph::{self, Graph, lib_path};
 use crate::process::host_triple;
 
 /// The crates that must stay pure.
-pub const PURE_CRATES: &[&str] = &["nat-core", "flow-table"];
+pub const PURE_CRATES: &[&str] = &["nat-core", "flow-table", "frontdesk", "guest-frame"];
 
 /// The pure crates as a sentence lists them: `a, b and c`.
 pub fn pure_crates_listed() -> String {
@@ -294,7 +294,9 @@ mod tests {
 
     #[test]
     fn rule_names_the_pure_crates_and_the_os_facing_ones() {
-        assert!(rule().starts_with("nat-core and flow-table may not depend on libc, rustix,"));
+        assert!(rule().starts_with(
+            "nat-core, flow-table, frontdesk and guest-frame may not depend on libc, rustix,"
+        ));
         assert!(rule().contains("or kvm-* (not even transitively)"));
     }
 
