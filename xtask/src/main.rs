@@ -7,11 +7,16 @@
 mod bench;
 mod bench_compare;
 mod demo;
+mod depgraph;
 mod e2e;
 mod fuzz;
 mod fuzz_seeds;
+mod includes;
+mod layering;
 mod process;
 mod purity;
+#[cfg(test)]
+mod scratch;
 mod verify;
 
 use std::process::ExitCode;
@@ -22,9 +27,10 @@ Usage: cargo xtask <COMMAND>
 Commands:
   verify [--skip STEP]...     run every check CI runs, in order, stopping at
                               the first failure; STEP is one of fmt, clippy,
-                              purity, test, doc, fuzz (repeat --skip or use
-                              commas); fuzz runs every fuzz target for 5 s
-                              and needs nightly and cargo-fuzz
+                              purity, layering, includes, test, doc, fuzz
+                              (repeat --skip or use commas); fuzz runs every
+                              fuzz target for 5 s and needs nightly and
+                              cargo-fuzz
   demo                        a guest in a network namespace fetches a page from
                               a server on host loopback through slipway (root)
   guest-image                 build the Linux guest (kernel and busybox

@@ -8,21 +8,30 @@
 //! a shared dependency counts against the pure crates too; the check errs on
 //! the strict side.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::process::{capture, cargo_command, host_triple};
+use crate::depgraph::{self, Graph, lib_path};
+use crate::process::host_triple;
 
 /// The crates that must stay pure.
-pub const PURE_CRATES: [&str; 4] = ["nat-core", "flow-table", "frontdesk", "guest-frame"];
+pub const PURE_CRATES: &[&str] = &["nat-core", "flow-table", "frontdesk", "guest-frame"];
+
+/// The pure crates as a sentence lists them: `a, b and c`.
+pub fn pure_crates_listed() -> String {
+    depgraph::listed(PURE_CRATES, "and")
+}
 
 /// The rule, as printed when it is broken.
-pub const RULE: &str = "nat-core, flow-table, frontdesk and guest-frame may not depend on libc, rustix, nix, socket2, \
-                        mio or kvm-* (not even transitively) and must start with \
-                        #![forbid(unsafe_code)]";
+pub fn rule() -> String {
+    format!(
+        "{} may not depend on libc, rustix, nix, socket2, mio or kvm-* (not even \
+         transitively) and must start with #![forbid(unsafe_code)]",
+        pure_crates_listed()
+    )
+}
 
 /// Whether a package of this name talks to the operating system or KVM.
 pub fn is_os_facing(name: &str) -> bool {
@@ -61,18 +70,7 @@ impl fmt::Display for Problem {
 /// crate: its dependency graph and its `lib.rs`.
 pub fn check_workspace(root: &Path) -> Result<Vec<Problem>, String> {
     let host = host_triple()?;
-    let json = capture(
-        cargo_command(&[
-            "metadata",
-            "--format-version",
-            "1",
-            "--filter-platform",
-            &host,
-        ])
-        .current_dir(root),
-    )?;
-    let metadata: Value = serde_json::from_str(&json)
-        .map_err(|error| format!("`cargo metadata` printed invalid JSON: {error}"))?;
+    let metadata = depgraph::metadata(root, &["--filter-platform", &host])?;
     let mut problems = Vec::new();
     for krate in PURE_CRATES {
         let found = dependency_problems(&metadata, krate)?;
@@ -91,29 +89,16 @@ pub fn check_workspace(root: &Path) -> Result<Vec<Problem>, String> {
 /// one per OS-facing crate reached. Pure: it reads only `metadata`.
 pub fn dependency_problems(metadata: &Value, krate: &str) -> Result<Vec<Problem>, String> {
     let graph = Graph::from_metadata(metadata)?;
-    let Some(root) = graph.workspace_member(krate) else {
+    let Some(root) = graph.root(krate) else {
         return Ok(vec![Problem::Missing {
             krate: krate.to_owned(),
         }]);
     };
-    // Breadth-first, so each chain found is a shortest one.
-    let mut parent: HashMap<&str, &str> = HashMap::new();
-    let mut queue = VecDeque::from([root]);
-    let mut problems = Vec::new();
-    while let Some(id) = queue.pop_front() {
-        for &dep in graph.linked_deps(id) {
-            if dep == root || parent.contains_key(dep) {
-                continue;
-            }
-            parent.insert(dep, id);
-            if is_os_facing(graph.name(dep)) {
-                problems.push(Problem::ReachesOsCrate(graph.chain(root, dep, &parent)));
-            } else {
-                queue.push_back(dep);
-            }
-        }
-    }
-    Ok(problems)
+    Ok(graph
+        .forbidden_chains(root, is_os_facing)
+        .into_iter()
+        .map(Problem::ReachesOsCrate)
+        .collect())
 }
 
 /// Whether `krate`'s library root forbids unsafe code. Reads the file that
@@ -145,123 +130,6 @@ pub fn forbids_unsafe_code(source: &str) -> bool {
             .and_then(|rest| rest.strip_suffix(")]"))
             .is_some_and(|lints| lints.split(',').any(|lint| lint == "unsafe_code"))
     })
-}
-
-fn lib_path(metadata: &Value, krate: &str) -> Option<PathBuf> {
-    let members = workspace_members(metadata);
-    let package = packages(metadata).find(|package| {
-        package["name"] == krate
-            && package["id"]
-                .as_str()
-                .is_some_and(|id| members.contains(&id))
-    })?;
-    package["targets"]
-        .as_array()?
-        .iter()
-        .find(|target| {
-            target["kind"]
-                .as_array()
-                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "lib"))
-        })
-        .and_then(|target| target["src_path"].as_str())
-        .map(PathBuf::from)
-}
-
-fn packages(metadata: &Value) -> impl Iterator<Item = &Value> {
-    metadata["packages"].as_array().into_iter().flatten()
-}
-
-fn workspace_members(metadata: &Value) -> Vec<&str> {
-    metadata["workspace_members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
-}
-
-/// The resolve graph reduced to what the purity rule follows.
-struct Graph<'a> {
-    names: HashMap<&'a str, &'a str>,
-    /// Package id → ids of its normal and build dependencies.
-    deps: HashMap<&'a str, Vec<&'a str>>,
-    members: Vec<&'a str>,
-}
-
-impl<'a> Graph<'a> {
-    fn from_metadata(metadata: &'a Value) -> Result<Graph<'a>, String> {
-        let mut names = HashMap::new();
-        for package in packages(metadata) {
-            let (Some(id), Some(name)) = (package["id"].as_str(), package["name"].as_str()) else {
-                return Err("`cargo metadata`: a package without id or name".to_owned());
-            };
-            names.insert(id, name);
-        }
-        let nodes = metadata["resolve"]["nodes"]
-            .as_array()
-            .ok_or("`cargo metadata` has no resolve graph")?;
-        let mut deps = HashMap::new();
-        for node in nodes {
-            let id = node["id"]
-                .as_str()
-                .ok_or("`cargo metadata`: a resolve node without id")?;
-            let linked = node["deps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|dep| is_linked(dep))
-                .filter_map(|dep| dep["pkg"].as_str())
-                .collect();
-            deps.insert(id, linked);
-        }
-        Ok(Graph {
-            names,
-            deps,
-            members: workspace_members(metadata),
-        })
-    }
-
-    fn workspace_member(&self, name: &str) -> Option<&'a str> {
-        self.members
-            .iter()
-            .copied()
-            .find(|id| self.names.get(id) == Some(&name))
-    }
-
-    fn linked_deps(&self, id: &str) -> &[&'a str] {
-        self.deps.get(id).map_or(&[], Vec::as_slice)
-    }
-
-    fn name(&self, id: &'a str) -> &'a str {
-        self.names.get(id).copied().unwrap_or(id)
-    }
-
-    fn chain(
-        &self,
-        root: &'a str,
-        last: &'a str,
-        parent: &HashMap<&'a str, &'a str>,
-    ) -> Vec<String> {
-        let mut chain = vec![self.name(last).to_owned()];
-        let mut at = last;
-        while at != root {
-            let Some(&up) = parent.get(at) else { break };
-            chain.push(self.name(up).to_owned());
-            at = up;
-        }
-        chain.reverse();
-        chain
-    }
-}
-
-/// Whether a resolve edge is a normal or build dependency (on the filtered
-/// platform); dev-only edges are not followed.
-fn is_linked(dep: &Value) -> bool {
-    dep["dep_kinds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|kind| matches!(kind["kind"].as_str(), None | Some("build")))
 }
 
 #[cfg(test)]
@@ -422,6 +290,14 @@ mod tests {
         for name in ["thiserror", "smoltcp", "libcrux", "mio-extras", "kvmx"] {
             assert!(!is_os_facing(name), "{name}");
         }
+    }
+
+    #[test]
+    fn rule_names_the_pure_crates_and_the_os_facing_ones() {
+        assert!(rule().starts_with(
+            "nat-core, flow-table, frontdesk and guest-frame may not depend on libc, rustix,"
+        ));
+        assert!(rule().contains("or kvm-* (not even transitively)"));
     }
 
     #[test]

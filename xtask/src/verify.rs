@@ -1,5 +1,6 @@
 //! `cargo xtask verify`: the checks CI runs, in order, stopping at the first
-//! failure. The last, `fuzz`, runs every fuzz target for a few seconds; it
+//! failure. The layering checks (purity, layering, includes) come before the
+//! tests: they take seconds and name the crate or line to fix. The last, `fuzz`, runs every fuzz target for a few seconds; it
 //! needs a nightly toolchain and cargo-fuzz, and fails saying so (and
 //! naming `--skip fuzz`) where they are missing.
 
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::process::{cargo_command, run_echoed, succeeds, workspace_root};
-use crate::purity;
+use crate::{includes, layering, purity};
 
 /// One check of `verify`, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +20,10 @@ pub enum Step {
     Clippy,
     /// The pure crates reach no OS-facing crate and forbid `unsafe`.
     Purity,
+    /// Each crate with a layering rule reaches none of the crates it forbids.
+    Layering,
+    /// No include leaves its crate, and no library source includes a test file.
+    Includes,
     /// Every test in the workspace, doctests included.
     Test,
     /// Rustdoc with warnings denied.
@@ -28,10 +33,12 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 6] = [
+    const ALL: [Step; 8] = [
         Step::Fmt,
         Step::Clippy,
         Step::Purity,
+        Step::Layering,
+        Step::Includes,
         Step::Test,
         Step::Doc,
         Step::Fuzz,
@@ -42,6 +49,8 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
             Step::Purity => "purity",
+            Step::Layering => "layering",
+            Step::Includes => "includes",
             Step::Test => "test",
             Step::Doc => "doc",
             Step::Fuzz => "fuzz",
@@ -64,6 +73,8 @@ impl Step {
                 "warnings",
             ])),
             Step::Purity => run_purity(),
+            Step::Layering => run_layering(),
+            Step::Includes => run_includes(),
             Step::Test => run_tests(),
             Step::Doc => run_echoed(
                 cargo_command(&["doc", "--workspace", "--no-deps"])
@@ -198,7 +209,7 @@ fn run_purity() -> Result<(), String> {
     if problems.is_empty() {
         eprintln!(
             "{} reach no OS-facing crate and forbid unsafe code",
-            purity::PURE_CRATES.join(" and ")
+            purity::pure_crates_listed()
         );
         return Ok(());
     }
@@ -208,7 +219,56 @@ fn run_purity() -> Result<(), String> {
     Err(format!(
         "{} purity violation(s); {}",
         problems.len(),
-        purity::RULE
+        purity::rule()
+    ))
+}
+
+fn run_layering() -> Result<(), String> {
+    let problems = layering::check_workspace(&workspace_root(), layering::RULES)?;
+    if problems.is_empty() {
+        for rule in layering::RULES {
+            eprintln!(
+                "{} reaches none of {} through normal or build dependencies",
+                rule.krate,
+                rule.forbidden_list().replace(" or ", ", ")
+            );
+        }
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("layering: {problem}");
+    }
+    let mut broken: Vec<String> = Vec::new();
+    for problem in &problems {
+        let rule = problem.rule().to_string();
+        if !broken.contains(&rule) {
+            broken.push(rule);
+        }
+    }
+    Err(format!(
+        "{} layering violation(s); {}",
+        problems.len(),
+        broken.join("; ")
+    ))
+}
+
+fn run_includes() -> Result<(), String> {
+    let report = includes::check_workspace(&workspace_root())?;
+    if report.problems.is_empty() {
+        eprintln!(
+            "{} includes in {} files of {} crates stay inside their crates and bring no test \
+             file into library source",
+            report.includes, report.files, report.crates
+        );
+        return Ok(());
+    }
+    for problem in &report.problems {
+        eprintln!("includes: {problem}");
+    }
+    Err(format!(
+        "{} include violation(s); {}",
+        report.problems.len(),
+        includes::RULE
     ))
 }
 
@@ -259,7 +319,9 @@ mod tests {
     #[test]
     fn unknown_step_is_rejected_with_the_step_list() {
         let error = Options::parse(&args(&["--skip", "lint"])).err();
-        assert!(error.is_some_and(|message| message.contains("fmt, clippy, purity, test, doc")));
+        assert!(error.is_some_and(|message| {
+            message.contains("fmt, clippy, purity, layering, includes, test, doc, fuzz")
+        }));
     }
 
     #[test]
