@@ -1,8 +1,9 @@
+//! `epoll-dispatch` makes no protocol decisions, contains no `unsafe` code,
+//! and never reads the clock on its callers' behalf except to bound a wait
+//! by their deadline.
+//!
 //! Readiness dispatch for the slipway event loop: an epoll set, an eventfd
 //! waker, packed tokens and a wait that sleeps until the next deadline.
-//!
-//! Invariant: `epoll-dispatch` makes no protocol decisions and never reads the
-//! clock on behalf of its callers except to bound a wait by their deadline.
 //!
 //! - [`Poller`] owns the epoll fd; [`Poller::register`], [`Poller::modify`]
 //!   and [`Poller::unregister`] manage fds with an [`Interest`] and a
@@ -16,10 +17,15 @@
 //!   report idle wakeups.
 //! - [`Waker`] ends a wait from another thread through an eventfd.
 //!
-//! All system calls go through `rustix`; this crate has no `unsafe` code.
+//! All system calls go through `rustix`.
 
 #![cfg(target_os = "linux")]
 #![forbid(unsafe_code)]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 mod events;
 mod interest;

@@ -1,9 +1,16 @@
-//! The flow table of slipway and the per-flow protocol state machines.
+//! `flow-table` knows nothing about sockets, clocks or threads: time arrives
+//! as a `now: Instant` parameter, initial sequence numbers arrive from the
+//! caller, and every decision leaves as a value the caller carries out.
 //!
-//! Invariant: `flow-table` knows nothing about sockets, clocks or threads.
-//! Time arrives as a `now: Instant` parameter, initial sequence numbers arrive
-//! from the caller, and every decision leaves as a value the caller executes.
+//! The flow table of slipway ([`FlowTable`], by [`FlowKey`] and generational
+//! [`FlowId`], with deadlines) and the per-flow protocol state machines
+//! ([`tcp::TcpConn`], TCP sequence mirroring).
 #![forbid(unsafe_code)]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 pub mod deadline;
 pub mod key;

@@ -1,12 +1,11 @@
-//! The address plan and the stateless translation rules of slipway.
+//! `nat-core` knows nothing about sockets, clocks or frames: it performs no
+//! I/O, holds no per-flow state, and every verdict is a pure function of
+//! the configuration and the flow's addresses.
 //!
-//! `nat-core` decides, for every flow the guest opens and every connection the
-//! host forwards inward, where it goes: a host address to connect to, the DNS
-//! upstream, an answer from slipway itself, or a denial with its reason.
-//!
-//! Invariant: `nat-core` knows nothing about sockets, clocks or frames. It
-//! performs no I/O and holds no per-flow state; every verdict is a pure
-//! function of the configuration and the flow's addresses.
+//! The address plan and the stateless translation rules of slipway: for
+//! every flow the guest opens and every connection the host forwards
+//! inward, where it goes: a host address to connect to, the DNS upstream,
+//! an answer from slipway itself, or a denial with its reason.
 //!
 //! # Map
 //!
@@ -19,6 +18,11 @@
 //!   [`Nat::translate_outbound`] gives a [`Verdict`] for each flow the guest
 //!   opens, [`Nat::translate_inbound`] the guest end of each forwarded flow.
 #![forbid(unsafe_code)]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 mod cidr;
 mod deny;

@@ -77,9 +77,17 @@ fn every_value_is_configurable() {
     assert_eq!(plan.mtu(), 1500);
 }
 
+/// Each builder's error message, checked whole.
+fn assert_errors(cases: Vec<(PlanBuilder, &str)>) {
+    for (builder, message) in cases {
+        assert_eq!(builder.build().unwrap_err().to_string(), message);
+    }
+}
+
+/// Addresses outside their network, on a reserved host, or taken twice.
 #[test]
-fn errors_name_the_bad_field() {
-    let cases: Vec<(PlanBuilder, &str)> = vec![
+fn errors_name_the_bad_address() {
+    assert_errors(vec![
         (
             Plan::builder().ipv4_guest(v4("10.0.3.15")),
             "IPv4 guest address 10.0.3.15 is outside the network 10.0.2.0/24",
@@ -116,30 +124,16 @@ fn errors_name_the_bad_field() {
             Plan::builder().ipv6_gateway_link_local(v6("fd00::1")),
             "IPv6 gateway link-local address fd00::1 is not a link-local unicast address (fe80::/10)",
         ),
+    ]);
+}
+
+/// Networks too small or reserved, and both families disabled.
+#[test]
+fn errors_name_the_bad_network() {
+    assert_errors(vec![
         (
             Plan::builder().ipv6_network("fd00::/48".parse().unwrap()),
             "IPv6 network fd00::/48 is not a /64, so SLAAC cannot give the guest an address: set the IPv6 guest address",
-        ),
-        (Plan::builder().mtu(67), "MTU 67 is outside 68 to 65520"),
-        (
-            Plan::builder().mtu(65521),
-            "MTU 65521 is outside 68 to 65520",
-        ),
-        (
-            Plan::builder().mtu(1279),
-            "MTU 1279 is below 1280, the IPv6 minimum: raise it or disable IPv6",
-        ),
-        (
-            Plan::builder().guest_mac("01:00:5e:00:00:01".parse().unwrap()),
-            "guest MAC address 01:00:5e:00:00:01 is not a unicast address",
-        ),
-        (
-            Plan::builder().gateway_mac(MacAddr([0; 6])),
-            "gateway MAC address 00:00:00:00:00:00 is not a unicast address",
-        ),
-        (
-            Plan::builder().guest_mac(DEFAULT_GATEWAY_MAC),
-            "guest MAC address 52:55:0a:00:02:02 is also the gateway MAC address",
         ),
         (
             Plan::builder().disable_ipv4().disable_ipv6(),
@@ -169,10 +163,35 @@ fn errors_name_the_bad_field() {
             Plan::builder().ipv6_network("::/64".parse().unwrap()),
             "IPv6 network ::/64 overlaps ::/128, the unspecified address",
         ),
-    ];
-    for (builder, message) in cases {
-        assert_eq!(builder.build().unwrap_err().to_string(), message);
-    }
+    ]);
+}
+
+/// MTUs out of range and MAC addresses no host can have.
+#[test]
+fn errors_name_the_bad_mtu_or_mac() {
+    assert_errors(vec![
+        (Plan::builder().mtu(67), "MTU 67 is outside 68 to 65520"),
+        (
+            Plan::builder().mtu(65521),
+            "MTU 65521 is outside 68 to 65520",
+        ),
+        (
+            Plan::builder().mtu(1279),
+            "MTU 1279 is below 1280, the IPv6 minimum: raise it or disable IPv6",
+        ),
+        (
+            Plan::builder().guest_mac("01:00:5e:00:00:01".parse().unwrap()),
+            "guest MAC address 01:00:5e:00:00:01 is not a unicast address",
+        ),
+        (
+            Plan::builder().gateway_mac(MacAddr([0; 6])),
+            "gateway MAC address 00:00:00:00:00:00 is not a unicast address",
+        ),
+        (
+            Plan::builder().guest_mac(DEFAULT_GATEWAY_MAC),
+            "guest MAC address 52:55:0a:00:02:02 is also the gateway MAC address",
+        ),
+    ]);
 }
 
 #[test]
