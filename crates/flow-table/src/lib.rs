@@ -5,10 +5,12 @@
 //! from the caller, and every decision leaves as a value the caller executes.
 #![forbid(unsafe_code)]
 
+pub mod datagram;
 pub mod deadline;
 pub mod key;
 pub mod table;
 pub mod tcp;
 
+pub use datagram::DatagramFlowState;
 pub use key::{FlowKey, IpVersion, Protocol};
 pub use table::{FlowId, FlowTable, InsertError, Limits, LimitsError};

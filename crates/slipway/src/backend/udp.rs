@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Interest, Readiness, Token};
-use flow_table::{FlowId, FlowKey, InsertError, Protocol};
+use flow_table::{DatagramFlowState, FlowId, FlowKey, InsertError, Protocol};
 use nat_core::{IpFamily, Verdict};
 use relay_udp_icmp::{
     DnsForwarder, DnsForwarderConfig, EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport,
-    SendOutcome, UdpFlowSocket, UdpFlowState, UdpListener,
+    SendOutcome, UdpFlowSocket, UdpListener,
 };
 use smoltcp::wire::Icmpv4DstUnreachable;
 
@@ -45,7 +45,7 @@ pub(crate) enum UdpTarget {
 #[derive(Debug)]
 pub(crate) struct UdpFlow {
     pub(crate) target: UdpTarget,
-    pub(crate) state: UdpFlowState,
+    pub(crate) state: DatagramFlowState,
     pub(crate) in_tx: bool,
 }
 
@@ -62,7 +62,7 @@ pub(crate) struct EchoRequest {
 #[derive(Debug)]
 pub(crate) struct IcmpFlow {
     pub(crate) sock: EchoSocket,
-    pub(crate) state: UdpFlowState,
+    pub(crate) state: DatagramFlowState,
 }
 
 /// Guest-facing addresses of a flow: (source as the guest sees it, guest).
@@ -229,7 +229,7 @@ impl Backend {
         };
         let flow = UdpFlow {
             target: UdpTarget::Socket(sock),
-            state: UdpFlowState::with_default_timeout(now),
+            state: DatagramFlowState::with_default_timeout(now),
             in_tx: false,
         };
         match self.flows.insert(key, Flow::Udp(flow)) {
@@ -529,7 +529,7 @@ impl Backend {
                 None => {
                     let flow = UdpFlow {
                         target: UdpTarget::Listener { index, peer },
-                        state: UdpFlowState::with_default_timeout(now),
+                        state: DatagramFlowState::with_default_timeout(now),
                         in_tx: false,
                     };
                     match self.flows.insert(key, Flow::Udp(flow)) {
@@ -673,7 +673,7 @@ impl Backend {
                 };
                 let flow = IcmpFlow {
                     sock,
-                    state: UdpFlowState::new(now, ECHO_IDLE_TIMEOUT),
+                    state: DatagramFlowState::new(now, ECHO_IDLE_TIMEOUT),
                 };
                 let Ok(id) = self.flows.insert(key, Flow::Icmp(flow)) else {
                     self.counters.flow_limit_drops += 1;
