@@ -46,7 +46,7 @@ use crate::frontdesk::{
 use self::icmp::IcmpFlow;
 use self::isn::IsnSource;
 use self::ratelimit::TokenBucket;
-use self::tcp::TcpFlow;
+use self::tcp::{HalfOpen, TcpFlow};
 use self::udp::UdpFlow;
 
 /// Everything a backend is built from.
@@ -335,7 +335,7 @@ pub struct Backend {
     syn_bucket: TokenBucket,
     tcp_config_v4: TcpConfig,
     /// Guest-opened TCP flows now half-open, and their cap.
-    tcp_half_open: (u32, u32),
+    tcp_half_open: HalfOpen,
     dns_upstream: Option<SocketAddr>,
     listeners: Vec<Listener>,
     /// Per listener of `listeners`: its pause after a failed `accept()`.
@@ -399,7 +399,7 @@ impl Backend {
                 handshake_timeout: config.tcp_handshake_timeout,
                 ..TcpConfig::for_mtu_v4(mtu)
             },
-            tcp_half_open: (0, config.max_half_open_tcp),
+            tcp_half_open: HalfOpen::new(config.max_half_open_tcp),
             dns_upstream,
             listeners: Vec::new(),
             accept_backoff: Vec::new(),
