@@ -20,7 +20,10 @@
 //!   readiness and timeouts, carries out the state machine's decisions in
 //!   one [`step`](TcpFlowDriver::step), and peeks each segment's payload
 //!   for the guest straight into the caller's frame
-//!   ([`poll_transmit`](TcpFlowDriver::poll_transmit)).
+//!   ([`poll_transmit`](TcpFlowDriver::poll_transmit)). Nothing else
+//!   holds a flow's state machine or socket.
+//! - [`fill_transmit_payload`] is that peek on its own: one segment's
+//!   payload from a socket into a buffer.
 //! - [`Listener`] accepts host connections on a forwarded port.
 //!
 //! An event loop drives a flow like this (errors elided):
@@ -60,8 +63,5 @@ mod sys;
 pub use driver::{Registration, Step, TcpFlowDriver};
 pub use listener::{DEFAULT_BACKLOG, ListenError, Listener};
 pub use peek::{PeekMethod, peek_offset_supported};
-pub use relay::{
-    Closure, Executed, HostOp, OpError, SocketReadiness, epoll_interest, fill_transmit_payload,
-    on_readiness, run_socket_ops,
-};
+pub use relay::{Closure, Executed, HostOp, OpError, SocketReadiness, fill_transmit_payload};
 pub use socket::{HostSocket, SendRoom};
