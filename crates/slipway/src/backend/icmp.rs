@@ -28,6 +28,15 @@ struct EchoRequest {
     pub(crate) seq: u16,
 }
 
+/// Why an echo request has no flow to go out on.
+enum NoEchoFlow {
+    /// Refused (flow limit, out of descriptors): the guest is told.
+    Refused,
+    /// Echo cannot be relayed from here, or its socket failed: the request
+    /// goes unanswered, as a lost one would.
+    Silent,
+}
+
 /// One ICMP echo flow (guest id and destination).
 #[derive(Debug)]
 pub(crate) struct IcmpFlow {
@@ -204,48 +213,11 @@ impl Backend {
         };
         let id = match self.flows.lookup(&key) {
             Some(id) => id,
-            None => {
-                if self.flows.count(Protocol::Icmp) >= self.flows.limits().icmp {
-                    self.counters.flow_limit_drops += 1;
-                    return false;
-                }
-                let sock = match EchoSocket::open(target, ident) {
-                    Ok(sock) => sock,
-                    Err(EchoOpenError::Unavailable(why)) => {
-                        if !self.echo_warned {
-                            self.echo_warned = true;
-                            tracing::warn!(reason = %why.reason(), "ICMP echo is not available to this process");
-                        }
-                        return true;
-                    }
-                    Err(EchoOpenError::Io(error)) if is_fd_exhaustion(&error) => {
-                        self.counters.fd_refusals += 1;
-                        return false;
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "echo socket failed");
-                        return true;
-                    }
-                };
-                let flow = IcmpFlow {
-                    sock,
-                    state: DatagramFlowState::new(now, ECHO_IDLE_TIMEOUT),
-                };
-                let Ok(id) = self.flows.insert(key, Flow::Icmp(flow)) else {
-                    self.counters.flow_limit_drops += 1;
-                    return false;
-                };
-                if let (Some(Flow::Icmp(flow)), Some(token)) = (
-                    self.flows.get(id),
-                    Token::new(KIND_ICMP_FLOW, id.index(), id.generation()),
-                ) {
-                    if let Err(error) = self.poller.register(&flow.sock, token, Interest::READABLE)
-                    {
-                        tracing::warn!(%error, "epoll registration failed");
-                    }
-                }
-                id
-            }
+            None => match self.icmp_open(key, target, ident, now) {
+                Ok(id) => id,
+                Err(NoEchoFlow::Refused) => return false,
+                Err(NoEchoFlow::Silent) => return true,
+            },
         };
         if let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) {
             flow.state.touch(now);
@@ -256,6 +228,56 @@ impl Backend {
             self.flows.set_deadline(id, Some(deadline));
         }
         true
+    }
+
+    /// Opens the echo flow `key` to `target` for the guest's identifier
+    /// `ident`, registered for its replies and errors.
+    fn icmp_open(
+        &mut self,
+        key: FlowKey,
+        target: IpAddr,
+        ident: u16,
+        now: Instant,
+    ) -> Result<FlowId, NoEchoFlow> {
+        if self.flows.count(Protocol::Icmp) >= self.flows.limits().icmp {
+            self.counters.flow_limit_drops += 1;
+            return Err(NoEchoFlow::Refused);
+        }
+        let sock = match EchoSocket::open(target, ident) {
+            Ok(sock) => sock,
+            Err(EchoOpenError::Unavailable(why)) => {
+                if !self.echo_warned {
+                    self.echo_warned = true;
+                    tracing::warn!(reason = %why.reason(), "ICMP echo is not available to this process");
+                }
+                return Err(NoEchoFlow::Silent);
+            }
+            Err(EchoOpenError::Io(error)) if is_fd_exhaustion(&error) => {
+                self.counters.fd_refusals += 1;
+                return Err(NoEchoFlow::Refused);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "echo socket failed");
+                return Err(NoEchoFlow::Silent);
+            }
+        };
+        let flow = IcmpFlow {
+            sock,
+            state: DatagramFlowState::new(now, ECHO_IDLE_TIMEOUT),
+        };
+        let Ok(id) = self.flows.insert(key, Flow::Icmp(flow)) else {
+            self.counters.flow_limit_drops += 1;
+            return Err(NoEchoFlow::Refused);
+        };
+        if let (Some(Flow::Icmp(flow)), Some(token)) = (
+            self.flows.get(id),
+            Token::new(KIND_ICMP_FLOW, id.index(), id.generation()),
+        ) {
+            if let Err(error) = self.poller.register(&flow.sock, token, Interest::READABLE) {
+                tracing::warn!(%error, "epoll registration failed");
+            }
+        }
+        Ok(id)
     }
 
     /// Readiness of echo flow `id`: ICMP errors about its requests, then

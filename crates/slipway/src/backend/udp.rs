@@ -129,6 +129,12 @@ impl Backend {
                 return;
             }
         };
+        self.udp_insert(key, sock, payload, now);
+    }
+
+    /// Lists the guest's new flow `key` on its connected `sock` and sends
+    /// its first datagram.
+    fn udp_insert(&mut self, key: FlowKey, sock: UdpFlowSocket, payload: &[u8], now: Instant) {
         let flow = UdpFlow {
             target: UdpTarget::Socket(sock),
             state: DatagramFlowState::with_default_timeout(now),
