@@ -12,10 +12,12 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
+pub mod datagram;
 pub mod deadline;
 pub mod key;
 pub mod table;
 pub mod tcp;
 
+pub use datagram::DatagramFlowState;
 pub use key::{FlowKey, IpVersion, Protocol};
 pub use table::{FlowId, FlowTable, InsertError, Limits, LimitsError};

@@ -14,48 +14,54 @@
 //!   and the room at which the kernel reports it writable), and is
 //!   the [`HostWriter`](flow_table::tcp::HostWriter) guest data is written
 //!   through.
-//! - [`run_socket_ops`] carries out what a
-//!   [`TcpConn`](flow_table::tcp::TcpConn) owes its socket;
-//!   [`on_readiness`] reports an epoll event to it; [`epoll_interest`] is
-//!   the registration it needs; [`fill_transmit_payload`] peeks a segment's
-//!   payload into a frame.
+//! - [`TcpFlowDriver`] is one flow: it owns the
+//!   [`TcpConn`](flow_table::tcp::TcpConn), its [`HostSocket`] and the
+//!   epoll interest the socket is registered with, takes guest segments,
+//!   readiness and timeouts, carries out the state machine's decisions in
+//!   one [`step`](TcpFlowDriver::step), and peeks each segment's payload
+//!   for the guest straight into the caller's frame
+//!   ([`poll_transmit`](TcpFlowDriver::poll_transmit)). Nothing else
+//!   holds a flow's state machine or socket.
+//! - [`fill_transmit_payload`] is that peek on its own: one segment's
+//!   payload from a socket into a buffer.
 //! - [`Listener`] accepts host connections on a forwarded port.
 //!
 //! An event loop drives a flow like this (errors elided):
 //!
 //! ```no_run
 //! # use std::time::Instant;
-//! # use flow_table::tcp::{Segment, TcpConn};
-//! # use relay_tcp::{HostSocket, SocketReadiness};
-//! # fn step(conn: &mut TcpConn, sock: &mut HostSocket, seg: &Segment, payload: &[u8],
-//! #         readiness: Option<SocketReadiness>, frame: &mut [u8]) -> std::io::Result<()> {
+//! # use epoll_dispatch::{Poller, Token};
+//! # use flow_table::tcp::Segment;
+//! # use relay_tcp::{Registration, SocketReadiness, TcpFlowDriver};
+//! # fn step(flow: &mut TcpFlowDriver, poller: &Poller, token: Token, seg: &Segment,
+//! #         payload: &[u8], readiness: Option<SocketReadiness>, frame: &mut [u8]) {
 //! let now = Instant::now();
-//! conn.handle_guest_segment(now, seg, payload, sock);
-//! let _ = relay_tcp::run_socket_ops(conn, sock, now);
+//! flow.handle_guest_segment(now, seg, payload);
 //! if let Some(readiness) = readiness {
-//!     let _ = relay_tcp::on_readiness(conn, sock, readiness, now);
+//!     let _ = flow.handle_readiness(readiness, now);
 //! }
-//! while let Some(transmit) = conn.poll_transmit(now) {
-//!     let len = relay_tcp::fill_transmit_payload(sock, &transmit, frame)?;
-//!     // build the headers of `transmit` around `frame[..len]` and send it
+//! let step = flow.step(now, |fd, change| match change {
+//!     Registration::Add(interest) => poller.register(fd, token, interest),
+//!     Registration::Modify(interest) => poller.modify(fd, token, interest),
+//! });
+//! const HEADERS: usize = 54;
+//! while let Some((transmit, len)) = flow.poll_transmit(now, frame, |_| Some(HEADERS)) {
+//!     // build the headers of `transmit` in front of `frame[HEADERS..][..len]`
 //! }
-//! // re-register with relay_tcp::epoll_interest(conn) if it changed,
-//! // and sleep until readiness or conn.poll_timeout()
-//! # Ok(())
+//! // sleep until readiness or step.deadline
 //! # }
 //! ```
 #![cfg(target_os = "linux")]
 
+mod driver;
 mod listener;
 mod peek;
 mod relay;
 mod socket;
 mod sys;
 
+pub use driver::{Registration, Step, TcpFlowDriver};
 pub use listener::{DEFAULT_BACKLOG, ListenError, Listener};
 pub use peek::{PeekMethod, peek_offset_supported};
-pub use relay::{
-    Closure, Executed, HostOp, OpError, SocketReadiness, epoll_interest, fill_transmit_payload,
-    on_readiness, run_socket_ops,
-};
+pub use relay::{Closure, Executed, HostOp, OpError, SocketReadiness, fill_transmit_payload};
 pub use socket::{HostSocket, SendRoom};

@@ -154,7 +154,7 @@ impl Executed {
 /// failing step is reported to `conn` (`ECONNRESET` and `EPIPE` as a host
 /// reset, anything else as a host error) and the reset it then owes is
 /// carried out in the same call.
-pub fn run_socket_ops(conn: &mut TcpConn, sock: &mut HostSocket, now: Instant) -> Executed {
+pub(crate) fn run_socket_ops(conn: &mut TcpConn, sock: &mut HostSocket, now: Instant) -> Executed {
     let mut done = Executed::default();
     for _ in 0..MAX_OPS_PER_CALL {
         let Some(op) = conn.poll_socket_op() else {
@@ -285,7 +285,7 @@ fn is_reset(error: &io::Error) -> bool {
 /// - Writable: the send buffer's room goes to
 ///   [`TcpConn::handle_host_send_buffer`] and
 ///   [`TcpConn::handle_host_send_space`].
-pub fn on_readiness(
+pub(crate) fn on_readiness(
     conn: &mut TcpConn,
     sock: &mut HostSocket,
     readiness: SocketReadiness,
@@ -370,7 +370,7 @@ fn on_stream_readiness(
 /// to acknowledge), so edge-triggering reports it once instead of on every
 /// wait.
 #[must_use]
-pub fn epoll_interest(conn: &TcpConn) -> epoll_dispatch::Interest {
+pub(crate) fn epoll_interest(conn: &TcpConn) -> epoll_dispatch::Interest {
     use epoll_dispatch::Interest;
     let wanted = conn.interest();
     let mut interest = Interest::NONE;

@@ -1,5 +1,6 @@
-//! End-to-end: a real `TcpConn` driven by a simulated guest through the
-//! relay to real peers on 127.0.0.1, with hashes checking every byte.
+//! End-to-end: a real flow (`TcpFlowDriver`) driven by a simulated guest
+//! through the relay to real peers on 127.0.0.1, with hashes checking
+//! every byte.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Events, Interest, Poller};
-use flow_table::tcp::{CloseReason, Phase, Segment, SeqNum, TcpConfig, TcpConn};
-use relay_tcp::{Closure, HostSocket, Listener, PeekMethod, SocketReadiness};
+use flow_table::tcp::{CloseReason, Phase, Segment, SeqNum, TcpConfig, Transmit};
+use relay_tcp::{Closure, HostSocket, Listener, PeekMethod, SocketReadiness, TcpFlowDriver};
 use support::guest::{Guest, GuestConfig, Role};
 use support::harness::{Relay, Report};
 use support::{Fnv, LOOPBACK, SOCKET_TOKEN, WAIT_LIMIT, pattern};
@@ -51,9 +52,16 @@ fn throughput(what: &str, bytes: usize, report: &Report) {
 fn guest_opened_flow(guest: &mut Guest, dst: SocketAddr) -> Relay {
     let syn = guest.syn();
     let now = Instant::now();
-    let conn = TcpConn::from_guest_syn(&syn, SeqNum::new(u32::MAX - 77), config(), now);
     let sock = HostSocket::connect(dst).unwrap();
-    Relay::new(conn, sock).unwrap()
+    let isn = SeqNum::new(u32::MAX - 77);
+    Relay::new(TcpFlowDriver::for_guest_syn(&syn, isn, config(), sock, now)).unwrap()
+}
+
+/// The next segment `relay`'s flow has for the guest, its payload aside.
+fn next_transmit(relay: &mut Relay, now: Instant) -> Option<Transmit> {
+    let mut frame = vec![0; 65536];
+    let (transmit, _) = relay.flow.poll_transmit(now, &mut frame, |_| Some(0))?;
+    Some(transmit)
 }
 
 #[test]
@@ -154,10 +162,9 @@ fn host_to_guest(run: &Downstream) -> Report {
     if let Some(method) = run.peek {
         sock = sock.with_peek_method(method).unwrap();
     }
-    let space = sock.send_space().unwrap();
     let isn = SeqNum::new(u32::MAX - 3000);
-    let conn = TcpConn::from_host_accept(isn, space, config(), Instant::now());
-    let mut relay = Relay::new(conn, sock).unwrap();
+    let flow = TcpFlowDriver::for_host_accept(isn, config(), sock, Instant::now());
+    let mut relay = Relay::new(flow).unwrap();
     let cfg = GuestConfig {
         role: Role::Server,
         window: run.window,
@@ -244,15 +251,18 @@ fn host_to_guest_peeks_at_offsets_with_each_method() {
 fn refused_connect_resets_the_guest() {
     let mut guest = Guest::new(GuestConfig::default(), Vec::new());
     let mut relay = guest_opened_flow(&mut guest, support::closed_port());
-    assert_eq!(relay.conn.phase(), Phase::Connecting);
-    let readiness = support::wait_ready(&relay.sock, Interest::WRITABLE).unwrap();
+    assert_eq!(relay.flow.phase(), Phase::Connecting);
+    let readiness = support::wait_ready(relay.flow.socket(), Interest::WRITABLE).unwrap();
     let now = Instant::now();
-    let executed = relay_tcp::on_readiness(&mut relay.conn, &mut relay.sock, readiness.into(), now);
-    assert_eq!(relay.conn.close_reason(), Some(CloseReason::ConnectFailed));
+    let executed = relay.flow.handle_readiness(readiness.into(), now);
+    assert_eq!(
+        relay.flow.conn().close_reason(),
+        Some(CloseReason::ConnectFailed)
+    );
     assert_eq!(executed.closed, Some(Closure::Reset));
     let failure = executed.failure.expect("the connect error is reported");
     assert_eq!(failure.source.kind(), io::ErrorKind::ConnectionRefused);
-    let rst = relay.conn.poll_transmit(now).expect("an RST for the guest");
+    let rst = next_transmit(&mut relay, now).expect("an RST for the guest");
     assert!(rst.flags.rst);
 }
 
@@ -264,10 +274,10 @@ fn host_reset_resets_the_guest() {
     let mut relay = guest_opened_flow(&mut guest, listener.local_addr().unwrap());
     let peer = support::accept_within(&listener).unwrap();
     // Up to the established flow: connect completion, SYN-ACK, ACK.
-    let readiness = support::wait_ready(&relay.sock, Interest::WRITABLE).unwrap();
+    let readiness = support::wait_ready(relay.flow.socket(), Interest::WRITABLE).unwrap();
     let now = Instant::now();
-    let _ = relay_tcp::on_readiness(&mut relay.conn, &mut relay.sock, readiness.into(), now);
-    let syn_ack = relay.conn.poll_transmit(now).unwrap();
+    let _ = relay.flow.handle_readiness(readiness.into(), now);
+    let syn_ack = next_transmit(&mut relay, now).unwrap();
     assert!(syn_ack.flags.syn);
     let ack = Segment {
         seq: syn.seq + 1,
@@ -275,20 +285,22 @@ fn host_reset_resets_the_guest() {
         window: 65535,
         ..Segment::default()
     };
-    let _ = relay
-        .conn
-        .handle_guest_segment(now, &ack, &[], &mut relay.sock);
-    assert_eq!(relay.conn.phase(), Phase::Established);
+    let _ = relay.flow.handle_guest_segment(now, &ack, &[]);
+    assert_eq!(relay.flow.phase(), Phase::Established);
+    relay.step(now).unwrap();
     rustix::net::sockopt::set_socket_linger(&peer, Some(Duration::ZERO)).unwrap();
     drop(peer);
-    let interest = relay_tcp::epoll_interest(&relay.conn);
-    let readiness = support::wait_ready(&relay.sock, interest).unwrap();
+    let interest = relay.flow.registered().unwrap();
+    let readiness = support::wait_ready(relay.flow.socket(), interest).unwrap();
     let readiness = SocketReadiness::from(readiness);
     assert!(readiness.error, "{readiness:?}");
-    let executed = relay_tcp::on_readiness(&mut relay.conn, &mut relay.sock, readiness, now);
-    assert_eq!(relay.conn.close_reason(), Some(CloseReason::HostReset));
+    let executed = relay.flow.handle_readiness(readiness, now);
+    assert_eq!(
+        relay.flow.conn().close_reason(),
+        Some(CloseReason::HostReset)
+    );
     assert_eq!(executed.closed, Some(Closure::Reset));
-    let rst = relay.conn.poll_transmit(now).unwrap();
+    let rst = next_transmit(&mut relay, now).unwrap();
     assert!(rst.flags.rst);
 }
 
@@ -298,20 +310,27 @@ fn a_persisting_hangup_is_reported_once_when_nothing_is_wanted() {
     let mut guest = Guest::new(GuestConfig::default(), Vec::new());
     let mut relay = guest_opened_flow(&mut guest, listener.local_addr().unwrap());
     let peer = support::accept_within(&listener).unwrap();
-    let readiness = support::wait_ready(&relay.sock, Interest::WRITABLE).unwrap();
+    let readiness = support::wait_ready(relay.flow.socket(), Interest::WRITABLE).unwrap();
     let now = Instant::now();
-    let _ = relay_tcp::on_readiness(&mut relay.conn, &mut relay.sock, readiness.into(), now);
+    let _ = relay.flow.handle_readiness(readiness.into(), now);
+    relay.step(now).unwrap();
     // The host closed, the flow took the end of stream: it wants nothing
     // more from the socket while the guest has yet to see the FIN.
-    relay.conn.handle_host_eof(now);
-    let interest = relay_tcp::epoll_interest(&relay.conn);
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    let interest = relay.flow.registered().unwrap();
+    let readiness = support::wait_ready(relay.flow.socket(), interest).unwrap();
+    let readiness = SocketReadiness::from(readiness);
+    assert!(readiness.read_hangup, "{readiness:?}");
+    let _ = relay.flow.handle_readiness(readiness, now);
+    relay.step(now).unwrap();
+    let interest = relay.flow.registered().unwrap();
     assert!(!interest.is_readable() && !interest.is_writable());
     // Both directions shut: EPOLLHUP holds from now on.
     drop(peer);
-    relay.sock.shutdown_write().unwrap();
+    relay.flow.socket().shutdown_write().unwrap();
     let mut poller = Poller::new().unwrap();
     poller
-        .register(relay.sock.fd().unwrap(), SOCKET_TOKEN, interest)
+        .register(relay.flow.socket().fd().unwrap(), SOCKET_TOKEN, interest)
         .unwrap();
     let mut events = Events::with_capacity(4);
     let first = poller

@@ -15,7 +15,8 @@
 //!
 //! - [`UdpFlowSocket`]: one connected socket per (guest address and port,
 //!   destination) flow, with ICMP errors from its error queue
-//!   ([`IcmpErrorReport`]); [`UdpFlowState`] computes its idle deadline.
+//!   ([`IcmpErrorReport`]); its idle deadline is `flow-table`'s
+//!   `DatagramFlowState`.
 //! - [`UdpListener`]: a bound socket for an inbound UDP port forward.
 //! - [`DnsForwarder`]: guest queries to one upstream resolver from a small
 //!   pool of sockets on random ports, with transaction ids rewritten and
@@ -41,7 +42,6 @@ mod counters;
 pub mod dns;
 pub mod echo;
 mod icmp_error;
-mod idle;
 mod sys;
 mod udp;
 
@@ -51,5 +51,4 @@ pub use echo::{
     EchoAvailability, EchoError, EchoKind, EchoOpenError, EchoReply, EchoSocket, probe_echo,
 };
 pub use icmp_error::{ErrorOrigin, IcmpErrorReport};
-pub use idle::{DEFAULT_UDP_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT, UdpFlowState};
 pub use udp::{MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6, SendOutcome, UdpFlowSocket, UdpListener};

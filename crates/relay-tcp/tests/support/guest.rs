@@ -1,4 +1,4 @@
-//! A simple in-order guest TCP endpoint, talking to a `TcpConn` directly
+//! A simple in-order guest TCP endpoint, talking to a flow directly
 //! (the link between them is a function call: lossless and in order, except
 //! for the ACKs the guest is told to drop).
 

@@ -1,14 +1,14 @@
-//! Drives one real flow: a `TcpConn` and its `HostSocket`, talking to a
-//! simulated guest, with the socket's readiness from epoll and the flow's
+//! Drives one real flow: a `TcpFlowDriver` (a `TcpConn` and its
+//! `HostSocket`), talking to a simulated guest, with the socket's readiness from epoll and the flow's
 //! deadlines from `poll_timeout()` on the real clock.
 
 use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, Instant};
 
-use epoll_dispatch::{Events, Interest, Poller};
-use flow_table::tcp::{CloseReason, TcpConn, TcpStats};
-use relay_tcp::{Closure, HostSocket, SocketReadiness};
+use epoll_dispatch::{Events, Poller};
+use flow_table::tcp::{CloseReason, TcpStats};
+use relay_tcp::{Closure, Registration, SocketReadiness, TcpFlowDriver};
 
 use super::SOCKET_TOKEN;
 use super::guest::Guest;
@@ -30,11 +30,9 @@ pub struct Report {
 
 /// A flow under test.
 pub struct Relay {
-    pub conn: TcpConn,
-    pub sock: HostSocket,
+    pub flow: TcpFlowDriver,
     poller: Poller,
     events: Events,
-    registered: Option<Interest>,
     frame: Vec<u8>,
     closed: Option<Closure>,
     consumed: u64,
@@ -42,23 +40,38 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(conn: TcpConn, sock: HostSocket) -> io::Result<Relay> {
-        let poller = Poller::new()?;
-        let interest = relay_tcp::epoll_interest(&conn);
-        if let Some(fd) = sock.fd() {
-            poller.register(fd, SOCKET_TOKEN, interest)?;
-        }
-        Ok(Relay {
-            conn,
-            sock,
-            poller,
+    /// Drives `flow`, its socket registered at once.
+    pub fn new(flow: TcpFlowDriver) -> io::Result<Relay> {
+        let mut relay = Relay {
+            flow,
+            poller: Poller::new()?,
             events: Events::with_capacity(8),
-            registered: Some(interest),
             frame: vec![0; 65536],
             closed: None,
             consumed: 0,
             failures: Vec::new(),
-        })
+        };
+        relay.step(Instant::now())?;
+        Ok(relay)
+    }
+
+    /// Steps the flow, registering its socket with the harness's poller;
+    /// a failed registration is an error of the test.
+    pub fn step(&mut self, now: Instant) -> io::Result<()> {
+        let poller = &self.poller;
+        let mut registration = Ok(());
+        let step = self.flow.step(now, |fd, change| {
+            let result = match change {
+                Registration::Add(interest) => poller.register(fd, SOCKET_TOKEN, interest),
+                Registration::Modify(interest) => poller.modify(fd, SOCKET_TOKEN, interest),
+            };
+            if let Err(error) = &result {
+                registration = Err(io::Error::new(error.kind(), error.to_string()));
+            }
+            result
+        });
+        self.record(step.executed);
+        registration
     }
 
     fn record(&mut self, executed: relay_tcp::Executed) {
@@ -83,17 +96,18 @@ impl Relay {
             if let Some(violation) = guest.violations.first() {
                 return Err(self.fail(violation, guest));
             }
-            if self.conn.is_closed() && guest.done() {
+            if self.flow.is_closed() && guest.done() {
                 return Ok(self.report(start, iteration));
             }
-            if guest.got_rst || self.conn.is_closed() {
+            if guest.got_rst || self.flow.is_closed() {
                 return Err(self.fail("the flow ended early", guest));
             }
-            self.update_interest().map_err(|e| e.to_string())?;
+            // Sending to the guest may have narrowed what the flow waits for.
+            self.step(now).map_err(|e| e.to_string())?;
             let deadline = if busy {
                 now
             } else {
-                [self.conn.poll_timeout(), guest.deadline(), Some(end)]
+                [self.flow.poll_timeout(), guest.deadline(), Some(end)]
                     .into_iter()
                     .flatten()
                     .min()
@@ -112,38 +126,24 @@ impl Relay {
             let Some((seg, range)) = guest.poll() else {
                 break;
             };
-            self.conn
-                .handle_guest_segment(now, &seg, &guest.data[range], &mut self.sock);
+            let _ = self
+                .flow
+                .handle_guest_segment(now, &seg, &guest.data[range]);
             busy = true;
         }
-        let executed = relay_tcp::run_socket_ops(&mut self.conn, &mut self.sock, now);
-        self.record(executed);
+        self.step(now).map_err(|e| e.to_string())?;
         for _ in 0..100_000 {
-            let Some(transmit) = self.conn.poll_transmit(now) else {
+            // A failed peek ends the flow: its RST comes next, and the
+            // failure shows in the close reason.
+            let Some((transmit, len)) = self.flow.poll_transmit(now, &mut self.frame, |_| Some(0))
+            else {
                 break;
             };
-            let len = relay_tcp::fill_transmit_payload(&mut self.sock, &transmit, &mut self.frame)
-                .map_err(|e| format!("peek for {transmit:?}: {e}"))?;
             guest.on_transmit(&transmit, &self.frame[..len]);
             busy = true;
         }
         guest.after_batch(now);
-        while self.conn.poll_event().is_some() {}
         Ok(busy)
-    }
-
-    fn update_interest(&mut self) -> io::Result<()> {
-        let Some(fd) = self.sock.fd() else {
-            // Closing the socket took it out of the epoll set.
-            self.registered = None;
-            return Ok(());
-        };
-        let wanted = relay_tcp::epoll_interest(&self.conn);
-        if self.registered != Some(wanted) {
-            self.poller.modify(fd, SOCKET_TOKEN, wanted)?;
-            self.registered = Some(wanted);
-        }
-        Ok(())
     }
 
     fn wait_and_dispatch(&mut self, deadline: Instant) -> Result<(), String> {
@@ -158,12 +158,12 @@ impl Relay {
             .collect();
         for readiness in ready {
             let now = Instant::now();
-            let executed = relay_tcp::on_readiness(&mut self.conn, &mut self.sock, readiness, now);
+            let executed = self.flow.handle_readiness(readiness, now);
             self.record(executed);
         }
         let now = Instant::now();
-        if self.conn.poll_timeout().is_some_and(|at| at <= now) {
-            self.conn.handle_timeout(now);
+        if self.flow.poll_timeout().is_some_and(|at| at <= now) {
+            self.flow.handle_timeout(now);
         }
         Ok(())
     }
@@ -173,8 +173,8 @@ impl Relay {
             elapsed: start.elapsed(),
             iterations,
             waits: self.poller.stats().waits,
-            stats: *self.conn.stats(),
-            close_reason: self.conn.close_reason(),
+            stats: *self.flow.stats(),
+            close_reason: self.flow.conn().close_reason(),
             closed: self.closed,
             consumed: self.consumed,
         }
@@ -182,7 +182,7 @@ impl Relay {
 
     fn fail(&self, what: &str, guest: &Guest) -> String {
         let mut text = format!("{what}\nsocket failures: {:?}\n", self.failures);
-        let _ = writeln!(text, "conn: {:#?}", self.conn);
+        let _ = writeln!(text, "flow: {:#?}", self.flow);
         let _ = writeln!(
             text,
             "guest: received {} fin_acked {} peer_fin {} acks {} dropped {} rst {}",

@@ -15,7 +15,9 @@
 //! UDP checksum partial, which the frontend passes on as such. The plain
 //! methods verify and fill every checksum.
 
+mod dns;
 mod fragment;
+mod icmp;
 mod isn;
 mod ratelimit;
 mod tcp;
@@ -38,14 +40,14 @@ pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
 use frontdesk::{
     ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, Outcome, TCP_CHECKSUM_OFFSET,
-    Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_echo_reply,
-    build_icmp_v4_error,
+    Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_error,
 };
 
+use self::icmp::IcmpFlow;
 use self::isn::IsnSource;
 use self::ratelimit::TokenBucket;
-use self::tcp::TcpFlow;
-use self::udp::{IcmpFlow, UdpFlow};
+use self::tcp::{HalfOpen, TcpFlow};
+use self::udp::UdpFlow;
 
 /// Everything a backend is built from.
 #[derive(Clone, Debug)]
@@ -304,7 +306,7 @@ pub struct Backend {
     syn_bucket: TokenBucket,
     tcp_config_v4: TcpConfig,
     /// Guest-opened TCP flows now half-open, and their cap.
-    tcp_half_open: (u32, u32),
+    tcp_half_open: HalfOpen,
     dns_upstream: Option<SocketAddr>,
     listeners: Vec<Listener>,
     /// Per listener of `listeners`: its pause after a failed `accept()`.
@@ -326,7 +328,7 @@ pub struct Backend {
     time_wait: VecDeque<FlowId>,
     /// Reply buffer of the front desk.
     scratch: Vec<u8>,
-    /// The receive buffer of `udp.rs` for host datagrams, DNS replies and
+    /// The receive buffer for host datagrams, DNS replies and
     /// echo replies (see `with_datagram_buf`); empty until first used.
     datagram_buf: Vec<u8>,
     /// TCP segments polled with `poll_guest_frame_offloaded` may be larger
@@ -368,7 +370,7 @@ impl Backend {
                 handshake_timeout: config.tcp_handshake_timeout,
                 ..TcpConfig::for_mtu_v4(mtu)
             },
-            tcp_half_open: (0, config.max_half_open_tcp),
+            tcp_half_open: HalfOpen::new(config.max_half_open_tcp),
             dns_upstream,
             listeners: Vec::new(),
             accept_backoff: Vec::new(),
@@ -630,64 +632,6 @@ impl Backend {
                 tracing::trace!(%src, %dst, "datagram not relayed");
             }
         }
-    }
-
-    /// ICMP echo requests slipway answers itself: to the gateway without a
-    /// loopback mapping, and to the DNS address.
-    fn icmp_echo_from_guest(
-        &mut self,
-        datagram: &frontdesk::Ipv4Datagram<'_>,
-        message: &[u8],
-        now: Instant,
-    ) {
-        let (src, dst) = (datagram.header.src_addr, datagram.header.dst_addr);
-        let verdict = self.nat.translate_outbound(
-            nat_core::Protocol::Icmp,
-            IpAddr::V4(src),
-            SocketAddr::new(IpAddr::V4(dst), 0),
-        );
-        let mut relay_to = None;
-        let answer_here = match verdict {
-            nat_core::Verdict::AnswerLocally(_) => true,
-            // The gateway maps to host loopback, which always answers.
-            nat_core::Verdict::Connect(addr) if addr.ip().is_loopback() => true,
-            nat_core::Verdict::Connect(addr) => {
-                relay_to = Some(addr.ip());
-                false
-            }
-            nat_core::Verdict::ForwardDns(_) => false,
-            nat_core::Verdict::Deny(reason) => {
-                self.counters.denied += 1;
-                tracing::debug!(%reason, %dst, "echo request denied");
-                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
-                return;
-            }
-        };
-        if message.len() < 8 {
-            return;
-        }
-        let ident = u16::from_be_bytes([message[4], message[5]]);
-        let seq = u16::from_be_bytes([message[6], message[7]]);
-        let data = &message[8..];
-        if let Some(target) = relay_to {
-            let request = udp::EchoRequest {
-                guest: src,
-                dst,
-                ident,
-                seq,
-            };
-            if !self.icmp_echo_relay(request, target, data, now) {
-                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
-            }
-            return;
-        }
-        if !answer_here {
-            return;
-        }
-        let link = self.frontdesk.link_to_guest();
-        self.queue_built(64 + data.len(), |buf| {
-            build_icmp_v4_echo_reply(buf, link, dst, src, ident, seq, data)
-        });
     }
 
     /// An ICMP destination unreachable to the guest about `offending`,

@@ -1,32 +1,24 @@
-//! UDP flows, inbound UDP forwards, DNS forwarding and ICMP echo: datagrams
-//! from the guest to connected host sockets, and host datagrams received
-//! straight into the payload area of frames for the guest.
+//! UDP flows and inbound UDP forwards: datagrams from the guest to
+//! connected host sockets, and host datagrams received straight into the
+//! payload area of frames for the guest.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use epoll_dispatch::{Interest, Readiness, Token};
-use flow_table::{FlowId, FlowKey, InsertError, Protocol};
+use flow_table::{DatagramFlowState, FlowId, FlowKey, InsertError, Protocol};
 use nat_core::{IpFamily, Verdict};
-use relay_udp_icmp::{
-    DnsForwarder, DnsForwarderConfig, EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport,
-    SendOutcome, UdpFlowSocket, UdpFlowState, UdpListener,
-};
+use relay_udp_icmp::{SendOutcome, UdpFlowSocket, UdpListener};
 use smoltcp::wire::Icmpv4DstUnreachable;
 
-use super::{Backend, Flow, KIND_DNS, KIND_ICMP_FLOW, KIND_UDP_FLOW, KIND_UDP_LISTENER};
+use super::icmp::synthetic_quote;
+use super::{Backend, Flow, KIND_UDP_FLOW, KIND_UDP_LISTENER};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{
-    ChecksumFill, Icmpv4Error, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply, build_icmp_v4_error,
-    build_udp_v4, write_udp_v4_headers,
-};
+use frontdesk::{ChecksumFill, UDP_V4_HEADERS_LEN, build_udp_v4};
 
 /// Error-queue reports one readiness event reads at most; more wait for
 /// the next event (the socket stays ready while any are queued).
-const ERRORS_PER_EVENT: usize = 16;
-
-/// How long an ICMP echo flow lives without traffic.
-const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const ERRORS_PER_EVENT: usize = 16;
 
 /// The receive buffer for datagrams from host sockets: the largest UDP
 /// payload, and room in front of it for the headers of a frame.
@@ -45,24 +37,8 @@ pub(crate) enum UdpTarget {
 #[derive(Debug)]
 pub(crate) struct UdpFlow {
     pub(crate) target: UdpTarget,
-    pub(crate) state: UdpFlowState,
+    pub(crate) state: DatagramFlowState,
     pub(crate) in_tx: bool,
-}
-
-/// An echo request of the guest, its data aside.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct EchoRequest {
-    pub(crate) guest: Ipv4Addr,
-    pub(crate) dst: Ipv4Addr,
-    pub(crate) ident: u16,
-    pub(crate) seq: u16,
-}
-
-/// One ICMP echo flow (guest id and destination).
-#[derive(Debug)]
-pub(crate) struct IcmpFlow {
-    pub(crate) sock: EchoSocket,
-    pub(crate) state: UdpFlowState,
 }
 
 /// Guest-facing addresses of a flow: (source as the guest sees it, guest).
@@ -73,30 +49,6 @@ fn v4_pair(key: &FlowKey) -> Option<(SocketAddrV4, SocketAddrV4)> {
     }
 }
 
-/// An IPv4 header from `src` to `dst` followed by the first 8 bytes of its
-/// payload `head`: what an ICMP error quotes of a datagram (RFC 792), for
-/// errors about a guest's datagram that arrive later, when only the flow
-/// is left. `total_len` is the datagram's length as far as it is known.
-fn synthetic_quote(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    total_len: u16,
-    head: [u8; 8],
-) -> [u8; 28] {
-    let mut quote = [0u8; 28];
-    quote[0] = 0x45;
-    quote[2..4].copy_from_slice(&total_len.max(28).to_be_bytes());
-    quote[8] = 64;
-    quote[9] = protocol;
-    quote[12..16].copy_from_slice(&src.octets());
-    quote[16..20].copy_from_slice(&dst.octets());
-    let checksum = !fold_checksum(&quote[..20]);
-    quote[10..12].copy_from_slice(&checksum.to_be_bytes());
-    quote[20..].copy_from_slice(&head);
-    quote
-}
-
 /// An IPv4 header and UDP header that stand for a datagram the guest sent.
 fn synthetic_udp_quote(key: &FlowKey) -> Option<[u8; 28]> {
     let (remote, guest) = v4_pair(key)?;
@@ -105,29 +57,6 @@ fn synthetic_udp_quote(key: &FlowKey) -> Option<[u8; 28]> {
     udp[2..4].copy_from_slice(&remote.port().to_be_bytes());
     udp[4..6].copy_from_slice(&8u16.to_be_bytes());
     Some(synthetic_quote(*guest.ip(), *remote.ip(), 17, 28, udp))
-}
-
-fn fold_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    u16::try_from(sum).unwrap_or(u16::MAX)
-}
-
-fn dst_unreachable_of(report: &IcmpErrorReport) -> Icmpv4DstUnreachable {
-    if report.is_port_unreachable() {
-        Icmpv4DstUnreachable::PortUnreachable
-    } else if report.icmp_code == 1 {
-        Icmpv4DstUnreachable::HostUnreachable
-    } else if report.icmp_code == 0 {
-        Icmpv4DstUnreachable::NetUnreachable
-    } else {
-        Icmpv4DstUnreachable::CommProhibited
-    }
 }
 
 impl Backend {
@@ -145,33 +74,6 @@ impl Backend {
             self.udp_listeners.push(listener);
         }
         Ok(())
-    }
-
-    /// Opens the DNS forwarder unless it is open already. An upstream the
-    /// host cannot reach (no route to it, as in a namespace linked only to a
-    /// test network) leaves DNS unanswered, not the backend unstarted: the
-    /// next query tries again, so DNS works once a route appears.
-    fn open_dns_forwarder(&mut self) {
-        if self.dns.is_some() {
-            return;
-        }
-        let Some(upstream) = self.dns_upstream else {
-            return;
-        };
-        let opened = DnsForwarder::new(upstream, DnsForwarderConfig::default()).and_then(|dns| {
-            if let Some(token) = Token::new(KIND_DNS, 0, 0) {
-                self.poller.register(&dns, token, Interest::READABLE)?;
-            }
-            Ok(dns)
-        });
-        match opened {
-            Ok(dns) => self.dns = Some(dns),
-            Err(error) if !self.dns_warned => {
-                self.dns_warned = true;
-                tracing::warn!(%upstream, %error, "DNS upstream unreachable; queries are dropped until it is");
-            }
-            Err(error) => tracing::debug!(%upstream, %error, "DNS upstream still unreachable"),
-        }
     }
 
     /// A UDP datagram from the guest.
@@ -227,9 +129,15 @@ impl Backend {
                 return;
             }
         };
+        self.udp_insert(key, sock, payload, now);
+    }
+
+    /// Lists the guest's new flow `key` on its connected `sock` and sends
+    /// its first datagram.
+    fn udp_insert(&mut self, key: FlowKey, sock: UdpFlowSocket, payload: &[u8], now: Instant) {
         let flow = UdpFlow {
             target: UdpTarget::Socket(sock),
-            state: UdpFlowState::with_default_timeout(now),
+            state: DatagramFlowState::with_default_timeout(now),
             in_tx: false,
         };
         match self.flows.insert(key, Flow::Udp(flow)) {
@@ -313,48 +221,6 @@ impl Backend {
         }
     }
 
-    /// Queues for the guest the destination unreachable that `report` says
-    /// the host got about a flow's datagram, which `quote` stands for (IPv4
-    /// header and 8 bytes). It comes from the flow's remote end as the guest
-    /// sees it (`remote`) when the host it goes to (`target`) sent it, from
-    /// the gateway, the guest's router, when a router on the way did. Other
-    /// kinds of error are only counted.
-    fn queue_host_icmp_error(
-        &mut self,
-        report: &IcmpErrorReport,
-        remote: Ipv4Addr,
-        target: IpAddr,
-        quote: &[u8],
-    ) {
-        if !(report.origin == ErrorOrigin::Icmp && report.icmp_type == 3) {
-            return;
-        }
-        let addr = |at: usize| {
-            let b = quote.get(at..at + 4)?;
-            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        };
-        let (Some(src), Some(dst)) = (addr(12), addr(16)) else {
-            return;
-        };
-        if !self.icmp_error_allowed(src, dst) {
-            return;
-        }
-        let from = if report.offender.is_none_or(|o| o == target) {
-            remote
-        } else {
-            match self.frontdesk.plan().ipv4() {
-                Some(v4) => v4.gateway(),
-                None => return,
-            }
-        };
-        let code = dst_unreachable_of(report);
-        let link = self.frontdesk.link_to_guest();
-        self.counters.icmp_errors_to_guest += 1;
-        self.queue_built(super::ICMP_ERROR_FRAME_CAP, |buf| {
-            build_icmp_v4_error(buf, link, from, Icmpv4Error::DstUnreachable(code), quote)
-        });
-    }
-
     /// Queues flow `id` for `poll_guest_frame`.
     pub(crate) fn mark_tx(&mut self, id: FlowId) {
         let flag = match self.flows.get_mut(id) {
@@ -426,7 +292,7 @@ impl Backend {
     /// Lends `f` the receive buffer for datagrams from host sockets (the
     /// largest datagram), allocated on first use and kept, rather than
     /// allocated and zeroed on every readiness event.
-    fn with_datagram_buf(&mut self, f: impl FnOnce(&mut Self, &mut [u8])) {
+    pub(super) fn with_datagram_buf(&mut self, f: impl FnOnce(&mut Self, &mut [u8])) {
         let mut buf = std::mem::take(&mut self.datagram_buf);
         buf.resize(DATAGRAM_BUF, 0);
         f(self, &mut buf);
@@ -529,7 +395,7 @@ impl Backend {
                 None => {
                     let flow = UdpFlow {
                         target: UdpTarget::Listener { index, peer },
-                        state: UdpFlowState::with_default_timeout(now),
+                        state: DatagramFlowState::with_default_timeout(now),
                         in_tx: false,
                     };
                     match self.flows.insert(key, Flow::Udp(flow)) {
@@ -581,197 +447,6 @@ impl Backend {
             }
             Err(deadline) => {
                 self.flows.set_deadline(id, Some(deadline));
-            }
-        }
-    }
-
-    /// A DNS query to the DNS address.
-    fn dns_query(&mut self, guest: SocketAddr, query: &[u8], now: Instant) {
-        self.open_dns_forwarder();
-        let Some(dns) = self.dns.as_mut() else {
-            self.counters.dns_drops += 1;
-            return;
-        };
-        match dns.forward_query(guest, query, now) {
-            Ok(SendOutcome::Sent(_)) => self.counters.dns_queries += 1,
-            Ok(SendOutcome::Dropped(_)) | Err(_) => self.counters.dns_drops += 1,
-        }
-    }
-
-    /// Replies from the DNS upstream, sent to the guest from the DNS address.
-    pub(crate) fn dns_readable(&mut self, now: Instant) {
-        self.with_datagram_buf(|backend, buf| backend.dns_read(buf, now));
-    }
-
-    /// [`Self::dns_readable`] with the receive buffer lent.
-    fn dns_read(&mut self, buf: &mut [u8], now: Instant) {
-        let Some(dns_addr) = self.frontdesk.plan().ipv4().map(|v4| v4.dns()) else {
-            return;
-        };
-        let link = self.frontdesk.link_to_guest();
-        for _ in 0..64 {
-            let Some(dns) = self.dns.as_mut() else {
-                return;
-            };
-            let reply = match dns.recv_reply(&mut buf[UDP_V4_HEADERS_LEN..], now) {
-                Ok(Some(reply)) => reply,
-                Ok(None) | Err(_) => return,
-            };
-            let SocketAddr::V4(guest) = reply.guest else {
-                continue;
-            };
-            let from = SocketAddrV4::new(dns_addr, 53);
-            if let Some(len) = write_udp_v4_headers(buf, link, from, guest, reply.len) {
-                self.queue_frame(buf[..len].to_vec());
-            }
-        }
-    }
-
-    /// An ICMP echo request to a host beyond slipway. Returns false when
-    /// a new flow for it was refused (flow limit, out of descriptors), for
-    /// the caller to tell the guest.
-    pub(crate) fn icmp_echo_relay(
-        &mut self,
-        request: EchoRequest,
-        target: IpAddr,
-        data: &[u8],
-        now: Instant,
-    ) -> bool {
-        let EchoRequest {
-            guest: src,
-            dst,
-            ident,
-            seq,
-        } = request;
-        let Some(key) = FlowKey::icmp_echo(IpAddr::V4(src), ident, IpAddr::V4(dst)) else {
-            return true;
-        };
-        let id = match self.flows.lookup(&key) {
-            Some(id) => id,
-            None => {
-                if self.flows.count(Protocol::Icmp) >= self.flows.limits().icmp {
-                    self.counters.flow_limit_drops += 1;
-                    return false;
-                }
-                let sock = match EchoSocket::open(target, ident) {
-                    Ok(sock) => sock,
-                    Err(EchoOpenError::Unavailable(why)) => {
-                        if !self.echo_warned {
-                            self.echo_warned = true;
-                            tracing::warn!(reason = %why.reason(), "ICMP echo is not available to this process");
-                        }
-                        return true;
-                    }
-                    Err(EchoOpenError::Io(error)) if is_fd_exhaustion(&error) => {
-                        self.counters.fd_refusals += 1;
-                        return false;
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "echo socket failed");
-                        return true;
-                    }
-                };
-                let flow = IcmpFlow {
-                    sock,
-                    state: UdpFlowState::new(now, ECHO_IDLE_TIMEOUT),
-                };
-                let Ok(id) = self.flows.insert(key, Flow::Icmp(flow)) else {
-                    self.counters.flow_limit_drops += 1;
-                    return false;
-                };
-                if let (Some(Flow::Icmp(flow)), Some(token)) = (
-                    self.flows.get(id),
-                    Token::new(KIND_ICMP_FLOW, id.index(), id.generation()),
-                ) {
-                    if let Err(error) = self.poller.register(&flow.sock, token, Interest::READABLE)
-                    {
-                        tracing::warn!(%error, "epoll registration failed");
-                    }
-                }
-                id
-            }
-        };
-        if let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) {
-            flow.state.touch(now);
-            if let Err(error) = flow.sock.send_echo(seq, data) {
-                tracing::debug!(%error, "echo send failed");
-            }
-            let deadline = flow.state.deadline();
-            self.flows.set_deadline(id, Some(deadline));
-        }
-        true
-    }
-
-    /// Readiness of echo flow `id`: ICMP errors about its requests, then
-    /// its replies.
-    pub(crate) fn icmp_readiness(&mut self, id: FlowId, readiness: Readiness, now: Instant) {
-        if readiness.is_error() {
-            self.icmp_errors(id);
-        }
-        if readiness.is_readable() {
-            self.with_datagram_buf(|backend, buf| backend.icmp_read(id, buf, now));
-        }
-    }
-
-    /// Drains echo flow `id`'s error queue: each ICMP error about one of its
-    /// requests (host unreachable, say) goes to the guest quoting that
-    /// request as the guest sent it.
-    fn icmp_errors(&mut self, id: FlowId) {
-        let Some(key) = self.flows.key(id).copied() else {
-            return;
-        };
-        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
-            return;
-        };
-        for _ in 0..ERRORS_PER_EVENT {
-            let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
-                return;
-            };
-            let target = flow.sock.destination();
-            let Ok(Some(error)) = flow.sock.recv_error() else {
-                return;
-            };
-            self.counters.host_icmp_errors += 1;
-            let Some(header) = error.request_header else {
-                continue;
-            };
-            let total_len = u16::try_from(error.quoted_len.saturating_add(20)).unwrap_or(u16::MAX);
-            let quote = synthetic_quote(guest, remote, 1, total_len, header);
-            self.queue_host_icmp_error(&error.report, remote, target, &quote);
-        }
-    }
-
-    /// [`Self::icmp_readiness`] with the receive buffer lent.
-    fn icmp_read(&mut self, id: FlowId, buf: &mut [u8], now: Instant) {
-        let Some(key) = self.flows.key(id).copied() else {
-            return;
-        };
-        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
-            return;
-        };
-        let link = self.frontdesk.link_to_guest();
-        for _ in 0..64 {
-            let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
-                return;
-            };
-            let reply = match flow.sock.recv_reply(buf) {
-                Ok(Some(reply)) => reply,
-                Ok(None) | Err(_) => return,
-            };
-            flow.state.touch(now);
-            let data = &buf[..reply.payload_len];
-            let mut frame = vec![0u8; 64 + data.len()];
-            if let Some(len) = build_icmp_v4_echo_reply(
-                &mut frame,
-                link,
-                remote,
-                guest,
-                reply.guest_id,
-                reply.seq,
-                data,
-            ) {
-                frame.truncate(len);
-                self.queue_frame(frame);
             }
         }
     }

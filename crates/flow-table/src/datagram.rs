@@ -1,4 +1,5 @@
-//! Idle expiry of UDP flows: pure arithmetic on instants the caller reads.
+//! Idle expiry of datagram flows (UDP, ICMP echo): pure arithmetic on
+//! instants the caller reads.
 
 use std::time::{Duration, Instant};
 
@@ -6,21 +7,23 @@ use std::time::{Duration, Instant};
 /// passt).
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The longest idle timeout [`UdpFlowState`] keeps; longer ones are
+/// The longest idle timeout [`DatagramFlowState`] keeps; longer ones are
 /// shortened to it so a deadline never overflows [`Instant`].
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// When a UDP flow was last active and how long it may stay idle.
+/// When a datagram flow (UDP, ICMP echo) was last active and how long it
+/// may stay idle.
 ///
-/// The backend calls [`UdpFlowState::touch`] on every datagram either way and
-/// arms the flow table's deadline with [`UdpFlowState::deadline`].
+/// The backend calls [`DatagramFlowState::touch`] on every datagram either
+/// way and arms the flow table's deadline with
+/// [`DatagramFlowState::deadline`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UdpFlowState {
+pub struct DatagramFlowState {
     last_activity: Instant,
     idle_timeout: Duration,
 }
 
-impl UdpFlowState {
+impl DatagramFlowState {
     /// A flow that opens at `now` and expires after `idle_timeout` without
     /// traffic (at most [`MAX_IDLE_TIMEOUT`]).
     #[must_use]
@@ -77,7 +80,7 @@ mod tests {
     #[test]
     fn idle_flow_expires_after_its_timeout() {
         let t0 = Instant::now();
-        let s = UdpFlowState::new(t0, Duration::from_secs(30));
+        let s = DatagramFlowState::new(t0, Duration::from_secs(30));
         assert_eq!(s.deadline(), t0 + Duration::from_secs(30));
         assert!(!s.is_expired(t0 + Duration::from_secs(29)));
         assert!(s.is_expired(t0 + Duration::from_secs(30)));
@@ -86,7 +89,7 @@ mod tests {
     #[test]
     fn traffic_pushes_the_deadline_forward_never_back() {
         let t0 = Instant::now();
-        let mut s = UdpFlowState::with_default_timeout(t0);
+        let mut s = DatagramFlowState::with_default_timeout(t0);
         assert_eq!(s.deadline(), t0 + Duration::from_secs(180));
         s.touch(t0 + Duration::from_secs(100));
         assert_eq!(s.deadline(), t0 + Duration::from_secs(280));
@@ -99,7 +102,7 @@ mod tests {
     #[test]
     fn huge_timeouts_are_capped() {
         let t0 = Instant::now();
-        let s = UdpFlowState::new(t0, Duration::MAX);
+        let s = DatagramFlowState::new(t0, Duration::MAX);
         assert_eq!(s.idle_timeout(), MAX_IDLE_TIMEOUT);
         assert_eq!(s.deadline(), t0 + MAX_IDLE_TIMEOUT);
     }
@@ -107,7 +110,7 @@ mod tests {
     #[test]
     fn zero_timeout_expires_at_once() {
         let t0 = Instant::now();
-        let s = UdpFlowState::new(t0, Duration::ZERO);
+        let s = DatagramFlowState::new(t0, Duration::ZERO);
         assert!(s.is_expired(t0));
     }
 }

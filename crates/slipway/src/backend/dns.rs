@@ -1,0 +1,83 @@
+//! DNS forwarding: queries to the DNS address go to the upstream resolver
+//! through `relay-udp-icmp`'s forwarder, and its replies come back to the
+//! guest from the DNS address.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use epoll_dispatch::{Interest, Token};
+use relay_udp_icmp::{DnsForwarder, DnsForwarderConfig, SendOutcome};
+
+use super::{Backend, KIND_DNS};
+use frontdesk::{UDP_V4_HEADERS_LEN, write_udp_v4_headers};
+
+impl Backend {
+    /// Opens the DNS forwarder unless it is open already. An upstream the
+    /// host cannot reach (no route to it, as in a namespace linked only to a
+    /// test network) leaves DNS unanswered, not the backend unstarted: the
+    /// next query tries again, so DNS works once a route appears.
+    pub(super) fn open_dns_forwarder(&mut self) {
+        if self.dns.is_some() {
+            return;
+        }
+        let Some(upstream) = self.dns_upstream else {
+            return;
+        };
+        let opened = DnsForwarder::new(upstream, DnsForwarderConfig::default()).and_then(|dns| {
+            if let Some(token) = Token::new(KIND_DNS, 0, 0) {
+                self.poller.register(&dns, token, Interest::READABLE)?;
+            }
+            Ok(dns)
+        });
+        match opened {
+            Ok(dns) => self.dns = Some(dns),
+            Err(error) if !self.dns_warned => {
+                self.dns_warned = true;
+                tracing::warn!(%upstream, %error, "DNS upstream unreachable; queries are dropped until it is");
+            }
+            Err(error) => tracing::debug!(%upstream, %error, "DNS upstream still unreachable"),
+        }
+    }
+
+    /// A DNS query to the DNS address.
+    pub(super) fn dns_query(&mut self, guest: SocketAddr, query: &[u8], now: Instant) {
+        self.open_dns_forwarder();
+        let Some(dns) = self.dns.as_mut() else {
+            self.counters.dns_drops += 1;
+            return;
+        };
+        match dns.forward_query(guest, query, now) {
+            Ok(SendOutcome::Sent(_)) => self.counters.dns_queries += 1,
+            Ok(SendOutcome::Dropped(_)) | Err(_) => self.counters.dns_drops += 1,
+        }
+    }
+
+    /// Replies from the DNS upstream, sent to the guest from the DNS address.
+    pub(crate) fn dns_readable(&mut self, now: Instant) {
+        self.with_datagram_buf(|backend, buf| backend.dns_read(buf, now));
+    }
+
+    /// [`Self::dns_readable`] with the receive buffer lent.
+    fn dns_read(&mut self, buf: &mut [u8], now: Instant) {
+        let Some(dns_addr) = self.frontdesk.plan().ipv4().map(|v4| v4.dns()) else {
+            return;
+        };
+        let link = self.frontdesk.link_to_guest();
+        for _ in 0..64 {
+            let Some(dns) = self.dns.as_mut() else {
+                return;
+            };
+            let reply = match dns.recv_reply(&mut buf[UDP_V4_HEADERS_LEN..], now) {
+                Ok(Some(reply)) => reply,
+                Ok(None) | Err(_) => return,
+            };
+            let SocketAddr::V4(guest) = reply.guest else {
+                continue;
+            };
+            let from = SocketAddrV4::new(dns_addr, 53);
+            if let Some(len) = write_udp_v4_headers(buf, link, from, guest, reply.len) {
+                self.queue_frame(buf[..len].to_vec());
+            }
+        }
+    }
+}

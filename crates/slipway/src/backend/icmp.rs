@@ -1,0 +1,356 @@
+//! ICMP echo and ICMP errors to the guest: echo requests the gateway
+//! answers itself or relays on ping sockets, their replies, and the
+//! destination unreachables host sockets' error queues report about the
+//! guest's datagrams.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use epoll_dispatch::{Interest, Readiness, Token};
+use flow_table::{DatagramFlowState, FlowId, FlowKey, Protocol};
+use relay_udp_icmp::{EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport};
+use smoltcp::wire::Icmpv4DstUnreachable;
+
+use super::udp::ERRORS_PER_EVENT;
+use super::{Backend, Flow, ICMP_ERROR_FRAME_CAP, KIND_ICMP_FLOW};
+use crate::fdlimit::is_fd_exhaustion;
+use frontdesk::{Icmpv4Error, build_icmp_v4_echo_reply, build_icmp_v4_error};
+
+/// How long an ICMP echo flow lives without traffic.
+const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An echo request of the guest, its data aside.
+#[derive(Clone, Copy, Debug)]
+struct EchoRequest {
+    pub(crate) guest: Ipv4Addr,
+    pub(crate) dst: Ipv4Addr,
+    pub(crate) ident: u16,
+    pub(crate) seq: u16,
+}
+
+/// Why an echo request has no flow to go out on.
+enum NoEchoFlow {
+    /// Refused (flow limit, out of descriptors): the guest is told.
+    Refused,
+    /// Echo cannot be relayed from here, or its socket failed: the request
+    /// goes unanswered, as a lost one would.
+    Silent,
+}
+
+/// One ICMP echo flow (guest id and destination).
+#[derive(Debug)]
+pub(crate) struct IcmpFlow {
+    pub(crate) sock: EchoSocket,
+    pub(crate) state: DatagramFlowState,
+}
+
+/// An IPv4 header from `src` to `dst` followed by the first 8 bytes of its
+/// payload `head`: what an ICMP error quotes of a datagram (RFC 792), for
+/// errors about a guest's datagram that arrive later, when only the flow
+/// is left. `total_len` is the datagram's length as far as it is known.
+pub(super) fn synthetic_quote(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    total_len: u16,
+    head: [u8; 8],
+) -> [u8; 28] {
+    let mut quote = [0u8; 28];
+    quote[0] = 0x45;
+    quote[2..4].copy_from_slice(&total_len.max(28).to_be_bytes());
+    quote[8] = 64;
+    quote[9] = protocol;
+    quote[12..16].copy_from_slice(&src.octets());
+    quote[16..20].copy_from_slice(&dst.octets());
+    let checksum = !fold_checksum(&quote[..20]);
+    quote[10..12].copy_from_slice(&checksum.to_be_bytes());
+    quote[20..].copy_from_slice(&head);
+    quote
+}
+
+fn fold_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    u16::try_from(sum).unwrap_or(u16::MAX)
+}
+
+fn dst_unreachable_of(report: &IcmpErrorReport) -> Icmpv4DstUnreachable {
+    if report.is_port_unreachable() {
+        Icmpv4DstUnreachable::PortUnreachable
+    } else if report.icmp_code == 1 {
+        Icmpv4DstUnreachable::HostUnreachable
+    } else if report.icmp_code == 0 {
+        Icmpv4DstUnreachable::NetUnreachable
+    } else {
+        Icmpv4DstUnreachable::CommProhibited
+    }
+}
+
+impl Backend {
+    /// ICMP echo requests slipway answers itself: to the gateway without a
+    /// loopback mapping, and to the DNS address.
+    pub(super) fn icmp_echo_from_guest(
+        &mut self,
+        datagram: &frontdesk::Ipv4Datagram<'_>,
+        message: &[u8],
+        now: Instant,
+    ) {
+        let (src, dst) = (datagram.header.src_addr, datagram.header.dst_addr);
+        let verdict = self.nat.translate_outbound(
+            nat_core::Protocol::Icmp,
+            IpAddr::V4(src),
+            SocketAddr::new(IpAddr::V4(dst), 0),
+        );
+        let mut relay_to = None;
+        let answer_here = match verdict {
+            nat_core::Verdict::AnswerLocally(_) => true,
+            // The gateway maps to host loopback, which always answers.
+            nat_core::Verdict::Connect(addr) if addr.ip().is_loopback() => true,
+            nat_core::Verdict::Connect(addr) => {
+                relay_to = Some(addr.ip());
+                false
+            }
+            nat_core::Verdict::ForwardDns(_) => false,
+            nat_core::Verdict::Deny(reason) => {
+                self.counters.denied += 1;
+                tracing::debug!(%reason, %dst, "echo request denied");
+                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+                return;
+            }
+        };
+        if message.len() < 8 {
+            return;
+        }
+        let ident = u16::from_be_bytes([message[4], message[5]]);
+        let seq = u16::from_be_bytes([message[6], message[7]]);
+        let data = &message[8..];
+        if let Some(target) = relay_to {
+            let request = EchoRequest {
+                guest: src,
+                dst,
+                ident,
+                seq,
+            };
+            if !self.icmp_echo_relay(request, target, data, now) {
+                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+            }
+            return;
+        }
+        if !answer_here {
+            return;
+        }
+        let link = self.frontdesk.link_to_guest();
+        self.queue_built(64 + data.len(), |buf| {
+            build_icmp_v4_echo_reply(buf, link, dst, src, ident, seq, data)
+        });
+    }
+
+    /// Queues for the guest the destination unreachable that `report` says
+    /// the host got about a flow's datagram, which `quote` stands for (IPv4
+    /// header and 8 bytes). It comes from the flow's remote end as the guest
+    /// sees it (`remote`) when the host it goes to (`target`) sent it, from
+    /// the gateway, the guest's router, when a router on the way did. Other
+    /// kinds of error are only counted.
+    pub(super) fn queue_host_icmp_error(
+        &mut self,
+        report: &IcmpErrorReport,
+        remote: Ipv4Addr,
+        target: IpAddr,
+        quote: &[u8],
+    ) {
+        if !(report.origin == ErrorOrigin::Icmp && report.icmp_type == 3) {
+            return;
+        }
+        let addr = |at: usize| {
+            let b = quote.get(at..at + 4)?;
+            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        };
+        let (Some(src), Some(dst)) = (addr(12), addr(16)) else {
+            return;
+        };
+        if !self.icmp_error_allowed(src, dst) {
+            return;
+        }
+        let from = if report.offender.is_none_or(|o| o == target) {
+            remote
+        } else {
+            match self.frontdesk.plan().ipv4() {
+                Some(v4) => v4.gateway(),
+                None => return,
+            }
+        };
+        let code = dst_unreachable_of(report);
+        let link = self.frontdesk.link_to_guest();
+        self.counters.icmp_errors_to_guest += 1;
+        self.queue_built(ICMP_ERROR_FRAME_CAP, |buf| {
+            build_icmp_v4_error(buf, link, from, Icmpv4Error::DstUnreachable(code), quote)
+        });
+    }
+
+    /// An ICMP echo request to a host beyond slipway. Returns false when
+    /// a new flow for it was refused (flow limit, out of descriptors), for
+    /// the caller to tell the guest.
+    fn icmp_echo_relay(
+        &mut self,
+        request: EchoRequest,
+        target: IpAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> bool {
+        let EchoRequest {
+            guest: src,
+            dst,
+            ident,
+            seq,
+        } = request;
+        let Some(key) = FlowKey::icmp_echo(IpAddr::V4(src), ident, IpAddr::V4(dst)) else {
+            return true;
+        };
+        let id = match self.flows.lookup(&key) {
+            Some(id) => id,
+            None => match self.icmp_open(key, target, ident, now) {
+                Ok(id) => id,
+                Err(NoEchoFlow::Refused) => return false,
+                Err(NoEchoFlow::Silent) => return true,
+            },
+        };
+        if let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) {
+            flow.state.touch(now);
+            if let Err(error) = flow.sock.send_echo(seq, data) {
+                tracing::debug!(%error, "echo send failed");
+            }
+            let deadline = flow.state.deadline();
+            self.flows.set_deadline(id, Some(deadline));
+        }
+        true
+    }
+
+    /// Opens the echo flow `key` to `target` for the guest's identifier
+    /// `ident`, registered for its replies and errors.
+    fn icmp_open(
+        &mut self,
+        key: FlowKey,
+        target: IpAddr,
+        ident: u16,
+        now: Instant,
+    ) -> Result<FlowId, NoEchoFlow> {
+        if self.flows.count(Protocol::Icmp) >= self.flows.limits().icmp {
+            self.counters.flow_limit_drops += 1;
+            return Err(NoEchoFlow::Refused);
+        }
+        let sock = match EchoSocket::open(target, ident) {
+            Ok(sock) => sock,
+            Err(EchoOpenError::Unavailable(why)) => {
+                if !self.echo_warned {
+                    self.echo_warned = true;
+                    tracing::warn!(reason = %why.reason(), "ICMP echo is not available to this process");
+                }
+                return Err(NoEchoFlow::Silent);
+            }
+            Err(EchoOpenError::Io(error)) if is_fd_exhaustion(&error) => {
+                self.counters.fd_refusals += 1;
+                return Err(NoEchoFlow::Refused);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "echo socket failed");
+                return Err(NoEchoFlow::Silent);
+            }
+        };
+        let flow = IcmpFlow {
+            sock,
+            state: DatagramFlowState::new(now, ECHO_IDLE_TIMEOUT),
+        };
+        let Ok(id) = self.flows.insert(key, Flow::Icmp(flow)) else {
+            self.counters.flow_limit_drops += 1;
+            return Err(NoEchoFlow::Refused);
+        };
+        if let (Some(Flow::Icmp(flow)), Some(token)) = (
+            self.flows.get(id),
+            Token::new(KIND_ICMP_FLOW, id.index(), id.generation()),
+        ) {
+            if let Err(error) = self.poller.register(&flow.sock, token, Interest::READABLE) {
+                tracing::warn!(%error, "epoll registration failed");
+            }
+        }
+        Ok(id)
+    }
+
+    /// Readiness of echo flow `id`: ICMP errors about its requests, then
+    /// its replies.
+    pub(crate) fn icmp_readiness(&mut self, id: FlowId, readiness: Readiness, now: Instant) {
+        if readiness.is_error() {
+            self.icmp_errors(id);
+        }
+        if readiness.is_readable() {
+            self.with_datagram_buf(|backend, buf| backend.icmp_read(id, buf, now));
+        }
+    }
+
+    /// Drains echo flow `id`'s error queue: each ICMP error about one of its
+    /// requests (host unreachable, say) goes to the guest quoting that
+    /// request as the guest sent it.
+    fn icmp_errors(&mut self, id: FlowId) {
+        let Some(key) = self.flows.key(id).copied() else {
+            return;
+        };
+        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
+            return;
+        };
+        for _ in 0..ERRORS_PER_EVENT {
+            let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
+                return;
+            };
+            let target = flow.sock.destination();
+            let Ok(Some(error)) = flow.sock.recv_error() else {
+                return;
+            };
+            self.counters.host_icmp_errors += 1;
+            let Some(header) = error.request_header else {
+                continue;
+            };
+            let total_len = u16::try_from(error.quoted_len.saturating_add(20)).unwrap_or(u16::MAX);
+            let quote = synthetic_quote(guest, remote, 1, total_len, header);
+            self.queue_host_icmp_error(&error.report, remote, target, &quote);
+        }
+    }
+
+    /// [`Self::icmp_readiness`] with the receive buffer lent.
+    fn icmp_read(&mut self, id: FlowId, buf: &mut [u8], now: Instant) {
+        let Some(key) = self.flows.key(id).copied() else {
+            return;
+        };
+        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
+            return;
+        };
+        let link = self.frontdesk.link_to_guest();
+        for _ in 0..64 {
+            let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
+                return;
+            };
+            let reply = match flow.sock.recv_reply(buf) {
+                Ok(Some(reply)) => reply,
+                Ok(None) | Err(_) => return,
+            };
+            flow.state.touch(now);
+            let data = &buf[..reply.payload_len];
+            let mut frame = vec![0u8; 64 + data.len()];
+            if let Some(len) = build_icmp_v4_echo_reply(
+                &mut frame,
+                link,
+                remote,
+                guest,
+                reply.guest_id,
+                reply.seq,
+                data,
+            ) {
+                frame.truncate(len);
+                self.queue_frame(frame);
+            }
+        }
+    }
+}
