@@ -550,10 +550,20 @@ fn prepare_harness(
     }
     let binary = build_release(trees[1], "bench-harness", "bench-harness")?;
     let slipway = [
-        build_release(trees[0], "slipway", "slipway")?,
-        build_release(trees[1], "slipway", "slipway")?,
+        build_release(trees[0], command_package(trees[0]), "slipway")?,
+        build_release(trees[1], command_package(trees[1]), "slipway")?,
     ];
     Ok(Some(Harness { binary, slipway }))
+}
+
+/// The package of `tree` that holds the `slipway` command: `slipway-cli`
+/// once the command left the library, `slipway` in older trees.
+fn command_package(tree: &Tree) -> &'static str {
+    if tree.root.join("crates/slipway-cli/Cargo.toml").is_file() {
+        "slipway-cli"
+    } else {
+        "slipway"
+    }
 }
 
 /// Builds binary `bin` of `package` in `tree` in release and returns it.

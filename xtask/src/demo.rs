@@ -67,7 +67,12 @@ pub fn run() -> ExitCode {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     thread::spawn(move || serve(listener));
     println!("demo: an HTTP server listens on 127.0.0.1:{port} (host loopback)");
-    if let Err(error) = run_echoed(&mut cargo_command(&["build", "--release", "-p", "slipway"])) {
+    if let Err(error) = run_echoed(&mut cargo_command(&[
+        "build",
+        "--release",
+        "-p",
+        "slipway-cli",
+    ])) {
         eprintln!("demo: {error}");
         return ExitCode::FAILURE;
     }

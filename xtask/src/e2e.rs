@@ -107,14 +107,15 @@ impl Options {
     }
 }
 
-/// The test runner's command for test binaries of `slipway`, output
+/// The test runner's command for test binaries of `slipway-cli` (the
+/// end-to-end suites live beside the command they run), output
 /// shown: nextest when installed, else `cargo test`.
 fn suite(tests: &[&str]) -> Command {
     let nextest = succeeds(&mut cargo_command(&["nextest", "--version"]));
     let mut args = if nextest {
-        vec!["nextest", "run", "-p", "slipway"]
+        vec!["nextest", "run", "-p", "slipway-cli"]
     } else {
-        vec!["test", "-p", "slipway"]
+        vec!["test", "-p", "slipway-cli"]
     };
     for test in tests {
         args.extend(["--test", test]);

@@ -15,7 +15,6 @@
 
 mod common;
 
-use slipway::FrameBackend;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
@@ -26,6 +25,11 @@ use divan::Bencher;
 use flow_table::Protocol;
 use nat_core::{Plan, Rules};
 use slipway::{Backend, BackendConfig, NetworkBackend};
+// `cargo xtask bench-compare` builds these benches against older trees too:
+// the glob brings the frame methods' trait into scope by whatever name the
+// measured tree gives it (`FrameBackend` now, `NetworkBackend` before).
+#[allow(unused_imports)]
+use slipway::*;
 
 use common::{ACK, GATEWAY_IP, GUEST_IP, PSH, SYN, Seg, set_seq, tcp_view};
 

@@ -9,11 +9,13 @@ mod common;
 use std::net::SocketAddrV4;
 
 use divan::{Bencher, black_box};
-use frontdesk::{
+// Through slipway, which re-exports the front desk, so that `cargo xtask
+// bench-compare` builds this bench against trees from before it was a crate.
+use nat_core::Plan;
+use slipway::frontdesk::{
     Classified, Counters, LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, classify,
     tcp_v4_headers_len, write_tcp_v4_headers,
 };
-use nat_core::Plan;
 
 use common::{ACK, GATEWAY_IP, GUEST_IP, PSH, Seg};
 
