@@ -10,6 +10,7 @@
 //! a frame.
 
 pub mod backend;
+pub mod capture;
 pub mod cli;
 pub mod fdlimit;
 pub mod frontend;

@@ -39,13 +39,18 @@
 //!   owning the device, both queues, an eventfd per queue (what a driver's
 //!   notify write signals, and what a VMM registers as an ioeventfd) and the
 //!   interrupt (a status register plus an eventfd a VMM registers as an
-//!   irqfd). [`kvm::register_eventfds`] is the crate's only KVM call. MMIO
+//!   irqfd). `kvm::register_eventfds` (feature `kvm`) is the crate's only
+//!   KVM call. MMIO
 //!   exits go to `read`/`write`; a VMM whose vCPUs run on other threads
 //!   forwards them to the backend's thread.
-//! - vhost-user (in slipway): the frontend owns the queue layout; the
-//!   backend lends each vring's `Queue` to [`NetDevice::handle_tx`] and
-//!   [`NetDevice::handle_rx`] with a [`DeferredNotifier`], then signals the
-//!   vring's call eventfd if it says so.
+//! - [`vhost_user::VhostUserFrontend`]: the vhost-user protocol and the
+//!   vrings the VMM shares; the VMM owns the queue layout, and each vring's
+//!   `Queue` and call eventfd are lent to [`NetDevice::handle_tx`] and
+//!   [`NetDevice::handle_rx`]. It is a frontend of `epoll-dispatch`'s
+//!   serving loop, for any backend that is a [`FrameBackend`] and
+//!   `epoll_dispatch::serve::Served`.
+//!
+//! The KVM calls sit behind the `kvm` cargo feature (off by default).
 //!
 //! The backend trait is `guest-frame`'s [`FrameBackend`], the same one
 //! slipway's `Backend` implements: the device drives any backend without an
@@ -72,8 +77,10 @@ mod chain;
 mod config;
 mod device;
 mod header;
+#[cfg(feature = "kvm")]
 pub mod kvm;
 pub mod mmio;
+pub mod vhost_user;
 
 pub use backend::{DeferredNotifier, Notifier};
 pub use config::{
