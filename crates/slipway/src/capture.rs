@@ -7,7 +7,7 @@
 //! whole checksums. The capture stops at its first write error, with one
 //! warning, and the frames keep flowing.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use frontdesk::PcapWriter;
@@ -104,27 +104,117 @@ impl Backend {
 
 /// A writer that appends to a shared buffer, for tests that read back what
 /// a backend captured.
+#[cfg(test)]
 #[derive(Clone, Debug, Default)]
-pub struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub(crate) struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+#[cfg(test)]
 impl SharedBuffer {
     /// What was written so far.
     #[must_use]
-    pub fn contents(&self) -> Vec<u8> {
+    pub(crate) fn contents(&self) -> Vec<u8> {
         self.0.lock().map(|bytes| bytes.clone()).unwrap_or_default()
     }
 }
 
+#[cfg(test)]
 impl Write for SharedBuffer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0
             .lock()
-            .map_err(|_| io::Error::other("the buffer's lock is poisoned"))?
+            .map_err(|_| std::io::Error::other("the buffer's lock is poisoned"))?
             .extend_from_slice(buf);
         Ok(buf.len())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use nat_core::{Plan, Rules};
+
+    use super::*;
+    use crate::{BackendConfig, FrameBackend};
+
+    fn backend() -> Backend {
+        Backend::new(
+            BackendConfig::new(Plan::default(), Rules::default()),
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    /// A broadcast ARP request from the guest for the gateway.
+    fn arp_request_for_gateway() -> Vec<u8> {
+        let mut frame = vec![0xff; 6];
+        frame.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06]);
+        frame.extend([0, 1, 8, 0, 6, 4, 0, 1]);
+        frame.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 10, 0, 2, 15]);
+        frame.extend([0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
+        frame
+    }
+
+    /// Takes the pcap header, then fails every write; counts the writes.
+    struct FailsAfterHeader(Arc<AtomicUsize>);
+
+    impl Write for FailsAfterHeader {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
+                return Ok(buf.len());
+            }
+            Err(io::Error::other("disk full"))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn both_directions_are_captured_and_offload_is_off_meanwhile() {
+        let mut backend = backend();
+        assert!(backend.offloads_checksums());
+        let buffer = SharedBuffer::default();
+        let writer: Box<dyn Write + Send> = Box::new(buffer.clone());
+        backend.set_capture(PcapWriter::new(writer, 0).unwrap());
+        assert!(
+            !backend.offloads_checksums(),
+            "a capture holds whole checksums"
+        );
+        let now = Instant::now();
+        backend.handle_guest_frame(&arp_request_for_gateway(), now);
+        let mut reply = [0u8; 2048];
+        let len = backend.poll_guest_frame(&mut reply, now).unwrap();
+        assert!(backend.take_capture().is_some());
+        assert!(backend.offloads_checksums());
+        // The header, then two records (16-byte headers) of the two frames.
+        assert_eq!(buffer.contents().len(), 24 + 16 + 42 + 16 + len);
+    }
+
+    #[test]
+    fn a_failed_capture_stops_and_the_frames_keep_flowing() {
+        let mut backend = backend();
+        let writes = Arc::new(AtomicUsize::new(0));
+        let writer: Box<dyn Write + Send> = Box::new(FailsAfterHeader(Arc::clone(&writes)));
+        backend.set_capture(PcapWriter::new(writer, 0).unwrap());
+        let now = Instant::now();
+        let mut reply = [0u8; 2048];
+        for _ in 0..3 {
+            backend.handle_guest_frame(&arp_request_for_gateway(), now);
+            assert!(backend.poll_guest_frame(&mut reply, now).is_some());
+            backend.flush_capture();
+        }
+        // The header, then the one write that failed.
+        assert_eq!(writes.load(Ordering::Relaxed), 2);
     }
 }

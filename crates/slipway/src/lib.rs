@@ -2,8 +2,8 @@
 //!
 //! This crate composes the layers into the backend: the Ethernet front desk
 //! (ARP, DHCP, NDP, the DNS address), dispatch to the relays, the
-//! `NetworkBackend` trait for embedders, the event loop and the frontends,
-//! and the reference VMM (`vmm`, the `slipway-vmm` command) that boots a
+//! `NetworkBackend` trait for embedders, the pcap capture, the frontends of
+//! the serving loop ([`serve`], from `epoll-dispatch`), and the reference VMM (`vmm`, the `slipway-vmm` command) that boots a
 //! KVM guest on the virtio-mmio frontend.
 //!
 //! Invariant: the backend is owned by one thread; no mutex sits on the path of
@@ -21,6 +21,9 @@ pub use backend::{
     Backend, BackendConfig, BackendCounters, BackendError, Checksum, FrameBackend, GuestFrame,
     NetworkBackend,
 };
+/// The one serving loop every frontend runs in, and what an embedder needs
+/// to write a frontend of its own.
+pub use epoll_dispatch::serve;
 /// The front desk the backend answers the link with; its types appear in
 /// [`BackendConfig`] and the counters.
 pub use frontdesk;

@@ -9,8 +9,8 @@
 //! addresses from the driver are bounded and checked: a bad chain costs the
 //! guest its frame and a counter increment ([`NetCounters`]), never a panic,
 //! an unbounded loop or an allocation the guest sizes. The device knows
-//! nothing about sockets or flows: frames go to and come from a
-//! [`FrameBackend`].
+//! nothing about host sockets or flows: frames go to and come from a
+//! [`FrameBackend`] (the vhost-user socket carries only the VMM's messages).
 //!
 //! # Embedding
 //!

@@ -1,12 +1,19 @@
 //! Frontends: what carries the guest's frames to and from a [`Backend`].
 //!
+//! Every frontend runs in the one serving loop, [`serve`] (from
+//! `epoll-dispatch`, re-exported with its [`StopWhen`] and [`ServeEnd`]):
+//! the loop owns the poller, the stop sources and the next deadline, and
+//! each frontend implements its `Frontend` trait. `Backend` is the loop's
+//! backend (`Served`): it flushes its capture whenever the loop goes idle.
+//!
 //! - [`tap`]: a tap device in a network namespace (`slipway run`,
-//!   `slipway attach`), served by [`serve_tap`] on one thread.
+//!   `slipway attach`), served by [`serve_tap`].
 //! - [`stream`]: QEMU's `-netdev stream` protocol on a UNIX stream socket
 //!   (`slipway stream`), with the length-prefixed framing of [`framing`].
-//! - [`vhost_user`]: a vhost-user-net backend (`slipway vhost-user`): the
-//!   VMM shares the guest's memory and virtqueues over a UNIX socket, and
-//!   `virtio-net-kvm`'s device core serves them on the same one thread.
+//! - [`vhost_user`]: a vhost-user-net backend (`slipway vhost-user`), from
+//!   `virtio-net-kvm`: the VMM shares the guest's memory and virtqueues
+//!   over a UNIX socket, and the device core serves them.
+//! - [`virtio_mmio`]: the reference VMM's in-process virtio-net device.
 //! - The stop sources a frontend loop waits on besides its frames: a
 //!   [`SignalFd`] for SIGINT and SIGTERM, and a process descriptor
 //!   ([`pidfd_open`]) that turns readable when a process exits.

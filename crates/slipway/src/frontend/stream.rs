@@ -1,6 +1,6 @@
 //! The stream frontend: QEMU's `-netdev stream` protocol on a UNIX stream
 //! socket (length-prefixed frames, see [`framing`](super::framing)), served
-//! on one thread that sleeps in one epoll set until the client's socket is
+//! by the serving loop, which sleeps in one epoll set until the client's socket is
 //! readable (or writable, while frames wait), a new client knocks, the
 //! backend's host sockets are ready, a stop source fires, or the backend's
 //! next deadline comes.

@@ -1,7 +1,7 @@
-//! The tap frontend: one thread moves frames between a tap device and a
-//! [`Backend`], sleeping in one epoll set until the tap is readable (or
-//! writable, while a frame waits), the backend's host sockets are ready, a
-//! stop source fires, or the backend's next deadline comes.
+//! The tap frontend: the serving loop moves frames between a tap device
+//! and a [`Backend`], sleeping in one epoll set until the tap is readable
+//! (or writable, while a frame waits), the backend's host sockets are
+//! ready, a stop source fires, or the backend's next deadline comes.
 //!
 //! With an offload ([`TapOffload`]) every frame on the tap comes behind a
 //! `virtio_net_hdr`: the namespace's kernel leaves TCP and UDP checksums
@@ -14,10 +14,10 @@
 //! 64 KiB whatever the MTU; the backend relays them as it does any segment.
 //! The other way, the backend's TCP segments grow to 64 KiB too and go to
 //! the kernel as GSO frames cut to the guest's MSS, which it takes whole.
-//! A GSO frame on a tap not set up for it is dropped and counted. While a
-//! pcap capture is written, the capture gets whole checksums: partial ones
-//! from the guest are completed before they are recorded, and the backend
-//! is asked for whole ones.
+//! A GSO frame on a tap not set up for it is dropped and counted. While the
+//! backend writes a pcap capture it takes no offload, and the capture gets
+//! whole checksums: partial ones from the guest are completed before the
+//! backend records them, and the backend is asked for whole ones.
 //!
 //! Invariant: no fixed-period wakeup. The loop sleeps until an fd is ready
 //! or a deadline passes; a frame the tap cannot take yet is kept and the

@@ -2,7 +2,8 @@
 //! guest's virtio-net device, a `virtio-net-kvm` [`MmioTransport`] over
 //! the guest's memory, served on the backend's thread.
 //!
-//! One thread, one epoll set, as in the other frontends: the backend's
+//! It runs in the serving loop, as the other frontends do: one thread, one
+//! epoll set holding the backend's
 //! descriptor, the stop sources, each queue's notify eventfd (a KVM
 //! ioeventfd: the driver's notify write never leaves the kernel), the
 //! eventfd the vCPU signals after sending a register access, and the one
