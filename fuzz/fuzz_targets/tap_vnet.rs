@@ -90,16 +90,17 @@ fn run(data: &[u8], peers: &mut HostPeers) {
             2 => peers.tcp(input.u8(), op >> 4, input.chunk(65535)),
             _ => {}
         }
-        let mut capture = (op & 0x08 != 0).then(|| PcapWriter::new(Vec::new(), 0));
-        let pcap = match capture.as_mut() {
-            Some(Ok(writer)) => Some(writer),
-            _ => None,
-        };
+        // Each serve call captures into a fresh buffer, or captures nothing.
+        let writer: Box<dyn std::io::Write + Send> = Box::new(Vec::new());
+        match PcapWriter::new(writer, 0) {
+            Ok(writer) if op & 0x08 != 0 => drop(backend.set_capture(writer)),
+            _ => drop(backend.take_capture()),
+        }
         let stop = StopWhen {
             deadline: Some(Instant::now()),
             ..StopWhen::default()
         };
-        if let Err(error) = frontend.serve(&mut backend, pcap, &stop) {
+        if let Err(error) = frontend.serve(&mut backend, &stop) {
             panic!("serving the fake tap failed: {error}");
         }
         assert_within_limits(&backend);

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use slipway::frontend::StreamSocket;
-use slipway::frontend::vhost_user::VhostUserFrontend;
+use virtio_net_kvm::vhost_user::VhostUserFrontend;
 use slipway_fuzz::{Input, assert_within_limits, loopback_backend};
 use virtio_net_kvm::NetConfig;
 
@@ -302,7 +302,11 @@ fn run(data: &[u8], path: &PathBuf) {
         Ok(socket) => socket,
         Err(error) => panic!("cannot listen on {}: {error}", path.display()),
     };
-    let mut frontend = match VhostUserFrontend::new(socket, NetConfig::default()) {
+    let listener = match socket.try_clone_listener() {
+        Ok(listener) => listener,
+        Err(error) => panic!("cannot duplicate the listener: {error}"),
+    };
+    let mut frontend = match VhostUserFrontend::new(listener, NetConfig::default()) {
         Ok(frontend) => frontend,
         Err(error) => panic!("no vhost-user frontend: {error}"),
     };

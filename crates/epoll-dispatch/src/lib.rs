@@ -16,6 +16,9 @@
 //!   makes no wakeups. [`WaitStats`] counts the returns so a harness can
 //!   report idle wakeups.
 //! - [`Waker`] ends a wait from another thread through an eventfd.
+//! - [`serve::serve`]: the one serving loop of every frontend, generic over
+//!   the backend ([`serve::Served`]) and the frontend ([`serve::Frontend`]),
+//!   with its stop sources ([`serve::StopWhen`]) and [`pidfd_open`].
 //!
 //! All system calls go through `rustix`.
 
@@ -29,12 +32,15 @@ struct ReadmeDoctest;
 
 mod events;
 mod interest;
+mod pidfd;
 mod poller;
+pub mod serve;
 mod token;
 mod waker;
 
 pub use events::{Events, Iter};
 pub use interest::{Interest, Readiness, Trigger};
+pub use pidfd::{pidfd_open, pidfd_send_signal};
 pub use poller::{Poller, WaitStats};
 pub use token::{Kind, Token};
 pub use waker::Waker;

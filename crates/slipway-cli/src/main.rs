@@ -22,7 +22,7 @@ use slipway_cli::options::{
     self as cli, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE,
 };
 use slipway_cli::setup::{
-    Failure, Pcap, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals,
+    Failure, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals,
 };
 
 use nat_core::Plan;
@@ -30,12 +30,12 @@ use rustix::process::{Resource, getrlimit, setrlimit};
 use slipway::Backend;
 use slipway::frontend::framing::max_frame_for_mtu;
 use slipway::frontend::stream::adopt_connected_fd;
-use slipway::frontend::vhost_user::VhostUserFrontend;
 use slipway::frontend::{
-    AfterDisconnect, ServeEnd, StopWhen, StreamFrontend, StreamSocket, TapFrontend,
-    device_counter_lines, pidfd_open, pidfd_send_signal, stats_report,
+    AfterDisconnect, ServeEnd, StopWhen, StreamFrontend, StreamSocket, TapFrontend, pidfd_open,
+    pidfd_send_signal, stats_report,
 };
 use slipway::netns::{self, Namespace, TapConfig, TapOffload};
+use virtio_net_kvm::vhost_user::VhostUserFrontend;
 
 /// How long slipway keeps serving after the command exits, so that its
 /// connections close cleanly on the host side too.
@@ -136,11 +136,7 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
     // The command gets the open files limit slipway was given, not the one
     // `setup` raises for slipway's own flows.
     let inherited = getrlimit(Resource::Nofile);
-    let Setup {
-        plan,
-        mut backend,
-        mut pcap,
-    } = setup(options)?;
+    let Setup { plan, mut backend } = setup(options)?;
     let Some(dns) = plan.ipv4().map(nat_core::Ipv4Plan::dns) else {
         return Err(Failure::Runtime("the plan has no IPv4 half".into()));
     };
@@ -169,7 +165,7 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
         Failure::Runtime(format!("cannot run {name:?}: {e}"))
     })?;
     let frontend = TapFrontend::with_offload(tap.as_fd(), tap_offload(options));
-    let outcome = serve_child(&mut backend, frontend, pcap.as_mut(), &mut child);
+    let outcome = serve_child(&mut backend, frontend, &mut child);
     let status = match outcome {
         Ok((status, counters)) => {
             if options.stats {
@@ -185,7 +181,7 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
             return Err(failure);
         }
     };
-    finish_pcap(pcap);
+    finish_pcap(&mut backend);
     Ok(exit_code(status))
 }
 
@@ -194,7 +190,6 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
 fn serve_child(
     backend: &mut Backend,
     mut frontend: TapFrontend<'_>,
-    mut pcap: Option<&mut Pcap>,
     child: &mut Child,
 ) -> Result<(ExitStatus, slipway::frontend::TapCounters), Failure> {
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
@@ -208,7 +203,7 @@ fn serve_child(
     };
     loop {
         let end = frontend
-            .serve(backend, pcap.as_deref_mut(), &serving)
+            .serve(backend, &serving)
             .map_err(Failure::runtime("serving the namespace"))?;
         match end {
             ServeEnd::Signal(signal) => {
@@ -231,7 +226,7 @@ fn serve_child(
         tcp_settled: true,
         ..StopWhen::default()
     };
-    let end = frontend.serve(backend, pcap, &draining);
+    let end = frontend.serve(backend, &draining);
     tracing::debug!(?end, "drained");
     let status = child
         .wait()
@@ -243,11 +238,7 @@ fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
     // Blocked first, so the helper threads of the namespace calls inherit
     // the mask and no signal lands on a thread that does not block it.
     let signals = stop_signals()?;
-    let Setup {
-        plan,
-        mut backend,
-        mut pcap,
-    } = setup(options)?;
+    let Setup { plan, mut backend } = setup(options)?;
     let process = match target {
         NetnsTarget::Pid(pid) => Some(
             pidfd_open(*pid)
@@ -265,9 +256,9 @@ fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
         ..StopWhen::default()
     };
     let end = frontend
-        .serve(&mut backend, pcap.as_mut(), &stop)
+        .serve(&mut backend, &stop)
         .map_err(Failure::runtime("serving the namespace"))?;
-    finish_serving(options, end, &backend, &frontend.counters().lines(), pcap);
+    finish_serving(options, end, &mut backend, &frontend.counters().lines());
     Ok(0)
 }
 
@@ -276,9 +267,8 @@ fn attach(options: &Options, target: &NetnsTarget) -> Result<u8, Failure> {
 fn finish_serving(
     options: &Options,
     end: ServeEnd,
-    backend: &Backend,
+    backend: &mut Backend,
     frontend: &[(&str, u64)],
-    pcap: Option<Pcap>,
 ) {
     match end {
         ServeEnd::ProcessExited => tracing::info!("the namespace's process exited"),
@@ -289,17 +279,13 @@ fn finish_serving(
     if options.stats {
         eprint!("slipway: counters\n{}", stats_report(backend, frontend));
     }
-    finish_pcap(pcap);
+    finish_pcap(backend);
 }
 
 fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Result<u8, Failure> {
     // Blocked first, before anything could start a thread.
     let signals = stop_signals()?;
-    let Setup {
-        plan,
-        mut backend,
-        mut pcap,
-    } = setup(options)?;
+    let Setup { plan, mut backend } = setup(options)?;
     let max_frame = max_frame_for_mtu(plan.mtu());
     let mut frontend = match target {
         StreamTarget::Socket(path) => {
@@ -322,20 +308,16 @@ fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Res
         ..StopWhen::default()
     };
     let end = frontend
-        .serve(&mut backend, pcap.as_mut(), &stop)
+        .serve(&mut backend, &stop)
         .map_err(Failure::runtime("serving the guest"))?;
-    finish_serving(options, end, &backend, &frontend.counters().lines(), pcap);
+    finish_serving(options, end, &mut backend, &frontend.counters().lines());
     Ok(0)
 }
 
 fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
     // Blocked first, before anything could start a thread.
     let signals = stop_signals()?;
-    let Setup {
-        plan,
-        mut backend,
-        mut pcap,
-    } = setup(options)?;
+    let Setup { plan, mut backend } = setup(options)?;
     let qemu = vhost_user_qemu_options(path);
     let socket = listen_announced(options, path, " (RAM: the guest's -m size)", &qemu)?;
     let config = virtio_net_kvm::NetConfig {
@@ -344,18 +326,24 @@ fn vhost_user(options: &Options, path: &Path) -> Result<u8, Failure> {
         rx_checksums_valid: options.offload,
         ..virtio_net_kvm::NetConfig::default()
     };
+    let listener = socket
+        .try_clone_listener()
+        .map_err(Failure::runtime("--socket"))?;
+    // `socket` stays alive while serving: it removes the socket file when
+    // dropped.
     let mut frontend =
-        VhostUserFrontend::new(socket, config).map_err(Failure::runtime("--socket"))?;
+        VhostUserFrontend::new(listener, config).map_err(Failure::runtime("--socket"))?;
     frontend.set_checksum_offload(options.offload);
     let stop = StopWhen {
         signals: Some(&signals),
         ..StopWhen::default()
     };
     let end = frontend
-        .serve(&mut backend, pcap.as_mut(), &stop)
+        .serve(&mut backend, &stop)
         .map_err(Failure::runtime("serving the guest"))?;
-    let counters = device_counter_lines(frontend.counters());
-    finish_serving(options, end, &backend, &counters, pcap);
+    let counters = frontend.counters().lines();
+    finish_serving(options, end, &mut backend, &counters);
+    drop(socket);
     Ok(0)
 }
 

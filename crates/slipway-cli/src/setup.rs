@@ -16,7 +16,7 @@ use slipway::frontend::SignalFd;
 use slipway::{Backend, BackendConfig, BackendError};
 
 /// A pcap capture to a file.
-pub type Pcap = PcapWriter<BufWriter<File>>;
+pub type Pcap = slipway::capture::CaptureWriter;
 
 /// Why slipway stops before the command's status is known.
 pub enum Failure {
@@ -66,14 +66,13 @@ pub fn init_logging(level: LogLevel) {
         .init();
 }
 
-/// The backend, its plan and the capture, built from the options.
+/// The backend (with the capture `--pcap` asks for) and its plan, built
+/// from the options.
 pub struct Setup {
     /// The address plan.
     pub plan: Plan,
     /// The backend.
     pub backend: Backend,
-    /// The capture, if `--pcap` asks for one.
-    pub pcap: Option<Pcap>,
 }
 
 /// Builds the backend and opens the capture the options ask for.
@@ -117,19 +116,14 @@ pub fn setup(options: &Options) -> Result<Setup, Failure> {
     if options.dns_upstream.is_none() {
         config.host_resolver = host_resolver(&config.rules.deny);
     }
-    let backend = Backend::new(config, Instant::now()).map_err(|e| match e {
+    let mut backend = Backend::new(config, Instant::now()).map_err(|e| match e {
         BackendError::Rules(e) => Failure::Usage(rules_message(&e)),
         other => Failure::Runtime(format!("cannot start: {other}")),
     })?;
-    let pcap = match &options.pcap {
-        Some(path) => Some(open_pcap(path)?),
-        None => None,
-    };
-    Ok(Setup {
-        plan,
-        backend,
-        pcap,
-    })
+    if let Some(path) = &options.pcap {
+        backend.set_capture(open_pcap(path)?);
+    }
+    Ok(Setup { plan, backend })
 }
 
 /// A rules error, led by the option it comes from.
@@ -181,7 +175,8 @@ fn host_resolver(deny: &DenyList) -> Option<std::net::SocketAddr> {
 fn open_pcap(path: &Path) -> Result<Pcap, Failure> {
     let file = File::create(path)
         .map_err(|e| Failure::Runtime(format!("--pcap: cannot create {}: {e}", path.display())))?;
-    PcapWriter::new(BufWriter::new(file), 0)
+    let writer: Box<dyn Write + Send> = Box::new(BufWriter::new(file));
+    PcapWriter::new(writer, 0)
         .map_err(|e| Failure::Runtime(format!("--pcap: cannot write {}: {e}", path.display())))
 }
 
@@ -191,9 +186,11 @@ pub fn stop_signals() -> Result<SignalFd, Failure> {
         .map_err(Failure::runtime("signalfd"))
 }
 
-/// Flushes and closes the capture.
-pub fn finish_pcap(pcap: Option<Pcap>) {
-    let Some(pcap) = pcap else { return };
+/// Flushes and closes the backend's capture.
+pub fn finish_pcap(backend: &mut Backend) {
+    let Some(pcap) = backend.take_capture() else {
+        return;
+    };
     if let Err(error) = pcap.into_inner().flush() {
         tracing::warn!(%error, "cannot finish the pcap file");
     }

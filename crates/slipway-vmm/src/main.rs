@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use slipway::frontend::{ServeEnd, StopWhen, device_counter_lines, stats_report};
+use slipway::frontend::{ServeEnd, StopWhen, stats_report};
 use slipway_cli::options::{self as cli, VMM_USAGE, VmmCommand, VmmOptions};
 use slipway_cli::setup::{
     Failure, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals,
@@ -62,11 +62,7 @@ fn console(options: &VmmOptions) -> Result<Box<dyn Write + Send>, Failure> {
 fn boot(options: &VmmOptions) -> Result<u8, Failure> {
     // Blocked first, before the vCPU thread starts.
     let signals = stop_signals()?;
-    let Setup {
-        plan,
-        mut backend,
-        mut pcap,
-    } = setup(&options.network)?;
+    let Setup { plan, mut backend } = setup(&options.network)?;
     let mut cmdline = vmm::DEFAULT_CMDLINE.to_owned();
     if options.device_on_cmdline {
         cmdline.push(' ');
@@ -107,16 +103,16 @@ fn boot(options: &VmmOptions) -> Result<u8, Failure> {
         ..StopWhen::default()
     };
     let end = frontend
-        .serve(&mut backend, pcap.as_mut(), &stop)
+        .serve(&mut backend, &stop)
         .map_err(Failure::runtime("serving the guest"))?;
     if options.network.stats {
-        let counters = device_counter_lines(frontend.counters());
+        let counters = frontend.counters().lines();
         eprint!(
             "slipway-vmm: counters\n{}",
             stats_report(&backend, &counters)
         );
     }
-    finish_pcap(pcap);
+    finish_pcap(&mut backend);
     Ok(match end {
         GuestEnd::Vm(VmEnd::PowerOff) => {
             tracing::info!("the guest powered off");

@@ -2,7 +2,8 @@
 //! guest's virtio-net device, a `virtio-net-kvm` [`MmioTransport`] over
 //! the guest's memory, served on the backend's thread.
 //!
-//! One thread, one epoll set, as in the other frontends: the backend's
+//! It runs in the serving loop, as the other frontends do: one thread, one
+//! epoll set holding the backend's
 //! descriptor, the stop sources, each queue's notify eventfd (a KVM
 //! ioeventfd: the driver's notify write never leaves the kernel), the
 //! eventfd the vCPU signals after sending a register access, and the one
@@ -16,31 +17,27 @@
 //! dropped; a frame the guest transmits goes to the backend and a frame the
 //! backend hands out waits in the device core until the guest has room.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use epoll_dispatch::{Events, Interest, Kind, Poller, Token};
+use epoll_dispatch::serve::{Frontend, Pass, frontend_kind, frontend_token, note_indexed};
+use epoll_dispatch::{Interest, Kind, Poller, Readiness, Token};
 use kvm_ioctls::VmFd;
 use virtio_net_kvm::{MmioTransport, NetConfig, NetCounters, RX_QUEUE, TX_QUEUE};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use slipway::frontend::loop_parts::{
-    Captured, CommonReady, FIRST_OWN_KIND, flush_pcap, next_wait, note_indexed, register_common,
-    stop_after_pass, token,
-};
-use slipway::frontend::{ServeEnd, StopWhen};
-use slipway::{Backend, NetworkBackend};
+use slipway::Backend;
+use slipway::serve::{ServeEnd, StopWhen};
 
 use crate::layout::{VIRTIO_NET_BASE, VIRTIO_NET_IRQ};
 use crate::{DeviceEnd, MmioAccess, VmEnd};
-use frontdesk::PcapWriter;
 
-const TOKEN_MMIO: Token = token(FIRST_OWN_KIND);
-const TOKEN_ENDED: Token = token(FIRST_OWN_KIND + 1);
-const KIND_QUEUE: Kind = Kind(FIRST_OWN_KIND + 2);
+const TOKEN_MMIO: Token = frontend_token(0);
+const TOKEN_ENDED: Token = frontend_token(1);
+const KIND_QUEUE: Kind = frontend_kind(2);
 
 /// Calls of a queue's handler per pass before the loop looks at its other
 /// sources; a queue with work left is served again on the next pass.
@@ -63,7 +60,14 @@ pub enum GuestEnd {
 pub struct VirtioMmioFrontend {
     transport: MmioTransport<Arc<GuestMemoryMmap>>,
     bus: DeviceEnd,
-    pcap_failed: bool,
+    /// What the last wait reported, for the next pass.
+    ready: Ready,
+    /// The transmit queue has work left.
+    tx_more: bool,
+    /// The receive queue has work left: frames for the guest wait.
+    rx_more: bool,
+    /// How the VM ended, once it has.
+    vm_end: Option<VmEnd>,
 }
 
 impl VirtioMmioFrontend {
@@ -73,10 +77,17 @@ impl VirtioMmioFrontend {
     /// # Errors
     /// The transport's eventfds could not be created.
     pub fn new(mem: Arc<GuestMemoryMmap>, config: NetConfig, bus: DeviceEnd) -> io::Result<Self> {
+        let mut transport = MmioTransport::new(mem, config)?;
+        // The device core completes partial checksums itself: the reference
+        // VMM keeps the default, verified path.
+        transport.set_checksum_offload(false);
         Ok(Self {
-            transport: MmioTransport::new(mem, config)?,
+            transport,
             bus,
-            pcap_failed: false,
+            ready: Ready::default(),
+            tx_more: false,
+            rx_more: false,
+            vm_end: None,
         })
     }
 
@@ -99,81 +110,13 @@ impl VirtioMmioFrontend {
     ///
     /// # Errors
     /// The epoll set or the backend's epoll set failed.
-    pub fn serve<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        mut pcap: Option<&mut PcapWriter<W>>,
-        stop: &StopWhen<'_>,
-    ) -> io::Result<GuestEnd> {
-        let mut poller = Poller::new()?;
-        let mut events = Events::with_capacity(8);
-        register_common(&poller, backend, stop)?;
-        poller.register(borrow(&self.bus.wake), TOKEN_MMIO, Interest::READABLE)?;
-        poller.register(
-            borrow(&self.bus.ended_wake),
-            TOKEN_ENDED,
-            Interest::READABLE,
-        )?;
-        for index in [RX_QUEUE, TX_QUEUE] {
-            if let (Some(event), Some(token)) = (
-                self.transport.queue_event(index),
-                Token::new(KIND_QUEUE, u32::from(index), 0),
-            ) {
-                poller.register(borrow(event), token, Interest::READABLE)?;
-            }
-        }
-        let mut ready = Ready {
-            common: CommonReady::first(stop),
-            ..Ready::default()
-        };
-        let mut tx_more = false;
-        loop {
-            if let Some(end) = ready.common.stopped(stop)? {
-                return Ok(GuestEnd::Stopped(end));
-            }
-            if ready.ended {
-                if let Ok(end) = self.bus.ended.try_recv() {
-                    flush_pcap(&mut pcap, &mut self.pcap_failed);
-                    return Ok(GuestEnd::Vm(end));
-                }
-            }
-            let now = Instant::now();
-            if ready.mmio && self.answer_accesses() {
-                // The driver may have just started the device with buffers
-                // already offered.
-                tx_more = true;
-            }
-            if ready.common.backend {
-                backend.handle_host_events(now)?;
-            }
-            backend.handle_timeout(now);
-            let mut failed = self.pcap_failed;
-            let mut frames = Captured {
-                backend,
-                pcap: pcap.as_deref_mut(),
-                failed: &mut failed,
-                // The device core completes partial checksums itself: the
-                // reference VMM keeps the default, verified path.
-                offload: false,
-            };
-            tx_more = self.serve_queue(
-                TX_QUEUE,
-                ready.queues[usize::from(TX_QUEUE)] || tx_more,
-                &mut frames,
-                now,
-            );
-            // The receive queue runs every pass: the backend may have
-            // frames whenever a host socket or a timer ran.
-            let rx_more = self.serve_queue(RX_QUEUE, true, &mut frames, now);
-            self.pcap_failed = failed;
-            if let Some(end) = stop_after_pass(stop, backend, now, !rx_more) {
-                return Ok(GuestEnd::Stopped(end));
-            }
-            let busy = tx_more || rx_more;
-            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
-            poller.wait(&mut events, deadline)?;
-            ready = Ready::from_events(&events);
-        }
+    pub fn serve(&mut self, backend: &mut Backend, stop: &StopWhen<'_>) -> io::Result<GuestEnd> {
+        self.vm_end = None;
+        let end = slipway::serve::serve(self, backend, stop)?;
+        Ok(match self.vm_end.take() {
+            Some(end) => GuestEnd::Vm(end),
+            None => GuestEnd::Stopped(end),
+        })
     }
 
     /// Answers the register accesses the vCPU sent; returns whether any
@@ -210,13 +153,7 @@ impl VirtioMmioFrontend {
 
     /// Runs queue `index` if `due`, for up to [`ROUNDS`] calls; returns
     /// whether work is left.
-    fn serve_queue<W: Write>(
-        &mut self,
-        index: u16,
-        due: bool,
-        frames: &mut Captured<'_, W>,
-        now: Instant,
-    ) -> bool {
+    fn serve_queue(&mut self, index: u16, due: bool, frames: &mut Backend, now: Instant) -> bool {
         if !due {
             return false;
         }
@@ -231,31 +168,88 @@ impl VirtioMmioFrontend {
     }
 }
 
-/// Which sources the last wait reported.
+/// Which of the frontend's sources the last wait reported.
 #[derive(Clone, Copy, Debug, Default)]
 struct Ready {
-    common: CommonReady,
     mmio: bool,
     ended: bool,
     /// Per queue: its notify eventfd.
     queues: [bool; 2],
 }
 
-impl Ready {
-    fn from_events(events: &Events) -> Self {
-        let mut ready = Self::default();
-        for (token, readiness) in events {
-            if ready.common.note(token, readiness) {
-                continue;
-            }
-            match token {
-                TOKEN_MMIO => ready.mmio = true,
-                TOKEN_ENDED => ready.ended = true,
-                _ if note_indexed(&mut ready.queues, token, KIND_QUEUE) => {}
-                _ => {}
+impl Frontend<Backend> for VirtioMmioFrontend {
+    fn register(&mut self, poller: &Poller) -> io::Result<()> {
+        poller.register(borrow(&self.bus.wake), TOKEN_MMIO, Interest::READABLE)?;
+        poller.register(
+            borrow(&self.bus.ended_wake),
+            TOKEN_ENDED,
+            Interest::READABLE,
+        )?;
+        for index in [RX_QUEUE, TX_QUEUE] {
+            if let (Some(event), Some(token)) = (
+                self.transport.queue_event(index),
+                Token::new(KIND_QUEUE, u32::from(index), 0),
+            ) {
+                poller.register(borrow(event), token, Interest::READABLE)?;
             }
         }
-        ready
+        Ok(())
+    }
+
+    fn note_first_pass(&mut self) {
+        self.ready = Ready::default();
+        self.tx_more = false;
+        self.rx_more = false;
+    }
+
+    fn note_ready(&mut self, token: Token, _readiness: Readiness) {
+        match token {
+            TOKEN_MMIO => self.ready.mmio = true,
+            TOKEN_ENDED => self.ready.ended = true,
+            _ => {
+                note_indexed(&mut self.ready.queues, token, KIND_QUEUE);
+            }
+        }
+    }
+
+    fn handle_input(
+        &mut self,
+        _poller: &Poller,
+        _backend: &mut Backend,
+        _now: Instant,
+    ) -> io::Result<Pass> {
+        if self.ready.ended {
+            if let Ok(end) = self.bus.ended.try_recv() {
+                self.vm_end = Some(end);
+                return Ok(Pass::End(ServeEnd::Disconnected));
+            }
+        }
+        if self.ready.mmio && self.answer_accesses() {
+            // The driver may have just started the device with buffers
+            // already offered.
+            self.tx_more = true;
+        }
+        Ok(Pass::Idle)
+    }
+
+    fn handle_output(
+        &mut self,
+        _poller: &Poller,
+        backend: &mut Backend,
+        now: Instant,
+    ) -> io::Result<Pass> {
+        let ready = std::mem::take(&mut self.ready);
+        let tx_due = ready.queues[usize::from(TX_QUEUE)] || self.tx_more;
+        self.tx_more = self.serve_queue(TX_QUEUE, tx_due, backend, now);
+        // The receive queue runs every pass: the backend may have frames
+        // whenever a host socket or a timer ran.
+        let rx_more = self.serve_queue(RX_QUEUE, true, backend, now);
+        self.rx_more = rx_more;
+        Ok(Pass::busy_if(self.tx_more || rx_more))
+    }
+
+    fn is_flushed(&self) -> bool {
+        !self.rx_more
     }
 }
 

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use frontdesk::PcapWriter;
 use harness::Frame;
 use harness::frames::{check_dhcp_reply, dhcp_message};
 use slipway::Backend;
@@ -104,9 +103,7 @@ fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
             deadline: Some(Instant::now() + LIMIT),
             ..StopWhen::default()
         };
-        let end = frontend
-            .serve(&mut backend, None::<&mut PcapWriter<Vec<u8>>>, &stop)
-            .unwrap();
+        let end = frontend.serve(&mut backend, &stop).unwrap();
         (end, frontend.counters().clone())
     });
 

@@ -125,6 +125,26 @@ pub struct NetCounters {
     pub notify_errors: u64,
 }
 
+impl NetCounters {
+    /// The counters a user reads, each with its name (as `slipway --stats`
+    /// prints them).
+    #[must_use]
+    pub fn lines(&self) -> [(&'static str, u64); 10] {
+        [
+            ("frames from guest", self.tx_frames),
+            ("bytes from guest", self.tx_bytes),
+            ("frames to guest", self.rx_frames),
+            ("bytes to guest", self.rx_bytes),
+            ("waits for rx buffers", self.rx_waits_for_buffers),
+            ("frames too big for rx", self.rx_too_big),
+            ("bad avail index", self.bad_avail_index),
+            ("used ring errors", self.used_ring_errors),
+            ("partial csums from guest", self.tx_partial_checksums),
+            ("partial csums to guest", self.rx_partial_checksums),
+        ]
+    }
+}
+
 /// A receive chain held for the frame being placed.
 #[derive(Clone, Debug)]
 struct RxChain {
@@ -152,6 +172,8 @@ pub struct NetDevice {
     rx_chains: Vec<RxChain>,
     rx_segments: Vec<Segment>,
     rx_usable: usize,
+    /// Checksum offload is used where the driver and the backend take it.
+    offload: bool,
 }
 
 impl NetDevice {
@@ -168,7 +190,16 @@ impl NetDevice {
             rx_chains: Vec::new(),
             rx_segments: Vec::new(),
             rx_usable: 0,
+            offload: true,
         }
+    }
+
+    /// Whether to use checksum offload where the driver negotiated it and
+    /// the backend takes it ([`FrameBackend::offloads_checksums`]); on by
+    /// default. Off, the device completes every partial checksum from the
+    /// driver and asks the backend for whole ones.
+    pub fn set_checksum_offload(&mut self, on: bool) {
+        self.offload = on;
     }
 
     /// What the guest is told.
@@ -289,7 +320,7 @@ impl NetDevice {
     fn deliver_tx<B: FrameBackend + ?Sized>(&mut self, len: usize, backend: &mut B, now: Instant) {
         let chain = &mut self.tx_buf[..len];
         let csum_negotiated = self.acked_features & F_CSUM != 0;
-        let offload = backend.offloads_checksums();
+        let offload = self.offload && backend.offloads_checksums();
         // `parse` checks the chain holds a whole header before it is split.
         let checked = TxHeader::parse(chain, csum_negotiated).and_then(|header| {
             let frame = &mut chain[NET_HDR_LEN..];
@@ -428,7 +459,7 @@ impl NetDevice {
         backend: &mut B,
         now: Instant,
     ) -> Option<(usize, Checksum)> {
-        let offload = backend.offloads_checksums() && self.has(F_GUEST_CSUM);
+        let offload = self.offload && backend.offloads_checksums() && self.has(F_GUEST_CSUM);
         let area = &mut self.rx_buf[NET_HDR_LEN..];
         if offload {
             // The device cuts no segments: a backend is asked for GSO

@@ -9,8 +9,8 @@
 //! addresses from the driver are bounded and checked: a bad chain costs the
 //! guest its frame and a counter increment ([`NetCounters`]), never a panic,
 //! an unbounded loop or an allocation the guest sizes. The device knows
-//! nothing about sockets or flows: frames go to and come from a
-//! [`FrameBackend`].
+//! nothing about host sockets or flows: frames go to and come from a
+//! [`FrameBackend`] (the vhost-user socket carries only the VMM's messages).
 //!
 //! # Embedding
 //!
@@ -43,10 +43,14 @@
 //!   only KVM call. MMIO
 //!   exits go to `read`/`write`; a VMM whose vCPUs run on other threads
 //!   forwards them to the backend's thread.
-//! - vhost-user (in slipway): the frontend owns the queue layout; the
-//!   backend lends each vring's `Queue` to [`NetDevice::handle_tx`] and
-//!   [`NetDevice::handle_rx`] with a [`DeferredNotifier`], then signals the
-//!   vring's call eventfd if it says so.
+//! - [`vhost_user::VhostUserFrontend`]: the vhost-user protocol and the
+//!   vrings the VMM shares; the VMM owns the queue layout, and each vring's
+//!   `Queue` and call eventfd are lent to [`NetDevice::handle_tx`] and
+//!   [`NetDevice::handle_rx`]. It is a frontend of `epoll-dispatch`'s
+//!   serving loop, for any backend that is a [`FrameBackend`] and
+//!   `epoll_dispatch::serve::Served`.
+//!
+//! The KVM calls sit behind the `kvm` cargo feature (off by default).
 //!
 //! The backend trait is `guest-frame`'s [`FrameBackend`], the same one
 //! slipway's `Backend` implements: the device drives any backend without an
@@ -76,6 +80,7 @@ mod header;
 #[cfg(feature = "kvm")]
 pub mod kvm;
 pub mod mmio;
+pub mod vhost_user;
 
 pub use backend::{DeferredNotifier, Notifier};
 pub use config::{

@@ -132,6 +132,12 @@ where
         &self.device
     }
 
+    /// Whether the device core uses checksum offload where the driver and
+    /// the backend take it ([`NetDevice::set_checksum_offload`]).
+    pub fn set_checksum_offload(&mut self, on: bool) {
+        self.device.set_checksum_offload(on);
+    }
+
     /// The eventfd signalled when the driver notifies queue `index`; `None`
     /// past the last queue.
     #[must_use]

@@ -337,6 +337,8 @@ pub struct Backend {
     /// Datagrams larger than the guest's MTU, cut into fragments.
     to_guest: fragment::Fragmenter,
     counters: BackendCounters,
+    /// The pcap capture of the guest's frames, if one is written.
+    pub(crate) capture: Option<crate::capture::Capture>,
 }
 
 impl Backend {
@@ -385,6 +387,7 @@ impl Backend {
             scratch: vec![0u8; 1514],
             datagram_buf: Vec::new(),
             gso_to_guest: false,
+            capture: None,
             to_guest: fragment::Fragmenter::new(mtu),
             counters: BackendCounters::default(),
         };
@@ -829,10 +832,12 @@ impl Backend {
 
 impl FrameBackend for Backend {
     fn handle_guest_frame(&mut self, frame: &[u8], now: Instant) {
+        self.capture_frame(frame);
         self.take_guest_frame(frame, TransportChecksums::Verify, now);
     }
 
     fn handle_guest_frame_offloaded(&mut self, frame: &[u8], checksum: Checksum, now: Instant) {
+        self.capture_frame(frame);
         let checksums = match checksum {
             Checksum::Complete => TransportChecksums::Verify,
             Checksum::Partial { .. } | Checksum::Valid => TransportChecksums::Offloaded,
@@ -841,16 +846,32 @@ impl FrameBackend for Backend {
     }
 
     fn poll_guest_frame(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
-        self.next_guest_frame(buf, ChecksumFill::Complete, now)
-            .map(|frame| frame.len)
+        let len = self.next_guest_frame(buf, ChecksumFill::Complete, now)?.len;
+        if let Some(frame) = buf.get(..len) {
+            self.capture_frame(frame);
+        }
+        Some(len)
     }
 
+    /// Offload is taken except while a capture is written, so that the
+    /// capture holds whole checksums.
     fn offloads_checksums(&self) -> bool {
-        true
+        self.capture.is_none()
     }
 
     fn poll_guest_frame_offloaded(&mut self, buf: &mut [u8], now: Instant) -> Option<GuestFrame> {
-        self.next_guest_frame(buf, ChecksumFill::Partial, now)
+        // A caller that offloads regardless still gets whole checksums
+        // while a capture is written.
+        let fill = if self.capture.is_some() {
+            ChecksumFill::Complete
+        } else {
+            ChecksumFill::Partial
+        };
+        let frame = self.next_guest_frame(buf, fill, now)?;
+        if let Some(bytes) = buf.get(..frame.len) {
+            self.capture_frame(bytes);
+        }
+        Some(frame)
     }
 }
 

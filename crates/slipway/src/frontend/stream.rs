@@ -1,6 +1,6 @@
 //! The stream frontend: QEMU's `-netdev stream` protocol on a UNIX stream
 //! socket (length-prefixed frames, see [`framing`](super::framing)), served
-//! on one thread that sleeps in one epoll set until the client's socket is
+//! by the serving loop, which sleeps in one epoll set until the client's socket is
 //! readable (or writable, while frames wait), a new client knocks, the
 //! backend's host sockets are ready, a stop source fires, or the backend's
 //! next deadline comes.
@@ -28,25 +28,22 @@
 //! waits in the host sockets, and the front desk's replies in the
 //! backend's bounded queue, whose overflow the backend counts.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use epoll_dispatch::{Events, Interest, Poller, Token};
+use epoll_dispatch::serve::{Frontend, Pass, frontend_token, is_failed};
+use epoll_dispatch::{Interest, Poller, Readiness, Token};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SendFlags, SocketType};
 use thiserror::Error;
 
 use super::framing::{Decoded, FrameDecoder, FramingError, Outbox};
-use super::{
-    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, flush_pcap, is_failed, next_wait, record,
-    register_common, stop_after_pass, token,
-};
-use crate::{Backend, FrameBackend, NetworkBackend};
-use frontdesk::PcapWriter;
+use super::{ServeEnd, StopWhen};
+use crate::{Backend, FrameBackend};
 
 /// Reads from the client per pass of the loop, so that host traffic is not
 /// starved by a guest that sends without pause.
@@ -63,8 +60,8 @@ const WRITE_BATCH: usize = 256;
 /// Connections accepted per wakeup of the listener.
 const ACCEPT_BATCH: usize = 8;
 
-const TOKEN_LISTENER: Token = token(FIRST_OWN_KIND);
-const TOKEN_CLIENT: Token = token(FIRST_OWN_KIND + 1);
+const TOKEN_LISTENER: Token = frontend_token(0);
+const TOKEN_CLIENT: Token = frontend_token(1);
 
 /// What the stream frontend does when its client disconnects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -288,34 +285,12 @@ enum Closed {
     Framing(FramingError),
 }
 
-/// Which sources the last wait reported.
+/// Which of the frontend's sources the last wait reported.
 #[derive(Clone, Copy, Debug, Default)]
 struct Ready {
     listener: bool,
     client_read: bool,
     client_write: bool,
-    common: CommonReady,
-}
-
-impl Ready {
-    fn from_events(events: &Events) -> Self {
-        let mut ready = Ready::default();
-        for (token, readiness) in events {
-            if ready.common.note(token, readiness) {
-                continue;
-            }
-            let failed = is_failed(readiness);
-            match token {
-                TOKEN_LISTENER => ready.listener |= readiness.is_readable() || failed,
-                TOKEN_CLIENT => {
-                    ready.client_read |= readiness.is_readable() || failed;
-                    ready.client_write |= readiness.is_writable() || failed;
-                }
-                _ => {}
-            }
-        }
-        ready
-    }
 }
 
 /// The stream side of the loop: the listening socket (if any), the client,
@@ -334,7 +309,12 @@ pub struct StreamFrontend {
     interest: Option<Interest>,
     after_disconnect: AfterDisconnect,
     counters: StreamCounters,
-    pcap_failed: bool,
+    /// What the last wait reported, noted for the next pass.
+    ready: Ready,
+    /// What the current pass looks at.
+    pass: Ready,
+    /// Input from the client is perhaps left: the next pass reads on.
+    input_left: bool,
     /// The listener is left out of the poller after `accept()` failed
     /// (say `EMFILE`), so that a connection it cannot take does not wake
     /// the loop on every pass; it is put back at this deadline, or when
@@ -385,7 +365,9 @@ impl StreamFrontend {
                 connections,
                 ..StreamCounters::default()
             },
-            pcap_failed: false,
+            ready: Ready::default(),
+            pass: Ready::default(),
+            input_left: false,
             accept_paused: None,
             accept_delay: ACCEPT_PAUSE_MIN,
         }
@@ -399,93 +381,18 @@ impl StreamFrontend {
 
     /// Moves frames until `stop` or until the client disconnects (and
     /// [`AfterDisconnect::Exit`] holds, or there is no listening socket):
-    /// frames from the client go to the pcap (if any) and the backend;
-    /// frames from the backend go to the pcap and the client.
+    /// frames from the client go to the backend (and its capture); frames
+    /// from the backend go to the client.
     ///
     /// # Errors
     /// The epoll set, the backend's epoll set or the signalfd failed. A
     /// client's failure only ends that client.
-    pub fn serve<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        mut pcap: Option<&mut PcapWriter<W>>,
-        stop: &StopWhen<'_>,
-    ) -> io::Result<ServeEnd> {
-        let mut poller = Poller::new()?;
-        let mut events = Events::with_capacity(8);
-        self.register(&poller, backend, stop)?;
-        // The first pass looks at every source without waiting.
-        let mut ready = Ready {
-            listener: true,
-            client_read: true,
-            client_write: true,
-            common: CommonReady::first(stop),
-        };
-        loop {
-            if let Some(end) = ready.common.stopped(stop)? {
-                return Ok(end);
-            }
-            let now = Instant::now();
-            // The client first: one that has just left makes room for the
-            // one knocking, rather than that one being refused.
-            let mut input_left = false;
-            if ready.client_read || ready.listener {
-                match self.read_frames(backend, &mut pcap, now) {
-                    Ok(left) => input_left = left,
-                    Err(reason) => {
-                        if let Some(end) = self.end_client(&poller, &reason, &mut pcap) {
-                            return Ok(end);
-                        }
-                    }
-                }
-            }
-            if self.accept_paused.is_some_and(|until| now >= until) {
-                self.resume_accepting(&poller);
-                ready.listener = true;
-            }
-            if ready.listener && self.accept(&poller, now)? {
-                input_left = true;
-            }
-            if ready.common.backend {
-                backend.handle_host_events(now)?;
-            }
-            backend.handle_timeout(now);
-            let mut more = false;
-            if ready.client_write || !self.blocked {
-                match self.write_frames(backend, &mut pcap, now) {
-                    Ok(again) => more = again,
-                    Err(reason) => {
-                        if let Some(end) = self.end_client(&poller, &reason, &mut pcap) {
-                            return Ok(end);
-                        }
-                    }
-                }
-            }
-            self.update_interest(&poller)?;
-            if let Some(end) = stop_after_pass(stop, backend, now, self.outbox.is_empty()) {
-                return Ok(end);
-            }
-            let busy = more || input_left;
-            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
-            let deadline = match (deadline, self.accept_paused) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            poller.wait(&mut events, deadline)?;
-            ready = Ready::from_events(&events);
-            ready.client_read |= input_left;
-        }
+    pub fn serve(&mut self, backend: &mut Backend, stop: &StopWhen<'_>) -> io::Result<ServeEnd> {
+        super::serve(self, backend, stop)
     }
 
-    /// Adds the backend, the stop sources, the listening socket and the
-    /// client to `poller`.
-    fn register(
-        &mut self,
-        poller: &Poller,
-        backend: &Backend,
-        stop: &StopWhen<'_>,
-    ) -> io::Result<()> {
-        register_common(poller, backend, stop)?;
+    /// Adds the listening socket and the client to `poller`.
+    fn register_sources(&mut self, poller: &Poller) -> io::Result<()> {
         if let Some(socket) = &self.listener {
             let interest = match self.accept_paused {
                 Some(_) => Interest::NONE,
@@ -521,17 +428,11 @@ impl StreamFrontend {
 
     /// Ends the client's connection; returns how serving ends if it does
     /// (no listening socket, or [`AfterDisconnect::Exit`]).
-    fn end_client<W: Write>(
-        &mut self,
-        poller: &Poller,
-        reason: &Closed,
-        pcap: &mut Option<&mut PcapWriter<W>>,
-    ) -> Option<ServeEnd> {
+    fn end_client(&mut self, poller: &Poller, reason: &Closed) -> Option<ServeEnd> {
         self.disconnect(poller, reason);
         if self.listener.is_some() && self.after_disconnect == AfterDisconnect::Listen {
             return None;
         }
-        flush_pcap(pcap, &mut self.pcap_failed);
         Some(ServeEnd::Disconnected)
     }
 
@@ -586,12 +487,7 @@ impl StreamFrontend {
     /// [`FRAME_BATCH`] frames are handed. Returns whether input is perhaps
     /// left (the next pass must not wait for readiness), or why the
     /// connection ended.
-    fn read_frames<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        pcap: &mut Option<&mut PcapWriter<W>>,
-        now: Instant,
-    ) -> Result<bool, Closed> {
+    fn read_frames(&mut self, backend: &mut Backend, now: Instant) -> Result<bool, Closed> {
         let Some(client) = self.client.as_ref().map(AsFd::as_fd) else {
             return Ok(false);
         };
@@ -607,7 +503,6 @@ impl StreamFrontend {
                         handed += 1;
                         self.counters.frames_from_guest += 1;
                         self.counters.bytes_from_guest += frame.len() as u64;
-                        record(pcap, &mut self.pcap_failed, frame);
                         backend.handle_guest_frame(frame, now);
                     }
                     Ok(Some(Decoded::Oversized(len))) => {
@@ -640,12 +535,7 @@ impl StreamFrontend {
     /// the outbox, until the backend has none, the socket is full (the
     /// bytes are kept), or [`WRITE_BATCH`] frames are taken. Returns
     /// whether the batch ran out with frames perhaps left.
-    fn write_frames<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        pcap: &mut Option<&mut PcapWriter<W>>,
-        now: Instant,
-    ) -> Result<bool, Closed> {
+    fn write_frames(&mut self, backend: &mut Backend, now: Instant) -> Result<bool, Closed> {
         let Some(client) = self.client.as_ref().map(AsFd::as_fd) else {
             return Ok(false);
         };
@@ -657,12 +547,11 @@ impl StreamFrontend {
                 let polled = self
                     .outbox
                     .push_with(|buf| backend.poll_guest_frame(buf, now));
-                let Some(frame) = polled else {
+                if polled.is_none() {
                     backend_empty = true;
                     break;
-                };
+                }
                 taken += 1;
-                record(pcap, &mut self.pcap_failed, frame);
             }
             if self.outbox.is_empty() {
                 self.blocked = false;
@@ -726,6 +615,95 @@ impl StreamFrontend {
                 "guest sent a length prefix that cannot start a frame; connection closed"
             ),
         }
+    }
+}
+
+impl Frontend<Backend> for StreamFrontend {
+    fn register(&mut self, poller: &Poller) -> io::Result<()> {
+        self.register_sources(poller)
+    }
+
+    fn note_first_pass(&mut self) {
+        self.ready = Ready {
+            listener: true,
+            client_read: true,
+            client_write: true,
+        };
+        self.input_left = false;
+    }
+
+    fn note_ready(&mut self, token: Token, readiness: Readiness) {
+        let failed = is_failed(readiness);
+        match token {
+            TOKEN_LISTENER => self.ready.listener |= readiness.is_readable() || failed,
+            TOKEN_CLIENT => {
+                self.ready.client_read |= readiness.is_readable() || failed;
+                self.ready.client_write |= readiness.is_writable() || failed;
+            }
+            _ => {}
+        }
+    }
+
+    /// The client first: one that has just left makes room for the one
+    /// knocking, rather than that one being refused.
+    fn handle_input(
+        &mut self,
+        poller: &Poller,
+        backend: &mut Backend,
+        now: Instant,
+    ) -> io::Result<Pass> {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.client_read |= std::mem::take(&mut self.input_left);
+        let mut input_left = false;
+        if ready.client_read || ready.listener {
+            match self.read_frames(backend, now) {
+                Ok(left) => input_left = left,
+                Err(reason) => {
+                    if let Some(end) = self.end_client(poller, &reason) {
+                        return Ok(Pass::End(end));
+                    }
+                }
+            }
+        }
+        if self.accept_paused.is_some_and(|until| now >= until) {
+            self.resume_accepting(poller);
+            ready.listener = true;
+        }
+        if ready.listener && self.accept(poller, now)? {
+            input_left = true;
+        }
+        self.pass = ready;
+        self.input_left = input_left;
+        Ok(Pass::busy_if(input_left))
+    }
+
+    fn handle_output(
+        &mut self,
+        poller: &Poller,
+        backend: &mut Backend,
+        now: Instant,
+    ) -> io::Result<Pass> {
+        let mut more = false;
+        if self.pass.client_write || !self.blocked {
+            match self.write_frames(backend, now) {
+                Ok(again) => more = again,
+                Err(reason) => {
+                    if let Some(end) = self.end_client(poller, &reason) {
+                        return Ok(Pass::End(end));
+                    }
+                }
+            }
+        }
+        self.update_interest(poller)?;
+        Ok(Pass::busy_if(more))
+    }
+
+    fn is_flushed(&self) -> bool {
+        self.outbox.is_empty()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.accept_paused
     }
 }
 

@@ -1,7 +1,7 @@
-//! The tap frontend: one thread moves frames between a tap device and a
-//! [`Backend`], sleeping in one epoll set until the tap is readable (or
-//! writable, while a frame waits), the backend's host sockets are ready, a
-//! stop source fires, or the backend's next deadline comes.
+//! The tap frontend: the serving loop moves frames between a tap device
+//! and a [`Backend`], sleeping in one epoll set until the tap is readable
+//! (or writable, while a frame waits), the backend's host sockets are
+//! ready, a stop source fires, or the backend's next deadline comes.
 //!
 //! With an offload ([`TapOffload`]) every frame on the tap comes behind a
 //! `virtio_net_hdr`: the namespace's kernel leaves TCP and UDP checksums
@@ -14,33 +14,30 @@
 //! 64 KiB whatever the MTU; the backend relays them as it does any segment.
 //! The other way, the backend's TCP segments grow to 64 KiB too and go to
 //! the kernel as GSO frames cut to the guest's MSS, which it takes whole.
-//! A GSO frame on a tap not set up for it is dropped and counted. While a
-//! pcap capture is written, the capture gets whole checksums: partial ones
-//! from the guest are completed before they are recorded, and the backend
-//! is asked for whole ones.
+//! A GSO frame on a tap not set up for it is dropped and counted. While the
+//! backend writes a pcap capture it takes no offload, and the capture gets
+//! whole checksums: partial ones from the guest are completed before the
+//! backend records them, and the backend is asked for whole ones.
 //!
 //! Invariant: no fixed-period wakeup. The loop sleeps until an fd is ready
 //! or a deadline passes; a frame the tap cannot take yet is kept and the
 //! loop waits for `EPOLLOUT`, so it neither drops frames silently nor spins.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
-use epoll_dispatch::{Events, Interest, Poller, Token};
+use epoll_dispatch::serve::{Frontend, Pass, frontend_token, is_failed};
+use epoll_dispatch::{Interest, Poller, Readiness, Token};
 use rustix::io::Errno;
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
 };
 
-use super::{
-    CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, is_failed, next_wait, record, register_common,
-    stop_after_pass, token,
-};
+use super::{ServeEnd, StopWhen};
 use crate::netns::{TapOffload, VNET_HDR_LEN};
-use crate::{Backend, Checksum, FrameBackend, GuestFrame, NetworkBackend};
-use frontdesk::PcapWriter;
+use crate::{Backend, Checksum, FrameBackend, GuestFrame};
 
 /// Room for the largest frame: a 65535-byte IP datagram and its Ethernet
 /// header, with a byte to spare.
@@ -54,7 +51,7 @@ const READ_BATCH: usize = 64;
 /// other sources again; the next wait then does not sleep.
 const WRITE_BATCH: usize = 256;
 
-const TOKEN_TAP: Token = token(FIRST_OWN_KIND);
+const TOKEN_TAP: Token = frontend_token(0);
 
 /// What the tap frontend moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,26 +107,6 @@ impl TapCounters {
     }
 }
 
-/// Which sources the last wait reported.
-#[derive(Clone, Copy, Debug, Default)]
-struct Ready {
-    tap: bool,
-    common: CommonReady,
-}
-
-impl Ready {
-    fn from_events(events: &Events) -> Self {
-        let mut ready = Ready::default();
-        for (token, readiness) in events {
-            if !ready.common.note(token, readiness) && token == TOKEN_TAP {
-                ready.tap |=
-                    readiness.is_readable() || readiness.is_writable() || is_failed(readiness);
-            }
-        }
-        ready
-    }
-}
-
 /// The tap side of the loop: its buffers, the frame the tap has not taken
 /// yet, and its counters. It outlives one [`serve`](Self::serve) call, so a
 /// kept frame survives a return for a signal.
@@ -146,20 +123,18 @@ pub struct TapFrontend<'t> {
     /// taken yet.
     pending: Option<usize>,
     counters: TapCounters,
-    pcap_failed: bool,
+    /// The last wait reported the tap.
+    ready: bool,
+    /// What the tap is registered for in the current poller.
+    interest: Interest,
 }
 
 /// Serves `tap` for `backend` until `stop`; see [`TapFrontend::serve`].
 ///
 /// # Errors
 /// As [`TapFrontend::serve`].
-pub fn serve_tap<W: Write>(
-    backend: &mut Backend,
-    tap: &OwnedFd,
-    pcap: Option<&mut PcapWriter<W>>,
-    stop: StopWhen<'_>,
-) -> io::Result<ServeEnd> {
-    TapFrontend::new(tap.as_fd()).serve(backend, pcap, &stop)
+pub fn serve_tap(backend: &mut Backend, tap: &OwnedFd, stop: StopWhen<'_>) -> io::Result<ServeEnd> {
+    TapFrontend::new(tap.as_fd()).serve(backend, &stop)
 }
 
 impl<'t> TapFrontend<'t> {
@@ -188,7 +163,8 @@ impl<'t> TapFrontend<'t> {
             tx: vec![0; hdr_len + FRAME_BUFFER_LEN],
             pending: None,
             counters: TapCounters::default(),
-            pcap_failed: false,
+            ready: false,
+            interest: Interest::READABLE,
         }
     }
 
@@ -204,69 +180,19 @@ impl<'t> TapFrontend<'t> {
         &self.counters
     }
 
-    /// Moves frames until `stop`: frames read from the tap go to the pcap
-    /// (if any) and the backend; frames from the backend go to the pcap and
-    /// the tap.
+    /// Moves frames until `stop`: frames read from the tap go to the
+    /// backend (and its capture); frames from the backend go to the tap.
     ///
     /// # Errors
     /// The epoll set, the backend's epoll set, the signalfd or a tap read
     /// failed (the tap device is gone).
-    pub fn serve<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        mut pcap: Option<&mut PcapWriter<W>>,
-        stop: &StopWhen<'_>,
-    ) -> io::Result<ServeEnd> {
-        let mut poller = Poller::new()?;
-        let mut events = Events::with_capacity(8);
-        poller.register(self.tap, TOKEN_TAP, Interest::READABLE)?;
+    pub fn serve(&mut self, backend: &mut Backend, stop: &StopWhen<'_>) -> io::Result<ServeEnd> {
         backend.set_gso_to_guest(self.offload == TapOffload::ChecksumTso);
-        register_common(&poller, backend, stop)?;
-        let mut tap_interest = Interest::READABLE;
-        // The first pass looks at every source without waiting.
-        let mut ready = Ready {
-            tap: true,
-            common: CommonReady::first(stop),
-        };
-        loop {
-            if let Some(end) = ready.common.stopped(stop)? {
-                return Ok(end);
-            }
-            let now = Instant::now();
-            if ready.tap {
-                self.read_frames(backend, &mut pcap, now)?;
-            }
-            if ready.common.backend {
-                backend.handle_host_events(now)?;
-            }
-            backend.handle_timeout(now);
-            let more = self.write_frames(backend, &mut pcap, now);
-            let wanted = if self.pending.is_some() {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if wanted != tap_interest {
-                poller.modify(self.tap, TOKEN_TAP, wanted)?;
-                tap_interest = wanted;
-            }
-            if let Some(end) = stop_after_pass(stop, backend, now, self.pending.is_none()) {
-                return Ok(end);
-            }
-            let busy = more;
-            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
-            poller.wait(&mut events, deadline)?;
-            ready = Ready::from_events(&events);
-        }
+        super::serve(self, backend, stop)
     }
 
     /// Reads up to [`READ_BATCH`] frames and hands them to the backend.
-    fn read_frames<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        pcap: &mut Option<&mut PcapWriter<W>>,
-        now: Instant,
-    ) -> io::Result<()> {
+    fn read_frames(&mut self, backend: &mut Backend, now: Instant) -> io::Result<()> {
         let mut read = 0;
         while read < READ_BATCH {
             let len = match rustix::io::read(self.tap, &mut self.rx) {
@@ -284,19 +210,20 @@ impl<'t> TapFrontend<'t> {
             self.counters.frames_from_guest += 1;
             self.counters.bytes_from_guest += frame.len() as u64;
             if self.hdr_len == 0 {
-                record(pcap, &mut self.pcap_failed, frame);
                 backend.handle_guest_frame(frame, now);
                 continue;
             }
             let Some(checksum) = read_vnet_hdr(header, self.offload, &mut self.counters) else {
                 continue;
             };
-            if let (Checksum::Partial { start, offset }, Some(_)) = (checksum, pcap.as_ref()) {
-                // The capture shows whole checksums; a bad offset leaves the
-                // frame as it came (the backend does not use the offsets).
-                let _ = guest_frame::complete_checksum(frame, start, offset);
+            if let Checksum::Partial { start, offset } = checksum {
+                // A backend that takes no offload (it writes a capture)
+                // gets whole checksums; a bad offset leaves the frame as it
+                // came (the backend does not use the offsets).
+                if !backend.offloads_checksums() {
+                    let _ = guest_frame::complete_checksum(frame, start, offset);
+                }
             }
-            record(pcap, &mut self.pcap_failed, frame);
             backend.handle_guest_frame_offloaded(frame, checksum, now);
         }
         Ok(())
@@ -306,20 +233,12 @@ impl<'t> TapFrontend<'t> {
     /// has none, the tap is full (the frame is kept), or [`WRITE_BATCH`]
     /// frames are written. Returns whether the batch ran out with frames
     /// perhaps left.
-    fn write_frames<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        pcap: &mut Option<&mut PcapWriter<W>>,
-        now: Instant,
-    ) -> bool {
+    fn write_frames(&mut self, backend: &mut Backend, now: Instant) -> bool {
         for _ in 0..WRITE_BATCH {
             let len = match self.pending.take() {
                 Some(len) => len,
-                None => match self.next_frame(backend, pcap.is_some(), now) {
-                    Some(len) => {
-                        record(pcap, &mut self.pcap_failed, &self.tx[self.hdr_len..len]);
-                        len
-                    }
+                None => match self.next_frame(backend, now) {
+                    Some(len) => len,
                     None => return false,
                 },
             };
@@ -344,11 +263,11 @@ impl<'t> TapFrontend<'t> {
     }
 
     /// Puts the backend's next frame, behind its `virtio_net_hdr` if the
-    /// tap has one, into `tx`; returns the length to write. With a capture
-    /// on (`whole`), the backend fills every checksum.
-    fn next_frame(&mut self, backend: &mut Backend, whole: bool, now: Instant) -> Option<usize> {
+    /// tap has one, into `tx`; returns the length to write. A backend that
+    /// takes no offload (it writes a capture) fills every checksum.
+    fn next_frame(&mut self, backend: &mut Backend, now: Instant) -> Option<usize> {
         let (header, area) = self.tx.split_at_mut(self.hdr_len);
-        let frame = if self.hdr_len == 0 || whole {
+        let frame = if self.hdr_len == 0 || !backend.offloads_checksums() {
             GuestFrame {
                 len: backend.poll_guest_frame(area, now)?,
                 checksum: Checksum::Complete,
@@ -368,6 +287,60 @@ impl<'t> TapFrontend<'t> {
             write_vnet_hdr(header, &frame, &area[..len]);
         }
         Some(self.hdr_len + len)
+    }
+}
+
+impl Frontend<Backend> for TapFrontend<'_> {
+    fn register(&mut self, poller: &Poller) -> io::Result<()> {
+        poller.register(self.tap, TOKEN_TAP, Interest::READABLE)?;
+        self.interest = Interest::READABLE;
+        Ok(())
+    }
+
+    fn note_first_pass(&mut self) {
+        self.ready = true;
+    }
+
+    fn note_ready(&mut self, token: Token, readiness: Readiness) {
+        if token == TOKEN_TAP {
+            self.ready |=
+                readiness.is_readable() || readiness.is_writable() || is_failed(readiness);
+        }
+    }
+
+    fn handle_input(
+        &mut self,
+        _poller: &Poller,
+        backend: &mut Backend,
+        now: Instant,
+    ) -> io::Result<Pass> {
+        if std::mem::take(&mut self.ready) {
+            self.read_frames(backend, now)?;
+        }
+        Ok(Pass::Idle)
+    }
+
+    fn handle_output(
+        &mut self,
+        poller: &Poller,
+        backend: &mut Backend,
+        now: Instant,
+    ) -> io::Result<Pass> {
+        let more = self.write_frames(backend, now);
+        let wanted = if self.pending.is_some() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if wanted != self.interest {
+            poller.modify(self.tap, TOKEN_TAP, wanted)?;
+            self.interest = wanted;
+        }
+        Ok(Pass::busy_if(more))
+    }
+
+    fn is_flushed(&self) -> bool {
+        self.pending.is_none()
     }
 }
 
@@ -502,15 +475,15 @@ mod tests {
         let (tap, guest) = fake_tap();
         guest.send(&arp_request_for_gateway()).unwrap();
         let mut backend = backend();
-        let mut pcap = PcapWriter::new(Vec::new(), 0).unwrap();
+        let capture = crate::capture::SharedBuffer::default();
+        let writer: Box<dyn std::io::Write + Send> = Box::new(capture.clone());
+        backend.set_capture(frontdesk::PcapWriter::new(writer, 0).unwrap());
         let mut frontend = TapFrontend::new(tap.as_fd());
         let stop = StopWhen {
             deadline: Some(Instant::now() + Duration::from_millis(50)),
             ..StopWhen::default()
         };
-        let end = frontend
-            .serve(&mut backend, Some(&mut pcap), &stop)
-            .unwrap();
+        let end = frontend.serve(&mut backend, &stop).unwrap();
         assert_eq!(end, ServeEnd::Deadline);
         let mut reply = [0u8; 2048];
         let len = guest.recv(&mut reply).unwrap();
@@ -523,7 +496,8 @@ mod tests {
             (1, 1)
         );
         assert_eq!(counters.bytes_to_guest, len as u64);
-        let capture = pcap.into_inner();
+        drop(backend.take_capture());
+        let capture = capture.contents();
         // Header, then two records (16-byte headers) of the two frames.
         assert_eq!(capture.len(), 24 + 16 + 42 + 16 + len);
     }
@@ -546,9 +520,7 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_millis(50)),
             ..StopWhen::default()
         };
-        frontend
-            .serve::<Vec<u8>>(&mut backend, None, &stop)
-            .unwrap();
+        frontend.serve(&mut backend, &stop).unwrap();
         let mut reply = [0u8; 2048];
         let len = guest.recv(&mut reply).unwrap();
         assert_eq!(len, VNET_HDR_LEN + 42, "one ARP reply behind a header");
@@ -579,9 +551,7 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_millis(ms)),
             ..StopWhen::default()
         };
-        let end = frontend
-            .serve::<Vec<u8>>(&mut backend, None, &stop(30))
-            .unwrap();
+        let end = frontend.serve(&mut backend, &stop(30)).unwrap();
         assert_eq!(end, ServeEnd::Deadline);
         assert!(frontend.counters().write_waits >= 1);
         assert_eq!(frontend.counters().frames_to_guest, 0);
@@ -591,9 +561,7 @@ mod tests {
         while let Ok(len) = guest.recv(&mut buf) {
             assert_eq!(len, filler.len());
         }
-        let end = frontend
-            .serve::<Vec<u8>>(&mut backend, None, &stop(200))
-            .unwrap();
+        let end = frontend.serve(&mut backend, &stop(200)).unwrap();
         assert_eq!(end, ServeEnd::Deadline);
         assert_eq!(frontend.counters().frames_to_guest, 1);
         let len = guest.recv(&mut buf).unwrap();
@@ -611,7 +579,7 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
             ..StopWhen::default()
         };
-        let end = serve_tap::<Vec<u8>>(&mut backend, &OwnedFd::from(tap), None, stop).unwrap();
+        let end = serve_tap(&mut backend, &OwnedFd::from(tap), stop).unwrap();
         assert_eq!(end, ServeEnd::ProcessExited);
         assert!(child.wait().unwrap().success());
     }
@@ -625,7 +593,7 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
             ..StopWhen::default()
         };
-        let end = serve_tap::<Vec<u8>>(&mut backend, &OwnedFd::from(tap), None, stop).unwrap();
+        let end = serve_tap(&mut backend, &OwnedFd::from(tap), stop).unwrap();
         assert_eq!(end, ServeEnd::TcpSettled);
     }
 }

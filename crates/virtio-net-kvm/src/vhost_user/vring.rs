@@ -5,9 +5,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 
+use crate::Notifier;
 use epoll_dispatch::{Interest, Poller, Token};
 use rustix::fs::SealFlags;
-use virtio_net_kvm::Notifier;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
 

@@ -9,11 +9,12 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use epoll_dispatch::serve::ServeEnd;
 use nat_core::{Plan, Rules};
-use slipway::frontend::vhost_user::VhostUserFrontend;
-use slipway::frontend::{ServeEnd, StreamSocket};
+use slipway::frontend::StreamSocket;
 use slipway::{Backend, BackendConfig};
 use virtio_net_kvm::NetConfig;
+use virtio_net_kvm::vhost_user::VhostUserFrontend;
 
 const GET_FEATURES: u32 = 1;
 const VERSION: u32 = 1;
@@ -24,7 +25,8 @@ fn frontend(name: &str) -> (VhostUserFrontend, UnixStream, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vhost.sock");
     let socket = StreamSocket::bind(&path).unwrap();
-    let frontend = VhostUserFrontend::new(socket, NetConfig::default()).unwrap();
+    let listener = socket.try_clone_listener().unwrap();
+    let frontend = VhostUserFrontend::new(listener, NetConfig::default()).unwrap();
     let vmm = UnixStream::connect(&path).unwrap();
     (frontend, vmm, dir)
 }

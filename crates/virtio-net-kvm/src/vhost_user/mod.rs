@@ -1,11 +1,13 @@
-//! The vhost-user-net frontend (`slipway vhost-user`): the VMM (QEMU,
-//! cloud-hypervisor) keeps the virtio-net device model and hands slipway
-//! the guest's memory and the two virtqueues over a UNIX socket; slipway
-//! serves the queues with `virtio-net-kvm`'s device core, which moves
-//! frames between them and the [`Backend`].
+//! A vhost-user-net device (`slipway vhost-user`): the VMM (QEMU,
+//! cloud-hypervisor) keeps the virtio-net device model and hands this
+//! process the guest's memory and the two virtqueues over a UNIX socket;
+//! the device core ([`NetDevice`]) serves the queues, moving frames between
+//! them and a backend.
 //!
-//! One thread does everything, as in the other frontends: one epoll set
-//! holds the vhost-user socket, the kick eventfd of each vring, the
+//! [`VhostUserFrontend`] is a frontend of `epoll-dispatch`'s serving loop
+//! ([`epoll_dispatch::serve`]), for any backend that is both a
+//! [`FrameBackend`] and [`Served`]: one thread does everything, one epoll
+//! set holds the vhost-user socket, the kick eventfd of each vring, the
 //! backend's descriptor and the stop sources, and the backend's deadlines
 //! are the wait's timeout. The backend, the device core, the rings and the
 //! guest memory are owned by this loop and lent by `&mut`; nothing is
@@ -20,7 +22,7 @@
 //! its start (the kick descriptor) and from the features.
 //!
 //! The VMM is trusted to run the guest, not to behave, and nothing it
-//! does may stop the loop or kill slipway:
+//! does may stop the loop or kill the process:
 //! - Guest memory must be sealed against shrinking (`F_SEAL_SHRINK`, read
 //!   with `F_GET_SEALS`): a file the VMM truncated under the mapping would
 //!   turn the next access of the rings into SIGBUS. QEMU's
@@ -46,39 +48,33 @@
 mod protocol;
 mod vring;
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::time::Instant;
 
-use epoll_dispatch::{Events, Interest, Kind, Poller, Token};
-use virtio_net_kvm::{
-    DEVICE_FEATURES, FrameBackend, NetConfig, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE,
+use epoll_dispatch::serve::{
+    Frontend, Pass, ServeEnd, Served, StopWhen, frontend_kind, frontend_token, note_indexed,
 };
+use epoll_dispatch::{Interest, Kind, Poller, Readiness, Token};
 use vm_memory::GuestMemoryMmap;
 
 use self::protocol::{Connection, F_PROTOCOL_FEATURES, Message, Received};
+pub use self::vring::MAX_QUEUE_SIZE;
 use self::vring::{MemoryTable, Vring};
-use super::{
-    Captured, CommonReady, FIRST_OWN_KIND, ServeEnd, StopWhen, StreamSocket, flush_pcap, next_wait,
-    note_indexed, register_common, stop_after_pass, token,
-};
-use crate::{Backend, NetworkBackend};
-use frontdesk::PcapWriter;
+use crate::{DEVICE_FEATURES, FrameBackend, NetConfig, NetCounters, NetDevice, RX_QUEUE, TX_QUEUE};
 
-const TOKEN_LISTENER: Token = token(FIRST_OWN_KIND);
-const TOKEN_CONN: Token = token(FIRST_OWN_KIND + 1);
-const KIND_KICK: Kind = Kind(FIRST_OWN_KIND + 2);
+const TOKEN_LISTENER: Token = frontend_token(0);
+const TOKEN_CONN: Token = frontend_token(1);
+const KIND_KICK: Kind = frontend_kind(2);
 
 /// Calls of a queue's handler per pass before the loop looks at its other
 /// sources; a queue with work left is served again on the next pass.
 const ROUNDS: usize = 8;
 
-/// A vhost-user-net device on a listening socket, for one frontend.
+/// A vhost-user-net device on a listening socket, for one VMM at a time.
 #[derive(Debug)]
 pub struct VhostUserFrontend {
-    /// Owns the socket file; removes it when dropped.
-    socket: StreamSocket,
     listener: UnixListener,
     conn: Option<Connection>,
     /// The connection is watched for room to send a reply rather than for
@@ -87,44 +83,44 @@ pub struct VhostUserFrontend {
     device: NetDevice,
     memory: Option<(GuestMemoryMmap, MemoryTable)>,
     vrings: [Vring; 2],
-    pcap_failed: bool,
-    /// Checksums are offloaded where the guest negotiated it.
-    offload: bool,
+    /// What the last wait reported, for the next pass.
+    ready: Ready,
+    /// The transmit ring has work left.
+    tx_more: bool,
+    /// The receive ring has work left: frames for the guest wait.
+    rx_more: bool,
 }
 
 impl VhostUserFrontend {
     /// A device that tells the guest `config` (where the VMM asks), served
-    /// to the first VMM that connects to `socket`.
+    /// to the first VMM that connects to `listener` (made non-blocking).
     ///
     /// # Errors
-    /// The listening socket cannot be duplicated.
-    pub fn new(socket: StreamSocket, config: NetConfig) -> io::Result<Self> {
+    /// The listener cannot be made non-blocking, or an eventfd cannot be
+    /// created.
+    pub fn new(listener: UnixListener, config: NetConfig) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
         Ok(Self {
-            listener: socket.try_clone_listener()?,
-            socket,
+            listener,
             conn: None,
             conn_sending: false,
             device: NetDevice::new(config),
             memory: None,
             vrings: [Vring::new()?, Vring::new()?],
-            pcap_failed: false,
-            offload: true,
+            ready: Ready::default(),
+            tx_more: false,
+            rx_more: false,
         })
     }
 
     /// Whether to offload TCP and UDP checksums to the guest where its
     /// driver negotiated it (on by default): partial checksums from the
     /// guest (`VIRTIO_NET_F_CSUM`) reach the backend unverified, and frames
-    /// to it (`VIRTIO_NET_F_GUEST_CSUM`) carry partial ones. Off, or while a
-    /// pcap capture is written, every checksum is whole.
+    /// to it (`VIRTIO_NET_F_GUEST_CSUM`) carry partial ones. Off, or while
+    /// the backend takes no offload (it writes a capture), every checksum is
+    /// whole.
     pub fn set_checksum_offload(&mut self, on: bool) {
-        self.offload = on;
-    }
-
-    /// The socket the frontend connects to.
-    #[must_use]
-    pub fn socket(&self) -> &StreamSocket {
-        &self.socket
+        self.device.set_checksum_offload(on);
     }
 
     /// The device core's counters.
@@ -138,58 +134,11 @@ impl VhostUserFrontend {
     /// # Errors
     /// The epoll set, the backend's epoll set or the signalfd failed. A
     /// frontend's bad message ends its connection, which ends serving.
-    pub fn serve<W: Write>(
-        &mut self,
-        backend: &mut Backend,
-        mut pcap: Option<&mut PcapWriter<W>>,
-        stop: &StopWhen<'_>,
-    ) -> io::Result<ServeEnd> {
-        let mut poller = Poller::new()?;
-        let mut events = Events::with_capacity(8);
-        register_common(&poller, backend, stop)?;
-        poller.register(&self.listener, TOKEN_LISTENER, Interest::READABLE)?;
-        let mut ready = Ready {
-            common: CommonReady::first(stop),
-            listener: true,
-            ..Ready::default()
-        };
-        let mut tx_more = false;
-        loop {
-            if let Some(end) = ready.common.stopped(stop)? {
-                return Ok(end);
-            }
-            let now = Instant::now();
-            if ready.listener && self.conn.is_none() {
-                self.accept(&poller)?;
-            }
-            if ready.conn {
-                if let Some(end) = self.handle_messages(&poller) {
-                    flush_pcap(&mut pcap, &mut self.pcap_failed);
-                    return Ok(end);
-                }
-                // A ring may have started with chains already queued.
-                tx_more = true;
-            }
-            if let Err(error) = self.drain_kicks(ready.kicks) {
-                tracing::warn!(%error, "vhost-user connection ended");
-                flush_pcap(&mut pcap, &mut self.pcap_failed);
-                return Ok(ServeEnd::Disconnected);
-            }
-            tx_more |= ready.kicks[usize::from(TX_QUEUE)];
-            if ready.common.backend {
-                backend.handle_host_events(now)?;
-            }
-            backend.handle_timeout(now);
-            let (tx_left, rx_more) = self.serve_queues(tx_more, backend, &mut pcap, now);
-            tx_more = tx_left;
-            if let Some(end) = stop_after_pass(stop, backend, now, !rx_more) {
-                return Ok(end);
-            }
-            let busy = tx_more || rx_more;
-            let deadline = next_wait(busy, now, backend, stop, &mut pcap, &mut self.pcap_failed);
-            poller.wait(&mut events, deadline)?;
-            ready = Ready::from_events(&events);
-        }
+    pub fn serve<B>(&mut self, backend: &mut B, stop: &StopWhen<'_>) -> io::Result<ServeEnd>
+    where
+        B: FrameBackend + Served + ?Sized,
+    {
+        epoll_dispatch::serve::serve(self, backend, stop)
     }
 
     /// One pass of [`serve`](Self::serve) that never waits, for a caller
@@ -202,11 +151,10 @@ impl VhostUserFrontend {
     ///
     /// # Errors
     /// As [`serve`](Self::serve): an epoll set failed.
-    pub fn serve_pass(
-        &mut self,
-        backend: &mut Backend,
-        now: Instant,
-    ) -> io::Result<Option<ServeEnd>> {
+    pub fn serve_pass<B>(&mut self, backend: &mut B, now: Instant) -> io::Result<Option<ServeEnd>>
+    where
+        B: FrameBackend + Served + ?Sized,
+    {
         // Nothing waits on this epoll set; it takes the registrations the
         // message handlers make (the listener, the connection, the kicks).
         let poller = Poller::new()?;
@@ -223,30 +171,20 @@ impl VhostUserFrontend {
         }
         backend.handle_host_events(now)?;
         backend.handle_timeout(now);
-        let mut pcap: Option<&mut PcapWriter<io::Sink>> = None;
-        self.serve_queues(true, backend, &mut pcap, now);
+        self.serve_queues(true, backend, now);
         Ok(None)
     }
 
     /// Serves the transmit ring if `tx` says it has work, then the receive
     /// ring; returns whether each has work left.
-    fn serve_queues<W: Write>(
+    fn serve_queues<B: FrameBackend + ?Sized>(
         &mut self,
         tx: bool,
-        backend: &mut Backend,
-        pcap: &mut Option<&mut PcapWriter<W>>,
+        backend: &mut B,
         now: Instant,
     ) -> (bool, bool) {
-        let mut pcap_failed = self.pcap_failed;
-        let mut frames = Captured {
-            backend,
-            pcap: pcap.as_deref_mut(),
-            failed: &mut pcap_failed,
-            offload: self.offload,
-        };
-        let tx_more = tx && self.serve_queue(TX_QUEUE, &mut frames, now);
-        let rx_more = self.serve_queue(RX_QUEUE, &mut frames, now);
-        self.pcap_failed = pcap_failed;
+        let tx_more = tx && self.serve_queue(TX_QUEUE, backend, now);
+        let rx_more = self.serve_queue(RX_QUEUE, backend, now);
         (tx_more, rx_more)
     }
 
@@ -272,7 +210,7 @@ impl VhostUserFrontend {
                 stream.set_nonblocking(true)?;
                 poller.register(&stream, TOKEN_CONN, Interest::READABLE)?;
                 // One frontend at a time: others wait in the backlog and
-                // are refused when slipway exits.
+                // are refused when the process exits.
                 poller.unregister(listener)?;
                 tracing::info!("vhost-user frontend connected");
                 self.conn = Some(Connection::new(stream));
@@ -499,7 +437,12 @@ impl VhostUserFrontend {
 
     /// Runs the device core on ring `index` for up to [`ROUNDS`] calls;
     /// returns whether work is left.
-    fn serve_queue<B: FrameBackend>(&mut self, index: u16, backend: &mut B, now: Instant) -> bool {
+    fn serve_queue<B: FrameBackend + ?Sized>(
+        &mut self,
+        index: u16,
+        backend: &mut B,
+        now: Instant,
+    ) -> bool {
         let Some((memory, _)) = &self.memory else {
             return false;
         };
@@ -524,31 +467,78 @@ impl VhostUserFrontend {
     }
 }
 
-/// Which sources the last wait reported.
+/// Which of the frontend's sources the last wait reported.
 #[derive(Clone, Copy, Debug, Default)]
 struct Ready {
-    common: CommonReady,
     listener: bool,
     conn: bool,
     /// Per vring: its kick eventfd.
     kicks: [bool; 2],
 }
 
-impl Ready {
-    fn from_events(events: &Events) -> Self {
-        let mut ready = Self::default();
-        for (token, readiness) in events {
-            if ready.common.note(token, readiness) {
-                continue;
-            }
-            match token {
-                TOKEN_LISTENER => ready.listener = true,
-                TOKEN_CONN => ready.conn = true,
-                _ if note_indexed(&mut ready.kicks, token, KIND_KICK) => {}
-                _ => {}
+impl<B: FrameBackend + Served + ?Sized> Frontend<B> for VhostUserFrontend {
+    fn register(&mut self, poller: &Poller) -> io::Result<()> {
+        poller.register(&self.listener, TOKEN_LISTENER, Interest::READABLE)
+    }
+
+    fn note_first_pass(&mut self) {
+        self.ready = Ready {
+            listener: true,
+            ..Ready::default()
+        };
+        self.tx_more = false;
+        self.rx_more = false;
+    }
+
+    fn note_ready(&mut self, token: Token, _readiness: Readiness) {
+        match token {
+            TOKEN_LISTENER => self.ready.listener = true,
+            TOKEN_CONN => self.ready.conn = true,
+            _ => {
+                note_indexed(&mut self.ready.kicks, token, KIND_KICK);
             }
         }
-        ready
+    }
+
+    fn handle_input(
+        &mut self,
+        poller: &Poller,
+        _backend: &mut B,
+        _now: Instant,
+    ) -> io::Result<Pass> {
+        let ready = std::mem::take(&mut self.ready);
+        if ready.listener && self.conn.is_none() {
+            self.accept(poller)?;
+        }
+        if ready.conn {
+            if let Some(end) = self.handle_messages(poller) {
+                return Ok(Pass::End(end));
+            }
+            // A ring may have started with chains already queued.
+            self.tx_more = true;
+        }
+        if let Err(error) = self.drain_kicks(ready.kicks) {
+            tracing::warn!(%error, "vhost-user connection ended");
+            return Ok(Pass::End(ServeEnd::Disconnected));
+        }
+        self.tx_more |= ready.kicks[usize::from(TX_QUEUE)];
+        Ok(Pass::Idle)
+    }
+
+    fn handle_output(
+        &mut self,
+        _poller: &Poller,
+        backend: &mut B,
+        now: Instant,
+    ) -> io::Result<Pass> {
+        let (tx_left, rx_more) = self.serve_queues(self.tx_more, backend, now);
+        self.tx_more = tx_left;
+        self.rx_more = rx_more;
+        Ok(Pass::busy_if(tx_left || rx_more))
+    }
+
+    fn is_flushed(&self) -> bool {
+        !self.rx_more
     }
 }
 
