@@ -26,6 +26,7 @@ mod dhcp;
 mod frame;
 mod pcap;
 mod reassembly;
+mod tcp;
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -52,6 +53,7 @@ pub use reassembly::{
     FRAGMENT_OVERHEAD, Ipv4Fragment, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT, Reassembler,
     Reassembly,
 };
+pub use tcp::TcpSegment;
 
 /// What a responder (ARP, DHCP) did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
