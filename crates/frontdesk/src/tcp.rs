@@ -67,6 +67,9 @@ fn read_options(mut options: &[u8], syn: bool) -> TcpOptions {
     const MSS: u8 = 2;
     const WINDOW_SCALE: u8 = 3;
     let mut found = TcpOptions::default();
+    if !syn {
+        return found;
+    }
     // Bounded: every turn takes at least one byte off the options.
     while let Some((&kind, rest)) = options.split_first() {
         match kind {
@@ -79,10 +82,10 @@ fn read_options(mut options: &[u8], syn: bool) -> TcpOptions {
                     break;
                 }
                 match (kind, &options[2..len]) {
-                    (MSS, &[hi, lo]) if syn && u16::from_be_bytes([hi, lo]) != 0 => {
+                    (MSS, &[hi, lo]) if u16::from_be_bytes([hi, lo]) != 0 => {
                         found.mss = Some(u16::from_be_bytes([hi, lo]));
                     }
-                    (WINDOW_SCALE, &[shift]) if syn => {
+                    (WINDOW_SCALE, &[shift]) => {
                         found.window_scale = Some(shift.min(MAX_WINDOW_SCALE));
                     }
                     _ => {}

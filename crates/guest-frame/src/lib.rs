@@ -194,7 +194,7 @@ pub fn complete_checksum(
 /// The one's complement sum of `data` (RFC 1071, before the final
 /// complement): smoltcp's.
 fn ones_complement_sum(data: &[u8]) -> u16 {
-    // smoltcp sums in 32 bits, which holds 256 KiB of data; longer data is
+    // smoltcp sums in 32 bits, which holds 128 KiB of data; longer data is
     // summed in pieces of an even length, so that no byte changes place.
     data.chunks(1 << 16).fold(0, |sum, piece| {
         checksum::combine(&[sum, checksum::data(piece)])
