@@ -3,23 +3,23 @@
 //! rewrites them first. Only bytes already in the frame are summed; a frame
 //! too short for the header it claims is left as it is.
 
-/// The one's complement sum of `data` folded into `sum`.
-fn sum(mut sum: u32, data: &[u8]) -> u32 {
-    let mut pairs = data.chunks_exact(2);
-    for pair in &mut pairs {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([pair[0], pair[1]])));
-    }
-    if let [last] = pairs.remainder() {
-        sum = sum.wrapping_add(u32::from(*last) << 8);
-    }
-    sum
-}
+use smoltcp::wire::checksum;
 
-fn finish(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+/// The checksum of a transport message of `protocol` whose pseudo-header
+/// holds `addresses` (none for ICMP), over `message`: smoltcp's sum.
+fn transport_checksum(addresses: Option<&[u8]>, protocol: u8, message: &[u8]) -> u16 {
+    let sum = checksum::data(message);
+    let Some(addresses) = addresses else {
+        return !sum;
+    };
+    let len = u16::try_from(message.len()).unwrap_or(u16::MAX);
+    let value = !checksum::combine(&[checksum::data(addresses), u16::from(protocol), len, sum]);
+    // UDP sends a computed zero as all ones.
+    if protocol == 17 && value == 0 {
+        0xffff
+    } else {
+        value
     }
-    !u16::try_from(sum).unwrap_or(0)
 }
 
 /// Writes `value` at `at` of `buf` if it fits.
@@ -64,7 +64,7 @@ fn fix_ipv4(frame: &mut [u8]) {
         return;
     }
     put(frame, IP + 10, 0);
-    let header = finish(sum(0, &frame[IP..IP + header_len]));
+    let header = !checksum::data(&frame[IP..IP + header_len]);
     put(frame, IP + 10, header);
     let total = usize::from(u16::from_be_bytes([frame[IP + 2], frame[IP + 3]]));
     let protocol = frame[IP + 9];
@@ -80,19 +80,8 @@ fn fix_ipv4(frame: &mut [u8]) {
         return;
     }
     put(frame, start + offset, 0);
-    let mut pseudo = 0;
-    if protocol != 1 {
-        pseudo = sum(pseudo, &frame[IP + 12..IP + 20]);
-        pseudo = pseudo.wrapping_add(u32::from(protocol));
-        pseudo = pseudo.wrapping_add(u32::try_from(end - start).unwrap_or(0));
-    }
-    let value = finish(sum(pseudo, &frame[start..end]));
-    // UDP sends a computed zero as all ones.
-    let value = if protocol == 17 && value == 0 {
-        0xffff
-    } else {
-        value
-    };
+    let addresses = (protocol != 1).then(|| &frame[IP + 12..IP + 20]);
+    let value = transport_checksum(addresses, protocol, &frame[start..end]);
     put(frame, start + offset, value);
 }
 
@@ -112,14 +101,6 @@ fn fix_ipv6(frame: &mut [u8]) {
         return;
     }
     put(frame, start + offset, 0);
-    let mut pseudo = sum(0, &frame[IP + 8..IP + 40]);
-    pseudo = pseudo.wrapping_add(u32::from(protocol));
-    pseudo = pseudo.wrapping_add(u32::try_from(end - start).unwrap_or(0));
-    let value = finish(sum(pseudo, &frame[start..end]));
-    let value = if protocol == 17 && value == 0 {
-        0xffff
-    } else {
-        value
-    };
+    let value = transport_checksum(Some(&frame[IP + 8..IP + 40]), protocol, &frame[start..end]);
     put(frame, start + offset, value);
 }

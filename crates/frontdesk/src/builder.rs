@@ -393,6 +393,12 @@ impl TcpFlags {
     pub fn bits(self) -> u8 {
         self.0
     }
+
+    /// The flags of this type (FIN to ACK) that the low byte of a TCP flags
+    /// field sets; URG, ECE and CWR are left out.
+    pub(crate) fn from_wire(byte: u8) -> TcpFlags {
+        TcpFlags(byte & 0x1f)
+    }
 }
 
 impl BitOr for TcpFlags {

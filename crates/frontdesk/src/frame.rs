@@ -17,6 +17,7 @@ use smoltcp::wire::{
 
 use super::counters::{Counters, DropReason};
 use super::reassembly::Ipv4Fragment;
+use super::tcp::TcpSegment;
 
 /// What a guest frame is, once every check has passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,15 +71,8 @@ pub enum TransportChecksums {
 /// verified (or offloaded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport<'a> {
-    /// A TCP segment; both ports are non-zero.
-    Tcp {
-        /// Source port.
-        src_port: u16,
-        /// Destination port.
-        dst_port: u16,
-        /// The whole segment, header and options included.
-        segment: &'a [u8],
-    },
+    /// A TCP segment, its header read; both ports are non-zero.
+    Tcp(TcpSegment<'a>),
     /// A UDP datagram; the destination port is non-zero.
     Udp {
         /// Source port (zero when the sender expects no reply).
@@ -396,15 +390,10 @@ fn check_tcp<'a>(
     if verify && !tcp.verify_checksum(src, dst) {
         return Err(DropReason::BadChecksum);
     }
-    let (src_port, dst_port) = (tcp.src_port(), tcp.dst_port());
-    if src_port == 0 || dst_port == 0 {
+    if tcp.src_port() == 0 || tcp.dst_port() == 0 {
         return Err(DropReason::Malformed);
     }
-    Ok(Transport::Tcp {
-        src_port,
-        dst_port,
-        segment,
-    })
+    Ok(Transport::Tcp(TcpSegment::read(&tcp)))
 }
 
 fn check_udp<'a>(

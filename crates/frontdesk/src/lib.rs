@@ -1,6 +1,7 @@
 //! The Ethernet front desk: the first code every guest frame meets.
 //!
-//! It checks each frame ([`classify`]), reassembles IPv4 fragments
+//! It checks each frame ([`classify`], which also reads a TCP segment's
+//! header once for the relays: [`TcpSegment`]), reassembles IPv4 fragments
 //! ([`Reassembler`], within fixed caps on datagrams, bytes and time),
 //! answers what slipway answers itself on the link (ARP for its addresses,
 //! [`handle_arp`]; DHCPv4, [`DhcpServer`]) and hands every other datagram to
@@ -26,6 +27,7 @@ mod dhcp;
 mod frame;
 mod pcap;
 mod reassembly;
+mod tcp;
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -52,6 +54,7 @@ pub use reassembly::{
     FRAGMENT_OVERHEAD, Ipv4Fragment, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT, Reassembler,
     Reassembly,
 };
+pub use tcp::TcpSegment;
 
 /// What a responder (ARP, DHCP) did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

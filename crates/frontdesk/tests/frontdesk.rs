@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use frontdesk::{
     Classified, DhcpConfig, DropReason, FrontDesk, Handled, Icmpv4Error, LinkAddrs, Outcome,
-    TcpFlags, TcpOptions, TcpSegmentV4, Transport, build_icmp_v4_echo_reply, build_icmp_v4_error,
-    build_udp_v4, classify, ethernet_address, handle_arp, tcp_v4_headers_len, write_tcp_v4_headers,
+    TcpFlags, TcpOptions, TcpSegment, TcpSegmentV4, Transport, build_icmp_v4_echo_reply,
+    build_icmp_v4_error, build_udp_v4, classify, ethernet_address, handle_arp, tcp_v4_headers_len,
+    write_tcp_v4_headers,
 };
 use frontdesk::{Counters, DhcpServer};
 use nat_core::Plan;
@@ -752,10 +753,26 @@ fn valid_datagrams_pass_through() {
 
     let frame = guest_tcp_syn();
     let (classified, _) = classify_once(&frame);
-    assert!(matches!(
-        classified,
-        Classified::Ipv4(d) if matches!(d.transport, Transport::Tcp { dst_port: 80, .. })
-    ));
+    let Classified::Ipv4(datagram) = classified else {
+        panic!("{classified:?}")
+    };
+    // The header is read once, here, options as Linux reads them.
+    assert_eq!(
+        datagram.transport,
+        Transport::Tcp(TcpSegment {
+            src_port: 40001,
+            dst_port: 80,
+            seq: 1000,
+            ack: None,
+            flags: TcpFlags::SYN,
+            window: 64240,
+            options: TcpOptions {
+                mss: Some(1460),
+                window_scale: Some(7),
+            },
+            payload: &[],
+        })
+    );
     let frame = guest_ping();
     let (classified, _) = classify_once(&frame);
     assert!(matches!(
@@ -966,7 +983,7 @@ fn a_tiny_first_fragment_reassembles_and_the_checksum_is_checked_on_the_whole() 
     let frame = desk.take_reassembled().unwrap();
     assert!(matches!(
         desk.handle_reassembled(&frame, &mut out),
-        Outcome::Ipv4(d) if matches!(d.transport, Transport::Tcp { .. })
+        Outcome::Ipv4(d) if matches!(d.transport, Transport::Tcp(_))
     ));
     // A bad UDP checksum shows only on the whole datagram.
     let mut bad = guest_udp(&[1u8; 40]);

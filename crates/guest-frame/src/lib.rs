@@ -21,6 +21,8 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use smoltcp::wire::checksum;
+
 /// What a frame's transport-layer (TCP, UDP) checksum is, in either
 /// direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +183,7 @@ pub fn complete_checksum(
 ) -> Result<(), ChecksumOutOfFrame> {
     let field = checksum_field_in_frame(frame.len(), start, offset)?;
     let start = usize::from(start);
-    let sum = !fold(ones_complement_sum(&frame[start..]));
+    let sum = !ones_complement_sum(&frame[start..]);
     // A zero result goes out as 0xffff: the same value in one's complement,
     // and the only form UDP accepts (zero there means "no checksum").
     let sum = if sum == 0 { 0xffff } else { sum };
@@ -189,26 +191,14 @@ pub fn complete_checksum(
     Ok(())
 }
 
-/// The 32-bit running sum of big-endian 16-bit words, an odd last byte
-/// padded with zero.
-fn ones_complement_sum(data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    let mut sum: u64 = chunks
-        .by_ref()
-        .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    u16::try_from(sum).unwrap_or(0xffff)
+/// The one's complement sum of `data` (RFC 1071, before the final
+/// complement): smoltcp's.
+fn ones_complement_sum(data: &[u8]) -> u16 {
+    // smoltcp sums in 32 bits, which holds 128 KiB of data; longer data is
+    // summed in pieces of an even length, so that no byte changes place.
+    data.chunks(1 << 16).fold(0, |sum, piece| {
+        checksum::combine(&[sum, checksum::data(piece)])
+    })
 }
 
 #[cfg(test)]
@@ -235,6 +225,15 @@ mod tests {
         data[10] = 0;
         data[11] = 0;
         assert_eq!(complete_checksum(&mut data, 4, 6), Ok(()));
-        assert_eq!(fold(ones_complement_sum(&data[4..])), 0xffff);
+        assert_eq!(ones_complement_sum(&data[4..]), 0xffff);
+    }
+
+    #[test]
+    fn data_longer_than_a_32_bit_sum_holds_sums_in_pieces() {
+        // 150,000 words of 0x0100: 38,400,000 modulo 0xffff.
+        let data = [1u8, 0].repeat(150_000);
+        assert_eq!(ones_complement_sum(&data), 62_025);
+        // 150,000 words of 0xffff (zero) and an odd last byte.
+        assert_eq!(ones_complement_sum(&[0xff; 300_001]), 0xff00);
     }
 }

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
+use smoltcp::wire::checksum;
 
 use nat_core::IpFamily;
 use relay_udp_icmp::{
@@ -330,14 +331,7 @@ fn host_unreachable_is_read_from_the_error_queue(kind: EchoKind) {
     assert_eq!(error.quoted_len, 48);
     // The checksum is the one the guest's request had: over its header
     // with the guest's id and its payload.
-    let mut sum: u32 = header
-        .chunks(2)
-        .chain(payload.chunks(2))
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
+    let sum = checksum::combine(&[checksum::data(&header), checksum::data(&payload)]);
     assert_eq!(sum, 0xffff, "the quoted checksum is the guest's");
     assert_eq!(s.recv_error().unwrap(), None);
     assert!(!wait_for(&s, PollFlags::IN, Duration::ZERO).contains(PollFlags::ERR));

@@ -345,7 +345,7 @@ impl EchoSocket {
         let (header_bytes, payload_len) = if prefix.len() == RAW_V4_PREFIX_LEN {
             let (h, n) = locate_raw_v4(prefix, buf, len).ok_or(DropReason::MalformedReply)?;
             let payload = buf.get(..n).ok_or(DropReason::MalformedReply)?;
-            if packet::checksum(&[&h, payload]) != 0 {
+            if packet::checksum(&h, payload) != 0 {
                 return Err(DropReason::BadChecksum);
             }
             (h, n)
@@ -480,7 +480,7 @@ mod tests {
         let mut p = vec![0u8; ihl];
         p[0] = 0x40 | u8::try_from(ihl / 4).unwrap_or(5);
         let mut h = [0, 0, 0, 0, 0x12, 0x34, 0, 9];
-        let sum = packet::checksum(&[&h, payload]);
+        let sum = packet::checksum(&h, payload);
         h[2..4].copy_from_slice(&sum.to_be_bytes());
         p.extend_from_slice(&h);
         p.extend_from_slice(payload);
@@ -516,7 +516,7 @@ mod tests {
             let (h, n) = got.unwrap_or(([0; 8], 0));
             assert_eq!(n, 13, "options {options}");
             assert_eq!(&buf[..13], b"payload bytes");
-            assert_eq!(packet::checksum(&[&h, &buf[..n]]), 0);
+            assert_eq!(packet::checksum(&h, &buf[..n]), 0);
         }
     }
 

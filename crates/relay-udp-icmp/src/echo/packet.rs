@@ -2,6 +2,8 @@
 //! guest's payload and reads back before the reply's, and the Internet
 //! checksum that raw IPv4 sockets leave to the sender.
 
+use smoltcp::wire::checksum as ip_checksum;
+
 /// ICMP echo reply.
 pub(crate) const ICMP_ECHO_REPLY: u8 = 0;
 /// ICMP echo request.
@@ -30,49 +32,22 @@ pub(crate) fn request_header(v6: bool, id: u16, seq: u16) -> [u8; ECHO_HEADER_LE
 /// Writes the Internet checksum of `header` followed by `payload` into
 /// `header[2..4]` (which must be zero beforehand).
 pub(crate) fn fill_checksum(header: &mut [u8; ECHO_HEADER_LEN], payload: &[u8]) {
-    let sum = checksum(&[&header[..], payload]);
+    let sum = checksum(header, payload);
     header[2..4].copy_from_slice(&sum.to_be_bytes());
 }
 
-/// The Internet checksum (RFC 1071) of the concatenation of `parts`; over a
-/// message that includes its own correct checksum it is 0.
-pub(crate) fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        let mut bytes = *part;
-        if let (Some(hi), Some((&lo, rest))) = (odd, bytes.split_first()) {
-            sum += u64::from(u16::from_be_bytes([hi, lo]));
-            odd = None;
-            bytes = rest;
-        }
-        let mut pairs = bytes.chunks_exact(2);
-        for pair in &mut pairs {
-            sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
-        }
-        if let [last] = pairs.remainder() {
-            odd = Some(*last);
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u64::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    !u16::try_from(sum).unwrap_or(u16::MAX)
+/// The Internet checksum (RFC 1071) of `header` followed by `payload`; over
+/// a message that includes its own correct checksum it is 0. The header's
+/// even length lets the two be summed apart.
+pub(crate) fn checksum(header: &[u8; ECHO_HEADER_LEN], payload: &[u8]) -> u16 {
+    !ip_checksum::combine(&[ip_checksum::data(header), ip_checksum::data(payload)])
 }
 
 /// The Internet checksum `sum` after one 16-bit word it covers changed from
-/// `old` to `new`, without the rest of the data (RFC 1624, eqn. 3).
+/// `old` to `new`, without the rest of the data (RFC 1624, eqn. 3:
+/// `HC' = ~(~HC + ~m + m')`).
 pub(crate) fn checksum_replace(sum: u16, old: u16, new: u16) -> u16 {
-    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    !u16::try_from(acc).unwrap_or(u16::MAX)
+    !ip_checksum::combine(&[!sum, !old, new])
 }
 
 /// The fields of a received echo header.
@@ -128,15 +103,25 @@ mod tests {
     fn checksum_of_rfc1071_example() {
         // RFC 1071 section 3: the sum of these words is 0xddf2.
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(checksum(&[&data]), !0xddf2);
+        assert_eq!(checksum(&data, &[]), !0xddf2);
     }
 
     #[test]
-    fn checksum_does_not_depend_on_how_bytes_are_split() {
+    fn checksum_does_not_depend_on_where_the_header_ends() {
         let data: Vec<u8> = (0..=250u8).collect();
-        let whole = checksum(&[&data]);
-        assert_eq!(checksum(&[&data[..3], &data[3..100], &data[100..]]), whole);
-        assert_eq!(checksum(&[&data[..1], &[], &data[1..]]), whole);
+        let whole = !ip_checksum::data(&data);
+        let mut header = [0u8; ECHO_HEADER_LEN];
+        header.copy_from_slice(&data[..ECHO_HEADER_LEN]);
+        assert_eq!(checksum(&header, &data[ECHO_HEADER_LEN..]), whole);
+        // Odd and even payload lengths alike.
+        for end in [8, 9, 10, 101, 250] {
+            let part = !ip_checksum::data(&data[..end]);
+            assert_eq!(
+                checksum(&header, &data[ECHO_HEADER_LEN..end]),
+                part,
+                "{end}"
+            );
+        }
     }
 
     #[test]
@@ -144,7 +129,7 @@ mod tests {
         let payload = b"slipway echo payload!";
         let mut h = request_header(false, 0xbeef, 7);
         fill_checksum(&mut h, payload);
-        assert_eq!(checksum(&[&h, payload]), 0);
+        assert_eq!(checksum(&h, payload), 0);
         let parsed = EchoHeader::parse(&h);
         assert_eq!((parsed.ty, parsed.id, parsed.seq), (8, 0xbeef, 7));
         assert!(!parsed.is_reply(false));
@@ -159,7 +144,7 @@ mod tests {
             let sum = u16::from_be_bytes([h[2], h[3]]);
             h[4..6].copy_from_slice(&u16::to_be_bytes(new));
             h[2..4].copy_from_slice(&checksum_replace(sum, old, new).to_be_bytes());
-            assert_eq!(checksum(&[&h, payload]), 0, "{old:#x} -> {new:#x}");
+            assert_eq!(checksum(&h, payload), 0, "{old:#x} -> {new:#x}");
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use epoll_dispatch::{Interest, Readiness, Token};
 use flow_table::{DatagramFlowState, FlowId, FlowKey, Protocol};
 use relay_udp_icmp::{EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport};
-use smoltcp::wire::Icmpv4DstUnreachable;
+use smoltcp::wire::{Icmpv4DstUnreachable, checksum as ip_checksum};
 
 use super::udp::ERRORS_PER_EVENT;
 use super::{Backend, Flow, ICMP_ERROR_FRAME_CAP, KIND_ICMP_FLOW};
@@ -62,21 +62,10 @@ pub(super) fn synthetic_quote(
     quote[9] = protocol;
     quote[12..16].copy_from_slice(&src.octets());
     quote[16..20].copy_from_slice(&dst.octets());
-    let checksum = !fold_checksum(&quote[..20]);
+    let checksum = !ip_checksum::data(&quote[..20]);
     quote[10..12].copy_from_slice(&checksum.to_be_bytes());
     quote[20..].copy_from_slice(&head);
     quote
-}
-
-fn fold_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 fn dst_unreachable_of(report: &IcmpErrorReport) -> Icmpv4DstUnreachable {

@@ -620,7 +620,7 @@ impl Backend {
         let src = datagram.header.src_addr;
         let dst = datagram.header.dst_addr;
         match datagram.transport {
-            Transport::Tcp { segment, .. } => self.tcp_from_guest(src, dst, segment, now),
+            Transport::Tcp(segment) => self.tcp_from_guest(src, dst, &segment, now),
             Transport::Udp {
                 src_port,
                 dst_port,

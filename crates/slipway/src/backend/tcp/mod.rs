@@ -18,10 +18,10 @@ use flow_table::{FlowId, FlowKey, InsertError, Protocol};
 use nat_core::Verdict;
 use relay_tcp::{HostSocket, Registration, SocketReadiness, TcpFlowDriver};
 
-use self::wire::{GuestSegment, parse_segment, write_next_segment, write_rst};
+use self::wire::{GuestSegment, guest_segment, write_next_segment, write_rst};
 use super::{Backend, Flow, KIND_TCP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{ChecksumFill, TcpOptions, tcp_v4_headers_len};
+use frontdesk::{ChecksumFill, TcpOptions, TcpSegment, tcp_v4_headers_len};
 
 /// The most payload of one segment to the guest when its frontend cuts
 /// segments to the MSS (GSO): what fits an IPv4 total length behind IPv4 and
@@ -121,10 +121,10 @@ impl Backend {
         &mut self,
         src: Ipv4Addr,
         dst: Ipv4Addr,
-        bytes: &[u8],
+        segment: &TcpSegment<'_>,
         now: Instant,
     ) {
-        let Some(gs) = parse_segment(bytes) else {
+        let Some(gs) = guest_segment(segment) else {
             tracing::debug!(%src, %dst, "unparsable TCP segment dropped");
             return;
         };

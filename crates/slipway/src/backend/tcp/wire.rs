@@ -1,5 +1,5 @@
-//! TCP segments on the wire: guest segments read into the state machine's
-//! terms, and segments for the guest written in place, their payload
+//! TCP segments on the wire: guest segments, read by the front desk, put
+//! in the state machine's terms, and segments for the guest written in place, their payload
 //! peeked by the flow's driver into the frame before the headers go in
 //! front of it.
 
@@ -7,16 +7,15 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 use flow_table::FlowKey;
-use flow_table::tcp::{Flags, Segment, SeqNum, TcpConfig, Transmit};
+use flow_table::tcp::{Flags, Segment, SeqNum, Transmit};
 use relay_tcp::TcpFlowDriver;
-use smoltcp::wire::TcpPacket;
 
 use frontdesk::{
-    ChecksumFill, LinkAddrs, TcpFlags, TcpOptions, TcpSegmentV4, tcp_v4_headers_len,
+    ChecksumFill, LinkAddrs, TcpFlags, TcpOptions, TcpSegment, TcpSegmentV4, tcp_v4_headers_len,
     write_tcp_v4_headers, write_tcp_v4_headers_with,
 };
 
-/// A parsed guest segment: the state machine's header and the payload.
+/// A guest segment in the state machine's terms, and its payload.
 pub(super) struct GuestSegment<'a> {
     pub(super) seg: Segment,
     pub(super) payload: &'a [u8],
@@ -24,18 +23,12 @@ pub(super) struct GuestSegment<'a> {
     pub(super) dst_port: u16,
 }
 
-/// Reads a guest segment the front desk has checked (length, checksum).
-///
-/// The header is taken as smoltcp's `TcpRepr::parse` takes it (ports
-/// present, at most one of SYN, FIN and RST), but the options are read as
-/// Linux reads them, since a guest is most often Linux and expects its
-/// peer to agree: see [`parse_options`].
-pub(super) fn parse_segment(bytes: &[u8]) -> Option<GuestSegment<'_>> {
-    let packet = TcpPacket::new_checked(bytes).ok()?;
-    if packet.src_port() == 0 || packet.dst_port() == 0 {
-        return None;
-    }
-    let (syn, fin, rst) = (packet.syn(), packet.fin(), packet.rst());
+/// Takes a guest segment the front desk has checked (length, checksum,
+/// ports) and read (options as Linux reads them), if it has at most one of
+/// SYN, FIN and RST, as smoltcp's `TcpRepr::parse` requires.
+pub(super) fn guest_segment<'a>(tcp: &TcpSegment<'a>) -> Option<GuestSegment<'a>> {
+    let has = |flag| tcp.flags.contains(flag);
+    let (syn, fin, rst) = (has(TcpFlags::SYN), has(TcpFlags::FIN), has(TcpFlags::RST));
     if u8::from(syn) + u8::from(fin) + u8::from(rst) > 1 {
         return None;
     }
@@ -43,71 +36,21 @@ pub(super) fn parse_segment(bytes: &[u8]) -> Option<GuestSegment<'_>> {
         syn,
         fin,
         rst,
-        psh: packet.psh() && !(syn || fin || rst),
+        psh: has(TcpFlags::PSH) && !(syn || fin || rst),
     };
-    let seq = SeqNum::new(u32::from_ne_bytes(packet.seq_number().0.to_ne_bytes()));
-    let ack = packet
-        .ack()
-        .then(|| SeqNum::new(u32::from_ne_bytes(packet.ack_number().0.to_ne_bytes())));
-    let options = parse_options(packet.options(), syn);
     Some(GuestSegment {
         seg: Segment {
-            seq,
-            ack,
+            seq: SeqNum::new(tcp.seq),
+            ack: tcp.ack.map(SeqNum::new),
             flags,
-            window: packet.window_len(),
-            mss: options.mss,
-            window_scale: options.window_scale,
+            window: tcp.window,
+            mss: tcp.options.mss,
+            window_scale: tcp.options.window_scale,
         },
-        payload: packet.payload(),
-        src_port: packet.src_port(),
-        dst_port: packet.dst_port(),
+        payload: tcp.payload,
+        src_port: tcp.src_port,
+        dst_port: tcp.dst_port,
     })
-}
-
-/// The options of a guest segment the state machine uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct GuestOptions {
-    mss: Option<u16>,
-    window_scale: Option<u8>,
-}
-
-/// Reads TCP options as Linux's `tcp_parse_options` does: an option whose
-/// length is below 2 or runs past the header ends the parsing, and the
-/// options before it still count; the segment itself is kept. MSS (length
-/// 4, not 0) and window scale (length 3, shift at most 14) count on a SYN
-/// only; options of other lengths are skipped.
-fn parse_options(mut options: &[u8], syn: bool) -> GuestOptions {
-    const END: u8 = 0;
-    const NOP: u8 = 1;
-    const MSS: u8 = 2;
-    const WINDOW_SCALE: u8 = 3;
-    let mut found = GuestOptions::default();
-    // Bounded: every turn takes at least one byte off the options.
-    while let Some((&kind, rest)) = options.split_first() {
-        match kind {
-            END => break,
-            NOP => options = rest,
-            _ => {
-                let Some(&len) = rest.first() else { break };
-                let len = usize::from(len);
-                if len < 2 || len > options.len() {
-                    break;
-                }
-                match (kind, &options[2..len]) {
-                    (MSS, &[hi, lo]) if syn && u16::from_be_bytes([hi, lo]) != 0 => {
-                        found.mss = Some(u16::from_be_bytes([hi, lo]));
-                    }
-                    (WINDOW_SCALE, &[shift]) if syn => {
-                        found.window_scale = Some(shift.min(TcpConfig::MAX_WINDOW_SCALE));
-                    }
-                    _ => {}
-                }
-                options = &options[len..];
-            }
-        }
-    }
-    found
 }
 
 fn v4_of(addr: SocketAddr) -> Option<SocketAddrV4> {
@@ -191,38 +134,4 @@ pub(super) fn write_rst(
         options: TcpOptions::default(),
     };
     write_tcp_v4_headers(buf, &segment, 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{GuestOptions, parse_options};
-
-    fn found(mss: Option<u16>, window_scale: Option<u8>) -> GuestOptions {
-        GuestOptions { mss, window_scale }
-    }
-
-    #[test]
-    fn options_before_a_bad_length_count_and_parsing_stops_there() {
-        // MSS, then a zero-length option, then a window scale never read.
-        let options = [2, 4, 0x05, 0xb4, 8, 0, 3, 3, 7];
-        assert_eq!(parse_options(&options, true), found(Some(1460), None));
-        // Length 1 and a length past the end stop alike.
-        assert_eq!(parse_options(&[3, 3, 7, 8, 1], true), found(None, Some(7)));
-        assert_eq!(
-            parse_options(&[1, 3, 3, 9, 8, 40], true),
-            found(None, Some(9))
-        );
-        // A kind with no length byte left.
-        assert_eq!(parse_options(&[1, 1, 5], true), found(None, None));
-    }
-
-    #[test]
-    fn mss_and_window_scale_count_on_syn_only_with_their_lengths() {
-        let options = [2, 4, 0x05, 0xb4, 1, 3, 3, 20, 0];
-        assert_eq!(parse_options(&options, true), found(Some(1460), Some(14)));
-        assert_eq!(parse_options(&options, false), found(None, None));
-        // Wrong lengths and MSS 0 are skipped; what follows still counts.
-        let odd = [2, 3, 9, 2, 4, 0, 0, 3, 4, 7, 0, 2, 4, 0x02, 0x18];
-        assert_eq!(parse_options(&odd, true), found(Some(536), None));
-    }
 }
