@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use slipway::{Backend, Checksum, FrameBackend, NetworkBackend};
+use slipway::{Backend, Checksum, FrameBackend, Served};
 use slipway_fuzz::{
     Clock, HostPeers, Input, assert_within_limits, fix_checksums, loopback_backend,
 };

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use divan::Bencher;
 use flow_table::Protocol;
 use nat_core::{Plan, Rules};
-use slipway::{Backend, BackendConfig, NetworkBackend};
+use slipway::{Backend, BackendConfig};
 // `cargo xtask bench-compare` builds these benches against older trees too:
 // the glob brings the frame methods' trait into scope by whatever name the
 // measured tree gives it (`FrameBackend` now, `NetworkBackend` before).

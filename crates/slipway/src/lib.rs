@@ -16,7 +16,7 @@ pub mod netns;
 
 pub use backend::{
     Backend, BackendConfig, BackendCounters, BackendError, Checksum, FrameBackend, GuestFrame,
-    NetworkBackend,
+    NetworkBackend, Served,
 };
 /// The one serving loop every frontend runs in, and what an embedder needs
 /// to write a frontend of its own.

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use slipway::Served;
 use test_support::harness;
 
 use slipway::FrameBackend;
@@ -19,7 +20,7 @@ use flow_table::Protocol;
 use frontdesk::DropReason;
 use harness::frames::udp_frame;
 use harness::{GATEWAY_IP, GUEST_IP, GuestSeg, Harness, listen, serve, via_gateway};
-use slipway::{Checksum, GuestFrame, NetworkBackend};
+use slipway::{Checksum, GuestFrame};
 use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, UdpPacket, checksum};
 
 /// Where a TCP or UDP checksum region starts in the frames here.

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use slipway::Served;
 use test_support::harness;
 
 use slipway::FrameBackend;
@@ -12,8 +13,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
+use slipway::Backend;
 use slipway::backend::MAX_QUEUED_BYTES;
-use slipway::{Backend, NetworkBackend};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpProtocol, TcpControl};
 

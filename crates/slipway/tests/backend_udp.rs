@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use slipway::Served;
 use test_support::harness;
 
 use slipway::FrameBackend;
@@ -10,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use nat_core::{Cidr, DenyList, Plan, Rules};
-use slipway::{Backend, BackendConfig, NetworkBackend};
+use slipway::{Backend, BackendConfig};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet,

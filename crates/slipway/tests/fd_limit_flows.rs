@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use slipway::Served;
 use test_support::harness;
 
 use slipway::FrameBackend;
@@ -15,7 +16,6 @@ use std::time::{Duration, Instant};
 use harness::frames::{GATEWAY_IP, GuestSeg, Parsed, udp_frame};
 use harness::{Frame, Harness, RestoreLimit, listen, lowest_free_fd};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-use slipway::NetworkBackend;
 
 /// Descriptors the test leaves for new flows under its lowered limit.
 const SPARE: u64 = 30;

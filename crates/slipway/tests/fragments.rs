@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use slipway::Served;
 use test_support::harness;
 
 use slipway::FrameBackend;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use frontdesk::{DropReason, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT};
 use nat_core::{Plan, Rules};
-use slipway::{BackendConfig, Checksum, NetworkBackend};
+use slipway::{BackendConfig, Checksum};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol,

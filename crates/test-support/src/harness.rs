@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod frames;
 
 use slipway::FrameBackend;
+use slipway::Served;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nat_core::{Plan, Rules};
 use rustix::net::{AddressFamily, SocketType, sockopt};
-use slipway::{Backend, BackendConfig, NetworkBackend};
+use slipway::{Backend, BackendConfig};
 
 pub use endpoint::{GuestStats, GuestTcp, GuestWire, Impairments, State, TcpOpts};
 pub use frames::{

@@ -30,12 +30,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Events, Kind, Poller, Token};
-use flow_table::tcp::TcpConfig;
+use flow_table::tcp::{Phase, TcpConfig};
 use flow_table::{FlowId, FlowTable, Limits};
 use nat_core::{DnsUpstream, Nat, Plan, Rules};
 use relay_tcp::Listener;
 use smoltcp::wire::Icmpv4DstUnreachable;
 
+pub use epoll_dispatch::serve::Served;
 pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
 use frontdesk::{
@@ -114,7 +115,8 @@ pub enum BackendError {
 
 /// The interface for a VMM or frontend that embeds slipway: the frame
 /// boundary ([`FrameBackend`], shared with `virtio-net-kvm`'s device) and
-/// the host side a serving loop waits on.
+/// the host side a serving loop waits on ([`Served`], shared with
+/// `epoll-dispatch`'s loop). Every type that is both is one; [`Backend`] is.
 ///
 /// `poll_guest_frame`'s buffer should hold the longest frame of the link:
 /// the MTU plus the Ethernet header (64 KiB plus headers with
@@ -127,19 +129,9 @@ pub enum BackendError {
 /// [`poll_guest_frame_offloaded`](FrameBackend::poll_guest_frame_offloaded)
 /// may hand out a TCP segment larger than the guest's MSS, for the caller to
 /// pass on as a GSO frame.
-pub trait NetworkBackend: FrameBackend {
-    /// Handles whatever host sockets are ready, without blocking.
-    ///
-    /// # Errors
-    /// The epoll set itself failed.
-    fn handle_host_events(&mut self, now: Instant) -> io::Result<()>;
-    /// Runs the timers due by `now`.
-    fn handle_timeout(&mut self, now: Instant);
-    /// When [`handle_timeout`](Self::handle_timeout) must run next.
-    fn poll_timeout(&mut self) -> Option<Instant>;
-    /// A descriptor that becomes readable when host sockets are ready.
-    fn host_fd(&self) -> BorrowedFd<'_>;
-}
+pub trait NetworkBackend: FrameBackend + Served {}
+
+impl<B: FrameBackend + Served + ?Sized> NetworkBackend for B {}
 
 /// Counters of the whole backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -875,7 +867,7 @@ impl FrameBackend for Backend {
     }
 }
 
-impl NetworkBackend for Backend {
+impl Served for Backend {
     fn handle_host_events(&mut self, now: Instant) -> io::Result<()> {
         self.poller.wait(&mut self.events, Some(now))?;
         self.dispatch_events(now);
@@ -921,5 +913,16 @@ impl NetworkBackend for Backend {
 
     fn host_fd(&self) -> BorrowedFd<'_> {
         self.poller.as_fd()
+    }
+
+    /// Every TCP flow is closed or only lingering in TIME-WAIT.
+    fn is_settled(&self) -> bool {
+        self.tcp_flows_by_phase()
+            .iter()
+            .all(|(phase, _)| matches!(phase, Phase::TimeWait | Phase::Closed))
+    }
+
+    fn handle_idle(&mut self) {
+        self.flush_capture();
     }
 }

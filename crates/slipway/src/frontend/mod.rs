@@ -33,16 +33,14 @@ pub mod tap;
 use std::fmt::Write as _;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::Instant;
 
+use epoll_dispatch::serve::Signals;
 pub use epoll_dispatch::serve::{ServeEnd, StopWhen, serve};
-use epoll_dispatch::serve::{Served, Signals};
 pub use epoll_dispatch::{pidfd_open, pidfd_send_signal};
-use flow_table::tcp::Phase;
 pub use stream::{AfterDisconnect, BindError, StreamCounters, StreamFrontend, StreamSocket};
 pub use tap::{TapCounters, TapFrontend, serve_tap};
 
-use crate::{Backend, NetworkBackend};
+use crate::Backend;
 
 /// A signalfd: the signals it was made for are blocked in the calling
 /// thread and read from this descriptor instead of interrupting it.
@@ -131,40 +129,6 @@ impl Signals for SignalFd {
 
 /// The loop drives the backend's host side; it flushes the capture
 /// whenever it goes idle.
-impl Served for Backend {
-    fn host_fd(&self) -> BorrowedFd<'_> {
-        NetworkBackend::host_fd(self)
-    }
-
-    fn handle_host_events(&mut self, now: Instant) -> io::Result<()> {
-        NetworkBackend::handle_host_events(self, now)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        NetworkBackend::handle_timeout(self, now);
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        NetworkBackend::poll_timeout(self)
-    }
-
-    fn is_settled(&self) -> bool {
-        tcp_settled(self)
-    }
-
-    fn handle_idle(&mut self) {
-        self.flush_capture();
-    }
-}
-
-/// Whether every TCP flow is closed or only lingering in TIME-WAIT.
-fn tcp_settled(backend: &Backend) -> bool {
-    backend
-        .tcp_flows_by_phase()
-        .iter()
-        .all(|(phase, _)| matches!(phase, Phase::TimeWait | Phase::Closed))
-}
-
 /// The counters of `backend` and of a frontend (its named counters, as
 /// [`TapCounters::lines`] gives them), one per line, for `--stats`. Zero
 /// drop reasons are left out.
