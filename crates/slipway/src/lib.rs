@@ -1,13 +1,27 @@
+//! The `slipway` library holds no KVM, VMM or command-line code, and no
+//! mutex sits on the path of a frame: one thread owns a backend, its epoll
+//! set and every host socket.
+//!
 //! slipway: a user-mode network stack for virtual machines and sandboxes.
 //!
 //! This crate composes the layers into the backend: the Ethernet front desk
-//! (ARP, DHCP, NDP, the DNS address), dispatch to the relays, the
-//! `NetworkBackend` trait for embedders, the event loop and the frontends,
-//! and the reference VMM (`vmm`, the `slipway-vmm` command) that boots a
-//! KVM guest on the virtio-mmio frontend.
+//! (ARP, DHCP, the DNS address), dispatch to the relays, and the frontends
+//! that carry a guest's frames to it.
 //!
-//! Invariant: the backend is owned by one thread; no mutex sits on the path of
-//! a frame.
+//! - [`Backend`] (from a [`BackendConfig`]): the stack for one guest.
+//! - [`FrameBackend`] (from `guest-frame`, shared with `virtio-net-kvm`'s
+//!   device) is the frame boundary; [`NetworkBackend`] adds the host side
+//!   a loop waits on ([`NetworkBackend::host_fd`],
+//!   [`NetworkBackend::poll_timeout`]). An embedder with its own event loop
+//!   needs nothing else.
+//! - [`frontend`]: the tap and stream frontends and their serving loop, for
+//!   programs that let slipway run the loop; [`netns`]: the namespace and
+//!   tap device `slipway run` serves.
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 pub mod backend;
 pub mod fdlimit;
