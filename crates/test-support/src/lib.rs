@@ -14,9 +14,9 @@
 //!   end-to-end suites.
 //! - [`vm`]: a Linux guest under QEMU (or slipway-vmm) wired to slipway;
 //!   [`guest_image`] builds its kernel and initramfs.
-//! - [`harness`] (feature `backend`): a synthetic guest driving slipway's
+//! - `harness` (feature `backend`): a synthetic guest driving slipway's
 //!   `Backend` on real host sockets, with the frame-level quiet-loop check.
-//! - [`virtq`] (feature `virtio`): a virtio split-queue driver over mock
+//! - `virtq` (feature `virtio`): a virtio split-queue driver over mock
 //!   guest memory and a recording peer backend.
 
 #![allow(

@@ -396,7 +396,7 @@ impl Backend {
     /// Lets TCP segments that [`FrameBackend::poll_guest_frame_offloaded`]
     /// hands out carry up to 64 KiB, whatever the guest's MSS, for a
     /// frontend that passes them on as GSO frames its guest cuts up (a tap
-    /// with TSO). Off by default; [`NetworkBackend::poll_guest_frame`]
+    /// with TSO). Off by default; [`FrameBackend::poll_guest_frame`]
     /// never does.
     pub fn set_gso_to_guest(&mut self, on: bool) {
         self.gso_to_guest = on;
