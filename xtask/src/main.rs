@@ -27,10 +27,11 @@ Usage: cargo xtask <COMMAND>
 Commands:
   verify [--skip STEP]...     run every check CI runs, in order, stopping at
                               the first failure; STEP is one of fmt, clippy,
-                              purity, layering, includes, test, doc, fuzz
-                              (repeat --skip or use commas); fuzz runs every
-                              fuzz target for 5 s and needs nightly and
-                              cargo-fuzz
+                              purity, layering, includes, test, examples,
+                              doc, fuzz (repeat --skip or use commas);
+                              examples runs each layer's example; fuzz runs
+                              every fuzz target for 5 s and needs nightly
+                              and cargo-fuzz
   demo                        a guest in a network namespace fetches a page from
                               a server on host loopback through slipway (root)
   guest-image                 build the Linux guest (kernel and busybox

@@ -1,8 +1,11 @@
 //! `cargo xtask verify`: the checks CI runs, in order, stopping at the first
 //! failure. The layering checks (purity, layering, includes) come before the
-//! tests: they take seconds and name the crate or line to fix. The last, `fuzz`, runs every fuzz target for a few seconds; it
-//! needs a nightly toolchain and cargo-fuzz, and fails saying so (and
-//! naming `--skip fuzz`) where they are missing.
+//! tests: they take seconds and name the crate or line to fix. After the
+//! tests, `examples` runs each crate's example of using its layer alone
+//! ([`EXAMPLES`]), so an example that stops compiling or working fails CI.
+//! The last, `fuzz`, runs every fuzz target for a few seconds; it needs a
+//! nightly toolchain and cargo-fuzz, and fails saying so (and naming
+//! `--skip fuzz`) where they are missing.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -26,6 +29,8 @@ pub enum Step {
     Includes,
     /// Every test in the workspace, doctests included.
     Test,
+    /// Every example in [`EXAMPLES`], run to completion.
+    Examples,
     /// Rustdoc with warnings denied.
     Doc,
     /// Every fuzz target for a few seconds (needs nightly and cargo-fuzz).
@@ -33,13 +38,14 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::Fmt,
         Step::Clippy,
         Step::Purity,
         Step::Layering,
         Step::Includes,
         Step::Test,
+        Step::Examples,
         Step::Doc,
         Step::Fuzz,
     ];
@@ -52,6 +58,7 @@ impl Step {
             Step::Layering => "layering",
             Step::Includes => "includes",
             Step::Test => "test",
+            Step::Examples => "examples",
             Step::Doc => "doc",
             Step::Fuzz => "fuzz",
         }
@@ -76,6 +83,7 @@ impl Step {
             Step::Layering => run_layering(),
             Step::Includes => run_includes(),
             Step::Test => run_tests(),
+            Step::Examples => run_examples(),
             Step::Doc => run_echoed(
                 cargo_command(&["doc", "--workspace", "--no-deps"])
                     .env("RUSTDOCFLAGS", rustdocflags()),
@@ -284,6 +292,33 @@ fn run_tests() -> Result<(), String> {
     }
 }
 
+/// The examples CI runs, as (package, example): each uses one layer (or the
+/// whole library) through its public API only, talks only to loopback,
+/// bounds itself in time and exits non-zero when what it shows did not
+/// happen.
+pub const EXAMPLES: [(&str, &str); 4] = [
+    ("flow-table", "lossy-transfer"),
+    ("relay-tcp", "one-flow"),
+    ("virtio-net-kvm", "echo-device"),
+    ("slipway", "custom-loop"),
+];
+
+/// Runs each of [`EXAMPLES`] with `cargo run`, stopping at the first that
+/// fails.
+fn run_examples() -> Result<(), String> {
+    for (package, example) in EXAMPLES {
+        run_echoed(&mut cargo_command(&[
+            "run",
+            "-q",
+            "-p",
+            package,
+            "--example",
+            example,
+        ]))?;
+    }
+    Ok(())
+}
+
 /// `-D warnings` on top of whatever the caller already set.
 fn rustdocflags() -> String {
     match std::env::var("RUSTDOCFLAGS") {
@@ -320,8 +355,36 @@ mod tests {
     fn unknown_step_is_rejected_with_the_step_list() {
         let error = Options::parse(&args(&["--skip", "lint"])).err();
         assert!(error.is_some_and(|message| {
-            message.contains("fmt, clippy, purity, layering, includes, test, doc, fuzz")
+            message.contains("fmt, clippy, purity, layering, includes, test, examples, doc, fuzz")
         }));
+    }
+
+    #[test]
+    fn examples_run_after_the_tests_and_can_be_skipped() {
+        let position = |step| Step::ALL.iter().position(|s| *s == step);
+        assert_eq!(
+            position(Step::Examples),
+            position(Step::Test).map(|test| test + 1)
+        );
+        assert_eq!(
+            Options::parse(&args(&["--skip", "examples"])),
+            Ok(Options {
+                skip: vec![Step::Examples]
+            })
+        );
+    }
+
+    #[test]
+    fn every_listed_example_exists() {
+        let root = workspace_root();
+        for (package, example) in EXAMPLES {
+            let file = root
+                .join("crates")
+                .join(package)
+                .join("examples")
+                .join(format!("{example}.rs"));
+            assert!(file.is_file(), "{} is missing", file.display());
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
+//! `bench-harness` sends traffic only to loopback or to addresses inside
+//! network namespaces it creates itself. The stacks and the host-side
+//! servers run in a namespace of the harness's own whose only way out leads
+//! into an empty namespace (see [`paths`]).
+//!
 //! Benchmarks of slipway: the wall-clock harness that runs the same
 //! workloads over slipway and its peers side by side (and, in `benches/`,
 //! microbenches of the hot paths).
-//!
-//! Invariant: every benchmark sends traffic only to loopback or to addresses
-//! inside network namespaces the harness creates itself. The stacks and the
-//! host-side servers run in a namespace of the harness's own whose only
-//! way out leads into an empty namespace (see [`paths`]).
 //!
 //! # The harness
 //!
@@ -81,6 +81,11 @@
 //! added; a change to these is a new `schema` number.
 
 #![forbid(unsafe_code)]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 pub mod agent;
 pub mod cli;

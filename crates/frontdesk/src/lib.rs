@@ -1,3 +1,9 @@
+//! `frontdesk` opens no socket, reads no clock (time comes in as `now`) and
+//! knows nothing of flows: it reads borrowed frames and writes replies into
+//! buffers its caller supplies (only the reassembler holds bytes, within its
+//! caps). Guest input never panics it: every frame it does not accept is
+//! dropped and counted in [`Counters`] under a [`DropReason`].
+//!
 //! The Ethernet front desk: the first code every guest frame meets.
 //!
 //! It checks each frame ([`classify`], which also reads a TCP segment's
@@ -5,20 +11,18 @@
 //! ([`Reassembler`], within fixed caps on datagrams, bytes and time),
 //! answers what slipway answers itself on the link (ARP for its addresses,
 //! [`handle_arp`]; DHCPv4, [`DhcpServer`]) and hands every other datagram to
-//! the relays. It also
+//! the relays ([`FrontDesk::handle_frame`] and its [`Outcome`]). It also
 //! builds the frames the relays send back ([`build_udp_v4`],
 //! [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`], and TCP headers
 //! in place with [`write_tcp_v4_headers`]) and writes pcap captures
 //! ([`PcapWriter`]).
-//!
-//! Invariant: the front desk is sans-IO. It opens no socket, reads no
-//! clock (time comes in as `now`) and knows nothing of flows: it reads
-//! borrowed frames and writes replies into buffers its caller supplies
-//! (only the reassembler holds bytes, within its caps). Guest input never panics it: every
-//! frame it does not accept is dropped and counted in [`Counters`] under a
-//! [`DropReason`].
 
 #![forbid(unsafe_code)]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 mod arp;
 mod builder;

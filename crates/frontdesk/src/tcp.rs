@@ -29,8 +29,8 @@ pub struct TcpSegment<'a> {
     pub flags: TcpFlags,
     /// The window field, unscaled.
     pub window: u16,
-    /// MSS and window scale, read as Linux reads them (see
-    /// [`read_options`]); on a SYN only.
+    /// MSS and window scale, read as Linux's `tcp_parse_options` reads
+    /// them (stopping at a zero-length or overlong option); on a SYN only.
     pub options: TcpOptions,
     /// The payload after the header and its options.
     pub payload: &'a [u8],

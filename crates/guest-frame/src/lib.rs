@@ -1,3 +1,8 @@
+//! `guest-frame` knows nothing about devices, sockets, flows or time
+//! sources; it performs no I/O and holds no state. Everything here works on
+//! bytes the caller has already copied, so a value checked is the value
+//! used.
+//!
 //! The frame boundary: what a guest's network device (a virtio-net device,
 //! a tap or stream frontend, a test peer) and a network backend say to each
 //! other, defined once so neither side needs an adapter.
@@ -10,13 +15,13 @@
 //!   for a TCP segment larger than the guest's MSS, the size to cut it to.
 //! - [`complete_checksum`]: the partial-checksum completion both sides do
 //!   when the other end cannot take a partial checksum.
-//!
-//! Invariant: this crate knows nothing about devices, sockets, flows or
-//! time sources; it performs no I/O and holds no state. Everything here
-//! works on bytes the caller has already copied, so a value checked is the
-//! value used.
 
 #![forbid(unsafe_code)]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 use std::ops::Range;
 use std::time::Instant;

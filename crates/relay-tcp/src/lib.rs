@@ -1,8 +1,9 @@
-//! Executes the TCP sequence-mirroring state machine of `flow-table` against
-//! host sockets: connect, peek, consume, write, shutdown, reset.
+//! `relay-tcp` makes no protocol decisions: it carries out the operations
+//! `flow-table`'s state machine asks for and reports what the kernel did,
+//! and keeps no payload buffer of its own.
 //!
-//! Invariant: `relay-tcp` makes no protocol decisions; it carries out the
-//! operations the state machine asks for and reports what the kernel did.
+//! It executes the TCP sequence-mirroring state machine of `flow-table`
+//! against host sockets: connect, peek, consume, write, shutdown, reset.
 //!
 //! - [`HostSocket`] owns the non-blocking host socket of one flow: a
 //!   non-blocking [`connect`](HostSocket::connect), peeks at offsets of the
@@ -52,6 +53,11 @@
 //! # }
 //! ```
 #![cfg(target_os = "linux")]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 mod driver;
 mod listener;

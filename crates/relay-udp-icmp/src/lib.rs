@@ -1,8 +1,8 @@
+//! `relay-udp-icmp` makes no policy decisions (`nat-core` has already said
+//! where each datagram may go) and never sees a frame.
+//!
 //! UDP flows on connected host sockets, DNS forwarding, ICMP echo on ping or
 //! raw sockets, and ICMP errors read from `IP_RECVERR`.
-//!
-//! Invariant: `relay-udp-icmp` makes no policy decisions; `nat-core` has
-//! already said where each datagram may go.
 //!
 //! The relay works with payloads and addresses, never with frames: the
 //! backend parses the guest's frames, hands the payload and the addresses
@@ -37,6 +37,11 @@
 //! leaves on the socket never fails a later `send` or `recv`; the report in
 //! the error queue is the only place it shows.
 #![cfg(target_os = "linux")]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 mod counters;
 pub mod dns;

@@ -1,3 +1,9 @@
+//! `slipway-vmm` trusts nothing the guest does: everything it does through
+//! ports, MMIO or memory is input that may be hostile, and no exit reason,
+//! port, width or value panics the VMM. What the guest cannot be allowed to
+//! do (a triple fault, an instruction KVM cannot emulate) ends the VM with
+//! [`VmEnd::Failed`] and the reason.
+//!
 //! A small reference VMM: boots a Linux `vmlinux` on KVM (one vCPU, the
 //! in-kernel IOAPIC/PIC/PIT, PVH entry) with slipway's virtio-net device
 //! on virtio-mmio, declared to the guest by ACPI. It is what
@@ -14,12 +20,11 @@
 //! interrupt goes straight into KVM (an irqfd). Nothing is shared between
 //! the threads but the guest's memory, which the device only reads and
 //! writes through `vm-memory`'s checked accessors.
-//!
-//! Invariant: everything the guest does through ports, MMIO or memory is
-//! input that may be hostile; no exit reason, port, width or value
-//! panics the VMM. What the guest cannot be allowed to do (a triple
-//! fault, an instruction KVM cannot emulate) ends the VM with
-//! [`VmEnd::Failed`] and the reason.
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 pub mod acpi;
 pub mod boot;

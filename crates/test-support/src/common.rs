@@ -60,7 +60,7 @@ pub fn scrub(command: &mut std::process::Command) {
 pub const QUIET_WAKEUPS_PER_S: u64 = 10;
 
 /// CPU time a quiet slipway process may use in one second, in clock ticks
-/// (1/100 s): 1% of a core. [`process_quiet`] allows one tick more per
+/// (1/100 s): 1% of a core. [`quiet_for`] allows one tick more per
 /// window for rounding.
 pub const QUIET_TICKS_PER_S: u64 = 1;
 

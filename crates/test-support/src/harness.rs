@@ -361,8 +361,8 @@ pub struct Server<T> {
 }
 
 /// Accepts one connection on `listener` in a thread (waiting
-/// [`SERVER_TIMEOUT`] at most) and runs `serve` on it, with read and write
-/// timeouts of [`SERVER_TIMEOUT`].
+/// `SERVER_TIMEOUT` at most) and runs `serve` on it, with read and write
+/// timeouts of `SERVER_TIMEOUT`.
 pub fn serve<T, F>(listener: TcpListener, serve: F) -> Server<T>
 where
     T: Send + 'static,

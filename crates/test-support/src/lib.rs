@@ -1,3 +1,8 @@
+//! `test-support` holds no test of its own, and no library an embedder
+//! links depends on it (it is `publish = false`; only tests, benches, the
+//! benchmark harness and xtask use it). Every loop is bounded in count and
+//! in time.
+//!
 //! The test code the slipway workspace's crates share, so that no crate
 //! includes another's files with `#[path]`.
 //!
@@ -9,14 +14,10 @@
 //!   end-to-end suites.
 //! - [`vm`]: a Linux guest under QEMU (or slipway-vmm) wired to slipway;
 //!   [`guest_image`] builds its kernel and initramfs.
-//! - [`harness`] (feature `backend`): a synthetic guest driving slipway's
+//! - `harness` (feature `backend`): a synthetic guest driving slipway's
 //!   `Backend` on real host sockets, with the frame-level quiet-loop check.
-//! - [`virtq`] (feature `virtio`): a virtio split-queue driver over mock
+//! - `virtq` (feature `virtio`): a virtio split-queue driver over mock
 //!   guest memory and a recording peer backend.
-//!
-//! Invariant: nothing here is a test itself, and no library the workspace
-//! ships depends on this crate (it is `publish = false`). Every loop is
-//! bounded in count and in time.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,6 +25,11 @@
     missing_docs,
     reason = "test code: a failed setup step should stop the test at once"
 )]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 pub mod common;
 pub mod e2e;

@@ -1,16 +1,17 @@
+//! `virtio-net-kvm` trusts nothing in guest memory and knows nothing about
+//! host sockets or flows (its one socket, vhost-user's, carries only the
+//! VMM's messages). Every transmit chain is copied out of guest memory
+//! exactly once, into a buffer of fixed size, and every decision (header,
+//! checksum, length) is made on that copy, never on a second read of memory
+//! the guest can rewrite. Descriptor indices, loops, lengths and addresses
+//! from the driver are bounded and checked: a bad chain costs the guest its
+//! frame and a counter increment ([`NetCounters`]), never a panic, an
+//! unbounded loop or an allocation the guest sizes. Frames go to and come
+//! from a [`FrameBackend`].
+//!
 //! A virtio-net device (virtio 1.x) that bridges a guest's driver to a
 //! network backend such as slipway's, with a virtio-mmio transport for KVM
 //! VMMs.
-//!
-//! Invariant: guest memory is hostile. Every transmit chain is copied out of
-//! guest memory exactly once, into a buffer of fixed size, and every decision
-//! (header, checksum, length) is made on that copy, never on a second read of
-//! memory the guest can rewrite. Descriptor indices, loops, lengths and
-//! addresses from the driver are bounded and checked: a bad chain costs the
-//! guest its frame and a counter increment ([`NetCounters`]), never a panic,
-//! an unbounded loop or an allocation the guest sizes. The device knows
-//! nothing about host sockets or flows: frames go to and come from a
-//! [`FrameBackend`] (the vhost-user socket carries only the VMM's messages).
 //!
 //! # Embedding
 //!
@@ -71,6 +72,11 @@
 //! copied once into guest memory.
 
 #![forbid(unsafe_code)]
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 mod backend;
 mod chain;

@@ -4,8 +4,8 @@
 //!
 //! Embedders drive it through [`NetworkBackend`] (with [`FrameBackend`]): frames from the guest go in
 //! as borrowed slices, frames to the guest come out into buffers the caller
-//! supplies, and the caller sleeps on [`NetworkBackend::host_fd`] until
-//! [`NetworkBackend::poll_timeout`].
+//! supplies, and the caller sleeps on [`Served::host_fd`] until
+//! [`Served::poll_timeout`].
 //!
 //! Checksum offload is the frontend's choice, frame by frame: a frame handed
 //! in with [`FrameBackend::handle_guest_frame_offloaded`] and a partial or
@@ -391,7 +391,7 @@ impl Backend {
     /// Lets TCP segments that [`FrameBackend::poll_guest_frame_offloaded`]
     /// hands out carry up to 64 KiB, whatever the guest's MSS, for a
     /// frontend that passes them on as GSO frames its guest cuts up (a tap
-    /// with TSO). Off by default; [`NetworkBackend::poll_guest_frame`]
+    /// with TSO). Off by default; [`FrameBackend::poll_guest_frame`]
     /// never does.
     pub fn set_gso_to_guest(&mut self, on: bool) {
         self.gso_to_guest = on;

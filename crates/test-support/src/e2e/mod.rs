@@ -145,7 +145,7 @@ pub fn slipway(args: &[&str]) -> Command {
     command
 }
 
-/// `PROGRAM ARGS`, with the same environment as [`slipway`].
+/// `PROGRAM ARGS`, with the same environment as [`slipway()`].
 pub fn command(program: &str, args: &[&str]) -> Command {
     let mut command = Command::new(program);
     command.args(args);
