@@ -315,7 +315,7 @@ fn has_command(binary: &FsPath, command: &str) -> bool {
 /// Starts a stack and waits until it listens on `socket`.
 fn listening(command: &mut std::process::Command, socket: &FsPath) -> Result<Child, String> {
     let mut child = Child::spawn(command)?;
-    sys::wait_until(LISTEN_LIMIT, || !child.running() || socket.exists());
+    test_support::common::poll_until(LISTEN_LIMIT, || !child.running() || socket.exists());
     if !socket.exists() {
         let what = sys::describe(command);
         let stderr = child
