@@ -9,13 +9,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 use test_support::common::{scrub, stat_ticks, status_switches};
+pub use test_support::process::Output;
 use test_support::process::{LineWait, kill_group, spawn_piped, wait_for_line};
 
 /// A child process in its own process group, its stdout read line by line
@@ -26,17 +27,6 @@ pub struct Child {
     lines: Receiver<String>,
     stdout: String,
     stderr: Receiver<String>,
-}
-
-/// What a finished child left.
-#[derive(Debug)]
-pub struct Output {
-    /// How it ended.
-    pub status: ExitStatus,
-    /// Its standard output.
-    pub stdout: String,
-    /// Its standard error.
-    pub stderr: String,
 }
 
 impl Child {

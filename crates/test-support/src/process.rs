@@ -1,14 +1,15 @@
 //! The part of running a child process that the end-to-end guards
 //! ([`crate::e2e::Proc`]) and the bench harness share: the child in its own
 //! process group, its stdout read line by line and its stderr read whole
-//! by threads, and the group killed at the end.
+//! by threads, the group killed at the end, and what it left.
 //!
-//! Invariant: nothing here panics or waits longer than the limit it is
-//! given; the callers decide what a failure means.
+//! Invariant: nothing here waits longer than the limit it is given, and
+//! nothing panics but [`Output::assert_success`], whose job that is; the
+//! callers decide what a failure means.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -66,6 +67,31 @@ pub fn spawn_piped(command: &mut Command) -> std::io::Result<Piped> {
         lines,
         stderr,
     })
+}
+
+/// What a finished process left.
+#[derive(Debug)]
+pub struct Output {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Panics with `what`, the status and both streams unless the process
+    /// exited with 0.
+    pub fn assert_success(&self, what: &str) {
+        assert!(
+            self.status.success(),
+            "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
 }
 
 /// How a wait for a line of output ended.

@@ -13,7 +13,7 @@ pub mod servers;
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
+pub use crate::process::Output;
 use crate::process::{LineWait, kill_group, spawn_piped, wait_for_line};
 
 /// How long the output readers may take to report once a process is gone.
@@ -151,30 +152,6 @@ pub fn command(program: &str, args: &[&str]) -> Command {
     command.args(args);
     crate::common::scrub(&mut command);
     command
-}
-
-/// What a finished process left.
-pub struct Output {
-    /// How it ended.
-    pub status: ExitStatus,
-    /// Everything it wrote to stdout.
-    pub stdout: String,
-    /// Everything it wrote to stderr.
-    pub stderr: String,
-}
-
-impl Output {
-    /// Panics with `what`, the status and both streams unless the process
-    /// exited with 0.
-    pub fn assert_success(&self, what: &str) {
-        assert!(
-            self.status.success(),
-            "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-    }
 }
 
 /// A child process in its own process group, its output read by threads.
