@@ -436,7 +436,7 @@ mod tests {
         let pid = std::fs::read_to_string(&pidfile).unwrap();
         drop(stream);
         let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
-        let gone = crate::sys::wait_until(Duration::from_secs(5), || {
+        let gone = test_support::common::poll_until(Duration::from_secs(5), || {
             std::fs::read_to_string(proc_dir.join("stat"))
                 .map_or(true, |stat| stat.contains(") Z "))
         });

@@ -280,7 +280,9 @@ impl Guest for NsGuest {
 /// until the guest has its default route.
 fn start_stack(ns: NetNs, mut stack: Command, forward_port: u16) -> Result<NsGuest, String> {
     let mut child = Child::spawn(&mut stack)?;
-    let configured = sys::wait_until(START_LIMIT, || !child.running() || ns.has_default_route());
+    let configured = test_support::common::poll_until(START_LIMIT, || {
+        !child.running() || ns.has_default_route()
+    });
     if !child.running() {
         return Err(format!(
             "{} exited: {}",

@@ -80,6 +80,24 @@ pub fn render(report: &Report) -> String {
     out
 }
 
+/// Where a chart's plot area stands and how values map onto it.
+struct Plot {
+    /// The top of the chart (its title's band).
+    top: f64,
+    /// The y of the value 0: the bottom of the plot area.
+    base: f64,
+    plot_w: f64,
+    plot_h: f64,
+    /// The value at the top of the axis.
+    scale_top: f64,
+}
+
+impl Plot {
+    fn y(&self, v: f64) -> f64 {
+        self.base - (v / self.scale_top) * self.plot_h
+    }
+}
+
 /// Draws `chart` with its top at `top`; false (and nothing drawn) when the
 /// report has no value for it.
 fn draw_chart(
@@ -103,40 +121,18 @@ fn draw_chart(
         return false;
     }
     let (scale_top, step) = axis(peak);
-    let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = CHART_HEIGHT - TOP - BOTTOM;
-    let base = top + TOP + plot_h;
-    let to_y = |v: f64| base - (v / scale_top) * plot_h;
-    let _ = writeln!(
-        out,
-        "<text x=\"{LEFT}\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>",
-        top + 22.0,
-        chart.title
-    );
-    let mut tick = 0.0;
-    while tick <= scale_top + step / 2.0 {
-        let ty = to_y(tick);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{LEFT}\" y1=\"{ty:.1}\" x2=\"{:.1}\" y2=\"{ty:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            LEFT + plot_w,
-            LEFT - 6.0,
-            ty + 4.0,
-            number(tick)
-        );
-        tick += step;
-    }
-    let _ = writeln!(
-        out,
-        "<text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">{}</text>",
-        top + TOP + plot_h / 2.0,
-        top + TOP + plot_h / 2.0,
-        chart.unit
-    );
+    let plot = Plot {
+        top,
+        base: top + TOP + plot_h,
+        plot_w: WIDTH - LEFT - RIGHT,
+        plot_h,
+        scale_top,
+    };
+    draw_axis(out, chart, &plot, step);
     #[allow(clippy::cast_precision_loss, reason = "a handful of groups and paths")]
     let (group_w, bar_w) = {
-        let group_w = plot_w / groups.len() as f64;
+        let group_w = plot.plot_w / groups.len() as f64;
         (group_w, group_w * 0.8 / paths.len().max(1) as f64)
     };
     for (g, (workload, metric, label)) in groups.iter().enumerate() {
@@ -153,9 +149,9 @@ fn draw_chart(
                 out,
                 "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\">\
                  <title>{path} {label}: {} {} ({}–{})</title></rect>",
-                to_y(s.median),
+                plot.y(s.median),
                 bar_w * 0.9,
-                base - to_y(s.median),
+                plot.base - plot.y(s.median),
                 number(s.median),
                 chart.unit,
                 number(s.min),
@@ -165,25 +161,64 @@ fn draw_chart(
             let _ = writeln!(
                 out,
                 "<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"black\"/>",
-                to_y(s.min),
-                to_y(s.max)
+                plot.y(s.min),
+                plot.y(s.max)
             );
         }
         let _ = writeln!(
             out,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
             gx + group_w * 0.4,
-            base + 18.0
+            plot.base + 18.0
         );
+    }
+    draw_base_and_legend(out, paths, &plot);
+    true
+}
+
+/// The chart's title, the horizontal grid with its tick labels every
+/// `step`, and the unit along the axis.
+fn draw_axis(out: &mut String, chart: &Chart<'_>, plot: &Plot, step: f64) {
+    let _ = writeln!(
+        out,
+        "<text x=\"{LEFT}\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>",
+        plot.top + 22.0,
+        chart.title
+    );
+    let mut tick = 0.0;
+    while tick <= plot.scale_top + step / 2.0 {
+        let ty = plot.y(tick);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{LEFT}\" y1=\"{ty:.1}\" x2=\"{:.1}\" y2=\"{ty:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LEFT + plot.plot_w,
+            LEFT - 6.0,
+            ty + 4.0,
+            number(tick)
+        );
+        tick += step;
     }
     let _ = writeln!(
         out,
+        "<text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">{}</text>",
+        plot.top + TOP + plot.plot_h / 2.0,
+        plot.top + TOP + plot.plot_h / 2.0,
+        chart.unit
+    );
+}
+
+/// The axis line at 0 and a colour key per path right of the plot.
+fn draw_base_and_legend(out: &mut String, paths: &[&str], plot: &Plot) {
+    let base = plot.base;
+    let _ = writeln!(
+        out,
         "<line x1=\"{LEFT}\" y1=\"{base:.1}\" x2=\"{:.1}\" y2=\"{base:.1}\" stroke=\"black\"/>",
-        LEFT + plot_w
+        LEFT + plot.plot_w
     );
     for (i, path) in paths.iter().enumerate() {
         #[allow(clippy::cast_precision_loss, reason = "a handful of paths")]
-        let ly = top + TOP + 18.0 * i as f64;
+        let ly = plot.top + TOP + 18.0 * i as f64;
         let lx = WIDTH - RIGHT + 16.0;
         let _ = writeln!(
             out,
@@ -194,7 +229,6 @@ fn draw_chart(
             ly + 10.0
         );
     }
-    true
 }
 
 /// The top of the axis and the tick step for data peaking at `peak`: a

@@ -8,15 +8,16 @@
 //! namespace is deleted by its [`NetNs`] guard; every wait has a deadline.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::process::Command;
+use std::sync::mpsc::Receiver;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
+use test_support::common::{scrub, stat_ticks, status_switches};
+pub use test_support::process::Output;
+use test_support::process::{LineWait, kill_group, spawn_piped, wait_for_line};
 
 /// A child process in its own process group, its stdout read line by line
 /// and its stderr kept. Dropping it kills the group and reaps the child.
@@ -25,18 +26,7 @@ pub struct Child {
     what: String,
     lines: Receiver<String>,
     stdout: String,
-    stderr: Option<JoinHandle<String>>,
-}
-
-/// What a finished child left.
-#[derive(Debug)]
-pub struct Output {
-    /// How it ended.
-    pub status: ExitStatus,
-    /// Its standard output.
-    pub stdout: String,
-    /// Its standard error.
-    pub stderr: String,
+    stderr: Receiver<String>,
 }
 
 impl Child {
@@ -45,44 +35,14 @@ impl Child {
     /// # Errors
     /// The command and why it could not start.
     pub fn spawn(command: &mut Command) -> Result<Self, String> {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
         let what = describe(command);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {what}: {e}"))?;
-        let (tx, lines) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            thread::spawn(move || {
-                let mut out = BufReader::new(out);
-                let mut line = Vec::new();
-                while out.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    if tx
-                        .send(String::from_utf8_lossy(&line).into_owned())
-                        .is_err()
-                    {
-                        break;
-                    }
-                    line.clear();
-                }
-            });
-        }
-        let stderr = child.stderr.take().map(|mut err| {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = err.read_to_end(&mut bytes);
-                String::from_utf8_lossy(&bytes).into_owned()
-            })
-        });
+        let piped = spawn_piped(command).map_err(|e| format!("cannot start {what}: {e}"))?;
         Ok(Self {
-            child,
+            child: piped.child,
             what,
-            lines,
+            lines: piped.lines,
             stdout: String::new(),
-            stderr,
+            stderr: piped.stderr,
         })
     }
 
@@ -104,31 +64,20 @@ impl Child {
     /// The process ended or the time ran out first; the message carries its
     /// stderr.
     pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.stdout.push_str(&line);
-                    if line.contains(needle) {
-                        return Ok(line);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!(
-                        "{} printed no {needle:?} within {limit:?}",
-                        self.what
-                    ));
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.kill();
-                    let stderr = self.take_stderr();
-                    return Err(format!(
-                        "{} ended before printing {needle:?}: {}",
-                        self.what,
-                        stderr.trim()
-                    ));
-                }
+        match wait_for_line(&self.lines, &mut self.stdout, needle, limit) {
+            LineWait::Found(line) => Ok(line),
+            LineWait::Timeout => Err(format!(
+                "{} printed no {needle:?} within {limit:?}",
+                self.what
+            )),
+            LineWait::Ended => {
+                self.kill();
+                let stderr = self.take_stderr();
+                Err(format!(
+                    "{} ended before printing {needle:?}: {}",
+                    self.what,
+                    stderr.trim()
+                ))
             }
         }
     }
@@ -195,9 +144,7 @@ impl Child {
     }
 
     fn kill_group(&mut self) {
-        if let Some(pid) = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw) {
-            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
-        }
+        kill_group(self.child.id());
     }
 
     fn kill(&mut self) {
@@ -206,11 +153,9 @@ impl Child {
         let _ = self.child.wait();
     }
 
+    /// All of stderr once it closes; empty when it was taken before.
     fn take_stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .and_then(|handle| handle.join().ok())
-            .unwrap_or_default()
+        self.stderr.recv().unwrap_or_default()
     }
 }
 
@@ -457,36 +402,6 @@ pub fn nsenter(netns: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
-/// Removes proxy settings and `RUST_LOG` from a command's environment:
-/// clients reach only the harness's own servers, stacks log only errors.
-pub fn scrub(command: &mut Command) {
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "all_proxy",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
-}
-
-/// Polls `ready` every 20 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if ready() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A reading of a process's counters from `/proc`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcSample {
@@ -515,7 +430,7 @@ impl ProcSample {
         if let Ok(tasks) = fs::read_dir(proc.join("task")) {
             for task in tasks.flatten() {
                 if let Ok(text) = fs::read_to_string(task.path().join("status")) {
-                    switches += context_switches(&text);
+                    switches += status_switches(&text);
                 }
             }
         }
@@ -534,20 +449,9 @@ pub fn ticks_per_second() -> u64 {
     rustix::param::clock_ticks_per_second()
 }
 
-/// utime + stime from the text of `/proc/PID/stat` (fields 14 and 15,
-/// counted after the parenthesized command name, which may hold spaces).
+/// utime + stime from the text of `/proc/PID/stat`.
 fn cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn context_switches(status: &str) -> u64 {
-    status_field(status, "voluntary_ctxt_switches:").unwrap_or(0)
-        + status_field(status, "nonvoluntary_ctxt_switches:").unwrap_or(0)
+    stat_ticks(stat).map(|(_, ticks)| ticks)
 }
 
 /// The first number on the line of `/proc/PID/status` starting with `key`.

@@ -32,11 +32,8 @@ use crate::workloads::Workload;
 use test_support::guest_image;
 pub use test_support::vm::accel::ACCEL_VAR;
 use test_support::vm::accel::Accel;
+use test_support::vm::{Nic, QEMU, libslirp_netdev, microvm_args};
 
-/// The QEMU binary.
-const QEMU: &str = "qemu-system-x86_64";
-/// The guest's RAM.
-const GUEST_MIB: &str = "512";
 /// How long a guest may take to boot and answer on the agent port.
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 /// How long `slipway stream`, `slipway vhost-user` or passt may take to
@@ -236,65 +233,15 @@ fn qemu_command(
     nic: &Nic,
     script: &FsPath,
 ) -> std::process::Command {
-    let append = format!(
-        "console=ttyS0 quiet pci=off panic=-1 reboot=t{}",
-        accel.kernel_args()
-    );
-    let memory = format!("memory-backend-memfd,id=mem,size={GUEST_MIB}M,share=on");
     let mut qemu = host.stack_command(QEMU);
-    if nic.shared_memory {
-        // The vhost-user backend maps the guest's RAM, so it must be a
-        // shared memfd; slipway's device is virtio 1.x only, while
-        // microvm's virtio-mmio transports are legacy unless told.
-        qemu.args(["-M", "microvm,memory-backend=mem", "-object", &memory])
-            .args(["-global", "virtio-mmio.force-legacy=false"]);
-    } else {
-        qemu.args(["-M", "microvm"]);
-    }
-    qemu.args(accel.qemu_args())
-        .args([
-            "-m",
-            GUEST_MIB,
-            "-smp",
-            "1",
-            "-nodefaults",
-            "-no-user-config",
-        ])
-        .args(["-nographic", "-serial", "stdio", "-no-reboot", "-kernel"])
-        .arg(&image.kernel)
-        .arg("-initrd")
-        .arg(&image.initramfs)
-        .args(["-append", &append])
-        .args(&nic.args)
-        .args(["-device", "virtio-net-device,netdev=net0", "-fw_cfg"])
-        .arg(format!("name=opt/slipway/script,file={}", script.display()));
+    qemu.args(microvm_args(
+        accel,
+        &image.kernel,
+        &image.initramfs,
+        nic,
+        script,
+    ));
     qemu
-}
-
-/// QEMU's options for the guest's network device `net0`.
-struct Nic {
-    /// `-netdev` (and `-chardev`) options.
-    args: Vec<String>,
-    /// The guest's RAM must be a shared memfd (vhost-user maps it).
-    shared_memory: bool,
-}
-
-impl Nic {
-    /// `-netdev VALUE`, in private guest memory.
-    fn netdev(value: String) -> Self {
-        Self {
-            args: vec!["-netdev".to_owned(), value],
-            shared_memory: false,
-        }
-    }
-
-    /// `-netdev stream` to a stack listening on `socket`.
-    fn stream(socket: &FsPath) -> Self {
-        Self::netdev(format!(
-            "stream,id=net0,server=off,addr.type=unix,addr.path={}",
-            socket.display()
-        ))
-    }
 }
 
 impl Network {
@@ -321,15 +268,7 @@ impl Network {
                 }
                 let stack = listening(&mut command, socket)?;
                 let nic = if vhost_user {
-                    Nic {
-                        args: vec![
-                            "-chardev".to_owned(),
-                            format!("socket,id=chr0,path={}", socket.display()),
-                            "-netdev".to_owned(),
-                            "vhost-user,id=net0,chardev=chr0".to_owned(),
-                        ],
-                        shared_memory: true,
-                    }
+                    Nic::vhost_user(socket)
                 } else {
                     Nic::stream(socket)
                 };
@@ -354,11 +293,11 @@ impl Network {
                 Ok((Some(listening(&mut command, socket)?), Nic::stream(socket)))
             }
             Self::Libslirp => {
-                let mut netdev = "user,id=net0,net=10.0.2.0/24".to_owned();
-                for (from, to) in forwards {
-                    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{from}-:{to}"));
-                }
-                Ok((None, Nic::netdev(netdev)))
+                let hostfwd: Vec<String> = forwards
+                    .iter()
+                    .map(|(from, to)| format!("tcp:127.0.0.1:{from}-:{to}"))
+                    .collect();
+                Ok((None, Nic::netdev(libslirp_netdev(&hostfwd))))
             }
         }
     }
@@ -376,7 +315,7 @@ fn has_command(binary: &FsPath, command: &str) -> bool {
 /// Starts a stack and waits until it listens on `socket`.
 fn listening(command: &mut std::process::Command, socket: &FsPath) -> Result<Child, String> {
     let mut child = Child::spawn(command)?;
-    sys::wait_until(LISTEN_LIMIT, || !child.running() || socket.exists());
+    test_support::common::poll_until(LISTEN_LIMIT, || !child.running() || socket.exists());
     if !socket.exists() {
         let what = sys::describe(command);
         let stderr = child

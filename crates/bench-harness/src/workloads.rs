@@ -289,7 +289,7 @@ impl<'a> Session<'a> {
                 .command("iperf3")
                 .args(["-s", "-1", "-B", &bind, "-p", &port]),
         )?;
-        if !sys::wait_until(READY, || {
+        if !test_support::common::poll_until(READY, || {
             sys::listening(server.pid(), Transport::Tcp, ports::IPERF)
         }) {
             return Err("iperf3's server did not start listening".into());

@@ -367,31 +367,43 @@ impl DhcpServer {
             rebind_duration: None,
             additional_options: &options,
         };
-        let (link, dst) = match reply.destination {
-            Destination::Broadcast => (
-                LinkAddrs::gateway_to(plan, EthernetAddress::BROADCAST),
-                Ipv4Addr::BROADCAST,
-            ),
-            Destination::Unicast(mac, ip) => (LinkAddrs::gateway_to(plan, mac), ip),
-        };
-        let len = repr.buffer_len().max(BOOTP_MIN_LEN);
-        build_udp_v4_with(
-            out,
-            link,
-            (
-                SocketAddrV4::new(v4.gateway(), DHCP_SERVER_PORT),
-                SocketAddrV4::new(dst, DHCP_CLIENT_PORT),
-            ),
-            len,
-            ChecksumFill::Complete,
-            |area| {
-                // Everything after the end option is padding.
-                area.fill(0);
-                repr.emit(&mut DhcpPacket::new_unchecked(area)).ok()
-            },
-        )
-        .ok_or(DropReason::NoBufferSpace)
+        write_reply(plan, v4, &repr, reply.destination, out)
     }
+}
+
+/// Writes `repr` from the gateway's DHCP server port to the client port at
+/// `destination`, padded to the BOOTP minimum.
+fn write_reply(
+    plan: &Plan,
+    v4: &Ipv4Plan,
+    repr: &DhcpRepr<'_>,
+    destination: Destination,
+    out: &mut [u8],
+) -> Result<usize, DropReason> {
+    let (link, dst) = match destination {
+        Destination::Broadcast => (
+            LinkAddrs::gateway_to(plan, EthernetAddress::BROADCAST),
+            Ipv4Addr::BROADCAST,
+        ),
+        Destination::Unicast(mac, ip) => (LinkAddrs::gateway_to(plan, mac), ip),
+    };
+    let len = repr.buffer_len().max(BOOTP_MIN_LEN);
+    build_udp_v4_with(
+        out,
+        link,
+        (
+            SocketAddrV4::new(v4.gateway(), DHCP_SERVER_PORT),
+            SocketAddrV4::new(dst, DHCP_CLIENT_PORT),
+        ),
+        len,
+        ChecksumFill::Complete,
+        |area| {
+            // Everything after the end option is padding.
+            area.fill(0);
+            repr.emit(&mut DhcpPacket::new_unchecked(area)).ok()
+        },
+    )
+    .ok_or(DropReason::NoBufferSpace)
 }
 
 /// A client's message and what is needed to answer it.

@@ -514,13 +514,9 @@ fn denied_cidr_fails_within_a_second() {
 /// What the server namespace's HTTP server serves.
 const KNOWN_FILE: &str = "served from 192.0.2.1 in the server namespace\n";
 
-#[test]
-fn destination_other_than_gateway_via_namespace_topology() {
-    require!("ip", "curl", "python3");
-    // Guest namespace (slipway's) -> slipway in `mid` -> veth -> `srv`.
-    // `mid` has only lo and the veth end: no route anywhere else.
-    let srv = NamedNetns::new("srv");
-    let mid = NamedNetns::new("mid");
+/// Links `mid` (192.0.2.2) and `srv` (192.0.2.1) by a veth pair, and
+/// checks that `mid` then has its link route and no other.
+fn link_by_veth(mid: &NamedNetns, srv: &NamedNetns) {
     ip(&[
         "-n",
         mid.name(),
@@ -565,6 +561,16 @@ fn destination_other_than_gateway_via_namespace_topology() {
         "mid must have only its link route:\n{}",
         routes.stdout
     );
+}
+
+#[test]
+fn destination_other_than_gateway_via_namespace_topology() {
+    require!("ip", "curl", "python3");
+    // Guest namespace (slipway's) -> slipway in `mid` -> veth -> `srv`.
+    // `mid` has only lo and the veth end: no route anywhere else.
+    let srv = NamedNetns::new("srv");
+    let mid = NamedNetns::new("mid");
+    link_by_veth(&mid, &srv);
 
     let www = TempDir::new("www");
     std::fs::write(www.path().join("known.txt"), KNOWN_FILE).expect("write known.txt");

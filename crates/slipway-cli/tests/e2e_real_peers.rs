@@ -620,6 +620,47 @@ fn refusals(stats: &str) -> u64 {
         .sum()
 }
 
+/// `slipway run` under an open-files limit of [`FD_LIMIT`] in the middle
+/// namespace, its guest running [`GUEST_FLOOD`] against the server's TCP
+/// and UDP echo ports, held at the files `rel1` and `rel2`.
+fn spawn_flood_guest(
+    link: &Link,
+    tcp_port: u16,
+    udp_port: u16,
+    rel1: &str,
+    rel2: &str,
+) -> GuestRun {
+    let limit = format!("--nofile={FD_LIMIT}:{FD_LIMIT}");
+    let mut command = link
+        .mid
+        .exec("prlimit", &[&limit, env!("CARGO_BIN_EXE_slipway")]);
+    // At the MTU of the link, so that the held connections' segments are
+    // the peer's size and the test measures the descriptors alone.
+    command.args(["run", "--mtu", "1500", "--stats", "--"]);
+    let (tcp_port, udp_port) = (tcp_port.to_string(), udp_port.to_string());
+    GuestRun::spawn(
+        command,
+        &[
+            python3(),
+            "-c",
+            GUEST_FLOOD,
+            &SERVER.to_string(),
+            &tcp_port,
+            &udp_port,
+            FLOOD_FLOWS,
+            rel1,
+            rel2,
+        ],
+    )
+}
+
+/// The number N of the word `KEY=N` in a line the guest reports.
+fn count(text: &str, key: &str) -> u64 {
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}=N in {text:?}"))
+}
+
 #[test]
 fn flows_beyond_a_low_fd_limit_are_refused_counted_and_leave_room_for_new_ones() {
     require!("ip", "python3", "prlimit");
@@ -633,28 +674,7 @@ fn flows_beyond_a_low_fd_limit_are_refused_counted_and_leave_room_for_new_ones()
     });
     let dir = TempDir::new("nofile");
     let (rel1, rel2) = (dir.file("rel1"), dir.file("rel2"));
-    let limit = format!("--nofile={FD_LIMIT}:{FD_LIMIT}");
-    let mut command = link
-        .mid
-        .exec("prlimit", &[&limit, env!("CARGO_BIN_EXE_slipway")]);
-    // At the MTU of the link, so that the held connections' segments are
-    // the peer's size and the test measures the descriptors alone.
-    command.args(["run", "--mtu", "1500", "--stats", "--"]);
-    let (tcp_port, udp_port) = (tcp_port.to_string(), udp_port.to_string());
-    let mut guest = GuestRun::spawn(
-        command,
-        &[
-            python3(),
-            "-c",
-            GUEST_FLOOD,
-            &SERVER.to_string(),
-            &tcp_port,
-            &udp_port,
-            FLOOD_FLOWS,
-            &rel1,
-            &rel2,
-        ],
-    );
+    let mut guest = spawn_flood_guest(&link, tcp_port, udp_port, &rel1, &rel2);
     let tcp = guest.wait_for_line("tcp ok=", LIMIT);
     eprintln!("e2e-real-peers: {FLOOD_FLOWS} connections, {FD_LIMIT} descriptors: {tcp}");
     guest.wait_for_line("held", LIMIT);
@@ -668,12 +688,6 @@ fn flows_beyond_a_low_fd_limit_are_refused_counted_and_leave_room_for_new_ones()
     let out = guest.finish_quiet(LIMIT, "after the floods");
     let context = format!("{}\n{}", out.stdout, out.stderr);
 
-    // The guest's report lines are words of the form KEY=N.
-    let count = |text: &str, key: &str| -> u64 {
-        text.split_whitespace()
-            .find_map(|word| word.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {key}=N in {text:?}"))
-    };
     let flows: u64 = FLOOD_FLOWS.parse().unwrap();
     let (ok, refused, pending) = (
         count(&tcp, "ok"),

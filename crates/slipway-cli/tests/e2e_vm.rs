@@ -261,7 +261,28 @@ fn run_checks(network: Network) {
         checks.dns_answer(&report, dns_queries.load(Ordering::Relaxed));
     }
     checks.equal("download SHA-256", report.get("download_sha256"), sha256);
-    match servers.uploads.recv_timeout(LIMIT) {
+    check_upload(name, &servers.uploads, &report, sha256, &mut checks);
+    report.print_download(&format!("e2e-vm: {name}"), BULK_LEN);
+    for (server, run, direction) in [
+        (servers.iperf_up, "up", "guest->host"),
+        (servers.iperf_down, "down", "host->guest"),
+    ] {
+        check_iperf(name, server, run, direction, &report, &mut checks);
+    }
+    report.print_boot(&format!("e2e-vm: {name}"));
+    checks.assert_all(&format!("{}\n{slipway_log}", report.log()));
+}
+
+/// Checks what the upload server received against the bulk data, and
+/// prints the upload's rate.
+fn check_upload(
+    name: &str,
+    uploads: &Receiver<Upload>,
+    report: &Report,
+    sha256: &str,
+    checks: &mut Checks,
+) {
+    match uploads.recv_timeout(LIMIT) {
         Ok(upload) => {
             checks.equal(
                 "upload length",
@@ -280,30 +301,34 @@ fn run_checks(network: Network) {
         }
         Err(_) => checks.check(false, || "the upload server got no request".to_owned()),
     }
-    report.print_download(&format!("e2e-vm: {name}"), BULK_LEN);
-    for (server, run, direction) in [
-        (servers.iperf_up, "up", "guest->host"),
-        (servers.iperf_down, "down", "host->guest"),
-    ] {
-        let status = report.get(&format!("iperf_{run}_status")).to_owned();
-        checks.equal(&format!("iperf3 {direction} client"), &status, "0");
-        match iperf_bits_per_second(report.block(&format!("iperf_{run}"))) {
-            Ok(bits) => eprintln!(
-                "e2e-vm: {name}: iperf3 {direction} {:.2} Gbit/s",
-                bits / 1e9
-            ),
-            Err(e) => checks.check(false, || e),
-        }
-        let out = server.proc.finish(LIMIT);
-        checks.check(out.status.success(), || {
-            format!(
-                "iperf3 server ({direction}): {:?}\n{}",
-                out.status, out.stderr
-            )
-        });
+}
+
+/// Checks one iperf3 run (`run` is `up` or `down`): the guest's client
+/// status, its rate, and the host server's exit.
+fn check_iperf(
+    name: &str,
+    server: IperfServer,
+    run: &str,
+    direction: &str,
+    report: &Report,
+    checks: &mut Checks,
+) {
+    let status = report.get(&format!("iperf_{run}_status")).to_owned();
+    checks.equal(&format!("iperf3 {direction} client"), &status, "0");
+    match iperf_bits_per_second(report.block(&format!("iperf_{run}"))) {
+        Ok(bits) => eprintln!(
+            "e2e-vm: {name}: iperf3 {direction} {:.2} Gbit/s",
+            bits / 1e9
+        ),
+        Err(e) => checks.check(false, || e),
     }
-    report.print_boot(&format!("e2e-vm: {name}"));
-    checks.assert_all(&format!("{}\n{slipway_log}", report.log()));
+    let out = server.proc.finish(LIMIT);
+    checks.check(out.status.success(), || {
+        format!(
+            "iperf3 server ({direction}): {:?}\n{}",
+            out.status, out.stderr
+        )
+    });
 }
 
 /// The checks whose expected values depend only on the network's plan.

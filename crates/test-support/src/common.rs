@@ -52,6 +52,21 @@ pub fn scrub(command: &mut std::process::Command) {
     }
 }
 
+/// Polls `ready` every 20 ms until it holds (true) or `limit` passes
+/// (false).
+pub fn poll_until(limit: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Wakeups (context switches of all its threads) a quiet slipway process
 /// may make in one second once a scenario's traffic ends. The guest kernel
 /// of a namespace sends an IPv6 router solicitation or MLD report now and
@@ -83,7 +98,7 @@ pub struct ProcessUse {
 
 /// utime + stime of a `/proc/.../stat` line, and the name between its
 /// parentheses.
-fn stat_ticks(stat: &str) -> Option<(String, u64)> {
+pub fn stat_ticks(stat: &str) -> Option<(String, u64)> {
     let (head, tail) = stat.rsplit_once(')')?;
     let name = head.split_once('(').map_or("", |(_, name)| name).to_owned();
     // The name may hold spaces: the fields start after its ')'.
@@ -93,7 +108,7 @@ fn stat_ticks(stat: &str) -> Option<(String, u64)> {
 }
 
 /// Voluntary plus involuntary context switches in a `/proc/.../status`.
-fn status_switches(status: &str) -> u64 {
+pub fn status_switches(status: &str) -> u64 {
     status
         .lines()
         .filter_map(|line| {

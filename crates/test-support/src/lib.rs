@@ -12,6 +12,8 @@
 //! - [`e2e`]: guards for child processes, namespaces and temporary
 //!   directories, the `slipway` command, servers and data checks for the
 //!   end-to-end suites.
+//! - [`process`]: a child in its own process group with its output read
+//!   by threads, which the guards above and the bench harness build on.
 //! - [`vm`]: a Linux guest under QEMU (or slipway-vmm) wired to slipway;
 //!   [`guest_image`] builds its kernel and initramfs.
 //! - `harness` (feature `backend`): a synthetic guest driving slipway's
@@ -36,6 +38,7 @@ pub mod e2e;
 pub mod guest_image;
 #[cfg(feature = "backend")]
 pub mod harness;
+pub mod process;
 #[cfg(feature = "virtio")]
 pub mod virtq;
 pub mod vm;

@@ -117,6 +117,35 @@ struct Run {
     interrupt_status_seen: Option<u8>,
 }
 
+/// Writes the register table, the code, and the IVT entry for vector 13.
+fn write_program(mem: &GuestMemoryMmap<()>, rx: &Driver<'_>, tx: &Driver<'_>) {
+    let mut at = TABLE;
+    for (offset, value) in register_table(rx, tx) {
+        mem.write_obj(offset, GuestAddress(at)).unwrap();
+        mem.write_obj(value, GuestAddress(at + 2)).unwrap();
+        at += 6;
+    }
+    mem.write_obj(0xffffu16, GuestAddress(at)).unwrap();
+    mem.write_slice(&MAIN, GuestAddress(CODE)).unwrap();
+    mem.write_slice(&IRQ_HANDLER, GuestAddress(HANDLER))
+        .unwrap();
+    mem.write_obj(HANDLER as u16, GuestAddress(13 * 4)).unwrap();
+    mem.write_obj(0u16, GuestAddress(13 * 4 + 2)).unwrap();
+}
+
+/// Points the vCPU, in real mode with code segment 0, at [`CODE`].
+fn start_at_code(vcpu: &kvm_ioctls::VcpuFd) {
+    let mut sregs = vcpu.get_sregs().unwrap();
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    vcpu.set_sregs(&sregs).unwrap();
+    let mut regs = vcpu.get_regs().unwrap();
+    regs.rip = CODE;
+    regs.rsp = 0x7000;
+    regs.rflags = 2;
+    vcpu.set_regs(&regs).unwrap();
+}
+
 fn run_guest() -> Result<Run, String> {
     let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
     let vm = kvm.create_vm().map_err(|e| format!("create VM: {e}"))?;
@@ -141,34 +170,14 @@ fn run_guest() -> Result<Run, String> {
     let mut tx = Driver::new(&mem, 0x4000, 16, 0x6000);
     let frame = pattern_frame(60, 9);
     tx.offer_tx(&[&tx_header(0, 0, 0, 0), &frame]);
-    // The register table, the code, and the IVT entry for vector 13.
-    let mut at = TABLE;
-    for (offset, value) in register_table(&rx, &tx) {
-        mem.write_obj(offset, GuestAddress(at)).unwrap();
-        mem.write_obj(value, GuestAddress(at + 2)).unwrap();
-        at += 6;
-    }
-    mem.write_obj(0xffffu16, GuestAddress(at)).unwrap();
-    mem.write_slice(&MAIN, GuestAddress(CODE)).unwrap();
-    mem.write_slice(&IRQ_HANDLER, GuestAddress(HANDLER))
-        .unwrap();
-    mem.write_obj(HANDLER as u16, GuestAddress(13 * 4)).unwrap();
-    mem.write_obj(0u16, GuestAddress(13 * 4 + 2)).unwrap();
+    write_program(&mem, &rx, &tx);
 
     let mut transport = MmioTransport::new(&mem, NetConfig::default()).unwrap();
     virtio_net_kvm::kvm::register_eventfds(&vm, &transport, MMIO_BASE, GSI)
         .map_err(|e| format!("ioeventfd/irqfd: {e}"))?;
 
     let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("vCPU: {e}"))?;
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = CODE;
-    regs.rsp = 0x7000;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
+    start_at_code(&vcpu);
 
     let mut peer = Peer::default();
     let mut run = Run {

@@ -11,17 +11,18 @@
 pub mod data;
 pub mod servers;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::{Pid, WaitId, WaitIdOptions};
+
+pub use crate::process::Output;
+use crate::process::{LineWait, kill_group, spawn_piped, wait_for_line};
 
 /// How long the output readers may take to report once a process is gone.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -153,30 +154,6 @@ pub fn command(program: &str, args: &[&str]) -> Command {
     command
 }
 
-/// What a finished process left.
-pub struct Output {
-    /// How it ended.
-    pub status: ExitStatus,
-    /// Everything it wrote to stdout.
-    pub stdout: String,
-    /// Everything it wrote to stderr.
-    pub stderr: String,
-}
-
-impl Output {
-    /// Panics with `what`, the status and both streams unless the process
-    /// exited with 0.
-    pub fn assert_success(&self, what: &str) {
-        assert!(
-            self.status.success(),
-            "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-    }
-}
-
 /// A child process in its own process group, its output read by threads.
 /// Dropping it kills the whole group and reaps the child.
 pub struct Proc {
@@ -191,46 +168,17 @@ impl Proc {
     /// Spawns `command` in a new process group with stdin from /dev/null
     /// and piped stdout and stderr.
     pub fn spawn(command: &mut Command) -> Self {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
         let what = format!("{command:?}");
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        let piped = match spawn_piped(command) {
+            Ok(piped) => piped,
             Err(e) => panic!("cannot spawn {what}: {e}"),
         };
-        let (line_tx, lines) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            thread::spawn(move || {
-                let mut out = BufReader::new(out);
-                let mut line = Vec::new();
-                while out.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    if line_tx
-                        .send(String::from_utf8_lossy(&line).into_owned())
-                        .is_err()
-                    {
-                        break;
-                    }
-                    line.clear();
-                }
-            });
-        }
-        let (err_tx, stderr) = mpsc::channel();
-        if let Some(mut err) = child.stderr.take() {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = err.read_to_end(&mut bytes);
-                let _ = err_tx.send(String::from_utf8_lossy(&bytes).into_owned());
-            });
-        }
         Self {
-            child: Some(child),
+            child: Some(piped.child),
             what,
-            lines,
+            lines: piped.lines,
             stdout: String::new(),
-            stderr,
+            stderr: piped.stderr,
         }
     }
 
@@ -243,24 +191,15 @@ impl Proc {
     /// panics (killing the group) if none comes. Earlier lines are kept for
     /// [`Proc::finish`].
     pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.stdout.push_str(&line);
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    self.kill();
-                    let stderr = self.stderr.recv_timeout(DRAIN).unwrap_or_default();
-                    panic!(
-                        "{}: no line with {needle:?} within {limit:?}.\nstdout:\n{}\nstderr:\n{stderr}",
-                        self.what, self.stdout
-                    );
-                }
+        match wait_for_line(&self.lines, &mut self.stdout, needle, limit) {
+            LineWait::Found(line) => line,
+            LineWait::Timeout | LineWait::Ended => {
+                self.kill();
+                let stderr = self.stderr.recv_timeout(DRAIN).unwrap_or_default();
+                panic!(
+                    "{}: no line with {needle:?} within {limit:?}.\nstdout:\n{}\nstderr:\n{stderr}",
+                    self.what, self.stdout
+                );
             }
         }
     }
@@ -332,8 +271,8 @@ impl Proc {
     }
 
     fn kill_group(&self) {
-        if let Some(pid) = self.pid() {
-            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        if let Some(child) = &self.child {
+            kill_group(child.id());
         }
     }
 
@@ -504,12 +443,11 @@ pub fn tcp_listening(addr: Ipv4Addr, port: u16) -> bool {
 
 /// Waits at most `limit` for `condition`, checking every 20 ms; panics with
 /// `what` on timeout.
-pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
+pub fn wait_until(what: &str, limit: Duration, condition: impl FnMut() -> bool) {
+    assert!(
+        crate::common::poll_until(limit, condition),
+        "{what}: not within {limit:?}"
+    );
 }
 
 /// A directory under the system temporary directory, removed on drop.

@@ -15,6 +15,7 @@ pub mod accel;
 use crate::guest_image;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -29,11 +30,11 @@ pub use accel::{ACCEL_VAR, Accel, kvm_is_pvm};
 pub use guest_image::{Cpio, Image};
 
 /// The QEMU binary.
-const QEMU: &str = "qemu-system-x86_64";
+pub const QEMU: &str = "qemu-system-x86_64";
 
 /// The guest's RAM: room for the bulk file in its tmpfs and a copy in
 /// busybox wget's upload buffer.
-const GUEST_MIB: &str = "512";
+pub const GUEST_MIB: &str = "512";
 
 /// How long a guest script holds still after its traffic for the host to
 /// check that slipway is quiet ([`SlipwaySocket::check_quiet`] samples one
@@ -180,20 +181,9 @@ impl SlipwaySocket {
 
     /// QEMU's options that wire the guest's `net0` to this socket.
     pub fn nic(&self) -> Nic {
-        let path = self.socket.display();
         match self.frontend {
-            Frontend::Stream => Nic::netdev(format!(
-                "stream,id=net0,server=off,addr.type=unix,addr.path={path}"
-            )),
-            Frontend::VhostUser => Nic {
-                args: vec![
-                    "-chardev".to_owned(),
-                    format!("socket,id=chr0,path={path}"),
-                    "-netdev".to_owned(),
-                    "vhost-user,id=net0,chardev=chr0".to_owned(),
-                ],
-                shared_memory: true,
-            },
+            Frontend::Stream => Nic::stream(&self.socket),
+            Frontend::VhostUser => Nic::vhost_user(&self.socket),
         }
     }
 
@@ -219,6 +209,87 @@ impl Nic {
             shared_memory: false,
         }
     }
+
+    /// `-netdev stream` to a stack listening on `socket`.
+    pub fn stream(socket: &Path) -> Self {
+        Self::netdev(format!(
+            "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+            socket.display()
+        ))
+    }
+
+    /// `-netdev vhost-user` through a chardev on `socket`, in shared guest
+    /// memory.
+    pub fn vhost_user(socket: &Path) -> Self {
+        Self {
+            args: vec![
+                "-chardev".to_owned(),
+                format!("socket,id=chr0,path={}", socket.display()),
+                "-netdev".to_owned(),
+                "vhost-user,id=net0,chardev=chr0".to_owned(),
+            ],
+            shared_memory: true,
+        }
+    }
+}
+
+/// QEMU's arguments that boot `kernel` and `initramfs` as a microvm under
+/// `accel`, with `nic` as its network device `net0`, the serial console on
+/// stdout and the file `script` as what the guest's `/init` runs.
+pub fn microvm_args(
+    accel: Accel,
+    kernel: &Path,
+    initramfs: &Path,
+    nic: &Nic,
+    script: &Path,
+) -> Vec<OsString> {
+    let append = format!(
+        "console=ttyS0 quiet pci=off panic=-1 reboot=t{}",
+        accel.kernel_args()
+    );
+    let memory = format!("memory-backend-memfd,id=mem,size={GUEST_MIB}M,share=on");
+    // vhost-user maps the guest's RAM, so it must be a shared memfd; and
+    // slipway's device is virtio 1.x only, while microvm's virtio-mmio
+    // transports are legacy unless told otherwise.
+    let mut args: Vec<OsString> = if nic.shared_memory {
+        [
+            "-M",
+            "microvm,memory-backend=mem",
+            "-object",
+            &memory,
+            "-global",
+            "virtio-mmio.force-legacy=false",
+        ]
+        .map(OsString::from)
+        .to_vec()
+    } else {
+        vec!["-M".into(), "microvm".into()]
+    };
+    args.extend(accel.qemu_args().into_iter().map(OsString::from));
+    args.extend(nic.args.iter().map(OsString::from));
+    args.extend(
+        [
+            "-m",
+            GUEST_MIB,
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-kernel",
+        ]
+        .map(OsString::from),
+    );
+    args.push(kernel.into());
+    args.push("-initrd".into());
+    args.push(initramfs.into());
+    args.extend(["-append".into(), append.into()]);
+    args.extend(["-device", "virtio-net-device,netdev=net0", "-fw_cfg"].map(OsString::from));
+    args.push(format!("name=opt/slipway/script,file={}", script.display()).into());
+    args
 }
 
 /// QEMU's own user-mode network (libslirp) with `hostfwd` rules of the
@@ -245,61 +316,15 @@ impl Guest {
     pub fn boot(nic: &Nic, script: &str, dir: &TempDir) -> Self {
         let image = image().expect("the guest image");
         let accel = Accel::choose().expect("an accelerator");
-        let script_path = dir.file("script.sh");
+        let script_path = dir.path().join("script.sh");
         std::fs::write(&script_path, script).expect("write the guest script");
-        let append = format!(
-            "console=ttyS0 quiet pci=off panic=-1 reboot=t{}",
-            accel.kernel_args()
-        );
-        let kernel = image.kernel.to_string_lossy();
-        let initramfs = image.initramfs.to_string_lossy();
-        let fw_cfg = format!("name=opt/slipway/script,file={script_path}");
-        let memory = format!("memory-backend-memfd,id=mem,size={GUEST_MIB}M,share=on");
-        // vhost-user maps the guest's RAM, so it must be a shared memfd; and
-        // slipway's device is virtio 1.x only, while microvm's virtio-mmio
-        // transports are legacy unless told otherwise.
-        let mut args = if nic.shared_memory {
-            vec![
-                "-M",
-                "microvm,memory-backend=mem",
-                "-object",
-                &memory,
-                "-global",
-                "virtio-mmio.force-legacy=false",
-            ]
-        } else {
-            vec!["-M", "microvm"]
-        };
-        args.extend(accel.qemu_args());
-        args.extend(nic.args.iter().map(String::as_str));
-        args.extend([
-            "-m",
-            GUEST_MIB,
-            "-smp",
-            "1",
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-kernel",
-            &kernel,
-            "-initrd",
-            &initramfs,
-            "-append",
-            &append,
-            "-device",
-            "virtio-net-device,netdev=net0",
-            "-fw_cfg",
-            &fw_cfg,
-        ]);
+        let args = microvm_args(accel, &image.kernel, &image.initramfs, nic, &script_path);
         eprintln!(
             "e2e-vm: booting the guest ({accel:?}, kernel {})",
             image.kernel_version
         );
         Self {
-            qemu: Proc::spawn(&mut command(QEMU, &args)),
+            qemu: Proc::spawn(command(QEMU, &[]).args(args)),
             started: Instant::now(),
         }
     }

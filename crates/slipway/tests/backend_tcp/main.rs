@@ -1,13 +1,17 @@
 //! Frame-level tests of the backend's front desk (ARP, DHCP) and TCP relay
 //! against real host sockets on 127.0.0.1, no root needed.
 //!
-//! A synthetic guest (`support`) sends Ethernet frames built with
+//! A synthetic guest (`test_support::harness`) sends Ethernet frames built with
 //! `smoltcp::wire` and drives the backend on real time; servers are threads
 //! on 127.0.0.1 with ephemeral ports, which the guest reaches through the
 //! gateway address (host-loopback mapping is on by default). Each test is
 //! named for the contract it checks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bulk;
+mod half_open;
+mod real_peers;
 
 use test_support::harness;
 
@@ -22,23 +26,23 @@ use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType, TcpControl};
 
 use harness::frames::{arp_request, check_dhcp_reply, dhcp_message};
 use harness::{
-    DNS_IP, Fnv, Frame, GATEWAY_IP, GUEST_IP, GUEST_MAC, GuestSeg, GuestStats, GuestTcp, Harness,
-    Impairments, State, TcpOpts, default_config, fnv, free_port, gateway_mac, listen, listen_with,
-    pattern, reset, serve, via_gateway,
+    DNS_IP, Frame, GATEWAY_IP, GUEST_IP, GUEST_MAC, GuestSeg, GuestTcp, Harness, State, TcpOpts,
+    default_config, fnv, free_port, gateway_mac, listen, listen_with, pattern, reset, serve,
+    via_gateway,
 };
 
 /// The size of the bulk transfers.
-const BULK: usize = 64 << 20;
+pub(crate) const BULK: usize = 64 << 20;
 
 /// Reads everything until end of stream, then sends it back and closes.
-fn echo_once(mut stream: TcpStream) -> usize {
+pub(crate) fn echo_once(mut stream: TcpStream) -> usize {
     let mut got = Vec::new();
     stream.read_to_end(&mut got).unwrap();
     stream.write_all(&got).unwrap();
     got.len()
 }
 
-fn assert_no_rst(frames: &[Frame]) {
+pub(crate) fn assert_no_rst(frames: &[Frame]) {
     let rsts: Vec<_> = frames
         .iter()
         .filter_map(Frame::tcp)
@@ -47,7 +51,7 @@ fn assert_no_rst(frames: &[Frame]) {
     assert!(rsts.is_empty(), "unexpected RSTs: {rsts:?}");
 }
 
-fn report(name: &str, bytes: usize, elapsed: Duration) {
+pub(crate) fn report(name: &str, bytes: usize, elapsed: Duration) {
     let mib = bytes as f64 / f64::from(1u32 << 20);
     eprintln!(
         "{name}: {mib:.0} MiB in {elapsed:.2?} ({:.0} MiB/s)",
@@ -56,7 +60,7 @@ fn report(name: &str, bytes: usize, elapsed: Duration) {
 }
 
 #[test]
-fn arp_answers_gateway_and_dns_but_not_guest_or_outside() {
+pub(crate) fn arp_answers_gateway_and_dns_but_not_guest_or_outside() {
     let mut h = Harness::new();
     for target in [GATEWAY_IP, DNS_IP] {
         h.send(&arp_request(target));
@@ -96,7 +100,7 @@ fn arp_answers_gateway_and_dns_but_not_guest_or_outside() {
 }
 
 #[test]
-fn dhcp_full_exchange_gives_address_router_dns_mtu() {
+pub(crate) fn dhcp_full_exchange_gives_address_router_dns_mtu() {
     let mut h = Harness::new();
     let xid = 0x1234_5678;
     h.send(&dhcp_message(DhcpMessageType::Discover, xid, None, None));
@@ -114,7 +118,7 @@ fn dhcp_full_exchange_gives_address_router_dns_mtu() {
 }
 
 #[test]
-fn tcp_syn_ack_only_after_host_connect() {
+pub(crate) fn tcp_syn_ack_only_after_host_connect() {
     let server = serve(listen(), |mut stream| {
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
@@ -143,7 +147,7 @@ fn tcp_syn_ack_only_after_host_connect() {
 }
 
 #[test]
-fn tcp_refused_connect_gets_rst_within_100ms() {
+pub(crate) fn tcp_refused_connect_gets_rst_within_100ms() {
     let port = free_port();
     let mut h = Harness::new();
     let iss = 77_000;
@@ -169,7 +173,7 @@ fn tcp_refused_connect_gets_rst_within_100ms() {
 }
 
 #[test]
-fn tcp_slow_connect_does_not_delay_another_flow() {
+pub(crate) fn tcp_slow_connect_does_not_delay_another_flow() {
     // A listener whose accept queue is full drops SYNs: a connect to it
     // stays pending.
     let slow = listen_with(None, 0);
@@ -224,7 +228,7 @@ fn tcp_slow_connect_does_not_delay_another_flow() {
 }
 
 #[test]
-fn tcp_duplicate_syn_while_connecting_does_not_reset_flow() {
+pub(crate) fn tcp_duplicate_syn_while_connecting_does_not_reset_flow() {
     let echo = serve(listen(), echo_once);
     let mut h = Harness::new();
     // Sequence numbers wrap during the exchange.
@@ -258,7 +262,7 @@ fn tcp_duplicate_syn_while_connecting_does_not_reset_flow() {
 }
 
 #[test]
-fn tcp_no_window_scale_option_when_guest_offered_none() {
+pub(crate) fn tcp_no_window_scale_option_when_guest_offered_none() {
     let payload = pattern(300_000, 7);
     let expected = fnv(&payload);
     let server = serve(listen(), move |mut stream| {
@@ -294,7 +298,7 @@ fn tcp_no_window_scale_option_when_guest_offered_none() {
 }
 
 #[test]
-fn tcp_fin_carrying_data_reaches_host_then_eof() {
+pub(crate) fn tcp_fin_carrying_data_reaches_host_then_eof() {
     let server = serve(listen(), |mut stream| {
         let mut got = Vec::new();
         stream.read_to_end(&mut got).map(|_| got)
@@ -326,7 +330,7 @@ fn tcp_fin_carrying_data_reaches_host_then_eof() {
 }
 
 #[test]
-fn tcp_half_close_guest_to_host() {
+pub(crate) fn tcp_half_close_guest_to_host() {
     let request = pattern(200_000, 11);
     let expected = format!("got 200000 bytes, hash {:016x}", fnv(&request));
     let server = serve(listen(), |mut stream| {
@@ -354,7 +358,7 @@ fn tcp_half_close_guest_to_host() {
 }
 
 #[test]
-fn tcp_half_close_host_to_guest() {
+pub(crate) fn tcp_half_close_host_to_guest() {
     let upload = pattern(200_000, 12);
     let server = serve(listen(), |mut stream| {
         stream.write_all(b"greetings; send me yours").unwrap();
@@ -382,7 +386,7 @@ fn tcp_half_close_host_to_guest() {
 }
 
 #[test]
-fn tcp_host_rst_becomes_guest_rst() {
+pub(crate) fn tcp_host_rst_becomes_guest_rst() {
     let server = serve(listen(), |mut stream| {
         let mut byte = [0u8; 1];
         stream.read_exact(&mut byte).unwrap();
@@ -409,7 +413,7 @@ fn tcp_host_rst_becomes_guest_rst() {
 }
 
 #[test]
-fn tcp_segment_for_unknown_flow_gets_rst() {
+pub(crate) fn tcp_segment_for_unknown_flow_gets_rst() {
     let mut h = Harness::new();
     let dst = via_gateway(9);
     // With ACK: <SEQ=SEG.ACK><CTL=RST>.
@@ -437,140 +441,6 @@ fn tcp_segment_for_unknown_flow_gets_rst() {
     assert_eq!(counters.tcp_flows_opened, 0);
     assert_eq!(h.backend.open_flows(Protocol::Tcp), 0);
     h.assert_quiet("tcp segment for unknown flow gets rst");
-}
-
-/// Sends `data` from the guest to a server whose receive buffer is 4 KiB
-/// and checks that every byte arrived in order.
-fn guest_to_host_small_rcvbuf(name: &str, impair: Impairments) -> GuestStats {
-    let data = pattern(BULK, 0xb01c);
-    let expected = fnv(&data);
-    let server = serve(listen_with(Some(4096), 16), |mut stream| {
-        let mut hash = Fnv::new();
-        let mut total = 0usize;
-        let mut buf = vec![0u8; 4096];
-        let mut pause_at = 1 << 20;
-        for _ in 0..BULK {
-            let n = stream.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-            total += n;
-            if total >= pause_at {
-                // Slow enough now and then for the window to shut.
-                thread::sleep(Duration::from_millis(1));
-                pause_at += 1 << 20;
-            }
-        }
-        (total, hash.finish())
-    });
-    let mut h = Harness::new();
-    let opts = TcpOpts {
-        impair,
-        ..TcpOpts::default()
-    };
-    // Sequence numbers wrap after the first mebibyte.
-    let mut ep = GuestTcp::new(opts, 40100, server.guest_addr(), u32::MAX - 1_000_000);
-    let start = Instant::now();
-    ep.connect(start, &mut h.backend);
-    ep.send_vec(data);
-    ep.close();
-    let done = h.drive(&mut ep, Duration::from_secs(40), |ep, _| ep.fin_acked());
-    let elapsed = start.elapsed();
-    assert!(
-        done,
-        "transfer stalled: {:?} {:?}",
-        ep.stats(),
-        h.backend.counters()
-    );
-    let (total, hash) = server.join().expect("a connection");
-    assert_eq!(total, BULK);
-    assert_eq!(hash, expected, "the host read the guest's bytes in order");
-    assert_eq!(h.backend.counters().tcp_bytes_to_host, BULK as u64);
-    report(name, BULK, elapsed);
-    h.assert_quiet(name);
-    *ep.stats()
-}
-
-/// Sends `BULK` bytes from a host server to a guest with a 4 KiB window
-/// and checks that every byte arrived in order.
-fn host_to_guest_4k_window(name: &str, impair: Impairments) -> GuestStats {
-    let data = pattern(BULK, 0x4057);
-    let expected = fnv(&data);
-    let server = serve(listen(), move |mut stream| stream.write_all(&data).unwrap());
-    let mut h = Harness::new();
-    let opts = TcpOpts {
-        window: 4096,
-        wscale: None,
-        impair,
-        ..TcpOpts::default()
-    };
-    let mut ep = GuestTcp::new(opts, 40200, server.guest_addr(), 31337);
-    let start = Instant::now();
-    ep.connect(start, &mut h.backend);
-    let done = h.drive(&mut ep, Duration::from_secs(40), |ep, _| ep.peer_fin());
-    let elapsed = start.elapsed();
-    assert!(
-        done,
-        "transfer stalled: {:?} {:?}",
-        ep.stats(),
-        h.backend.counters()
-    );
-    assert_eq!(ep.received_len(), BULK as u64);
-    assert_eq!(
-        ep.received_hash(),
-        expected,
-        "the guest got the bytes in order"
-    );
-    assert_eq!(ep.stats().window_violations, 0, "never past the window");
-    server.join().expect("a connection");
-    report(name, BULK, elapsed);
-    // slipway closed first, so its flow lingers in TIME-WAIT afterwards.
-    ep.close();
-    let closed = h.drive(&mut ep, Duration::from_secs(2), |ep, _| ep.fin_acked());
-    assert!(closed, "the guest's FIN is acknowledged");
-    h.assert_quiet(name);
-    *ep.stats()
-}
-
-#[test]
-fn tcp_64mib_guest_to_host_small_rcvbuf_hash_verified() {
-    let stats = guest_to_host_small_rcvbuf("guest to host", Impairments::default());
-    assert_eq!(stats.rsts, 0);
-}
-
-#[test]
-fn tcp_64mib_guest_to_host_small_rcvbuf_lossy_guest_hash_verified() {
-    let impair = Impairments {
-        loss: 20,
-        duplicate: 20,
-        reorder: 20,
-        ..Impairments::default()
-    };
-    let stats = guest_to_host_small_rcvbuf("guest to host, lossy guest", impair);
-    assert!(stats.lost > 0 && stats.duplicated > 0 && stats.reordered > 0);
-    assert_eq!(stats.rsts, 0);
-}
-
-#[test]
-fn tcp_64mib_host_to_guest_4k_window_hash_verified() {
-    let stats = host_to_guest_4k_window("host to guest", Impairments::default());
-    assert_eq!(stats.rsts, 0);
-}
-
-#[test]
-fn tcp_64mib_host_to_guest_4k_window_dropped_acks_retransmitted() {
-    let impair = Impairments {
-        drop_every_nth_ack: 2000,
-        max_ack_drops: 6,
-        ..Impairments::default()
-    };
-    let stats = host_to_guest_4k_window("host to guest, dropped ACKs", impair);
-    assert_eq!(stats.acks_dropped, 6);
-    assert!(
-        stats.dup_segments >= stats.acks_dropped,
-        "slipway retransmitted every segment whose ACK was lost: {stats:?}"
-    );
 }
 
 #[test]
@@ -793,441 +663,4 @@ fn tcp_to_port_53_of_the_dns_address_reaches_the_upstream() {
         "the upstream resolver saw the connection"
     );
     h.assert_quiet("tcp to port 53 of the dns address reaches the upstream");
-}
-
-// ----- host peers as on a real network -----
-
-/// A listener on 127.0.0.1 whose connections announce MSS 1460, as a peer
-/// on a real network does: the host socket slipway connects to it then has
-/// a send buffer (about 69 KB) that never frees a 65480-byte segment.
-fn listen_mss_1460() -> std::net::TcpListener {
-    use rustix::net::{AddressFamily, SocketType, bind, listen, socket};
-    use std::os::fd::AsRawFd;
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-    let mss: libc::c_int = 1460;
-    // SAFETY: `fd` is a live socket for the call; the value points at a
-    // `c_int` that outlives it, and the length is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_MAXSEG,
-            (&raw const mss).cast::<libc::c_void>(),
-            libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap(),
-        )
-    };
-    assert_eq!(rc, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
-    bind(&fd, &SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
-    listen(&fd, 16).unwrap();
-    std::net::TcpListener::from(fd)
-}
-
-/// Opens a connection from the guest (MSS 65480, slipway's default MTU) to
-/// `server` and drives it until established.
-fn open_flow_to<T>(h: &mut Harness, server: &harness::Server<T>, port: u16) -> GuestTcp {
-    let mut ep = GuestTcp::new(TcpOpts::default(), port, server.guest_addr(), 0x1234_0000);
-    ep.connect(Instant::now(), &mut h.backend);
-    let up = h.drive(&mut ep, Duration::from_secs(5), |ep, _| {
-        ep.state() == State::Established
-    });
-    assert!(up, "handshake: {:?}", ep.stats());
-    assert!(
-        server.accepted_within(Duration::from_secs(5)).is_some(),
-        "the server saw the connection"
-    );
-    ep
-}
-
-/// An idle connection from a guest with a 65520-byte MTU to a peer with
-/// MSS 1460: the host send buffer never frees a whole guest segment, and
-/// the flow must not wait for writable readiness the socket reports all the
-/// time (a level-triggered `EPOLLOUT` on every wait).
-#[test]
-fn idle_flow_to_mss_1460_peer_leaves_loop_quiet() {
-    let server = serve(listen_mss_1460(), |mut stream| {
-        let mut got = [0u8; 10];
-        stream.read_exact(&mut got).unwrap();
-        got
-    });
-    let mut h = Harness::new();
-    let mut ep = open_flow_to(&mut h, &server, 40100);
-    h.assert_quiet("an idle flow to an MSS-1460 peer");
-
-    // The flow still carries data, both ways.
-    ep.send(b"still here");
-    let acked = h.drive(&mut ep, Duration::from_secs(3), |ep, _| ep.all_acked());
-    assert!(acked, "guest data after the idle time: {:?}", ep.stats());
-    let closed = h.drive(&mut ep, Duration::from_secs(3), |ep, _| ep.peer_fin());
-    assert!(closed, "the server's FIN: {:?}", ep.stats());
-    assert_eq!(&server.join().expect("the server ran"), b"still here");
-}
-
-/// A host peer's urgent byte (`send(MSG_OOB)`) is one more byte of the
-/// stream for the guest, whose socket gets no urgent pointer: every byte,
-/// the urgent one included, arrives in order, and the flow goes on.
-#[test]
-fn urgent_byte_from_host_peer_reaches_guest_in_order() {
-    let head = pattern(200_000, 41);
-    let tail = pattern(300_000, 42);
-    let mut expected = head.clone();
-    expected.push(b'!');
-    expected.extend_from_slice(&tail);
-    let server = serve(listen(), move |mut stream| {
-        stream.write_all(&head).unwrap();
-        thread::sleep(Duration::from_millis(20));
-        let sent = rustix::net::send(&stream, b"!", rustix::net::SendFlags::OOB).unwrap();
-        assert_eq!(sent, 1);
-        thread::sleep(Duration::from_millis(20));
-        stream.write_all(&tail).unwrap();
-        stream.shutdown(Shutdown::Write).unwrap();
-        let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest);
-        rest
-    });
-    let mut h = Harness::new();
-    let mut ep = open_flow_to(&mut h, &server, 40101);
-    let total = expected.len() as u64;
-    let done = h.drive(&mut ep, Duration::from_secs(10), |ep, _| ep.peer_fin());
-    assert!(
-        done,
-        "{} of {total} bytes and no FIN: {:?}",
-        ep.received_len(),
-        ep.stats()
-    );
-    assert_eq!(ep.received_len(), total);
-    assert_eq!(ep.received_hash(), fnv(&expected), "bytes in order");
-    assert_eq!(ep.stats().rsts, 0);
-    h.assert_quiet("after a stream with an urgent byte");
-
-    // The flow goes on after the mark: the guest's reply reaches the peer.
-    ep.send(b"after the mark");
-    ep.close();
-    let closed = h.drive(&mut ep, Duration::from_secs(5), |ep, _| ep.fin_acked());
-    assert!(closed, "close: {:?}", ep.stats());
-    assert_eq!(server.join().expect("the server ran"), b"after the mark");
-}
-
-// ----- TCP options as Linux reads them -----
-
-/// The frame of `seg` with `options` (a multiple of 4 bytes, written as
-/// they are, however malformed) in place of its own, carrying `payload`.
-fn frame_with_raw_options(seg: &GuestSeg, options: &[u8], payload: &[u8]) -> Vec<u8> {
-    use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket};
-    assert_eq!(options.len() % 4, 0, "options fill whole words");
-    let tcp_len = 20 + options.len() + payload.len();
-    let mut buf = vec![0u8; 14 + 20 + tcp_len];
-    let (src, dst) = (GUEST_IP, *seg.dst.ip());
-    let len = harness::frames::write_ipv4(
-        &mut buf,
-        gateway_mac(),
-        src,
-        dst,
-        IpProtocol::Tcp,
-        tcp_len,
-        |area| {
-            let mut tcp = TcpPacket::new_unchecked(area);
-            tcp.set_src_port(seg.src_port);
-            tcp.set_dst_port(seg.dst.port());
-            tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(i32::from_ne_bytes(
-                seg.seq.to_ne_bytes(),
-            )));
-            tcp.set_ack_number(smoltcp::wire::TcpSeqNumber(i32::from_ne_bytes(
-                seg.ack.unwrap_or(0).to_ne_bytes(),
-            )));
-            tcp.set_header_len(u8::try_from(20 + options.len()).unwrap());
-            tcp.clear_flags();
-            tcp.set_syn(seg.control == TcpControl::Syn);
-            tcp.set_fin(seg.control == TcpControl::Fin);
-            tcp.set_psh(seg.control == TcpControl::Psh);
-            tcp.set_ack(seg.ack.is_some());
-            tcp.set_window_len(seg.window);
-            tcp.set_urgent_at(0);
-            tcp.options_mut().copy_from_slice(options);
-            tcp.payload_mut().copy_from_slice(payload);
-            tcp.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
-        },
-    );
-    buf.truncate(len);
-    buf
-}
-
-/// Sends `syn` (a frame) from guest port `port`, takes slipway's SYN-ACK and
-/// acknowledges it with a bare ACK from guest sequence number `iss + 1`;
-/// returns the SYN-ACK's sequence number and MSS option.
-fn raw_handshake(
-    h: &mut Harness,
-    syn: &[u8],
-    port: u16,
-    to: SocketAddrV4,
-    iss: u32,
-) -> (u32, Option<u16>) {
-    h.send(syn);
-    let frames = h.collect_until(Duration::from_secs(3), |f| {
-        f.tcp().is_some_and(|t| t.dst.port() == port)
-    });
-    let syn_ack = frames
-        .last()
-        .and_then(Frame::tcp)
-        .expect("an answer to the SYN");
-    assert!(syn_ack.syn && !syn_ack.rst, "a SYN-ACK: {syn_ack:?}");
-    assert_eq!(syn_ack.ack, Some(iss.wrapping_add(1)));
-    let ack = GuestSeg::bare(
-        port,
-        to,
-        iss.wrapping_add(1),
-        Some(syn_ack.seq.wrapping_add(1)),
-        TcpControl::None,
-    );
-    h.send(&ack.frame(&[]));
-    (syn_ack.seq, syn_ack.mss)
-}
-
-/// Linux stops reading options at one whose length is 0 (or 1, or runs past
-/// the header) and keeps the segment with the options before it: such a
-/// SYN is answered, and the MSS it carried bounds every segment to the
-/// guest.
-#[test]
-fn syn_with_mss_then_zero_length_option_is_answered_and_the_mss_kept() {
-    let data = pattern(20_000, 51);
-    let sent = data.clone();
-    let server = serve(listen(), move |mut stream| {
-        stream.write_all(&sent).unwrap();
-        let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest);
-    });
-    let mut h = Harness::new();
-    let port = 40110;
-    let iss = 0x0100_0000;
-    let syn = GuestSeg {
-        mss: None,
-        ..GuestSeg::syn(port, server.guest_addr(), iss, None)
-    };
-    // MSS 1460, then an option of kind 8 with length 0, then padding.
-    let options = [2, 4, 0x05, 0xb4, 8, 0, 0, 0];
-    let frame = frame_with_raw_options(&syn, &options, &[]);
-    let (_, mss) = raw_handshake(&mut h, &frame, port, server.guest_addr(), iss);
-    assert_eq!(mss, Some(65480), "slipway's own MSS");
-
-    let mut got = Vec::new();
-    let frames = h.collect_until(Duration::from_secs(5), |f| {
-        if let Some(t) = f.tcp_to(port) {
-            got.extend_from_slice(t.payload);
-        }
-        got.len() >= data.len()
-    });
-    let lens: Vec<usize> = frames
-        .iter()
-        .filter_map(|f| f.tcp_to(port))
-        .map(|t| t.payload.len())
-        .filter(|&len| len > 0)
-        .collect();
-    assert_eq!(got, data, "the host's bytes: {lens:?}");
-    assert!(
-        lens.iter().all(|&len| len <= 1460) && lens.contains(&1460),
-        "segments cut to the guest's MSS of 1460: {lens:?}"
-    );
-}
-
-/// A data segment whose options end in one running past the header is kept,
-/// as Linux keeps it: its payload reaches the host and is acknowledged.
-#[test]
-fn data_segment_with_overlong_option_is_delivered() {
-    let server = serve(listen(), |mut stream| {
-        let mut got = [0u8; 5];
-        stream.read_exact(&mut got).unwrap();
-        got
-    });
-    let mut h = Harness::new();
-    let port = 40111;
-    let iss = 0x0200_0000;
-    let syn = GuestSeg::syn(port, server.guest_addr(), iss, None).frame(&[]);
-    let (their_iss, _) = raw_handshake(&mut h, &syn, port, server.guest_addr(), iss);
-    let data = GuestSeg::bare(
-        port,
-        server.guest_addr(),
-        iss.wrapping_add(1),
-        Some(their_iss.wrapping_add(1)),
-        TcpControl::Psh,
-    );
-    // A NOP, then a timestamps option claiming 10 bytes where 3 are left.
-    let options = [1, 8, 10, 0];
-    h.send(&frame_with_raw_options(&data, &options, b"hello"));
-    let frames = h.collect_until(Duration::from_secs(3), |f| {
-        f.tcp_to(port)
-            .is_some_and(|t| t.ack == Some(iss.wrapping_add(6)))
-    });
-    assert!(
-        frames
-            .iter()
-            .filter_map(|f| f.tcp_to(port))
-            .any(|t| t.ack == Some(iss.wrapping_add(6))),
-        "the 5 bytes are acknowledged: {frames:?}"
-    );
-    assert_eq!(&server.join().expect("the server ran"), b"hello");
-}
-
-// ----- half-open flows -----
-
-/// Half-open flows (the guest's SYN taken, its handshake not complete).
-fn half_open_flows(h: &Harness) -> u32 {
-    use flow_table::tcp::Phase;
-    h.backend
-        .tcp_flows_by_phase()
-        .into_iter()
-        .filter(|(phase, _)| matches!(phase, Phase::Connecting | Phase::SynReceived))
-        .map(|(_, n)| n)
-        .sum()
-}
-
-/// A guest that sends SYNs and never acknowledges the SYN-ACKs holds a host
-/// socket per SYN: such half-open flows are capped like a SYN backlog (the
-/// SYNs beyond dropped and counted), a proper connection still gets in
-/// (its retransmitted SYN once there is room), and at the handshake timeout
-/// the half-open flows are reset and their sockets closed.
-#[test]
-fn half_open_flows_are_capped_and_reclaimed_at_the_handshake_timeout() {
-    const CAP: u32 = 8;
-    const SYNS: u16 = 40;
-    let listener = listen_with(None, 128);
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    // Accepts every connection until told to stop, then reports how many
-    // it took and how many of them saw slipway's socket close.
-    let acceptor = thread::spawn(move || {
-        listener.set_nonblocking(true).unwrap();
-        let mut streams = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match listener.accept() {
-                Ok((stream, _)) => streams.push(stream),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if stopped.try_recv().is_ok() {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        }
-        let closed = streams
-            .iter_mut()
-            .filter(|stream| {
-                stream.set_nonblocking(false).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(2)))
-                    .unwrap();
-                let mut byte = [0u8; 1];
-                let mut reader: &TcpStream = stream;
-                match reader.read(&mut byte) {
-                    Ok(0) => true,
-                    Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-                    Ok(_) => false,
-                }
-            })
-            .count();
-        (streams.len(), closed)
-    });
-
-    let mut config = default_config();
-    config.max_half_open_tcp = CAP;
-    config.tcp_handshake_timeout = Duration::from_millis(1500);
-    let mut h = Harness::with_config(config);
-    for i in 0..SYNS {
-        let syn = GuestSeg::syn(41_000 + i, via_gateway(port), 1000 * u32::from(i), None);
-        h.send(&syn.frame(&[]));
-    }
-    let mut seen = 0;
-    let mut frames = h.collect_until(Duration::from_secs(5), |f| {
-        seen += usize::from(f.tcp().is_some_and(|t| t.syn && t.ack.is_some()));
-        seen == CAP as usize
-    });
-    frames.extend(h.collect_for(Duration::from_millis(200)));
-    let syn_acks = frames
-        .iter()
-        .filter_map(Frame::tcp)
-        .filter(|t| t.syn && t.ack.is_some())
-        .count();
-    assert_eq!(syn_acks, CAP as usize, "one SYN-ACK per admitted SYN");
-    assert_eq!(half_open_flows(&h), CAP);
-    assert_eq!(h.backend.open_flows(Protocol::Tcp), CAP);
-    assert_eq!(
-        h.backend.counters().syn_backlog_drops,
-        u64::from(SYNS) - u64::from(CAP)
-    );
-    assert!(
-        frames.iter().filter_map(Frame::tcp).all(|t| !t.rst),
-        "dropped SYNs get no answer"
-    );
-
-    let opts = TcpOpts {
-        rto: Duration::from_millis(100),
-        max_rto: Duration::from_millis(400),
-        ..TcpOpts::default()
-    };
-    let mut ep = GuestTcp::new(opts, 42_000, via_gateway(port), 0x7000_0000);
-    let start = Instant::now();
-    ep.connect(start, &mut h.backend);
-    let up = h.drive(&mut ep, Duration::from_secs(10), |ep, _| {
-        ep.state() == State::Established
-    });
-    assert!(up, "a proper connection gets in: {:?}", ep.stats());
-    eprintln!("proper connection established after {:?}", start.elapsed());
-
-    let gone = h.drive(&mut ep, Duration::from_secs(5), |_, backend| {
-        backend.open_flows(Protocol::Tcp) == 1
-    });
-    assert!(gone, "half-open flows left: {}", half_open_flows(&h));
-    assert_eq!(half_open_flows(&h), 0);
-    let resets = h
-        .stray
-        .iter()
-        .filter_map(Frame::tcp)
-        .filter(|t| t.rst)
-        .count();
-    assert_eq!(resets, CAP as usize, "each timed-out flow resets the guest");
-
-    ep.close();
-    let closed = h.drive(&mut ep, Duration::from_secs(3), |ep, _| ep.fin_acked());
-    assert!(closed, "close: {:?}", ep.stats());
-    h.assert_quiet("after half-open flows were reclaimed");
-    stop.send(()).unwrap();
-    let (accepted, seen_closed) = acceptor.join().unwrap();
-    assert_eq!(
-        accepted,
-        CAP as usize + 1,
-        "host connections: the admitted SYNs and the proper one"
-    );
-    assert_eq!(
-        seen_closed, accepted,
-        "every host connection saw slipway's socket close"
-    );
-}
-
-#[test]
-fn syn_to_a_broadcast_or_multicast_address_is_dropped_without_an_rst() {
-    let mut h = Harness::new();
-    let groups = [
-        Ipv4Addr::new(10, 0, 2, 255),
-        Ipv4Addr::BROADCAST,
-        Ipv4Addr::new(224, 0, 0, 251),
-    ];
-    for (i, group) in (0u16..).zip(groups) {
-        let dst = SocketAddrV4::new(group, 80);
-        h.send(&GuestSeg::syn(40100 + i, dst, 1000, Some(7)).frame(&[]));
-        h.send(&GuestSeg::bare(40110 + i, dst, 1000, Some(5000), TcpControl::Psh).frame(b"x"));
-    }
-    let frames = h.collect_for(Duration::from_millis(200));
-    assert!(
-        frames.iter().all(|f| f.tcp().is_none()),
-        "no segment answers a group address: {frames:?}"
-    );
-    assert_eq!(h.backend.counters().tcp_group_drops, 6);
-    assert_eq!(h.backend.counters().rst_unknown, 0);
-    assert_eq!(h.backend.open_flows(Protocol::Tcp), 0);
-    // A unicast destination that opens no flow still gets its RST.
-    let dst = via_gateway(9);
-    h.send(&GuestSeg::bare(40120, dst, 1000, Some(5000), TcpControl::Psh).frame(b"x"));
-    let rst = h.poll_queued().expect("an RST for a unicast destination");
-    assert!(rst.tcp().is_some_and(|t| t.rst), "{rst:?}");
-    h.assert_quiet("syn to a group address");
 }
