@@ -48,20 +48,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), Box<dyn Error>> {
     let (server_addr, server) = echo_server()?;
     let start = Instant::now();
-    let syn = Segment {
-        seq: SeqNum::new(GUEST_ISN),
-        flags: Flags {
-            syn: true,
-            ..Flags::default()
-        },
-        window: 65535,
-        mss: Some(1460),
-        ..Segment::default()
-    };
-    // The guest's SYN opens the flow; the host connect() is under way.
-    let socket = HostSocket::connect(server_addr)?;
-    let mut flow =
-        TcpFlowDriver::for_guest_syn(&syn, SeqNum::new(1), TcpConfig::default(), socket, start);
+    let mut flow = open_flow(server_addr, start)?;
     let mut poller = Poller::new()?;
     let mut events = Events::with_capacity(8);
     let token = Token::new(Kind(1), 0, 0).ok_or("flow index out of range")?;
@@ -77,20 +64,9 @@ fn run() -> Result<(), Box<dyn Error>> {
             Registration::Add(interest) => poller.register(fd, token, interest),
             Registration::Modify(interest) => poller.modify(fd, token, interest),
         });
-        // The guest reads what the flow sends it: it answers the SYN-ACK with
-        // an ACK carrying its message, and acknowledges every echoed byte.
-        let mut acks = Vec::new();
-        for _ in 0..MAX_ROUNDS {
-            let Some((transmit, len)) = flow.poll_transmit(now, &mut frame, |_| Some(HEADROOM))
-            else {
-                break;
-            };
-            if transmit.flags.rst {
-                return Err("the flow was reset".into());
-            }
-            echoed.extend_from_slice(frame.get(HEADROOM..HEADROOM + len).ok_or("payload")?);
-            acks.push(transmit.seq + u32::try_from(len)? + u32::from(transmit.flags.syn));
-        }
+        // The guest answers the SYN-ACK with an ACK carrying its message,
+        // and acknowledges every echoed byte.
+        let acks = guest_reads(&mut flow, now, &mut frame, &mut echoed)?;
         for &ack in &acks {
             let (seq, data) = (guest_seq, std::mem::take(&mut unsent));
             let segment = Segment {
@@ -116,17 +92,55 @@ fn run() -> Result<(), Box<dyn Error>> {
             }
         }
     }
-    if echoed.len() < MESSAGE.len() {
-        return Err(format!("the guest got only {echoed:?} back").into());
-    }
     let received = server.join().map_err(|_| "the server panicked")??;
-    if received != MESSAGE {
-        return Err(format!("the server received {received:?}").into());
-    }
-    if echoed != MESSAGE {
-        return Err(format!("the guest got {echoed:?} back").into());
+    if received != MESSAGE || echoed != MESSAGE {
+        return Err(format!("the server received {received:?}, the guest got {echoed:?}").into());
     }
     Ok(())
+}
+
+/// The flow a guest's SYN opens: the host `connect()` is under way.
+fn open_flow(server: SocketAddr, now: Instant) -> io::Result<TcpFlowDriver> {
+    let syn = Segment {
+        seq: SeqNum::new(GUEST_ISN),
+        flags: Flags {
+            syn: true,
+            ..Flags::default()
+        },
+        window: 65535,
+        mss: Some(1460),
+        ..Segment::default()
+    };
+    let socket = HostSocket::connect(server)?;
+    Ok(TcpFlowDriver::for_guest_syn(
+        &syn,
+        SeqNum::new(1),
+        TcpConfig::default(),
+        socket,
+        now,
+    ))
+}
+
+/// The guest reads every segment the flow has for it, keeping the payload
+/// in `echoed`, and returns the acknowledgement number each one calls for.
+fn guest_reads(
+    flow: &mut TcpFlowDriver,
+    now: Instant,
+    frame: &mut [u8],
+    echoed: &mut Vec<u8>,
+) -> Result<Vec<SeqNum>, Box<dyn Error>> {
+    let mut acks = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        let Some((transmit, len)) = flow.poll_transmit(now, frame, |_| Some(HEADROOM)) else {
+            break;
+        };
+        if transmit.flags.rst {
+            return Err("the flow was reset".into());
+        }
+        echoed.extend_from_slice(frame.get(HEADROOM..HEADROOM + len).ok_or("payload")?);
+        acks.push(transmit.seq + u32::try_from(len)? + u32::from(transmit.flags.syn));
+    }
+    Ok(acks)
 }
 
 /// A server on 127.0.0.1 that echoes one connection's first

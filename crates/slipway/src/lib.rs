@@ -27,6 +27,8 @@ struct ReadmeDoctest;
 pub mod backend;
 pub mod capture;
 pub mod fdlimit;
+#[cfg(test)]
+mod fixtures;
 pub mod frontend;
 pub mod netns;
 

@@ -439,28 +439,8 @@ mod tests {
     use std::os::unix::net::UnixDatagram;
     use std::time::Duration;
 
-    use nat_core::{Plan, Rules};
-
     use super::*;
-    use crate::BackendConfig;
-
-    fn backend() -> Backend {
-        Backend::new(
-            BackendConfig::new(Plan::default(), Rules::default()),
-            Instant::now(),
-        )
-        .unwrap()
-    }
-
-    /// A broadcast ARP request from the guest for the gateway.
-    fn arp_request_for_gateway() -> Vec<u8> {
-        let mut frame = vec![0xff; 6];
-        frame.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06]);
-        frame.extend([0, 1, 8, 0, 6, 4, 0, 1]);
-        frame.extend([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 10, 0, 2, 15]);
-        frame.extend([0, 0, 0, 0, 0, 0, 10, 0, 2, 2]);
-        frame
-    }
+    use crate::fixtures::{arp_request_for_gateway, backend};
 
     /// A datagram socket pair stands in for the tap: one frame per read and
     /// write, non-blocking.
