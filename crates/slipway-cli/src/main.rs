@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use slipway_cli::options::{
     self as cli, Command, LogLevel, NetnsTarget, Options, StreamTarget, USAGE,
 };
-use slipway_cli::setup::{
-    Failure, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals,
-};
+use slipway_cli::setup::{Failure, Setup, exit_status, finish, init_logging, setup, stop_signals};
 
 use nat_core::Plan;
 use rustix::process::{Resource, getrlimit, setrlimit};
@@ -32,7 +30,7 @@ use slipway::frontend::framing::max_frame_for_mtu;
 use slipway::frontend::stream::adopt_connected_fd;
 use slipway::frontend::{
     AfterDisconnect, ServeEnd, StopWhen, StreamFrontend, StreamSocket, TapFrontend, pidfd_open,
-    pidfd_send_signal, stats_report,
+    pidfd_send_signal,
 };
 use slipway::netns::{self, Namespace, TapConfig, TapOffload};
 use virtio_net_kvm::vhost_user::VhostUserFrontend;
@@ -168,12 +166,7 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
     let outcome = serve_child(&mut backend, frontend, &mut child);
     let status = match outcome {
         Ok((status, counters)) => {
-            if options.stats {
-                eprint!(
-                    "slipway: counters\n{}",
-                    stats_report(&backend, &counters.lines())
-                );
-            }
+            finish("slipway", options.stats, &mut backend, &counters.lines());
             status
         }
         Err(failure) => {
@@ -181,7 +174,6 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
             return Err(failure);
         }
     };
-    finish_pcap(&mut backend);
     Ok(exit_code(status))
 }
 
@@ -276,10 +268,7 @@ fn finish_serving(
         ServeEnd::Signal(signal) => tracing::info!(signal, "stopped by a signal"),
         ServeEnd::Deadline | ServeEnd::TcpSettled => {}
     }
-    if options.stats {
-        eprint!("slipway: counters\n{}", stats_report(backend, frontend));
-    }
-    finish_pcap(backend);
+    finish("slipway", options.stats, backend, frontend);
 }
 
 fn stream(options: &Options, target: &StreamTarget, keep_listening: bool) -> Result<u8, Failure> {

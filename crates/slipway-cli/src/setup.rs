@@ -186,6 +186,18 @@ pub fn stop_signals() -> Result<SignalFd, Failure> {
         .map_err(Failure::runtime("signalfd"))
 }
 
+/// After serving: prints `program`'s counters when `stats` (`--stats`)
+/// asks, with the frontend's named counters, and closes the capture.
+pub fn finish(program: &str, stats: bool, backend: &mut Backend, frontend: &[(&str, u64)]) {
+    if stats {
+        eprint!(
+            "{program}: counters\n{}",
+            slipway::frontend::stats_report(backend, frontend)
+        );
+    }
+    finish_pcap(backend);
+}
+
 /// Flushes and closes the backend's capture.
 pub fn finish_pcap(backend: &mut Backend) {
     let Some(pcap) = backend.take_capture() else {

@@ -13,11 +13,9 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use slipway::frontend::{ServeEnd, StopWhen, stats_report};
+use slipway::frontend::{ServeEnd, StopWhen};
 use slipway_cli::options::{self as cli, VMM_USAGE, VmmCommand, VmmOptions};
-use slipway_cli::setup::{
-    Failure, Setup, exit_status, finish_pcap, init_logging, setup, stop_signals,
-};
+use slipway_cli::setup::{Failure, Setup, exit_status, finish, init_logging, setup, stop_signals};
 use slipway_vmm::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
 use slipway_vmm::{self as vmm, BootSpec, Machine, MachineConfig, VmEnd};
 
@@ -105,14 +103,13 @@ fn boot(options: &VmmOptions) -> Result<u8, Failure> {
     let end = frontend
         .serve(&mut backend, &stop)
         .map_err(Failure::runtime("serving the guest"))?;
-    if options.network.stats {
-        let counters = frontend.counters().lines();
-        eprint!(
-            "slipway-vmm: counters\n{}",
-            stats_report(&backend, &counters)
-        );
-    }
-    finish_pcap(&mut backend);
+    let counters = frontend.counters().lines();
+    finish(
+        "slipway-vmm",
+        options.network.stats,
+        &mut backend,
+        &counters,
+    );
     Ok(match end {
         GuestEnd::Vm(VmEnd::PowerOff) => {
             tracing::info!("the guest powered off");
