@@ -12,12 +12,11 @@
 //! answers what slipway answers itself on the link (ARP for its addresses,
 //! [`handle_arp`]; DHCPv4, [`DhcpServer`]; IPv6 neighbour discovery and
 //! router advertisements, [`handle_ndp`] and [`RouterConfig`]) and hands
-//! every other datagram to
-//! the relays ([`FrontDesk::handle_frame`] and its [`Outcome`]). It also
-//! builds the frames the relays send back ([`build_udp_v4`],
-//! [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`], and TCP headers
-//! in place with [`write_tcp_v4_headers`]) and writes pcap captures
-//! ([`PcapWriter`]).
+//! every other datagram to the relays ([`FrontDesk::handle_frame`] and its
+//! [`Outcome`]). It also builds the frames the relays send back
+//! ([`build_udp_v4`], [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`],
+//! and TCP headers in place with [`write_tcp_v4_headers`]) and writes pcap
+//! captures ([`PcapWriter`]).
 
 #![forbid(unsafe_code)]
 
