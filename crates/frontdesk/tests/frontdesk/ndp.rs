@@ -378,6 +378,30 @@ fn bad_checksum_is_dropped_whether_or_not_checksums_are_offloaded() {
 }
 
 #[test]
+fn offloaded_checksum_that_is_right_is_still_answered() {
+    let mut desk = desk();
+    let frame = answer_with(
+        &mut desk,
+        &neighbor_solicitation(GATEWAY_V6),
+        TransportChecksums::Offloaded,
+    )
+    .expect("answered");
+    check_neighbor_advertisement(&Reply::parse(&frame), GATEWAY_V6, GUEST_LL);
+}
+
+#[test]
+fn solicited_advertisement_to_a_group_is_invalid() {
+    let mut desk = desk();
+    let message = nd_message(&NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::SOLICITED,
+        target_addr: GUEST_LL,
+        lladdr: Some(guest_mac().into()),
+    });
+    let frame = Ip::new(GUEST_LL, ALL_NODES).frame(&message);
+    assert_eq!(answer(&mut desk, &frame), Err(DropReason::NdpInvalid));
+}
+
+#[test]
 fn other_icmpv6_messages_go_on_to_the_relays() {
     let mut desk = desk();
     let echo = [128u8, 0, 0, 0, 0, 1, 0, 1];
@@ -420,6 +444,9 @@ proptest! {
                 let reply = Reply::parse(&out[..len]);
                 prop_assert_eq!(reply.eth.src_addr, gateway_mac());
                 prop_assert_eq!(reply.ip.hop_limit, 255);
+                // Only a solicitation is ever answered: with an NA or an RA.
+                prop_assert!(matches!(msg_type, 133 | 135));
+                prop_assert!(matches!(reply.icmp[0], 134 | 136));
             }
             Outcome::Ipv6(_) => prop_assert_eq!(drops, 0),
             other => prop_assert!(false, "unexpected outcome {:?}", other),
