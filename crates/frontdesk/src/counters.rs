@@ -66,11 +66,26 @@ pub enum DropReason {
     FragmentLimit,
     /// A datagram still incomplete when its reassembly time ran out.
     FragmentTimeout,
+    /// A neighbour discovery message that fails RFC 4861's checks: a hop
+    /// limit other than 255, a code other than 0, too short, an option of
+    /// length 0 or past the end, a multicast target or source.
+    NdpInvalid,
+    /// A neighbour solicitation for an address the front desk does not
+    /// answer for: the guest's own or any other but the gateway's, the
+    /// router's link-local and the DNS address.
+    NdpNotServed,
+    /// A neighbour solicitation from the unspecified address: the guest
+    /// probing for a duplicate of its address (RFC 4862), which must hear
+    /// nothing.
+    NdpDadProbe,
+    /// A neighbour advertisement, router advertisement or redirect from the
+    /// guest: the front desk learns nothing from them.
+    NdpIgnored,
 }
 
 impl DropReason {
     /// Every reason, in the order [`Counters::iter`] reports them.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::BadSourceMac,
@@ -92,6 +107,10 @@ impl DropReason {
         DropReason::FragmentBadEnd,
         DropReason::FragmentLimit,
         DropReason::FragmentTimeout,
+        DropReason::NdpInvalid,
+        DropReason::NdpNotServed,
+        DropReason::NdpDadProbe,
+        DropReason::NdpIgnored,
     ];
 
     /// The reason's name in `snake_case`, as counters and logs show it.
@@ -119,6 +138,10 @@ impl DropReason {
             DropReason::FragmentBadEnd => "fragment_bad_end",
             DropReason::FragmentLimit => "fragment_limit",
             DropReason::FragmentTimeout => "fragment_timeout",
+            DropReason::NdpInvalid => "ndp_invalid",
+            DropReason::NdpNotServed => "ndp_not_served",
+            DropReason::NdpDadProbe => "ndp_dad_probe",
+            DropReason::NdpIgnored => "ndp_ignored",
         }
     }
 
@@ -146,6 +169,10 @@ impl DropReason {
             DropReason::FragmentBadEnd => 18,
             DropReason::FragmentLimit => 19,
             DropReason::FragmentTimeout => 20,
+            DropReason::NdpInvalid => 21,
+            DropReason::NdpNotServed => 22,
+            DropReason::NdpDadProbe => 23,
+            DropReason::NdpIgnored => 24,
         }
     }
 }

@@ -10,12 +10,13 @@
 //! header once for the relays: [`TcpSegment`]), reassembles IPv4 fragments
 //! ([`Reassembler`], within fixed caps on datagrams, bytes and time),
 //! answers what slipway answers itself on the link (ARP for its addresses,
-//! [`handle_arp`]; DHCPv4, [`DhcpServer`]) and hands every other datagram to
-//! the relays ([`FrontDesk::handle_frame`] and its [`Outcome`]). It also
-//! builds the frames the relays send back ([`build_udp_v4`],
-//! [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`], and TCP headers
-//! in place with [`write_tcp_v4_headers`]) and writes pcap captures
-//! ([`PcapWriter`]).
+//! [`handle_arp`]; DHCPv4, [`DhcpServer`]; IPv6 neighbour discovery and
+//! router advertisements, [`handle_ndp`] and [`RouterConfig`]) and hands
+//! every other datagram to the relays ([`FrontDesk::handle_frame`] and its
+//! [`Outcome`]). It also builds the frames the relays send back
+//! ([`build_udp_v4`], [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`],
+//! and TCP headers in place with [`write_tcp_v4_headers`]) and writes pcap
+//! captures ([`PcapWriter`]).
 
 #![forbid(unsafe_code)]
 
@@ -29,7 +30,9 @@ mod builder;
 mod counters;
 mod dhcp;
 mod frame;
+mod ndp;
 mod pcap;
+mod ra;
 mod reassembly;
 mod tcp;
 
@@ -53,7 +56,14 @@ pub use frame::{
     Classified, Dhcpv4Message, Ipv4Datagram, Ipv6Datagram, Transport, TransportChecksums, classify,
     classify_with, ethernet_address,
 };
+pub use ndp::{NDP_HOP_LIMIT, handle_ndp, is_ndp, solicited_node};
 pub use pcap::{DEFAULT_SNAPLEN, LINKTYPE_ETHERNET, PCAP_MAGIC, PcapWriter};
+pub use ra::{
+    ADVERTISED_HOP_LIMIT, ADVERTISEMENT_INTERVAL, ALL_NODES, ALL_NODES_MAC, DNS_LIFETIME,
+    Dhcpv6Mode, INITIAL_GAPS, MAX_INITIAL_ADVERTISEMENTS, PREFIX_PREFERRED_LIFETIME,
+    PREFIX_VALID_LIFETIME, ROUTER_LIFETIME, RaSchedule, RouterConfig, SearchDomain,
+    SearchDomainError,
+};
 pub use reassembly::{
     FRAGMENT_OVERHEAD, Ipv4Fragment, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT, Reassembler,
     Reassembly,
@@ -115,6 +125,10 @@ pub struct FrontDesk {
     reassembly: Reassembler,
     /// A datagram reassembled and not yet taken.
     reassembled: Option<Vec<u8>>,
+    router: RouterConfig,
+    /// When unsolicited router advertisements are due; the one due waits
+    /// for [`FrontDesk::poll_transmit`].
+    advertisements: RaSchedule,
 }
 
 impl FrontDesk {
@@ -130,6 +144,47 @@ impl FrontDesk {
             served_v4: Vec::new(),
             reassembly: Reassembler::new(),
             reassembled: None,
+            router: RouterConfig::default(),
+            advertisements: RaSchedule::default(),
+        }
+    }
+
+    /// Sets what router advertisements say beyond the plan: the DHCPv6
+    /// mode (M and O flags) and the search domain.
+    pub fn set_router_config(&mut self, config: RouterConfig) {
+        self.router = config;
+    }
+
+    /// What router advertisements say beyond the plan.
+    #[must_use]
+    pub fn router_config(&self) -> &RouterConfig {
+        &self.router
+    }
+
+    /// When unsolicited router advertisements are due.
+    #[must_use]
+    pub fn advertisements(&self) -> &RaSchedule {
+        &self.advertisements
+    }
+
+    /// Writes into `out` the next frame the front desk sends of its own
+    /// accord (an unsolicited router advertisement that
+    /// [`handle_timeout`](Self::handle_timeout) found due): its length, or
+    /// `None` when none waits. At most one waits at a time; one that does
+    /// not fit in `out` is dropped and counted as
+    /// [`DropReason::NoBufferSpace`].
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<usize> {
+        if !self.advertisements.take_due() {
+            return None;
+        }
+        let v6 = self.plan.ipv6()?;
+        let to = (ALL_NODES_MAC, ALL_NODES);
+        match ra::write_router_advertisement(&self.plan, v6, &self.router, to, out) {
+            Ok(len) => Some(len),
+            Err(reason) => {
+                self.counters.record_drop(reason);
+                None
+            }
         }
     }
 
@@ -179,20 +234,32 @@ impl FrontDesk {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next: the
-    /// oldest datagram in reassembly times out. `None` when none is held.
+    /// oldest datagram in reassembly times out, or an unsolicited router
+    /// advertisement is due. `None` when neither is pending.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.reassembly.poll_timeout()
+        [
+            self.reassembly.poll_timeout(),
+            self.advertisements.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Gives up the datagrams in reassembly whose time ran out by `now`.
+    /// Gives up the datagrams in reassembly whose time ran out by `now`,
+    /// and readies an unsolicited router advertisement if one is due (take
+    /// it with [`poll_transmit`](Self::poll_transmit)).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.reassembly.handle_timeout(now, &mut self.counters);
+        self.advertisements.handle_timeout(now);
     }
 
-    /// Takes one frame from the guest at `now`: answers ARP and DHCP into
-    /// `out`, passes IPv4 and IPv6 datagrams on, takes IPv4 fragments into
-    /// reassembly, and drops (and counts) the rest.
+    /// Takes one frame from the guest at `now`: answers ARP, DHCP and
+    /// neighbour discovery into `out`, passes IPv4 and IPv6 datagrams on,
+    /// takes IPv4 fragments into reassembly, and drops (and counts) the
+    /// rest. The guest's first IPv6 frame starts the unsolicited router
+    /// advertisements.
     pub fn handle_frame<'a>(
         &mut self,
         frame: &'a [u8],
@@ -229,7 +296,32 @@ impl FrontDesk {
                 Reassembly::Dropped(reason) => Outcome::Dropped(reason),
             };
         }
+        if let Classified::Ipv6(datagram) = &classified {
+            if let Some(handled) = self.take_ndp(datagram, now, out) {
+                return handled.into();
+            }
+        }
         self.take_classified(classified, out)
+    }
+
+    /// Starts the router advertisements and answers a neighbour discovery
+    /// message; `None` for any other IPv6 datagram.
+    fn take_ndp(
+        &mut self,
+        datagram: &Ipv6Datagram<'_>,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Option<Handled> {
+        self.advertisements.start(now);
+        let handled = handle_ndp(datagram, &self.plan, &self.router, out, &mut self.counters)?;
+        if let Handled::Reply(_) = handled {
+            self.guest_mac = datagram.src_mac;
+            if matches!(datagram.transport, Transport::Icmp { msg_type, .. } if msg_type == ndp::ROUTER_SOLICIT)
+            {
+                self.advertisements.handle_solicited(now);
+            }
+        }
+        Some(handled)
     }
 
     /// The datagram the last [`Outcome::Reassembled`] announced, once.

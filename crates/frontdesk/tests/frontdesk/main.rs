@@ -8,6 +8,8 @@ mod classify;
 mod dhcp;
 mod guest;
 mod mutation;
+mod ndp;
+mod ra;
 
 use std::net::Ipv4Addr;
 

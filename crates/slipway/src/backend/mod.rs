@@ -40,8 +40,8 @@ pub use epoll_dispatch::serve::Served;
 pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
 use frontdesk::{
-    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, Outcome, TCP_CHECKSUM_OFFSET,
-    Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_error,
+    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, Outcome, RouterConfig,
+    TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_error,
 };
 
 use self::icmp::IcmpFlow;
@@ -74,6 +74,10 @@ pub struct BackendConfig {
     pub tcp_handshake_timeout: std::time::Duration,
     /// DHCP lease.
     pub dhcp: DhcpConfig,
+    /// What IPv6 router advertisements say beyond the plan: the DHCPv6
+    /// mode (their M and O flags; default O only) and the search domain
+    /// (default none).
+    pub router: RouterConfig,
     /// Where DNS goes when the rules name no upstream: the host resolver,
     /// usually the first `nameserver` of `/etc/resolv.conf`.
     pub host_resolver: Option<SocketAddr>,
@@ -91,6 +95,7 @@ impl BackendConfig {
             max_half_open_tcp: 256,
             tcp_handshake_timeout: TcpConfig::default().handshake_timeout,
             dhcp: DhcpConfig::default(),
+            router: RouterConfig::default(),
             host_resolver: None,
         }
     }
@@ -344,6 +349,7 @@ impl Backend {
         let poller = Poller::new()?;
         let mtu = config.plan.mtu();
         let mut frontdesk = FrontDesk::new(config.plan, config.dhcp);
+        frontdesk.set_router_config(config.router.clone());
         if let Some(v4) = config.plan.ipv4() {
             frontdesk.serve_v4(v4.gateway());
             frontdesk.serve_v4(v4.dns());
@@ -717,7 +723,7 @@ impl Backend {
 
 impl Backend {
     fn take_guest_frame(&mut self, frame: &[u8], checksums: TransportChecksums, now: Instant) {
-        // One scratch buffer for the front desk's replies (ARP, DHCP): a
+        // One scratch buffer for the front desk's replies (ARP, DHCP, NDP): a
         // TCP segment, the common case, allocates nothing.
         let mut scratch = std::mem::take(&mut self.scratch);
         match self
@@ -736,6 +742,22 @@ impl Backend {
                 tracing::trace!("IPv6 datagram not relayed yet");
             }
             Outcome::Consumed | Outcome::Dropped(_) => {}
+        }
+        self.scratch = scratch;
+    }
+
+    /// Queues the frames the front desk sends of its own accord (router
+    /// advertisements).
+    fn queue_front_desk_frames(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        // Bounded: the front desk holds at most one such frame at a time.
+        for _ in 0..4 {
+            let Some(len) = self.frontdesk.poll_transmit(&mut scratch) else {
+                break;
+            };
+            if let Some(frame) = scratch.get(..len).map(<[u8]>::to_vec) {
+                self.queue_frame(frame);
+            }
         }
         self.scratch = scratch;
     }
@@ -892,6 +914,7 @@ impl Served for Backend {
         }
         self.resume_listeners(now);
         self.frontdesk.handle_timeout(now);
+        self.queue_front_desk_frames();
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
