@@ -66,11 +66,25 @@ pub enum DropReason {
     FragmentLimit,
     /// A datagram still incomplete when its reassembly time ran out.
     FragmentTimeout,
+    /// An IPv6 packet with a jumbo payload option (RFC 2675): no link of
+    /// slipway's carries one.
+    Jumbogram,
+    /// An IPv6 packet with more extension headers than the front desk
+    /// walks.
+    ExtensionHeaderLimit,
+    /// A DHCPv6 message that does not parse (an option past the end, too
+    /// many options, a missing or malformed client identifier) or that a
+    /// server does not take (Advertise, Reply, Reconfigure, relay messages).
+    Dhcpv6Malformed,
+    /// A DHCPv6 message the server ignores: one for another server (a
+    /// server identifier not its own, or one where none belongs), one sent
+    /// by unicast that must be multicast, a Confirm without addresses.
+    Dhcpv6Ignored,
 }
 
 impl DropReason {
     /// Every reason, in the order [`Counters::iter`] reports them.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::BadSourceMac,
@@ -92,6 +106,10 @@ impl DropReason {
         DropReason::FragmentBadEnd,
         DropReason::FragmentLimit,
         DropReason::FragmentTimeout,
+        DropReason::Jumbogram,
+        DropReason::ExtensionHeaderLimit,
+        DropReason::Dhcpv6Malformed,
+        DropReason::Dhcpv6Ignored,
     ];
 
     /// The reason's name in `snake_case`, as counters and logs show it.
@@ -119,6 +137,10 @@ impl DropReason {
             DropReason::FragmentBadEnd => "fragment_bad_end",
             DropReason::FragmentLimit => "fragment_limit",
             DropReason::FragmentTimeout => "fragment_timeout",
+            DropReason::Jumbogram => "jumbogram",
+            DropReason::ExtensionHeaderLimit => "extension_header_limit",
+            DropReason::Dhcpv6Malformed => "dhcpv6_malformed",
+            DropReason::Dhcpv6Ignored => "dhcpv6_ignored",
         }
     }
 
@@ -146,6 +168,10 @@ impl DropReason {
             DropReason::FragmentBadEnd => 18,
             DropReason::FragmentLimit => 19,
             DropReason::FragmentTimeout => 20,
+            DropReason::Jumbogram => 21,
+            DropReason::ExtensionHeaderLimit => 22,
+            DropReason::Dhcpv6Malformed => 23,
+            DropReason::Dhcpv6Ignored => 24,
         }
     }
 }
