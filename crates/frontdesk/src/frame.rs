@@ -496,3 +496,53 @@ fn check_udp<'a>(
         payload: udp.payload(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumbo_option_is_found_among_padding() {
+        assert!(has_jumbo_option(&[
+            0,
+            1,
+            0,
+            OPT_JUMBO_PAYLOAD,
+            4,
+            0,
+            0,
+            0,
+            0
+        ]));
+        assert!(!has_jumbo_option(&[1, 4, 0, 0, 0, 0]));
+        // An option length past the end ends the walk.
+        assert!(!has_jumbo_option(&[1, 200]));
+        assert!(!has_jumbo_option(&[5]));
+    }
+
+    #[test]
+    fn walk_of_a_chain_past_the_bound_stops() {
+        // Ten destination options headers of 8 bytes each, then UDP.
+        let mut payload = Vec::new();
+        for i in 0..10 {
+            let next = if i == 9 { 17 } else { 60 };
+            payload.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Ipv6Opts, &payload),
+            Err(DropReason::ExtensionHeaderLimit)
+        );
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Ipv6Opts, &payload[16..]),
+            Ok((IpProtocol::Udp, 64))
+        );
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Udp, &[]),
+            Ok((IpProtocol::Udp, 0))
+        );
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Ipv6Route, &[6]),
+            Err(DropReason::Malformed)
+        );
+    }
+}

@@ -281,9 +281,12 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// An option with `data`.
+    /// An option with `data`, written whole or not at all.
     pub(crate) fn option(&mut self, code: u16, data: &[u8]) -> Result<(), Full> {
         let len = u16::try_from(data.len()).map_err(|_| Full)?;
+        if self.len + OPTION_HEADER_LEN + data.len() > self.buf.len() {
+            return Err(Full);
+        }
         self.bytes(&code.to_be_bytes())?;
         self.bytes(&len.to_be_bytes())?;
         self.bytes(data)
@@ -363,5 +366,114 @@ pub(crate) fn encode_domain_list(domains: &[String], out: &mut Vec<u8>) {
             out.extend_from_slice(label.as_bytes());
         }
         out.push(0);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn option(code: u16, data: &[u8]) -> Vec<u8> {
+        let mut bytes = code.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    fn ia_na(iaid: u32, addrs: &[Ipv6Addr]) -> Vec<u8> {
+        let mut data = iaid.to_be_bytes().to_vec();
+        data.extend_from_slice(&[0; 8]);
+        for addr in addrs {
+            let mut inner = addr.octets().to_vec();
+            inner.extend_from_slice(&[0; 8]);
+            data.extend(option(opt::IAADDR, &inner));
+        }
+        option(opt::IA_NA, &data)
+    }
+
+    #[test]
+    fn parse_reads_ids_ias_and_flags() {
+        let addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 0x15);
+        let mut bytes = vec![msg::RENEW, 1, 2, 3];
+        bytes.extend(option(opt::CLIENTID, &[0, 3, 0, 1, 1, 2, 3, 4, 5, 6]));
+        bytes.extend(option(opt::SERVERID, &[0, 3, 0, 1, 6, 5, 4, 3, 2, 1]));
+        bytes.extend(ia_na(9, &[addr]));
+        bytes.extend(option(opt::IA_PD, &[0; 12]));
+        bytes.extend(option(opt::RAPID_COMMIT, &[]));
+        let message = Message::parse(&bytes).unwrap();
+        assert_eq!((message.msg_type, message.xid), (msg::RENEW, [1, 2, 3]));
+        assert_eq!(message.client_id.unwrap()[4..], [1, 2, 3, 4, 5, 6]);
+        assert_eq!(message.server_id.unwrap()[4..], [6, 5, 4, 3, 2, 1]);
+        assert_eq!(message.ia_na().len(), 1);
+        assert_eq!(
+            (message.ia_na()[0].iaid, message.ia_na()[0].addrs()),
+            (9, &[addr][..])
+        );
+        assert!(message.rapid_commit && message.other_ia);
+    }
+
+    #[test]
+    fn nested_options_share_the_budget() {
+        // One IA_NA holding more sub-options than the whole budget.
+        let mut data = vec![0; 12];
+        for _ in 0..MAX_OPTIONS {
+            data.extend(option(opt::STATUS_CODE, &[0, 0]));
+        }
+        let mut bytes = vec![msg::SOLICIT, 0, 0, 0];
+        bytes.extend(option(opt::IA_NA, &data));
+        assert_eq!(Message::parse(&bytes), Err(Malformed));
+    }
+
+    #[test]
+    fn options_stop_at_the_first_malformed_one() {
+        let budget = Cell::new(MAX_OPTIONS);
+        let bytes = [0, 8, 0, 9, 0, 0];
+        let items: Vec<_> = Options::new(&bytes, &budget).collect();
+        assert_eq!(items, vec![Err(Malformed)]);
+    }
+
+    #[test]
+    fn writer_reports_a_full_buffer() {
+        let mut buf = [0; 10];
+        let mut writer = Writer::new(&mut buf, msg::REPLY, [0; 3]).unwrap();
+        assert_eq!(writer.option(opt::SERVERID, &[0; 10]), Err(Full));
+        assert_eq!(writer.len(), 4, "a failed option writes nothing");
+        assert_eq!(writer.status(Status::Success), Err(Full));
+    }
+
+    #[test]
+    fn writer_nests_options_with_their_lengths() {
+        let mut buf = [0; 128];
+        let mut writer = Writer::new(&mut buf, msg::REPLY, [7, 8, 9]).unwrap();
+        let addr = Ipv6Addr::LOCALHOST;
+        writer
+            .ia_na(1, (2, 3), &[(addr, 4, 5)], Some(Status::Success))
+            .unwrap();
+        let len = writer.len();
+        let budget = Cell::new(MAX_OPTIONS);
+        let options: Vec<_> = Options::new(&buf[4..len], &budget).collect();
+        let Ok((code, data)) = options[0] else {
+            panic!("{options:?}");
+        };
+        assert_eq!(code, opt::IA_NA);
+        assert_eq!(data.len(), 12 + 4 + 24 + 4 + 2 + "success".len());
+        let message = Message::parse(&buf[..len]).unwrap();
+        assert_eq!(message.ia_na()[0].addrs(), &[addr]);
+    }
+
+    #[test]
+    fn domain_list_skips_invalid_names() {
+        let long_label = "a".repeat(64);
+        let domains = [
+            "example.com".to_string(),
+            String::new(),
+            "a..b".into(),
+            long_label,
+            "x.".into(),
+        ];
+        let mut out = Vec::new();
+        encode_domain_list(&domains, &mut out);
+        assert_eq!(out, b"\x07example\x03com\x00\x01x\x00");
     }
 }

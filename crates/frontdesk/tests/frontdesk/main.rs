@@ -6,8 +6,11 @@ mod arp;
 mod builders;
 mod classify;
 mod dhcp;
+mod dhcpv6;
+mod extension_headers;
 mod guest;
 mod mutation;
+mod v6frames;
 
 use std::net::Ipv4Addr;
 
