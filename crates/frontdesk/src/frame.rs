@@ -358,6 +358,15 @@ fn classify_ipv6(
         IpAddress::Ipv6(header.src_addr),
         IpAddress::Ipv6(header.dst_addr),
     );
+    // A jumbogram's payload length is zero (RFC 2675): its hop-by-hop
+    // header lies past the payload the fixed header announces.
+    let unannounced = bytes.get(IPV6_HEADER_LEN..).unwrap_or_default();
+    if header.payload_len == 0
+        && header.next_header == IpProtocol::HopByHop
+        && hop_by_hop_body(unannounced).is_some_and(has_jumbo_option)
+    {
+        return Err(DropReason::Jumbogram);
+    }
     let (protocol, offset) = walk_extension_headers(header.next_header, packet.payload())?;
     let payload = packet
         .payload()
@@ -439,6 +448,13 @@ pub(crate) fn walk_extension_headers(
         offset += len;
     }
     Err(DropReason::ExtensionHeaderLimit)
+}
+
+/// The options of the hop-by-hop header at the start of `bytes`, if it is
+/// all there.
+fn hop_by_hop_body(bytes: &[u8]) -> Option<&[u8]> {
+    let len = (usize::from(*bytes.get(1)?) + 1) * 8;
+    bytes.get(2..len)
 }
 
 /// Whether the options of a hop-by-hop header hold a jumbo payload option.

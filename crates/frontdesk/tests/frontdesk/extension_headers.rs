@@ -92,6 +92,17 @@ fn jumbogram_is_dropped() {
 }
 
 #[test]
+fn jumbogram_with_a_zero_payload_length_is_dropped() {
+    let jumbo = Ext {
+        kind: IpProtocol::HopByHop,
+        body: vec![0xc2, 4, 0, 1, 0, 0],
+    };
+    let mut frame = udp_behind(&[jumbo]);
+    frame[ETHERNET_HEADER_LEN + 4..ETHERNET_HEADER_LEN + 6].copy_from_slice(&[0, 0]);
+    assert_dropped(&frame, DropReason::Jumbogram);
+}
+
+#[test]
 fn hop_by_hop_after_another_header_is_malformed() {
     let frame = udp_behind(&[Ext::dest_opts(), Ext::hop_by_hop()]);
     assert_dropped(&frame, DropReason::Malformed);
