@@ -81,11 +81,25 @@ pub enum DropReason {
     /// A neighbour advertisement, router advertisement or redirect from the
     /// guest: the front desk learns nothing from them.
     NdpIgnored,
+    /// An IPv6 packet with a jumbo payload option (RFC 2675): no link of
+    /// slipway's carries one.
+    Jumbogram,
+    /// An IPv6 packet with more extension headers than the front desk
+    /// walks.
+    ExtensionHeaderLimit,
+    /// A DHCPv6 message that does not parse (an option past the end, too
+    /// many options, a missing or malformed client identifier) or that a
+    /// server does not take (Advertise, Reply, Reconfigure, relay messages).
+    Dhcpv6Malformed,
+    /// A DHCPv6 message the server ignores: one for another server (a
+    /// server identifier not its own, or one where none belongs), one sent
+    /// by unicast that must be multicast, a Confirm without addresses.
+    Dhcpv6Ignored,
 }
 
 impl DropReason {
     /// Every reason, in the order [`Counters::iter`] reports them.
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 29] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::BadSourceMac,
@@ -111,6 +125,10 @@ impl DropReason {
         DropReason::NdpNotServed,
         DropReason::NdpDadProbe,
         DropReason::NdpIgnored,
+        DropReason::Jumbogram,
+        DropReason::ExtensionHeaderLimit,
+        DropReason::Dhcpv6Malformed,
+        DropReason::Dhcpv6Ignored,
     ];
 
     /// The reason's name in `snake_case`, as counters and logs show it.
@@ -142,6 +160,10 @@ impl DropReason {
             DropReason::NdpNotServed => "ndp_not_served",
             DropReason::NdpDadProbe => "ndp_dad_probe",
             DropReason::NdpIgnored => "ndp_ignored",
+            DropReason::Jumbogram => "jumbogram",
+            DropReason::ExtensionHeaderLimit => "extension_header_limit",
+            DropReason::Dhcpv6Malformed => "dhcpv6_malformed",
+            DropReason::Dhcpv6Ignored => "dhcpv6_ignored",
         }
     }
 
@@ -173,6 +195,10 @@ impl DropReason {
             DropReason::NdpNotServed => 22,
             DropReason::NdpDadProbe => 23,
             DropReason::NdpIgnored => 24,
+            DropReason::Jumbogram => 25,
+            DropReason::ExtensionHeaderLimit => 26,
+            DropReason::Dhcpv6Malformed => 27,
+            DropReason::Dhcpv6Ignored => 28,
         }
     }
 }

@@ -11,8 +11,8 @@ use std::net::Ipv4Addr;
 use nat_core::{Ipv4Plan, MacAddr, Plan};
 use smoltcp::wire::{
     ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, EthernetAddress, EthernetFrame,
-    EthernetProtocol, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
-    Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
+    EthernetProtocol, IPV6_HEADER_LEN, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol,
+    Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
 };
 
 use super::counters::{Counters, DropReason};
@@ -91,13 +91,13 @@ pub enum Transport<'a> {
         /// The whole message, header included.
         message: &'a [u8],
     },
-    /// Another IPv6 next header (extension headers such as hop-by-hop
-    /// options), passed through unchecked. IPv4 has no such variant: other
-    /// IPv4 protocols are dropped.
+    /// Another IPv6 upper-layer protocol (past any extension headers),
+    /// passed through unchecked. IPv4 has no such variant: other IPv4
+    /// protocols are dropped.
     Other {
-        /// The next header value.
+        /// The upper-layer protocol.
         protocol: IpProtocol,
-        /// The payload after the fixed IPv6 header.
+        /// The payload after the extension headers.
         payload: &'a [u8],
     },
 }
@@ -127,8 +127,11 @@ pub struct Ipv6Datagram<'a> {
     pub dst_mac: EthernetAddress,
     /// The fixed header's fields.
     pub header: Ipv6Repr,
-    /// The transport-layer content.
+    /// The transport-layer content (after any extension headers).
     pub transport: Transport<'a>,
+    /// Where the upper-layer header starts in `packet`: past the fixed
+    /// header and any extension headers.
+    pub transport_offset: usize,
     /// The whole datagram, fixed header included, without Ethernet padding.
     pub packet: &'a [u8],
 }
@@ -329,6 +332,15 @@ fn is_dhcp_server_address(v4: &Ipv4Plan, dst: Ipv4Addr) -> bool {
     dst == Ipv4Addr::BROADCAST || dst == v4.broadcast() || dst == v4.gateway()
 }
 
+/// At most this many IPv6 extension headers are walked; a longer chain is
+/// dropped ([`DropReason::ExtensionHeaderLimit`]).
+pub const MAX_EXTENSION_HEADERS: usize = 8;
+
+/// The Jumbo Payload option of a hop-by-hop header (RFC 2675).
+const OPT_JUMBO_PAYLOAD: u8 = 0xc2;
+/// The one-byte Pad1 option of hop-by-hop and destination options headers.
+const OPT_PAD1: u8 = 0;
+
 fn classify_ipv6(
     bytes: &[u8],
     (src_mac, dst_mac): (EthernetAddress, EthernetAddress),
@@ -346,8 +358,23 @@ fn classify_ipv6(
         IpAddress::Ipv6(header.src_addr),
         IpAddress::Ipv6(header.dst_addr),
     );
-    let payload = packet.payload();
-    let transport = match header.next_header {
+    // A jumbogram's payload length is zero (RFC 2675): its hop-by-hop
+    // header lies past the payload the fixed header announces.
+    let unannounced = bytes.get(IPV6_HEADER_LEN..).unwrap_or_default();
+    if header.payload_len == 0
+        && header.next_header == IpProtocol::HopByHop
+        && hop_by_hop_body(unannounced).is_some_and(has_jumbo_option)
+    {
+        return Err(DropReason::Jumbogram);
+    }
+    let (protocol, offset) = walk_extension_headers(header.next_header, packet.payload())?;
+    let payload = packet
+        .payload()
+        .get(offset..)
+        .ok_or(DropReason::Malformed)?;
+    // smoltcp's checksum verifiers take the pseudo-header's length from
+    // the slice, which starts past the extension headers.
+    let transport = match protocol {
         IpProtocol::Tcp => check_tcp(payload, &src_ip, &dst_ip, verify)?,
         IpProtocol::Udp => {
             // IPv6 has no "no checksum" UDP (RFC 8200, section 8.1).
@@ -368,7 +395,6 @@ fn classify_ipv6(
                 message: payload,
             }
         }
-        IpProtocol::Ipv6Frag => return Err(DropReason::Fragment),
         protocol => Transport::Other { protocol, payload },
     };
     Ok(Ipv6Datagram {
@@ -376,8 +402,78 @@ fn classify_ipv6(
         dst_mac,
         header,
         transport,
+        transport_offset: IPV6_HEADER_LEN + offset,
         packet: whole,
     })
+}
+
+/// Walks the extension headers at the start of `payload` (whose first
+/// header is `next`): the upper-layer protocol and its offset in `payload`.
+///
+/// Hop-by-hop options (only first, as RFC 8200 requires), routing and
+/// destination options headers are stepped over; a fragment header, a jumbo
+/// payload option, a header past the end or more than
+/// [`MAX_EXTENSION_HEADERS`] headers drop the packet. Each turn of the loop
+/// moves at least 8 bytes into the packet and the turns are bounded, so no
+/// chain makes it loop long.
+pub(crate) fn walk_extension_headers(
+    mut next: IpProtocol,
+    payload: &[u8],
+) -> Result<(IpProtocol, usize), DropReason> {
+    let mut offset = 0;
+    for index in 0..=MAX_EXTENSION_HEADERS {
+        match next {
+            IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts => {}
+            IpProtocol::Ipv6Frag => return Err(DropReason::Fragment),
+            upper => return Ok((upper, offset)),
+        }
+        if index == MAX_EXTENSION_HEADERS {
+            break;
+        }
+        if next == IpProtocol::HopByHop && index != 0 {
+            return Err(DropReason::Malformed);
+        }
+        let fixed = payload
+            .get(offset..offset + 2)
+            .ok_or(DropReason::Malformed)?;
+        let (following, ext_len) = (fixed[0], fixed[1]);
+        let len = (usize::from(ext_len) + 1) * 8;
+        let body = payload
+            .get(offset + 2..offset + len)
+            .ok_or(DropReason::Malformed)?;
+        if next == IpProtocol::HopByHop && has_jumbo_option(body) {
+            return Err(DropReason::Jumbogram);
+        }
+        next = IpProtocol::from(following);
+        offset += len;
+    }
+    Err(DropReason::ExtensionHeaderLimit)
+}
+
+/// The options of the hop-by-hop header at the start of `bytes`, if it is
+/// all there.
+fn hop_by_hop_body(bytes: &[u8]) -> Option<&[u8]> {
+    let len = (usize::from(*bytes.get(1)?) + 1) * 8;
+    bytes.get(2..len)
+}
+
+/// Whether the options of a hop-by-hop header hold a jumbo payload option.
+/// The walk ends at the body's end; each step moves at least one byte.
+fn has_jumbo_option(mut options: &[u8]) -> bool {
+    while let Some((&kind, rest)) = options.split_first() {
+        if kind == OPT_JUMBO_PAYLOAD {
+            return true;
+        }
+        if kind == OPT_PAD1 {
+            options = rest;
+            continue;
+        }
+        let Some((&len, rest)) = rest.split_first() else {
+            return false;
+        };
+        options = rest.get(usize::from(len)..).unwrap_or(&[]);
+    }
+    false
 }
 
 fn check_tcp<'a>(
@@ -415,4 +511,54 @@ fn check_udp<'a>(
         dst_port: udp.dst_port(),
         payload: udp.payload(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumbo_option_is_found_among_padding() {
+        assert!(has_jumbo_option(&[
+            0,
+            1,
+            0,
+            OPT_JUMBO_PAYLOAD,
+            4,
+            0,
+            0,
+            0,
+            0
+        ]));
+        assert!(!has_jumbo_option(&[1, 4, 0, 0, 0, 0]));
+        // An option length past the end ends the walk.
+        assert!(!has_jumbo_option(&[1, 200]));
+        assert!(!has_jumbo_option(&[5]));
+    }
+
+    #[test]
+    fn walk_of_a_chain_past_the_bound_stops() {
+        // Ten destination options headers of 8 bytes each, then UDP.
+        let mut payload = Vec::new();
+        for i in 0..10 {
+            let next = if i == 9 { 17 } else { 60 };
+            payload.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Ipv6Opts, &payload),
+            Err(DropReason::ExtensionHeaderLimit)
+        );
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Ipv6Opts, &payload[16..]),
+            Ok((IpProtocol::Udp, 64))
+        );
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Udp, &[]),
+            Ok((IpProtocol::Udp, 0))
+        );
+        assert_eq!(
+            walk_extension_headers(IpProtocol::Ipv6Route, &[6]),
+            Err(DropReason::Malformed)
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! `frontdesk` opens no socket, reads no clock (time comes in as `now`) and
 //! knows nothing of flows: it reads borrowed frames and writes replies into
-//! buffers its caller supplies (only the reassembler holds bytes, within its
-//! caps). Guest input never panics it: every frame it does not accept is
+//! buffers its caller supplies (only the reassembler and the DHCPv6
+//! binding hold bytes, within their caps). Guest input never panics it: every frame it does not accept is
 //! dropped and counted in [`Counters`] under a [`DropReason`].
 //!
 //! The Ethernet front desk: the first code every guest frame meets.
@@ -10,13 +10,13 @@
 //! header once for the relays: [`TcpSegment`]), reassembles IPv4 fragments
 //! ([`Reassembler`], within fixed caps on datagrams, bytes and time),
 //! answers what slipway answers itself on the link (ARP for its addresses,
-//! [`handle_arp`]; DHCPv4, [`DhcpServer`]; IPv6 neighbour discovery and
-//! router advertisements, [`handle_ndp`] and [`RouterConfig`]) and hands
-//! every other datagram to the relays ([`FrontDesk::handle_frame`] and its
-//! [`Outcome`]). It also builds the frames the relays send back
-//! ([`build_udp_v4`], [`build_icmp_v4_echo_reply`], [`build_icmp_v4_error`],
-//! and TCP headers in place with [`write_tcp_v4_headers`]) and writes pcap
-//! captures ([`PcapWriter`]).
+//! [`handle_arp`]; DHCPv4, [`DhcpServer`]; DHCPv6, [`Dhcpv6Server`]; IPv6
+//! neighbour discovery and router advertisements, [`handle_ndp`] and
+//! [`RouterConfig`]) and hands every other datagram to the relays
+//! ([`FrontDesk::handle_frame`] and its [`Outcome`]). It also builds the
+//! frames the relays send back ([`build_udp_v4`], [`build_icmp_v4_echo_reply`],
+//! [`build_icmp_v4_error`], and TCP headers in place with
+//! [`write_tcp_v4_headers`]) and writes pcap captures ([`PcapWriter`]).
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +29,7 @@ mod arp;
 mod builder;
 mod counters;
 mod dhcp;
+mod dhcpv6;
 mod frame;
 mod ndp;
 mod pcap;
@@ -51,18 +52,22 @@ pub use builder::{
 };
 pub use counters::{Counters, DropReason};
 pub use dhcp::{DEFAULT_LEASE_TIME, DhcpConfig, DhcpServer, DhcpStats, Lease};
+pub use dhcpv6::{
+    ALL_DHCP_RELAY_AGENTS_AND_SERVERS, DEFAULT_PREFERRED_LIFETIME, DEFAULT_VALID_LIFETIME,
+    DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT, Dhcpv6Binding, Dhcpv6Config, Dhcpv6Message, Dhcpv6Mode,
+    Dhcpv6Server, Dhcpv6Stats, MAX_DUID_LEN, MAX_IA_ADDRS, MAX_IA_NA, MAX_OPTIONS,
+};
 use frame::classify_frame;
 pub use frame::{
-    Classified, Dhcpv4Message, Ipv4Datagram, Ipv6Datagram, Transport, TransportChecksums, classify,
-    classify_with, ethernet_address,
+    Classified, Dhcpv4Message, Ipv4Datagram, Ipv6Datagram, MAX_EXTENSION_HEADERS, Transport,
+    TransportChecksums, classify, classify_with, ethernet_address,
 };
 pub use ndp::{NDP_HOP_LIMIT, handle_ndp, is_ndp, solicited_node};
 pub use pcap::{DEFAULT_SNAPLEN, LINKTYPE_ETHERNET, PCAP_MAGIC, PcapWriter};
 pub use ra::{
     ADVERTISED_HOP_LIMIT, ADVERTISEMENT_INTERVAL, ALL_NODES, ALL_NODES_MAC, DNS_LIFETIME,
-    Dhcpv6Mode, INITIAL_GAPS, MAX_INITIAL_ADVERTISEMENTS, PREFIX_PREFERRED_LIFETIME,
-    PREFIX_VALID_LIFETIME, ROUTER_LIFETIME, RaSchedule, RouterConfig, SearchDomain,
-    SearchDomainError,
+    INITIAL_GAPS, MAX_INITIAL_ADVERTISEMENTS, PREFIX_PREFERRED_LIFETIME, PREFIX_VALID_LIFETIME,
+    ROUTER_LIFETIME, RaSchedule, RouterConfig, SearchDomain, SearchDomainError,
 };
 pub use reassembly::{
     FRAGMENT_OVERHEAD, Ipv4Fragment, MAX_BYTES, MAX_DATAGRAMS, REASSEMBLY_TIMEOUT, Reassembler,
@@ -120,6 +125,7 @@ pub struct FrontDesk {
     plan: Plan,
     counters: Counters,
     dhcp: DhcpServer,
+    dhcpv6: Dhcpv6Server,
     served_v4: Vec<Ipv4Addr>,
     guest_mac: EthernetAddress,
     reassembly: Reassembler,
@@ -141,6 +147,10 @@ impl FrontDesk {
             plan,
             counters: Counters::new(),
             dhcp: DhcpServer::new(dhcp),
+            dhcpv6: Dhcpv6Server::new(
+                Dhcpv6Config::default(),
+                ethernet_address(plan.gateway_mac()),
+            ),
             served_v4: Vec::new(),
             reassembly: Reassembler::new(),
             reassembled: None,
@@ -149,10 +159,15 @@ impl FrontDesk {
         }
     }
 
-    /// Sets what router advertisements say beyond the plan: the DHCPv6
-    /// mode (M and O flags) and the search domain.
+    /// Sets what router advertisements say beyond the plan and the DHCPv6
+    /// service: the search domain. Their M and O flags follow the DHCPv6
+    /// server's mode ([`with_dhcpv6`](Self::with_dhcpv6)), whatever
+    /// `config.dhcpv6` says.
     pub fn set_router_config(&mut self, config: RouterConfig) {
-        self.router = config;
+        self.router = RouterConfig {
+            dhcpv6: self.dhcpv6.config().mode,
+            ..config
+        };
     }
 
     /// What router advertisements say beyond the plan.
@@ -204,6 +219,21 @@ impl FrontDesk {
     #[must_use]
     pub fn dhcp(&self) -> &DhcpServer {
         &self.dhcp
+    }
+
+    /// This front desk with its DHCPv6 server set up as `config` says (by
+    /// default it is stateful, with [`Dhcpv6Config::default`]).
+    #[must_use]
+    pub fn with_dhcpv6(mut self, config: Dhcpv6Config) -> Self {
+        self.router.dhcpv6 = config.mode;
+        self.dhcpv6 = Dhcpv6Server::new(config, ethernet_address(self.plan.gateway_mac()));
+        self
+    }
+
+    /// The DHCPv6 server and its binding.
+    #[must_use]
+    pub fn dhcpv6(&self) -> &Dhcpv6Server {
+        &self.dhcpv6
     }
 
     /// Also answers ARP requests for `addr`, if it is a host address of the
@@ -374,6 +404,9 @@ impl FrontDesk {
                 Outcome::Ipv4(datagram)
             }
             Classified::Ipv6(datagram) => {
+                if let Some(handled) = self.take_dhcpv6(&datagram, out) {
+                    return handled.into();
+                }
                 self.guest_mac = datagram.src_mac;
                 Outcome::Ipv6(datagram)
             }
@@ -381,6 +414,24 @@ impl FrontDesk {
             // Taken into reassembly before.
             Classified::Ipv4Fragment(_) => Outcome::Consumed,
         }
+    }
+}
+
+impl FrontDesk {
+    /// Answers a DHCPv6 message for the server; `None` when `datagram` is
+    /// none (or DHCPv6 is off) and goes on to the relays.
+    fn take_dhcpv6(&mut self, datagram: &Ipv6Datagram<'_>, out: &mut [u8]) -> Option<Handled> {
+        if self.dhcpv6.config().mode == Dhcpv6Mode::Off {
+            return None;
+        }
+        let message = Dhcpv6Message::from_datagram(datagram, self.plan.ipv6()?)?;
+        let handled = self
+            .dhcpv6
+            .handle(&self.plan, &message, out, &mut self.counters);
+        if !matches!(handled, Handled::Dropped(_)) {
+            self.guest_mac = message.src_mac;
+        }
+        Some(handled)
     }
 }
 

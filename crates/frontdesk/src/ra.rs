@@ -26,6 +26,7 @@ use smoltcp::wire::{
 };
 
 use super::counters::DropReason;
+use super::dhcpv6::Dhcpv6Mode;
 use super::frame::ethernet_address;
 use super::ndp::write_icmpv6;
 
@@ -71,37 +72,22 @@ pub const ALL_NODES_MAC: EthernetAddress = EthernetAddress([0x33, 0x33, 0, 0, 0,
 const OPTION_RDNSS: u8 = 25;
 const OPTION_DNSSL: u8 = 31;
 
-/// What DHCPv6 offers the guest, as the M ("managed") and O ("other
-/// configuration") flags of router advertisements tell it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Dhcpv6Mode {
-    /// No DHCPv6: neither flag. The guest learns everything from
-    /// advertisements.
-    Off,
-    /// Stateless DHCPv6 (RFC 8415 section 6.1): O set, M clear. The guest
-    /// takes its addresses by SLAAC and asks DHCPv6 only for other
-    /// configuration. The default.
-    #[default]
-    Stateless,
-    /// DHCPv6 hands out addresses: M and O set.
-    Stateful,
-}
-
-impl Dhcpv6Mode {
-    fn router_flags(self) -> NdiscRouterFlags {
-        match self {
-            Dhcpv6Mode::Off => NdiscRouterFlags::empty(),
-            Dhcpv6Mode::Stateless => NdiscRouterFlags::OTHER,
-            Dhcpv6Mode::Stateful => NdiscRouterFlags::MANAGED | NdiscRouterFlags::OTHER,
-        }
+/// The M ("managed") and O ("other configuration") flags of router
+/// advertisements for what DHCPv6 offers the guest.
+fn router_flags(mode: Dhcpv6Mode) -> NdiscRouterFlags {
+    match mode {
+        Dhcpv6Mode::Off => NdiscRouterFlags::empty(),
+        Dhcpv6Mode::Stateless => NdiscRouterFlags::OTHER,
+        Dhcpv6Mode::Stateful => NdiscRouterFlags::MANAGED | NdiscRouterFlags::OTHER,
     }
 }
 
 /// The settings of slipway's IPv6 router beyond the address plan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouterConfig {
-    /// What DHCPv6 offers (the M and O flags); default
-    /// [`Dhcpv6Mode::Stateless`].
+    /// What DHCPv6 offers, which the M and O flags tell; default
+    /// [`Dhcpv6Mode::Stateful`]. A [`FrontDesk`](crate::FrontDesk) keeps it
+    /// equal to its DHCPv6 server's mode, so the flags match the service.
     pub dhcpv6: Dhcpv6Mode,
     /// The DNS search domain advertised (DNSSL); default none, and then no
     /// DNSSL option.
@@ -285,7 +271,7 @@ pub(crate) fn write_router_advertisement(
     let network = v6.network();
     let repr = NdiscRepr::RouterAdvert {
         hop_limit: ADVERTISED_HOP_LIMIT,
-        flags: config.dhcpv6.router_flags(),
+        flags: router_flags(config.dhcpv6),
         router_lifetime: smoltcp_duration(ROUTER_LIFETIME),
         reachable_time: smoltcp::time::Duration::ZERO,
         retrans_time: smoltcp::time::Duration::ZERO,

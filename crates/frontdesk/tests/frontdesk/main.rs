@@ -6,10 +6,13 @@ mod arp;
 mod builders;
 mod classify;
 mod dhcp;
+mod dhcpv6;
+mod extension_headers;
 mod guest;
 mod mutation;
 mod ndp;
 mod ra;
+mod v6frames;
 
 use std::net::Ipv4Addr;
 

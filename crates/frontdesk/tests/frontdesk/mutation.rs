@@ -11,9 +11,11 @@ use smoltcp::wire::{
     Ipv4Packet, TcpPacket, UdpPacket,
 };
 
+use crate::dhcpv6::guest_dhcpv6_solicit;
 use crate::guest::{
     ClientMessage, arp_request, guest_ping, guest_router_solicitation, guest_tcp_syn, guest_udp,
 };
+use crate::v6frames::{DNS6, Ext, GUEST_LL, ipv6_udp};
 use crate::{GATEWAY, GUEST, desk, gateway_mac, guest_mac};
 
 fn valid_frames() -> Vec<Vec<u8>> {
@@ -35,6 +37,13 @@ fn valid_frames() -> Vec<Vec<u8>> {
         guest_tcp_syn(),
         guest_ping(),
         guest_router_solicitation(),
+        guest_dhcpv6_solicit(),
+        ipv6_udp(
+            (GUEST_LL, DNS6),
+            &[Ext::hop_by_hop(), Ext::routing(), Ext::dest_opts()],
+            (40_000, 53),
+            b"query",
+        ),
     ]
 }
 
@@ -138,7 +147,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_frames_never_panic_and_drops_are_counted(
-        which in 0usize..10,
+        which in 0usize..12,
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         cut in proptest::option::of(any::<prop::sample::Index>()),
         extra in proptest::collection::vec(any::<u8>(), 0..8),

@@ -5,8 +5,8 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use frontdesk::{
-    ADVERTISEMENT_INTERVAL, DNS_LIFETIME, DhcpConfig, Dhcpv6Mode, DropReason, FrontDesk,
-    INITIAL_GAPS, MAX_INITIAL_ADVERTISEMENTS, Outcome, PREFIX_PREFERRED_LIFETIME,
+    ADVERTISEMENT_INTERVAL, DNS_LIFETIME, DhcpConfig, Dhcpv6Config, Dhcpv6Mode, DropReason,
+    FrontDesk, INITIAL_GAPS, MAX_INITIAL_ADVERTISEMENTS, Outcome, PREFIX_PREFERRED_LIFETIME,
     PREFIX_VALID_LIFETIME, ROUTER_LIFETIME, RouterConfig, SearchDomain,
 };
 use nat_core::Plan;
@@ -92,8 +92,11 @@ fn check_router_advertisement(
 fn router_solicitation_gets_an_advertisement_with_every_option() {
     let mut desk = desk();
     let frame = answer(&mut desk, &guest_router_solicitation()).expect("answered");
-    let options =
-        check_router_advertisement(&frame, (guest_mac(), GUEST_LL), NdiscRouterFlags::OTHER);
+    let options = check_router_advertisement(
+        &frame,
+        (guest_mac(), GUEST_LL),
+        NdiscRouterFlags::MANAGED | NdiscRouterFlags::OTHER,
+    );
     assert_eq!(options.len(), 4, "no DNSSL without a search domain");
     assert_eq!(desk.counters().total_drops(), 0);
 }
@@ -106,8 +109,11 @@ fn search_domain_is_advertised_in_a_dnssl_option() {
         ..RouterConfig::default()
     });
     let frame = answer(&mut desk, &guest_router_solicitation()).unwrap();
-    let options =
-        check_router_advertisement(&frame, (guest_mac(), GUEST_LL), NdiscRouterFlags::OTHER);
+    let options = check_router_advertisement(
+        &frame,
+        (guest_mac(), GUEST_LL),
+        NdiscRouterFlags::MANAGED | NdiscRouterFlags::OTHER,
+    );
     assert_eq!(options.len(), 5);
     let mut dnssl = vec![31, 3, 0, 0];
     dnssl.extend_from_slice(&u32::try_from(DNS_LIFETIME.as_secs()).unwrap().to_be_bytes());
@@ -126,15 +132,16 @@ fn dhcpv6_mode_sets_the_managed_and_other_flags() {
             NdiscRouterFlags::MANAGED | NdiscRouterFlags::OTHER,
         ),
     ] {
-        let mut desk = desk();
-        desk.set_router_config(RouterConfig {
-            dhcpv6: mode,
-            ..RouterConfig::default()
+        let mut desk = desk().with_dhcpv6(Dhcpv6Config {
+            mode,
+            ..Dhcpv6Config::default()
         });
         let frame = answer(&mut desk, &guest_router_solicitation()).unwrap();
         check_router_advertisement(&frame, (guest_mac(), GUEST_LL), flags);
     }
-    assert_eq!(RouterConfig::default().dhcpv6, Dhcpv6Mode::Stateless);
+    // DHCPv6 hands out the address by default, and the RA says so.
+    assert_eq!(RouterConfig::default().dhcpv6, Dhcpv6Mode::Stateful);
+    assert_eq!(Dhcpv6Config::default().mode, Dhcpv6Mode::Stateful);
 }
 
 #[test]
@@ -146,7 +153,7 @@ fn solicitation_from_the_unspecified_address_is_answered_to_all_nodes() {
     check_router_advertisement(
         &reply,
         (EthernetAddress([0x33, 0x33, 0, 0, 0, 1]), ALL_NODES),
-        NdiscRouterFlags::OTHER,
+        NdiscRouterFlags::MANAGED | NdiscRouterFlags::OTHER,
     );
     // With a source link-layer address option it is invalid.
     let message = nd_message(&NdiscRepr::RouterSolicit {
@@ -189,7 +196,7 @@ fn unsolicited_times(desk: &mut FrontDesk, start: Instant, end: Instant) -> Vec<
             check_router_advertisement(
                 &out[..len],
                 (EthernetAddress([0x33, 0x33, 0, 0, 0, 1]), ALL_NODES),
-                NdiscRouterFlags::OTHER,
+                NdiscRouterFlags::MANAGED | NdiscRouterFlags::OTHER,
             );
             sent.push(now);
         }

@@ -16,13 +16,17 @@ mod real_peers;
 use test_support::harness;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use flow_table::{Limits, Protocol};
 use frontdesk::DropReason;
-use smoltcp::wire::{ArpOperation, ArpRepr, DhcpMessageType, TcpControl};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpRepr, DhcpMessageType, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpAddress, IpProtocol, Ipv6Packet, Ipv6Repr, TcpControl, UdpPacket, UdpRepr,
+};
 
 use harness::frames::{arp_request, check_dhcp_reply, dhcp_message};
 use harness::{
@@ -115,6 +119,64 @@ pub(crate) fn dhcp_full_exchange_gives_address_router_dns_mtu() {
     let ack = h.poll_queued().expect("an ACK");
     check_dhcp_reply(&ack, DhcpMessageType::Ack, xid);
     h.assert_quiet("dhcp full exchange gives address router dns mtu");
+}
+
+/// A DHCPv6 Solicit from the guest's link-local address to ff02::1:2.
+fn dhcpv6_solicit(src: Ipv6Addr) -> Vec<u8> {
+    let mut duid = vec![0, 3, 0, 1];
+    duid.extend_from_slice(&GUEST_MAC.0);
+    let mut message = vec![1, 0xab, 0xcd, 0xef, 0, 1, 0, 10];
+    message.extend_from_slice(&duid);
+    // IA_NA: IAID 1, T1 and T2 zero.
+    message.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Udp,
+        payload_len: 8 + message.len(),
+        hop_limit: 1,
+    };
+    let mut frame = vec![0; 14 + 40 + 8 + message.len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    EthernetRepr {
+        src_addr: GUEST_MAC,
+        dst_addr: EthernetAddress([0x33, 0x33, 0, 1, 0, 2]),
+        ethertype: EthernetProtocol::Ipv6,
+    }
+    .emit(&mut eth);
+    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut packet);
+    UdpRepr {
+        src_port: 546,
+        dst_port: 547,
+    }
+    .emit(
+        &mut UdpPacket::new_unchecked(packet.payload_mut()),
+        &IpAddress::Ipv6(src),
+        &IpAddress::Ipv6(dst),
+        message.len(),
+        |buf| buf.copy_from_slice(&message),
+        &ChecksumCapabilities::default(),
+    );
+    frame
+}
+
+#[test]
+pub(crate) fn dhcpv6_solicit_gets_an_advertise_to_the_guest() {
+    let mut h = Harness::new();
+    let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);
+    h.send(&dhcpv6_solicit(src));
+    let advertise = h.poll_queued().expect("an Advertise");
+    let eth = EthernetFrame::new_checked(&advertise.0[..]).unwrap();
+    assert_eq!((eth.src_addr(), eth.dst_addr()), (gateway_mac(), GUEST_MAC));
+    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.dst_addr(), src);
+    let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert!(udp.verify_checksum(&IpAddress::Ipv6(ip.src_addr()), &IpAddress::Ipv6(src)));
+    assert_eq!((udp.src_port(), udp.dst_port()), (547, 546));
+    assert_eq!(&udp.payload()[..4], &[2, 0xab, 0xcd, 0xef], "an Advertise");
+    h.assert_quiet("dhcpv6 solicit gets an advertise to the guest");
 }
 
 #[test]
