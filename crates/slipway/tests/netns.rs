@@ -23,7 +23,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use slipway::netns::{self, Namespace, TapConfig, TapOffload};
+use slipway::netns::{self, Namespace, TapConfig, TapIpv6, TapOffload};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -84,6 +84,7 @@ fn default_config() -> TapConfig {
         gateway_v4: Some(GATEWAY),
         addr_v6: None,
         gateway_v6: None,
+        ipv6: TapIpv6::Autoconf,
         offload: TapOffload::None,
     }
 }
