@@ -32,12 +32,20 @@ use slipway::frontend::{
     AfterDisconnect, ServeEnd, StopWhen, StreamFrontend, StreamSocket, TapFrontend, pidfd_open,
     pidfd_send_signal,
 };
-use slipway::netns::{self, Namespace, TapConfig, TapOffload};
+use slipway::netns::{self, Ipv6Watch, Namespace, TapConfig, TapIpv6, TapOffload};
 use virtio_net_kvm::vhost_user::VhostUserFrontend;
 
 /// How long slipway keeps serving after the command exits, so that its
 /// connections close cleanly on the host side too.
 const DRAIN: Duration = Duration::from_millis(500);
+
+/// How long `run` serves the namespace at most, before starting the
+/// command, for its kernel to configure IPv6 from the router advertisement
+/// (a few milliseconds: it solicits one as the link comes up, and uses the
+/// address at once).
+const IPV6_AUTOCONF_WAIT: Duration = Duration::from_secs(1);
+/// How long each turn of serving lasts while waiting for IPv6.
+const IPV6_AUTOCONF_POLL: Duration = Duration::from_millis(5);
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -108,10 +116,17 @@ fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
         mtu: u32::from(plan.mtu()),
         addr_v4: v4.map(|v4| (v4.guest(), v4.network().prefix_len())),
         gateway_v4: v4.map(nat_core::Ipv4Plan::gateway),
-        // The backend relays IPv4 only so far: no IPv6 address or route, so
-        // IPv6 destinations fail at once in the guest instead of timing out.
+        // The namespace's kernel takes its IPv6 address and default route
+        // from the backend's router advertisements (SLAAC), as a guest on
+        // any IPv6 link does: the address follows from the guest MAC, and
+        // the prefix, MTU and DNS address from the plan in one place.
         addr_v6: None,
         gateway_v6: None,
+        ipv6: if plan.ipv6().is_some() {
+            TapIpv6::Autoconf
+        } else {
+            TapIpv6::Disabled
+        },
         offload: tap_offload(options),
     }
 }
@@ -144,6 +159,10 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
         _ => Failure::Runtime(format!("cannot create a network namespace: {e}")),
     })?;
     let tap = open_tap(&ns, options, &plan)?;
+    let mut frontend = TapFrontend::with_offload(tap.as_fd(), tap_offload(options));
+    if plan.ipv6().is_some() {
+        await_ipv6(&mut backend, &mut frontend, &ns, &options.ifname)?;
+    }
     let resolv = netns::write_resolv_conf(&[IpAddr::V4(dns)])
         .map_err(Failure::runtime("cannot write the namespace's resolv.conf"))?;
     let _resolv_guard = RemoveOnDrop(&resolv);
@@ -162,7 +181,6 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
             .unwrap_or_default();
         Failure::Runtime(format!("cannot run {name:?}: {e}"))
     })?;
-    let frontend = TapFrontend::with_offload(tap.as_fd(), tap_offload(options));
     let outcome = serve_child(&mut backend, frontend, &mut child);
     let status = match outcome {
         Ok((status, counters)) => {
@@ -175,6 +193,60 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
         }
     };
     Ok(exit_code(status))
+}
+
+/// Serves the namespace until its kernel has an IPv6 address and default
+/// route on `ifname` or [`IPV6_AUTOCONF_WAIT`] passes, so that the command
+/// finds IPv6 ready as it finds IPv4 (set before it starts).
+fn await_ipv6(
+    backend: &mut Backend,
+    frontend: &mut TapFrontend<'_>,
+    ns: &Namespace,
+    ifname: &str,
+) -> Result<(), Failure> {
+    let mut watch = match Ipv6Watch::open(ns, ifname) {
+        Ok(watch) => watch,
+        Err(error) => {
+            tracing::debug!(%error, "no IPv6 to wait for in the namespace");
+            return Ok(());
+        }
+    };
+    let started = Instant::now();
+    let deadline = started + IPV6_AUTOCONF_WAIT;
+    // Bounded by the deadline: each turn serves for a slice of it.
+    loop {
+        match watch.read() {
+            Ok(state) if state.is_configured() => {
+                tracing::debug!(
+                    elapsed = ?started.elapsed(),
+                    addrs = ?state.autoconf_addrs,
+                    router = ?state.default_router,
+                    "the namespace configured IPv6"
+                );
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the namespace's IPv6 state");
+                return Ok(());
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::warn!(
+                wait = ?IPV6_AUTOCONF_WAIT,
+                "the namespace has no IPv6 address and route yet; starting the command anyway"
+            );
+            return Ok(());
+        }
+        let serving = StopWhen {
+            deadline: Some((now + IPV6_AUTOCONF_POLL).min(deadline)),
+            ..StopWhen::default()
+        };
+        frontend
+            .serve(backend, &serving)
+            .map_err(Failure::runtime("serving the namespace"))?;
+    }
 }
 
 /// Serves the namespace until `child` exits and a short drain is over;

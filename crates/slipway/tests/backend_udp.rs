@@ -440,7 +440,7 @@ const ABSENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
 /// namespace's default) so the root raw-socket fallback is used. Returns
 /// why it could not.
 fn with_absent_neighbour(ping_sockets: bool, body: impl FnOnce() + Send) -> Result<(), String> {
-    use slipway::netns::{Namespace, TapConfig, TapOffload, open_tap};
+    use slipway::netns::{Namespace, TapConfig, TapIpv6, TapOffload, open_tap};
     let ns = Namespace::create().map_err(|e| format!("namespace: {e}"))?;
     let cfg = TapConfig {
         name: "absent0".into(),
@@ -450,6 +450,7 @@ fn with_absent_neighbour(ping_sockets: bool, body: impl FnOnce() + Send) -> Resu
         gateway_v4: None,
         addr_v6: None,
         gateway_v6: None,
+        ipv6: TapIpv6::Disabled,
         offload: TapOffload::None,
     };
     // Held open for the test: the link is up while its descriptor is.

@@ -23,7 +23,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use slipway::netns::{self, Namespace, TapConfig, TapOffload};
+use slipway::netns::{self, Namespace, TapConfig, TapIpv6, TapOffload};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -84,6 +84,7 @@ fn default_config() -> TapConfig {
         gateway_v4: Some(GATEWAY),
         addr_v6: None,
         gateway_v6: None,
+        ipv6: TapIpv6::Autoconf,
         offload: TapOffload::None,
     }
 }
@@ -447,6 +448,77 @@ fn tap_has_address_routes_mtu_mac_and_is_up() {
     assert!(link_flags(&lo).contains(&"UP"), "{lo}");
     let lo_addr = stdout_of(&ns, &["ip", "-o", "addr", "show", "dev", "lo"]);
     assert!(lo_addr.contains("inet 127.0.0.1/8 "), "{lo_addr}");
+}
+
+/// The value of sysctl `net.ipv6.conf.eth0.KEY` in `ns`.
+fn eth0_sysctl(ns: &Namespace, key: &str) -> String {
+    let path = format!("/proc/sys/net/ipv6/conf/eth0/{key}");
+    stdout_of(ns, &["cat", &path]).trim().to_owned()
+}
+
+#[test]
+fn autoconf_tap_takes_router_advertisements_and_has_its_link_local_address_at_once() {
+    if !privileged() {
+        return;
+    }
+    let (ns, _tap) = namespace_with_tap(&default_config());
+    for (key, value) in [
+        ("disable_ipv6", "0"),
+        ("accept_ra", "2"),
+        ("autoconf", "1"),
+        ("addr_gen_mode", "0"),
+        ("accept_dad", "0"),
+    ] {
+        assert_eq!(eth0_sysctl(&ns, key), value, "{key}");
+    }
+    // The EUI-64 link-local address of the MAC, usable without waiting for
+    // duplicate address detection (flags 0x80: permanent, not tentative).
+    let if_inet6 = stdout_of(&ns, &["cat", "/proc/net/if_inet6"]);
+    assert!(
+        if_inet6
+            .lines()
+            .any(|line| line.starts_with("fe80000000000000505400fffe123456 ")
+                && line.split_whitespace().nth(4) == Some("80")),
+        "{if_inet6}"
+    );
+}
+
+#[test]
+fn disabled_tap_has_no_ipv6() {
+    if !privileged() {
+        return;
+    }
+    let cfg = TapConfig {
+        ipv6: TapIpv6::Disabled,
+        ..default_config()
+    };
+    let (ns, _tap) = namespace_with_tap(&cfg);
+    assert_eq!(eth0_sysctl(&ns, "disable_ipv6"), "1");
+    let if_inet6 = stdout_of(&ns, &["cat", "/proc/net/if_inet6"]);
+    assert!(!if_inet6.contains("eth0"), "{if_inet6}");
+}
+
+#[test]
+fn ipv6_watch_sees_static_address_and_default_router() {
+    if !privileged() {
+        return;
+    }
+    let cfg = TapConfig {
+        addr_v6: Some((GUEST_V6, 64)),
+        gateway_v6: Some(GATEWAY_V6),
+        ..default_config()
+    };
+    let (ns, _tap) = namespace_with_tap(&cfg);
+    let mut watch = netns::Ipv6Watch::open(&ns, "eth0").unwrap();
+    let state = watch.read().unwrap();
+    assert_eq!(state.static_addrs, [(GUEST_V6, 64)]);
+    assert!(state.autoconf_addrs.is_empty(), "{state:?}");
+    assert_eq!(state.default_router, Some(GATEWAY_V6));
+    assert!(state.is_configured());
+    // A second read sees the same: the files are read again from the start.
+    assert_eq!(watch.read().unwrap(), state);
+    let mut lo = netns::Ipv6Watch::open(&ns, "lo").unwrap();
+    assert!(!lo.read().unwrap().is_configured());
 }
 
 #[test]

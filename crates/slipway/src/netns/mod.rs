@@ -6,8 +6,11 @@
 //!   namespace made by [`Namespace::create`] lives exactly as long as that
 //!   descriptor, so dropping the handle is the whole clean-up.
 //! - [`open_tap`] creates the tap device in the namespace, sets its MAC, MTU,
-//!   addresses and default routes, brings it and `lo` up, and hands back the
-//!   descriptor the event loop reads frames from and writes frames to.
+//!   addresses and default routes, turns IPv6 on for SLAAC from slipway's
+//!   router advertisements (or off), brings it and `lo` up, and hands back
+//!   the descriptor the event loop reads frames from and writes frames to.
+//! - [`Ipv6Watch`] reads what the namespace's kernel has configured for
+//!   IPv6 on an interface: addresses and the default router.
 //! - [`spawn_in`] starts a command in the namespace, optionally with its own
 //!   `/etc/resolv.conf` (from [`write_resolv_conf`]) bind-mounted in a private
 //!   mount namespace.
@@ -22,6 +25,7 @@
 //! does). That step changes the whole process, so it is the one exception to
 //! the invariant above, taken once at start-up.
 
+mod ipv6;
 mod netlink;
 mod spawn;
 mod tap;
@@ -37,6 +41,7 @@ use std::thread;
 use rustix::fs::{Mode, OFlags};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
+pub use ipv6::{Ipv6State, Ipv6Watch};
 pub use spawn::{command_in, spawn_in, write_resolv_conf};
 pub use tap::open_tap;
 pub use userns::enter_user_namespace;
@@ -238,8 +243,26 @@ pub struct TapConfig {
     /// The IPv6 default gateway, if any; on-link (inside `addr_v6`'s prefix,
     /// or link-local).
     pub gateway_v6: Option<Ipv6Addr>,
+    /// Whether the namespace's kernel runs IPv6 on the tap, and so
+    /// configures itself from router advertisements.
+    pub ipv6: TapIpv6,
     /// What the tap device takes off the namespace's kernel.
     pub offload: TapOffload,
+}
+
+/// Whether the namespace's kernel runs IPv6 on the tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapIpv6 {
+    /// Off (`disable_ipv6`): no addresses, no IPv6 frames at all. No static
+    /// IPv6 address or gateway may be given.
+    Disabled,
+    /// On, and configured by the kernel from router advertisements
+    /// (SLAAC): the link-local address from the MAC (EUI-64), global
+    /// addresses from the advertised prefix, the default route via the
+    /// advertising router, all usable at once (no duplicate address
+    /// detection: slipway is the only other node on the link). Also where
+    /// forwarding is on. A static address and gateway come on top.
+    Autoconf,
 }
 
 /// The offloads a tap device takes off the namespace's kernel, and so the

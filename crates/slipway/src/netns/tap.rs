@@ -8,16 +8,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 
 use super::netlink::{Link, Rtnl};
-use super::{Namespace, TapConfig, TapOffload, VNET_HDR_LEN, step_error};
+use super::{Namespace, TapConfig, TapIpv6, TapOffload, VNET_HDR_LEN, ipv6, step_error};
 
 /// `IFNAMSIZ`: interface names are at most 15 bytes and a NUL.
 const IFNAMSIZ: usize = 16;
 
 /// Inside `ns`: creates the tap device `cfg.name` (`TUNSETIFF` with
 /// `IFF_TAP | IFF_NO_PI` on `/dev/net/tun`, and with `cfg.offload` also
-/// `IFF_VNET_HDR`, `TUNSETVNETHDRSZ` and `TUNSETOFFLOAD`), sets its MAC and
-/// MTU, brings `lo` and the tap up, adds the addresses and then the default
-/// routes, all over rtnetlink. Returns the tap's descriptor, non-blocking
+/// `IFF_VNET_HDR`, `TUNSETVNETHDRSZ` and `TUNSETOFFLOAD`), turns IPv6 on or
+/// off on it as `cfg.ipv6` says (sysctls), sets its MAC and MTU, brings `lo`
+/// and the tap up, adds the addresses and then the default routes, all over
+/// rtnetlink. Returns the tap's descriptor, non-blocking
 /// and close-on-exec: each `read()` returns one Ethernet frame and each
 /// `write()` sends one, each behind a `virtio_net_hdr` with an offload.
 ///
@@ -31,6 +32,7 @@ const IFNAMSIZ: usize = 16;
 /// of that name already in the namespace ([`io::ErrorKind::AlreadyExists`]);
 /// or the failed step, named in the message (for example
 /// `RTM_NEWROUTE default via 10.0.2.2 dev eth0: Network is unreachable`).
+/// A failure of the IPv6 sysctls is only logged: IPv4 works without them.
 pub fn open_tap(ns: &Namespace, cfg: &TapConfig) -> io::Result<OwnedFd> {
     validate(cfg)?;
     ns.run_in(|| {
@@ -49,9 +51,26 @@ pub fn open_tap(ns: &Namespace, cfg: &TapConfig) -> io::Result<OwnedFd> {
             index,
             name: &cfg.name,
         };
+        set_ipv6(&cfg.name, cfg.ipv6);
         configure(&mut rtnl, link, cfg)?;
         Ok(tap)
     })
+}
+
+/// Turns IPv6 on the tap on or off, before the link goes up; a kernel or
+/// namespace that refuses leaves IPv4 working, so this only warns.
+fn set_ipv6(name: &str, mode: TapIpv6) {
+    match (ipv6::write_sysctls(name, mode), mode) {
+        (Ok(()), _) => {}
+        // No IPv6 in this kernel, or none on the link: off already.
+        (Err(error), TapIpv6::Disabled) if error.kind() == io::ErrorKind::NotFound => {}
+        (Err(error), TapIpv6::Disabled) => {
+            tracing::warn!(%error, "cannot turn IPv6 off on the tap");
+        }
+        (Err(error), TapIpv6::Autoconf) => {
+            tracing::warn!(%error, "cannot set up IPv6 on the tap; the namespace may not have it");
+        }
+    }
 }
 
 /// Sets up the link, then `lo`, then addresses, then routes: a gateway is
@@ -108,6 +127,9 @@ fn validate(cfg: &TapConfig) -> io::Result<()> {
         return invalid(format!(
             "IPv4 address {addr}/{prefix_len}: prefix longer than 32"
         ));
+    }
+    if cfg.ipv6 == TapIpv6::Disabled && (cfg.addr_v6.is_some() || cfg.gateway_v6.is_some()) {
+        return invalid("an IPv6 address or gateway on a tap with IPv6 disabled".into());
     }
     if let Some((addr, prefix_len @ 129..)) = cfg.addr_v6 {
         return invalid(format!(
@@ -215,6 +237,7 @@ mod tests {
             gateway_v4: Some(Ipv4Addr::new(10, 0, 2, 2)),
             addr_v6: None,
             gateway_v6: None,
+            ipv6: TapIpv6::Autoconf,
             offload: TapOffload::Checksum,
         }
     }
@@ -250,5 +273,15 @@ mod tests {
         let mut cfg = config("eth0");
         cfg.addr_v6 = Some((std::net::Ipv6Addr::LOCALHOST, 129));
         assert!(validate(&cfg).is_err());
+    }
+
+    #[test]
+    fn static_ipv6_on_a_tap_without_ipv6_is_rejected() {
+        let mut cfg = config("eth0");
+        cfg.ipv6 = TapIpv6::Disabled;
+        assert!(validate(&cfg).is_ok());
+        cfg.gateway_v6 = Some(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+        let err = validate(&cfg).expect_err("a gateway without IPv6");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }
