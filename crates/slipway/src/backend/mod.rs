@@ -18,6 +18,7 @@
 mod dns;
 mod fragment;
 mod icmp;
+mod ipv6;
 mod isn;
 mod ratelimit;
 mod tcp;
@@ -623,7 +624,13 @@ impl Backend {
                 src_port,
                 dst_port,
                 payload,
-            } => self.udp_from_guest(datagram, src_port, dst_port, payload, now),
+            } => {
+                let ends = (
+                    SocketAddr::V4(SocketAddrV4::new(src, src_port)),
+                    SocketAddr::V4(SocketAddrV4::new(dst, dst_port)),
+                );
+                self.udp_from_guest(datagram.packet, ends, payload, now);
+            }
             Transport::Icmp {
                 msg_type: 8,
                 code: 0,
@@ -738,9 +745,7 @@ impl Backend {
             }
             Outcome::Ipv4(datagram) => self.handle_ipv4(&datagram, now),
             Outcome::Reassembled => self.take_reassembled(&mut scratch, now),
-            Outcome::Ipv6(_) => {
-                tracing::trace!("IPv6 datagram not relayed yet");
-            }
+            Outcome::Ipv6(datagram) => self.handle_ipv6(&datagram, now),
             Outcome::Consumed | Outcome::Dropped(_) => {}
         }
         self.scratch = scratch;
