@@ -583,6 +583,17 @@ pub fn tcp_v6_headers_len(options: TcpOptions) -> usize {
     ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + TCP_HEADER_LEN + options.len()
 }
 
+/// Length of the Ethernet, IP and TCP headers of a segment from `src` with
+/// `options`: [`tcp_v4_headers_len`] or [`tcp_v6_headers_len`] as its
+/// family says.
+#[must_use]
+pub fn tcp_headers_len(src: SocketAddr, options: TcpOptions) -> usize {
+    match src {
+        SocketAddr::V4(_) => tcp_v4_headers_len(options),
+        SocketAddr::V6(_) => tcp_v6_headers_len(options),
+    }
+}
+
 /// Writes the Ethernet, IP and TCP headers of `segment` at the start of
 /// `buf`, in front of the `payload_len` bytes already at
 /// `buf[tcp_v4_headers_len(segment.options)..]` (`tcp_v6_headers_len` for

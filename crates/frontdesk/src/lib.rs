@@ -49,7 +49,7 @@ pub use builder::{
     OutboundTcpSegment, TCP_CHECKSUM_OFFSET, TTL, TcpFlags, TcpOptions, TcpSegmentV4, TcpSegmentV6,
     UDP_CHECKSUM_OFFSET, UDP_V4_HEADERS_LEN, UDP_V6_HEADERS_LEN, build_icmp_v4_echo_reply,
     build_icmp_v4_error, build_icmpv6_echo_reply, build_icmpv6_error, build_udp, build_udp_v4,
-    tcp_v4_headers_len, tcp_v6_headers_len, udp_headers_len, write_tcp_headers,
+    tcp_headers_len, tcp_v4_headers_len, tcp_v6_headers_len, udp_headers_len, write_tcp_headers,
     write_tcp_headers_with, write_tcp_v4_headers, write_tcp_v4_headers_with,
     write_udp_headers_with, write_udp_v4_headers, write_udp_v4_headers_with,
 };

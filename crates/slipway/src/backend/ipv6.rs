@@ -1,4 +1,4 @@
-//! IPv6 datagrams from the guest: UDP goes to the same flows and DNS
+//! IPv6 datagrams from the guest: TCP and UDP go to the same flows and DNS
 //! forwarder as IPv4's, ICMPv6 echo to the gateway or DNS address is
 //! answered here, and a denied destination gets an ICMPv6 error.
 
@@ -73,7 +73,8 @@ impl Backend {
                 code: 0,
                 message,
             } => self.icmpv6_echo_from_guest(datagram, message),
-            Transport::Tcp(_) | Transport::Icmp { .. } | Transport::Other { .. } => {
+            Transport::Tcp(segment) => self.tcp_from_guest(src, dst, &segment, now),
+            Transport::Icmp { .. } | Transport::Other { .. } => {
                 tracing::trace!(%src, %dst, "IPv6 datagram not relayed");
             }
         }

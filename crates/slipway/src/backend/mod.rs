@@ -303,6 +303,7 @@ pub struct Backend {
     isn: IsnSource,
     syn_bucket: TokenBucket,
     tcp_config_v4: TcpConfig,
+    tcp_config_v6: TcpConfig,
     /// Guest-opened TCP flows now half-open, and their cap.
     tcp_half_open: HalfOpen,
     dns_upstream: Option<SocketAddr>,
@@ -370,6 +371,10 @@ impl Backend {
             tcp_config_v4: TcpConfig {
                 handshake_timeout: config.tcp_handshake_timeout,
                 ..TcpConfig::for_mtu_v4(mtu)
+            },
+            tcp_config_v6: TcpConfig {
+                handshake_timeout: config.tcp_handshake_timeout,
+                ..TcpConfig::for_mtu_v6(mtu)
             },
             tcp_half_open: HalfOpen::new(config.max_half_open_tcp),
             dns_upstream,
@@ -619,7 +624,9 @@ impl Backend {
         let src = datagram.header.src_addr;
         let dst = datagram.header.dst_addr;
         match datagram.transport {
-            Transport::Tcp(segment) => self.tcp_from_guest(src, dst, &segment, now),
+            Transport::Tcp(segment) => {
+                self.tcp_from_guest(IpAddr::V4(src), IpAddr::V4(dst), &segment, now);
+            }
             Transport::Udp {
                 src_port,
                 dst_port,

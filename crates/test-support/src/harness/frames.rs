@@ -133,6 +133,25 @@ pub fn udp6_frame(src_port: u16, dst: SocketAddrV6, payload: &[u8]) -> Vec<u8> {
     })
 }
 
+/// A TCP segment over IPv6 from the guest's `src_port` to `dst`: `repr`
+/// with its ports set from them, checksummed over the IPv6 pseudo-header.
+#[must_use]
+pub fn tcp6_frame(src_port: u16, dst: SocketAddrV6, repr: &TcpRepr<'_>) -> Vec<u8> {
+    let repr = TcpRepr {
+        src_port,
+        dst_port: dst.port(),
+        ..*repr
+    };
+    ipv6_frame(*dst.ip(), IpProtocol::Tcp, repr.buffer_len(), |area| {
+        repr.emit(
+            &mut TcpPacket::new_unchecked(area),
+            &IpAddress::Ipv6(GUEST_IP6),
+            &IpAddress::Ipv6(*dst.ip()),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
 /// An ICMPv6 echo request from the guest to `dst`.
 #[must_use]
 pub fn echo6_frame(dst: Ipv6Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
