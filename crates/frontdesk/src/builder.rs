@@ -27,7 +27,7 @@ use smoltcp::wire::{
 
 use super::frame::ethernet_address;
 
-pub use icmpv6::{Icmpv6Error, build_icmpv6_echo_reply, build_icmpv6_error};
+pub use icmpv6::{Icmpv6Error, build_echo_reply, build_icmpv6_echo_reply, build_icmpv6_error};
 
 /// The TTL of the IPv4 datagrams, and the hop limit of the IPv6 datagrams,
 /// the builders write.

@@ -550,3 +550,77 @@ fn tcp_over_ipv6_segment_of_no_flow_gets_an_rst() {
     assert_eq!(backend.counters().rst_unknown, 1);
     harness::assert_backend_quiet(&mut backend, "tcp over ipv6 segment of no flow gets an rst");
 }
+
+/// An address of the namespace's own in [`with_v6_host`]: the kernel
+/// answers echo requests to it.
+const V6_HOST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+/// Runs `body` on a thread in a new network namespace whose only link is a
+/// tap with [`V6_HOST`]/64 that nobody reads, ping sockets allowed. Returns
+/// why it could not.
+fn with_v6_host(body: impl FnOnce() + Send) -> Result<(), String> {
+    use slipway::netns::{Namespace, TapConfig, TapOffload, open_tap};
+    let ns = Namespace::create().map_err(|e| format!("namespace: {e}"))?;
+    let cfg = TapConfig {
+        name: "v6host0".into(),
+        mac: [0x02, 0, 0x5e, 0, 0x53, 2],
+        mtu: 1500,
+        addr_v4: None,
+        gateway_v4: None,
+        addr_v6: Some((V6_HOST, 64)),
+        gateway_v6: None,
+        offload: TapOffload::None,
+    };
+    // Held open for the test: the link is up while its descriptor is.
+    let _tap = open_tap(&ns, &cfg).map_err(|e| format!("tap: {e}"))?;
+    ns.run_in(|| {
+        // Ping sockets of both families follow this one setting.
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")?;
+        body();
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn icmpv6_echo_beyond_the_gateway_is_relayed_on_an_echo_socket() {
+    let test = "icmpv6_echo_beyond_the_gateway_is_relayed_on_an_echo_socket";
+    let ran = with_v6_host(|| {
+        let mut backend = backend_with(|_| {});
+        // Sent again each second, as ping does, in case the namespace's
+        // new link drops the first one; the flow is the same each time.
+        let request = echo6_frame(V6_HOST, 0x4321, 9, b"beyond");
+        let reply = (0..5).find_map(|_| {
+            backend.handle_guest_frame(&request, Instant::now());
+            pump_until(&mut backend, Duration::from_secs(1), |r| match r {
+                Received::Icmp {
+                    src,
+                    msg_type: 129,
+                    body,
+                    ..
+                } => Some((src, body)),
+                _ => None,
+            })
+        });
+        let (src, body) = reply.unwrap_or_else(|| {
+            panic!(
+                "no echo reply reached the guest: {} echo flows, echo over {:?}, counters {:?}",
+                backend.open_flows(flow_table::Protocol::Icmp),
+                relay_udp_icmp::probe_echo(nat_core::IpFamily::V6).kind(),
+                backend.counters()
+            )
+        });
+        assert_eq!(src, V6_HOST, "the reply comes from the pinged host");
+        assert_eq!(
+            &body[..4],
+            &[0x43, 0x21, 0, 9],
+            "the guest's identifier restored"
+        );
+        assert_eq!(&body[4..], b"beyond");
+        assert_eq!(backend.open_flows(flow_table::Protocol::Icmp), 1);
+        harness::assert_backend_quiet(&mut backend, test);
+    });
+    if let Err(why) = ran {
+        eprintln!("{test}: skipped: {why}");
+    }
+}

@@ -1,7 +1,7 @@
 //! ICMPv6 messages to the guest: echo replies and the errors (destination
 //! unreachable, packet too big) about a datagram it sent.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
@@ -9,7 +9,7 @@ use smoltcp::wire::{
     Ipv6Packet,
 };
 
-use super::{ICMP_HEADER_LEN, LinkAddrs, ip_frame};
+use super::{ICMP_HEADER_LEN, LinkAddrs, build_icmp_v4_echo_reply, ip_frame};
 use crate::frame::walk_extension_headers;
 
 /// The IPv6 minimum MTU (RFC 8200): an ICMPv6 error fits in it whole
@@ -46,6 +46,28 @@ pub fn build_icmpv6_echo_reply(
         &ChecksumCapabilities::default(),
     );
     Some(frame_len)
+}
+
+/// Writes an ICMP (IPv4) or ICMPv6 (IPv6) echo reply from `src` to `dst`,
+/// as their family says. Returns the frame length, `None` for mixed
+/// families.
+pub fn build_echo_reply(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    (src, dst): (IpAddr, IpAddr),
+    ident: u16,
+    seq_no: u16,
+    data: &[u8],
+) -> Option<usize> {
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            build_icmp_v4_echo_reply(buf, link, src, dst, ident, seq_no, data)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            build_icmpv6_echo_reply(buf, link, src, dst, ident, seq_no, data)
+        }
+        _ => None,
+    }
 }
 
 /// An ICMPv6 error to send about a datagram from the guest.

@@ -14,16 +14,16 @@ use smoltcp::wire::{Icmpv4DstUnreachable, checksum as ip_checksum};
 use super::udp::ERRORS_PER_EVENT;
 use super::{Backend, Flow, ICMP_ERROR_FRAME_CAP, KIND_ICMP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{Icmpv4Error, build_icmp_v4_echo_reply, build_icmp_v4_error};
+use frontdesk::{Icmpv4Error, build_echo_reply, build_icmp_v4_echo_reply, build_icmp_v4_error};
 
 /// How long an ICMP echo flow lives without traffic.
 const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An echo request of the guest, its data aside.
+/// An echo request of the guest (ICMP or ICMPv6), its data aside.
 #[derive(Clone, Copy, Debug)]
-struct EchoRequest {
-    pub(crate) guest: Ipv4Addr,
-    pub(crate) dst: Ipv4Addr,
+pub(super) struct EchoRequest {
+    pub(crate) guest: IpAddr,
+    pub(crate) dst: IpAddr,
     pub(crate) ident: u16,
     pub(crate) seq: u16,
 }
@@ -120,8 +120,8 @@ impl Backend {
         let data = &message[8..];
         if let Some(target) = relay_to {
             let request = EchoRequest {
-                guest: src,
-                dst,
+                guest: IpAddr::V4(src),
+                dst: IpAddr::V4(dst),
                 ident,
                 seq,
             };
@@ -184,7 +184,7 @@ impl Backend {
     /// An ICMP echo request to a host beyond slipway. Returns false when
     /// a new flow for it was refused (flow limit, out of descriptors), for
     /// the caller to tell the guest.
-    fn icmp_echo_relay(
+    pub(super) fn icmp_echo_relay(
         &mut self,
         request: EchoRequest,
         target: IpAddr,
@@ -197,7 +197,7 @@ impl Backend {
             ident,
             seq,
         } = request;
-        let Some(key) = FlowKey::icmp_echo(IpAddr::V4(src), ident, IpAddr::V4(dst)) else {
+        let Some(key) = FlowKey::icmp_echo(src, ident, dst) else {
             return true;
         };
         let id = match self.flows.lookup(&key) {
@@ -313,9 +313,7 @@ impl Backend {
         let Some(key) = self.flows.key(id).copied() else {
             return;
         };
-        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
-            return;
-        };
+        let (guest, remote) = (key.guest_addr(), key.dest_addr());
         let link = self.frontdesk.link_to_guest();
         for _ in 0..64 {
             let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
@@ -327,16 +325,10 @@ impl Backend {
             };
             flow.state.touch(now);
             let data = &buf[..reply.payload_len];
-            let mut frame = vec![0u8; 64 + data.len()];
-            if let Some(len) = build_icmp_v4_echo_reply(
-                &mut frame,
-                link,
-                remote,
-                guest,
-                reply.guest_id,
-                reply.seq,
-                data,
-            ) {
+            let mut frame = vec![0u8; 96 + data.len()];
+            let (ident, seq) = (reply.guest_id, reply.seq);
+            let built = build_echo_reply(&mut frame, link, (remote, guest), ident, seq, data);
+            if let Some(len) = built {
                 frame.truncate(len);
                 self.queue_frame(frame);
             }
