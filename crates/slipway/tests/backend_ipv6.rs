@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener};
 use std::time::{Duration, Instant};
 
 use nat_core::{Cidr, DenyList, Plan, Rules};
@@ -15,6 +15,7 @@ use smoltcp::wire::{
     TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
 };
 use test_support::harness;
+use test_support::harness::datagram::{self, dns_query, dns_responder};
 
 use harness::frames::{
     DNS_IP6, GATEWAY_IP6, GUEST_IP6, GUEST_MAC, echo6_frame, tcp6_frame, udp6_frame,
@@ -120,33 +121,12 @@ fn pump_until<T>(
     limit: Duration,
     mut want: impl FnMut(Received) -> Option<T>,
 ) -> Option<T> {
-    let end = Instant::now() + limit;
-    let mut buf = vec![0u8; 70_000];
-    while Instant::now() < end {
-        while let Some(len) = backend.poll_guest_frame(&mut buf, Instant::now()) {
-            if let Some(found) = want(parse(&buf[..len])) {
-                return Some(found);
-            }
-        }
-        backend
-            .wait(Some(Instant::now() + Duration::from_millis(20)))
-            .unwrap();
-    }
-    None
+    datagram::pump_until(backend, limit, |frame| want(parse(frame)))
 }
 
 /// A UDP server on [::1] that echoes one datagram.
 fn udp_echo_server() -> (SocketAddr, std::thread::JoinHandle<()>) {
-    let sock = UdpSocket::bind("[::1]:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let addr = sock.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            sock.send_to(&buf[..n], peer).unwrap();
-        }
-    });
-    (addr, handle)
+    datagram::udp_echo_server("[::1]:0")
 }
 
 #[test]
@@ -239,37 +219,6 @@ fn denied_ipv6_destination_gets_admin_prohibited_and_no_socket() {
         &mut backend,
         "denied ipv6 destination gets admin prohibited and no socket",
     );
-}
-
-/// A DNS responder on 127.0.0.1 that answers one A query with 192.0.2.7.
-fn dns_responder() -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let addr = sock.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let (n, peer) = sock.recv_from(&mut buf).unwrap();
-        let query = buf[..n].to_vec();
-        let mut reply = query.clone();
-        reply[2] = 0x81;
-        reply[3] = 0x80;
-        reply[7] = 1;
-        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
-        sock.send_to(&reply, peer).unwrap();
-        query
-    });
-    (addr, handle)
-}
-
-fn dns_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(u8::try_from(label.len()).unwrap());
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
 }
 
 #[test]

@@ -1,15 +1,14 @@
-//! IPv6 datagrams from the guest: TCP, UDP and echo go to the same flows
-//! and DNS forwarder as IPv4's (echo to the gateway or DNS address is
-//! answered here), and a denied destination gets an ICMPv6 error.
+//! IPv6 datagrams from the guest: TCP, UDP and echo go to the same relays
+//! and DNS forwarder as IPv4's, and the ICMPv6 errors about them (a denied
+//! destination, say) come from here.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
-use frontdesk::{Icmpv6Error, Transport, build_icmpv6_echo_reply, build_icmpv6_error};
+use frontdesk::{Icmpv6Error, build_icmpv6_error};
 use smoltcp::wire::{Icmpv4DstUnreachable, Icmpv6DstUnreachable};
 
 use super::Backend;
-use super::icmp::EchoRequest;
 
 /// The ICMPv6 echo request type (RFC 4443, section 4.1).
 const ECHO_REQUEST: u8 = 128;
@@ -55,30 +54,12 @@ fn v6_addr(packet: &[u8], at: usize) -> Option<Ipv6Addr> {
 
 impl Backend {
     pub(super) fn handle_ipv6(&mut self, datagram: &frontdesk::Ipv6Datagram<'_>, now: Instant) {
-        let src = IpAddr::V6(datagram.header.src_addr);
-        let dst = IpAddr::V6(datagram.header.dst_addr);
-        match datagram.transport {
-            Transport::Udp {
-                src_port,
-                dst_port,
-                payload,
-            } => {
-                let ends = (
-                    SocketAddr::new(src, src_port),
-                    SocketAddr::new(dst, dst_port),
-                );
-                self.udp_from_guest(datagram.packet, ends, payload, now);
-            }
-            Transport::Icmp {
-                msg_type: ECHO_REQUEST,
-                code: 0,
-                message,
-            } => self.icmpv6_echo_from_guest(datagram, message, now),
-            Transport::Tcp(segment) => self.tcp_from_guest(src, dst, &segment, now),
-            Transport::Icmp { .. } | Transport::Other { .. } => {
-                tracing::trace!(%src, %dst, "IPv6 datagram not relayed");
-            }
-        }
+        let ends = (
+            IpAddr::V6(datagram.header.src_addr),
+            IpAddr::V6(datagram.header.dst_addr),
+        );
+        let transport = datagram.transport;
+        self.handle_transport(datagram.packet, ends, transport, ECHO_REQUEST, now);
     }
 
     /// A destination unreachable to the guest about `offending`, an IPv4 or
@@ -110,59 +91,6 @@ impl Backend {
         let link = self.frontdesk.link_to_guest();
         self.queue_built(ICMPV6_ERROR_FRAME_CAP, |buf| {
             build_icmpv6_error(buf, link, gateway, error, offending)
-        });
-    }
-
-    /// ICMPv6 echo requests: to the gateway and the DNS address, answered
-    /// here (the gateway maps to host loopback, which always answers); to a
-    /// host beyond, relayed on an echo socket; to a denied destination, an
-    /// administratively prohibited.
-    fn icmpv6_echo_from_guest(
-        &mut self,
-        datagram: &frontdesk::Ipv6Datagram<'_>,
-        message: &[u8],
-        now: Instant,
-    ) {
-        let (src, dst) = (datagram.header.src_addr, datagram.header.dst_addr);
-        let verdict = self.nat.translate_outbound(
-            nat_core::Protocol::Icmp,
-            IpAddr::V6(src),
-            SocketAddr::new(IpAddr::V6(dst), 0),
-        );
-        let relay_to = match verdict {
-            nat_core::Verdict::AnswerLocally(_) => None,
-            nat_core::Verdict::Connect(addr) if addr.ip().is_loopback() => None,
-            nat_core::Verdict::Connect(addr) => Some(addr.ip()),
-            nat_core::Verdict::ForwardDns(_) => return,
-            nat_core::Verdict::Deny(reason) => {
-                self.counters.denied += 1;
-                tracing::debug!(%reason, %dst, "ICMPv6 echo request denied");
-                self.queue_unreachable(datagram.packet, Unreachable::Prohibited);
-                return;
-            }
-        };
-        let (Some(head), Some(data)) = (message.get(4..8), message.get(8..)) else {
-            return;
-        };
-        let ident = u16::from_be_bytes([head[0], head[1]]);
-        let seq = u16::from_be_bytes([head[2], head[3]]);
-        if let Some(target) = relay_to {
-            // On a ping socket (IPPROTO_ICMPV6), or a raw one where ping
-            // sockets are not allowed, as IPv4 echo goes.
-            let request = EchoRequest {
-                guest: IpAddr::V6(src),
-                dst: IpAddr::V6(dst),
-                ident,
-                seq,
-            };
-            if !self.icmp_echo_relay(request, target, data, now) {
-                self.queue_unreachable(datagram.packet, Unreachable::Prohibited);
-            }
-            return;
-        }
-        let link = self.frontdesk.link_to_guest();
-        self.queue_built(96 + data.len(), |buf| {
-            build_icmpv6_echo_reply(buf, link, dst, src, ident, seq, data)
         });
     }
 }

@@ -621,28 +621,45 @@ impl Backend {
     }
 
     fn handle_ipv4(&mut self, datagram: &frontdesk::Ipv4Datagram<'_>, now: Instant) {
-        let src = datagram.header.src_addr;
-        let dst = datagram.header.dst_addr;
-        match datagram.transport {
-            Transport::Tcp(segment) => {
-                self.tcp_from_guest(IpAddr::V4(src), IpAddr::V4(dst), &segment, now);
-            }
+        let ends = (
+            IpAddr::V4(datagram.header.src_addr),
+            IpAddr::V4(datagram.header.dst_addr),
+        );
+        // ICMP echo request: type 8 (RFC 792).
+        self.handle_transport(datagram.packet, ends, datagram.transport, 8, now);
+    }
+
+    /// The transport content of a guest's IPv4 or IPv6 datagram `packet`
+    /// from `src` to `dst`, to the relay of its protocol; `echo_request` is
+    /// the family's ICMP echo request type.
+    pub(super) fn handle_transport(
+        &mut self,
+        packet: &[u8],
+        (src, dst): (IpAddr, IpAddr),
+        transport: Transport<'_>,
+        echo_request: u8,
+        now: Instant,
+    ) {
+        match transport {
+            Transport::Tcp(segment) => self.tcp_from_guest(src, dst, &segment, now),
             Transport::Udp {
                 src_port,
                 dst_port,
                 payload,
             } => {
                 let ends = (
-                    SocketAddr::V4(SocketAddrV4::new(src, src_port)),
-                    SocketAddr::V4(SocketAddrV4::new(dst, dst_port)),
+                    SocketAddr::new(src, src_port),
+                    SocketAddr::new(dst, dst_port),
                 );
-                self.udp_from_guest(datagram.packet, ends, payload, now);
+                self.udp_from_guest(packet, ends, payload, now);
             }
             Transport::Icmp {
-                msg_type: 8,
+                msg_type,
                 code: 0,
                 message,
-            } => self.icmp_echo_from_guest(datagram, message, now),
+            } if msg_type == echo_request => {
+                self.echo_from_guest(packet, (src, dst), message, now);
+            }
             Transport::Icmp { .. } | Transport::Other { .. } => {
                 tracing::trace!(%src, %dst, "datagram not relayed");
             }
