@@ -573,3 +573,28 @@ fn icmpv6_echo_beyond_the_gateway_is_relayed_on_an_echo_socket() {
         eprintln!("{test}: skipped: {why}");
     }
 }
+
+#[test]
+fn icmpv6_echo_to_an_absent_neighbour_drains_its_error_and_goes_quiet() {
+    let test = "icmpv6_echo_to_an_absent_neighbour_drains_its_error_and_goes_quiet";
+    // On the namespace's link, but nobody answers neighbour solicitations.
+    let absent = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x77);
+    let ran = with_v6_host(|| {
+        let mut backend = backend_with(|_| {});
+        backend.handle_guest_frame(&echo6_frame(absent, 0x5555, 1, b"?"), Instant::now());
+        let end = Instant::now() + Duration::from_secs(10);
+        // Bounded: neighbour discovery gives up within a few seconds.
+        while backend.counters().host_icmp_errors == 0 && Instant::now() < end {
+            let _ = pump_until(&mut backend, Duration::from_millis(200), |_| None::<()>);
+        }
+        assert_eq!(
+            backend.counters().host_icmp_errors,
+            1,
+            "the host's error was read"
+        );
+        harness::assert_backend_quiet(&mut backend, test);
+    });
+    if let Err(why) = ran {
+        eprintln!("{test}: skipped: {why}");
+    }
+}

@@ -282,8 +282,12 @@ impl Backend {
         let Some(key) = self.flows.key(id).copied() else {
             return;
         };
-        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
-            return;
+        // Errors about IPv6 echo flows are read and counted but not yet
+        // reported to the guest: the queue must drain either way, or the
+        // socket stays ready.
+        let v4_pair = match (key.guest_addr(), key.dest_addr()) {
+            (IpAddr::V4(guest), IpAddr::V4(remote)) => Some((guest, remote)),
+            _ => None,
         };
         for _ in 0..ERRORS_PER_EVENT {
             let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
@@ -294,7 +298,7 @@ impl Backend {
                 return;
             };
             self.counters.host_icmp_errors += 1;
-            let Some(header) = error.request_header else {
+            let (Some(header), Some((guest, remote))) = (error.request_header, v4_pair) else {
                 continue;
             };
             let total_len = u16::try_from(error.quoted_len.saturating_add(20)).unwrap_or(u16::MAX);
