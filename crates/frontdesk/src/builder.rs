@@ -4,24 +4,33 @@
 //!
 //! Every builder writes one whole Ethernet frame at the start of the
 //! caller's buffer and returns its length, or `None` when the frame does not
-//! fit in the buffer or in an IPv4 total length. IPv4 headers carry no
-//! options, the don't-fragment flag and a TTL of [`TTL`].
+//! fit in the buffer or in an IPv4 total length (an IPv6 payload length),
+//! or when its source and destination are of different address families.
+//! IPv4 headers carry no options, the don't-fragment flag and a TTL of
+//! [`TTL`]; IPv6 headers carry no extension headers and a hop limit of
+//! [`TTL`].
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+mod icmpv6;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::BitOr;
 
 use nat_core::Plan;
 use smoltcp::phy::{Checksum, ChecksumCapabilities};
 use smoltcp::wire::{
     ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    IPV4_HEADER_LEN, Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, Icmpv4Repr,
-    Icmpv4TimeExceeded, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TCP_HEADER_LEN, TcpOption,
-    TcpPacket, TcpSeqNumber, UDP_HEADER_LEN, UdpPacket, UdpRepr, checksum,
+    IPV4_HEADER_LEN, IPV6_HEADER_LEN, Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet,
+    Icmpv4Repr, Icmpv4TimeExceeded, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    Ipv6Repr, TCP_HEADER_LEN, TcpOption, TcpPacket, TcpSeqNumber, UDP_HEADER_LEN, UdpPacket,
+    UdpRepr, checksum,
 };
 
 use super::frame::ethernet_address;
 
-/// The TTL of the IPv4 datagrams the builders write.
+pub use icmpv6::{Icmpv6Error, build_echo_reply, build_icmpv6_echo_reply, build_icmpv6_error};
+
+/// The TTL of the IPv4 datagrams, and the hop limit of the IPv6 datagrams,
+/// the builders write.
 pub const TTL: u8 = 64;
 
 /// Length of the fixed ICMP header (type, code, checksum, four more bytes).
@@ -48,16 +57,22 @@ pub enum ChecksumFill {
 /// (they write no IP options): the start of a partial checksum's region.
 pub const L4_START_V4: u16 = (ETHERNET_HEADER_LEN + IPV4_HEADER_LEN) as u16;
 
+/// Where the transport header starts in an IPv6 frame the builders write
+/// (they write no extension headers).
+pub const L4_START_V6: u16 = (ETHERNET_HEADER_LEN + IPV6_HEADER_LEN) as u16;
+
 /// Where the checksum field is in a TCP header.
 pub const TCP_CHECKSUM_OFFSET: u16 = 16;
 
 /// Where the checksum field is in a UDP header.
 pub const UDP_CHECKSUM_OFFSET: u16 = 6;
 
-/// The pseudo-header sum a partial checksum field holds.
-fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, len: usize) -> u16 {
-    // `len` fits an IPv4 total length: the frame builders checked it.
-    checksum::pseudo_header_v4(&src, &dst, protocol, u32::try_from(len).unwrap_or(0))
+/// The pseudo-header sum a partial checksum field holds, over the IPv4 or
+/// IPv6 pseudo-header as the (same-family) addresses say.
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, protocol: IpProtocol, len: usize) -> u16 {
+    // `len` fits an IP length field: the frame builders checked it.
+    let len = u32::try_from(len).unwrap_or(0);
+    checksum::pseudo_header(&IpAddress::from(src), &IpAddress::from(dst), protocol, len)
 }
 
 /// The source and destination MAC addresses of a frame to send.
@@ -87,44 +102,62 @@ impl LinkAddrs {
     }
 }
 
-/// Writes the Ethernet and IPv4 headers for an IPv4 payload of
-/// `payload_len` bytes and returns the frame (headers and payload area).
-fn ipv4_frame(
+/// Writes the Ethernet and IP headers for a payload of `payload_len` bytes
+/// from `src` to `dst` and returns the frame (headers and payload area) and
+/// where the payload starts in it. `None` when the addresses are of
+/// different families or the payload does not fit an IP length field.
+fn ip_frame(
     buf: &mut [u8],
     link: LinkAddrs,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    (src, dst): (IpAddr, IpAddr),
     protocol: IpProtocol,
     payload_len: usize,
-) -> Option<&mut [u8]> {
-    let ip_len = IPV4_HEADER_LEN.checked_add(payload_len)?;
-    u16::try_from(ip_len).ok()?;
-    let frame_len = ETHERNET_HEADER_LEN.checked_add(ip_len)?;
+) -> Option<(&mut [u8], usize)> {
+    let (ethertype, ip_header_len) = match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => (EthernetProtocol::Ipv4, IPV4_HEADER_LEN),
+        (IpAddr::V6(_), IpAddr::V6(_)) => (EthernetProtocol::Ipv6, IPV6_HEADER_LEN),
+        _ => return None,
+    };
+    // IPv4 counts its header in the total length, IPv6 only the payload.
+    let length_field = match ethertype {
+        EthernetProtocol::Ipv4 => IPV4_HEADER_LEN.checked_add(payload_len)?,
+        _ => payload_len,
+    };
+    u16::try_from(length_field).ok()?;
+    let l4_start = ETHERNET_HEADER_LEN + ip_header_len;
+    let frame_len = l4_start.checked_add(payload_len)?;
     let frame = buf.get_mut(..frame_len)?;
     let mut eth = EthernetFrame::new_unchecked(&mut *frame);
     EthernetRepr {
         src_addr: link.src,
         dst_addr: link.dst,
-        ethertype: EthernetProtocol::Ipv4,
+        ethertype,
     }
     .emit(&mut eth);
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: protocol,
-        payload_len,
-        hop_limit: TTL,
-    };
-    ip.emit(
-        &mut Ipv4Packet::new_unchecked(eth.payload_mut()),
-        &ChecksumCapabilities::default(),
-    );
-    Some(frame)
-}
-
-/// The IPv4 payload area of a frame written by [`ipv4_frame`].
-fn ipv4_payload(frame: &mut [u8]) -> Option<&mut [u8]> {
-    frame.get_mut(ETHERNET_HEADER_LEN.checked_add(IPV4_HEADER_LEN)?..)
+    let ip = eth.payload_mut();
+    match (src, dst) {
+        (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => Ipv4Repr {
+            src_addr,
+            dst_addr,
+            next_header: protocol,
+            payload_len,
+            hop_limit: TTL,
+        }
+        .emit(
+            &mut Ipv4Packet::new_unchecked(ip),
+            &ChecksumCapabilities::default(),
+        ),
+        (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => Ipv6Repr {
+            src_addr,
+            dst_addr,
+            next_header: protocol,
+            payload_len,
+            hop_limit: TTL,
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(ip)),
+        _ => return None,
+    }
+    Some((frame, l4_start))
 }
 
 /// Writes a UDP datagram from `src` to `dst` carrying `payload`, with its
@@ -136,11 +169,23 @@ pub fn build_udp_v4(
     dst: SocketAddrV4,
     payload: &[u8],
 ) -> Option<usize> {
+    build_udp(buf, link, src.into(), dst.into(), payload)
+}
+
+/// Writes a UDP datagram from `src` to `dst` (both IPv4 or both IPv6)
+/// carrying `payload`, with its checksum. Returns the frame length.
+pub fn build_udp(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+) -> Option<usize> {
     let copy = |area: &mut [u8]| {
         area.copy_from_slice(payload);
         Some(())
     };
-    build_udp_v4_with(
+    build_udp_with(
         buf,
         link,
         (src, dst),
@@ -153,6 +198,19 @@ pub fn build_udp_v4(
 /// Bytes in front of a UDP payload in an IPv4 frame: Ethernet, IPv4
 /// (no options) and UDP headers.
 pub const UDP_V4_HEADERS_LEN: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN;
+
+/// Bytes in front of a UDP payload in an IPv6 frame: Ethernet, IPv6 (no
+/// extension headers) and UDP headers.
+pub const UDP_V6_HEADERS_LEN: usize = ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + UDP_HEADER_LEN;
+
+/// Bytes in front of a UDP payload from `src` in a frame the builders write.
+#[must_use]
+pub fn udp_headers_len(src: SocketAddr) -> usize {
+    match src {
+        SocketAddr::V4(_) => UDP_V4_HEADERS_LEN,
+        SocketAddr::V6(_) => UDP_V6_HEADERS_LEN,
+    }
+}
 
 /// Writes the headers of a UDP datagram whose `payload_len`-byte payload
 /// already sits at `buf[UDP_V4_HEADERS_LEN..]` (received there straight from
@@ -176,12 +234,25 @@ pub fn write_udp_v4_headers_with(
     payload_len: usize,
     checksum: ChecksumFill,
 ) -> Option<usize> {
-    build_udp_v4_with(buf, link, (src, dst), payload_len, checksum, |_| Some(()))
+    write_udp_headers_with(buf, link, src.into(), dst.into(), payload_len, checksum)
 }
 
-/// Writes a UDP datagram from `src` to `dst` whose `payload_len`-byte
-/// payload `fill` writes in place; `fill` may refuse with `None`. Returns
-/// the frame length.
+/// Writes the headers of a UDP datagram from `src` to `dst` (both IPv4 or
+/// both IPv6) whose `payload_len`-byte payload already sits at
+/// `buf[udp_headers_len(src)..]`, with the checksum as `checksum` says.
+/// Returns the frame length.
+pub fn write_udp_headers_with(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload_len: usize,
+    checksum: ChecksumFill,
+) -> Option<usize> {
+    build_udp_with(buf, link, (src, dst), payload_len, checksum, |_| Some(()))
+}
+
+/// [`build_udp_with`] between IPv4 addresses.
 pub(crate) fn build_udp_v4_with(
     buf: &mut [u8],
     link: LinkAddrs,
@@ -190,10 +261,32 @@ pub(crate) fn build_udp_v4_with(
     checksum: ChecksumFill,
     fill: impl FnOnce(&mut [u8]) -> Option<()>,
 ) -> Option<usize> {
+    build_udp_with(
+        buf,
+        link,
+        (src.into(), dst.into()),
+        payload_len,
+        checksum,
+        fill,
+    )
+}
+
+/// Writes a UDP datagram from `src` to `dst` whose `payload_len`-byte
+/// payload `fill` writes in place; `fill` may refuse with `None`. Returns
+/// the frame length.
+fn build_udp_with(
+    buf: &mut [u8],
+    link: LinkAddrs,
+    (src, dst): (SocketAddr, SocketAddr),
+    payload_len: usize,
+    checksum: ChecksumFill,
+    fill: impl FnOnce(&mut [u8]) -> Option<()>,
+) -> Option<usize> {
     let udp_len = UDP_HEADER_LEN.checked_add(payload_len)?;
-    let frame = ipv4_frame(buf, link, *src.ip(), *dst.ip(), IpProtocol::Udp, udp_len)?;
+    let ips = (src.ip(), dst.ip());
+    let (frame, l4_start) = ip_frame(buf, link, ips, IpProtocol::Udp, udp_len)?;
     let frame_len = frame.len();
-    let udp = ipv4_payload(frame)?;
+    let udp = frame.get_mut(l4_start..)?;
     fill(udp.get_mut(UDP_HEADER_LEN..)?)?;
     let mut caps = ChecksumCapabilities::default();
     if checksum == ChecksumFill::Partial {
@@ -206,16 +299,16 @@ pub(crate) fn build_udp_v4_with(
     }
     .emit(
         &mut packet,
-        &IpAddress::Ipv4(*src.ip()),
-        &IpAddress::Ipv4(*dst.ip()),
+        &IpAddress::from(src.ip()),
+        &IpAddress::from(dst.ip()),
         payload_len,
         |_| {},
         &caps,
     );
     if checksum == ChecksumFill::Partial {
         packet.set_checksum(pseudo_header_sum(
-            *src.ip(),
-            *dst.ip(),
+            src.ip(),
+            dst.ip(),
             IpProtocol::Udp,
             udp_len,
         ));
@@ -239,9 +332,10 @@ pub fn build_icmp_v4_echo_reply(
         seq_no,
         data,
     };
-    let frame = ipv4_frame(buf, link, src, dst, IpProtocol::Icmp, repr.buffer_len())?;
+    let ips = (src.into(), dst.into());
+    let (frame, l4_start) = ip_frame(buf, link, ips, IpProtocol::Icmp, repr.buffer_len())?;
     let frame_len = frame.len();
-    let icmp = ipv4_payload(frame)?;
+    let icmp = frame.get_mut(l4_start..)?;
     repr.emit(
         &mut Icmpv4Packet::new_unchecked(icmp),
         &ChecksumCapabilities::default(),
@@ -309,9 +403,10 @@ pub fn build_icmp_v4_error(
     let quoted = quotable(offending)?;
     let orig = Ipv4Packet::new_unchecked(quoted);
     let icmp_len = ICMP_HEADER_LEN.checked_add(quoted.len())?;
-    let frame = ipv4_frame(buf, link, src, orig.src_addr(), IpProtocol::Icmp, icmp_len)?;
+    let ips = (src.into(), orig.src_addr().into());
+    let (frame, l4_start) = ip_frame(buf, link, ips, IpProtocol::Icmp, icmp_len)?;
     let frame_len = frame.len();
-    let icmp = ipv4_payload(frame)?;
+    let icmp = frame.get_mut(l4_start..)?;
     let (msg_type, code, rest) = error.header();
     icmp.get_mut(4..ICMP_HEADER_LEN)?.copy_from_slice(&rest);
     icmp.get_mut(ICMP_HEADER_LEN..)?.copy_from_slice(quoted);
@@ -445,15 +540,16 @@ impl TcpOptions {
     }
 }
 
-/// The header fields of a TCP segment to the guest over IPv4.
+/// The header fields of a TCP segment to the guest, `A` its socket address
+/// type ([`SocketAddrV4`], [`SocketAddrV6`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpSegmentV4 {
+pub struct OutboundTcpSegment<A> {
     /// Ethernet addresses.
     pub link: LinkAddrs,
     /// Source address and port (the remote end as the guest sees it).
-    pub src: SocketAddrV4,
+    pub src: A,
     /// Destination address and port (the guest's end).
-    pub dst: SocketAddrV4,
+    pub dst: A,
     /// Sequence number.
     pub seq: u32,
     /// Acknowledgment number (written as is; meaningful with
@@ -467,6 +563,12 @@ pub struct TcpSegmentV4 {
     pub options: TcpOptions,
 }
 
+/// A TCP segment to the guest over IPv4.
+pub type TcpSegmentV4 = OutboundTcpSegment<SocketAddrV4>;
+
+/// A TCP segment to the guest over IPv6.
+pub type TcpSegmentV6 = OutboundTcpSegment<SocketAddrV6>;
+
 /// Length of the Ethernet, IPv4 and TCP headers of a segment with
 /// `options`: where its payload starts in the frame.
 #[must_use]
@@ -474,13 +576,41 @@ pub fn tcp_v4_headers_len(options: TcpOptions) -> usize {
     ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + TCP_HEADER_LEN + options.len()
 }
 
-/// Writes the Ethernet, IPv4 and TCP headers of `segment` at the start of
+/// Length of the Ethernet, IPv6 and TCP headers of a segment with
+/// `options`: where its payload starts in the frame.
+#[must_use]
+pub fn tcp_v6_headers_len(options: TcpOptions) -> usize {
+    ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + TCP_HEADER_LEN + options.len()
+}
+
+/// Length of the Ethernet, IP and TCP headers of a segment from `src` with
+/// `options`: [`tcp_v4_headers_len`] or [`tcp_v6_headers_len`] as its
+/// family says.
+#[must_use]
+pub fn tcp_headers_len(src: SocketAddr, options: TcpOptions) -> usize {
+    match src {
+        SocketAddr::V4(_) => tcp_v4_headers_len(options),
+        SocketAddr::V6(_) => tcp_v6_headers_len(options),
+    }
+}
+
+/// Writes the Ethernet, IP and TCP headers of `segment` at the start of
 /// `buf`, in front of the `payload_len` bytes already at
-/// `buf[tcp_v4_headers_len(segment.options)..]`, and the TCP checksum over
-/// headers and payload. Returns the frame length.
+/// `buf[tcp_v4_headers_len(segment.options)..]` (`tcp_v6_headers_len` for
+/// IPv6), and the TCP checksum over headers and payload. Returns the frame
+/// length.
 ///
 /// The payload is read, never moved: a relay peeks host data straight into
 /// that area and then calls this.
+pub fn write_tcp_headers<A: Into<SocketAddr> + Copy>(
+    buf: &mut [u8],
+    segment: &OutboundTcpSegment<A>,
+    payload_len: usize,
+) -> Option<usize> {
+    write_tcp_headers_with(buf, segment, payload_len, ChecksumFill::Complete)
+}
+
+/// [`write_tcp_headers`] over IPv4.
 pub fn write_tcp_v4_headers(
     buf: &mut [u8],
     segment: &TcpSegmentV4,
@@ -497,15 +627,27 @@ pub fn write_tcp_v4_headers_with(
     payload_len: usize,
     checksum: ChecksumFill,
 ) -> Option<usize> {
+    write_tcp_headers_with(buf, segment, payload_len, checksum)
+}
+
+/// [`write_tcp_headers`] with the checksum written as `checksum` says: with
+/// [`ChecksumFill::Partial`] the payload is not read at all.
+pub fn write_tcp_headers_with<A: Into<SocketAddr> + Copy>(
+    buf: &mut [u8],
+    segment: &OutboundTcpSegment<A>,
+    payload_len: usize,
+    checksum: ChecksumFill,
+) -> Option<usize> {
     let tcp_header_len = TCP_HEADER_LEN + segment.options.len();
     let tcp_len = tcp_header_len.checked_add(payload_len)?;
-    let (src, dst) = (*segment.src.ip(), *segment.dst.ip());
-    let frame = ipv4_frame(buf, segment.link, src, dst, IpProtocol::Tcp, tcp_len)?;
+    let (src_sock, dst_sock): (SocketAddr, SocketAddr) = (segment.src.into(), segment.dst.into());
+    let (src, dst) = (src_sock.ip(), dst_sock.ip());
+    let (frame, l4_start) = ip_frame(buf, segment.link, (src, dst), IpProtocol::Tcp, tcp_len)?;
     let frame_len = frame.len();
-    let tcp = ipv4_payload(frame)?;
+    let tcp = frame.get_mut(l4_start..)?;
     let mut packet = TcpPacket::new_unchecked(tcp);
-    packet.set_src_port(segment.src.port());
-    packet.set_dst_port(segment.dst.port());
+    packet.set_src_port(src_sock.port());
+    packet.set_dst_port(dst_sock.port());
     packet.set_seq_number(TcpSeqNumber(i32::from_ne_bytes(segment.seq.to_ne_bytes())));
     packet.set_ack_number(TcpSeqNumber(i32::from_ne_bytes(segment.ack.to_ne_bytes())));
     packet.set_header_len(u8::try_from(tcp_header_len).ok()?);
@@ -521,7 +663,7 @@ pub fn write_tcp_v4_headers_with(
     segment.options.emit(packet.options_mut());
     match checksum {
         ChecksumFill::Complete => {
-            packet.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+            packet.fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
         }
         ChecksumFill::Partial => {
             packet.set_checksum(pseudo_header_sum(src, dst, IpProtocol::Tcp, tcp_len));

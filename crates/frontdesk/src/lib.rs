@@ -45,10 +45,14 @@ use smoltcp::wire::EthernetAddress;
 
 pub use arp::handle_arp;
 pub use builder::{
-    ChecksumFill, Icmpv4Error, L4_START_V4, LinkAddrs, TCP_CHECKSUM_OFFSET, TTL, TcpFlags,
-    TcpOptions, TcpSegmentV4, UDP_CHECKSUM_OFFSET, UDP_V4_HEADERS_LEN, build_icmp_v4_echo_reply,
-    build_icmp_v4_error, build_udp_v4, tcp_v4_headers_len, write_tcp_v4_headers,
-    write_tcp_v4_headers_with, write_udp_v4_headers, write_udp_v4_headers_with,
+    ChecksumFill, Icmpv4Error, Icmpv6Error, L4_START_V4, L4_START_V6, LinkAddrs,
+    OutboundTcpSegment, TCP_CHECKSUM_OFFSET, TTL, TcpFlags, TcpOptions, TcpSegmentV4, TcpSegmentV6,
+    UDP_CHECKSUM_OFFSET, UDP_V4_HEADERS_LEN, UDP_V6_HEADERS_LEN, build_echo_reply,
+    build_icmp_v4_echo_reply, build_icmp_v4_error, build_icmpv6_echo_reply, build_icmpv6_error,
+    build_udp, build_udp_v4, tcp_headers_len, tcp_v4_headers_len, tcp_v6_headers_len,
+    udp_headers_len, write_tcp_headers, write_tcp_headers_with, write_tcp_v4_headers,
+    write_tcp_v4_headers_with, write_udp_headers_with, write_udp_v4_headers,
+    write_udp_v4_headers_with,
 };
 pub use counters::{Counters, DropReason};
 pub use dhcp::{DEFAULT_LEASE_TIME, DhcpConfig, DhcpServer, DhcpStats, Lease};

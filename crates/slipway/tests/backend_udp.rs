@@ -5,6 +5,7 @@
 
 use slipway::Served;
 use test_support::harness;
+use test_support::harness::datagram::{self, dns_query, dns_responder};
 
 use slipway::FrameBackend;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -128,32 +129,12 @@ fn pump_until<T>(
     limit: Duration,
     mut want: impl FnMut(Received) -> Option<T>,
 ) -> Option<T> {
-    let end = Instant::now() + limit;
-    let mut buf = vec![0u8; 70_000];
-    while Instant::now() < end {
-        while let Some(len) = backend.poll_guest_frame(&mut buf, Instant::now()) {
-            if let Some(found) = want(parse(&buf[..len])) {
-                return Some(found);
-            }
-        }
-        backend
-            .wait(Some(Instant::now() + Duration::from_millis(20)))
-            .unwrap();
-    }
-    None
+    datagram::pump_until(backend, limit, |frame| want(parse(frame)))
 }
 
+/// A UDP server on 127.0.0.1 that echoes one datagram.
 fn udp_echo_server() -> (SocketAddr, std::thread::JoinHandle<()>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let addr = sock.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            sock.send_to(&buf[..n], peer).unwrap();
-        }
-    });
-    (addr, handle)
+    datagram::udp_echo_server("127.0.0.1:0")
 }
 
 #[test]
@@ -258,37 +239,6 @@ fn icmp_echo_to_the_gateway_is_answered() {
     assert_eq!(ident_seq, (0x1234, 7));
     assert_eq!(data, b"hello");
     harness::assert_backend_quiet(&mut backend, "icmp echo to the gateway is answered");
-}
-
-/// A DNS responder on 127.0.0.1 that answers one A query with 192.0.2.7.
-fn dns_responder() -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let addr = sock.local_addr().unwrap();
-    let handle = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let (n, peer) = sock.recv_from(&mut buf).unwrap();
-        let query = buf[..n].to_vec();
-        let mut reply = query.clone();
-        reply[2] = 0x81; // response, recursion desired
-        reply[3] = 0x80; // recursion available
-        reply[7] = 1; // one answer
-        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
-        sock.send_to(&reply, peer).unwrap();
-        query
-    });
-    (addr, handle)
-}
-
-fn dns_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(u8::try_from(label.len()).unwrap());
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //!
 //! Every loop is bounded in count and in time.
 
+pub mod datagram;
 pub mod endpoint;
 pub mod frames;
 

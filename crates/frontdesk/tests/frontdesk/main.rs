@@ -4,6 +4,7 @@
 
 mod arp;
 mod builders;
+mod builders_v6;
 mod classify;
 mod dhcp;
 mod dhcpv6;

@@ -2,14 +2,14 @@
 //! through `relay-udp-icmp`'s forwarder, and its replies come back to the
 //! guest from the DNS address.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use epoll_dispatch::{Interest, Token};
 use relay_udp_icmp::{DnsForwarder, DnsForwarderConfig, SendOutcome};
 
 use super::{Backend, KIND_DNS};
-use frontdesk::{UDP_V4_HEADERS_LEN, write_udp_v4_headers};
+use frontdesk::{ChecksumFill, UDP_V6_HEADERS_LEN, udp_headers_len, write_udp_headers_with};
 
 impl Backend {
     /// Opens the DNS forwarder unless it is open already. An upstream the
@@ -52,31 +52,44 @@ impl Backend {
         }
     }
 
-    /// Replies from the DNS upstream, sent to the guest from the DNS address.
+    /// Replies from the DNS upstream, sent to the guest from the DNS address
+    /// of the query's family.
     pub(crate) fn dns_readable(&mut self, now: Instant) {
         self.with_datagram_buf(|backend, buf| backend.dns_read(buf, now));
     }
 
     /// [`Self::dns_readable`] with the receive buffer lent.
     fn dns_read(&mut self, buf: &mut [u8], now: Instant) {
-        let Some(dns_addr) = self.frontdesk.plan().ipv4().map(|v4| v4.dns()) else {
-            return;
-        };
+        let plan = self.frontdesk.plan();
+        let dns_v4 = plan.ipv4().map(|v4| IpAddr::V4(v4.dns()));
+        let dns_v6 = plan.ipv6().map(|v6| IpAddr::V6(v6.dns()));
         let link = self.frontdesk.link_to_guest();
         for _ in 0..64 {
             let Some(dns) = self.dns.as_mut() else {
                 return;
             };
-            let reply = match dns.recv_reply(&mut buf[UDP_V4_HEADERS_LEN..], now) {
+            // Received behind room for the longer (IPv6) headers; the
+            // headers of an IPv4 reply start later, to end where it starts.
+            let reply = match dns.recv_reply(&mut buf[UDP_V6_HEADERS_LEN..], now) {
                 Ok(Some(reply)) => reply,
                 Ok(None) | Err(_) => return,
             };
-            let SocketAddr::V4(guest) = reply.guest else {
+            let dns_addr = if reply.guest.is_ipv4() {
+                dns_v4
+            } else {
+                dns_v6
+            };
+            let Some(dns_addr) = dns_addr else {
                 continue;
             };
-            let from = SocketAddrV4::new(dns_addr, 53);
-            if let Some(len) = write_udp_v4_headers(buf, link, from, guest, reply.len) {
-                self.queue_frame(buf[..len].to_vec());
+            let from = SocketAddr::new(dns_addr, 53);
+            let start = UDP_V6_HEADERS_LEN - udp_headers_len(from);
+            let frame = &mut buf[start..];
+            let fill = ChecksumFill::Complete;
+            if let Some(len) =
+                write_udp_headers_with(frame, link, from, reply.guest, reply.len, fill)
+            {
+                self.queue_frame(frame[..len].to_vec());
             }
         }
     }

@@ -256,24 +256,31 @@ impl Backend {
         id: FlowId,
         buf: &mut [u8],
         received_here: bool,
-        (link, from, to): (LinkAddrs, std::net::SocketAddrV4, std::net::SocketAddrV4),
+        (link, from, to): (LinkAddrs, std::net::SocketAddr, std::net::SocketAddr),
         payload_len: usize,
         fill: frontdesk::ChecksumFill,
     ) -> Option<usize> {
-        let frame_len = UDP_V4_HEADERS_LEN.checked_add(payload_len)?;
+        let headers_len = frontdesk::udp_headers_len(from);
+        let frame_len = headers_len.checked_add(payload_len)?;
         let ip_len = frame_len - ETHERNET_HEADER_LEN;
         if ip_len <= self.to_guest.limit {
             if received_here {
-                let payload = self.to_guest.whole.get(UDP_V4_HEADERS_LEN..frame_len)?;
-                let Some(area) = buf.get_mut(UDP_V4_HEADERS_LEN..frame_len) else {
+                let payload = self.to_guest.whole.get(headers_len..frame_len)?;
+                let Some(area) = buf.get_mut(headers_len..frame_len) else {
                     // The caller's buffer is smaller than the guest's MTU.
                     self.counters.udp_drops += 1;
                     return None;
                 };
                 area.copy_from_slice(payload);
             }
-            return frontdesk::write_udp_v4_headers_with(buf, link, from, to, payload_len, fill);
+            return frontdesk::write_udp_headers_with(buf, link, from, to, payload_len, fill);
         }
+        // Only IPv4 datagrams are cut into fragments here; an IPv6 one
+        // larger than the guest's MTU is dropped, as a router drops it.
+        let (std::net::SocketAddr::V4(from), std::net::SocketAddr::V4(to)) = (from, to) else {
+            self.counters.udp_drops += 1;
+            return None;
+        };
         if !received_here {
             let payload = buf.get(UDP_V4_HEADERS_LEN..frame_len)?;
             let whole = self.to_guest.receive_buffer();

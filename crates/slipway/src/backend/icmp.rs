@@ -11,19 +11,20 @@ use flow_table::{DatagramFlowState, FlowId, FlowKey, Protocol};
 use relay_udp_icmp::{EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport};
 use smoltcp::wire::{Icmpv4DstUnreachable, checksum as ip_checksum};
 
+use super::ipv6::Unreachable;
 use super::udp::ERRORS_PER_EVENT;
 use super::{Backend, Flow, ICMP_ERROR_FRAME_CAP, KIND_ICMP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{Icmpv4Error, build_icmp_v4_echo_reply, build_icmp_v4_error};
+use frontdesk::{Icmpv4Error, build_echo_reply, build_icmp_v4_error};
 
 /// How long an ICMP echo flow lives without traffic.
 const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An echo request of the guest, its data aside.
+/// An echo request of the guest (ICMP or ICMPv6), its data aside.
 #[derive(Clone, Copy, Debug)]
 struct EchoRequest {
-    pub(crate) guest: Ipv4Addr,
-    pub(crate) dst: Ipv4Addr,
+    pub(crate) guest: IpAddr,
+    pub(crate) dst: IpAddr,
     pub(crate) ident: u16,
     pub(crate) seq: u16,
 }
@@ -81,43 +82,38 @@ fn dst_unreachable_of(report: &IcmpErrorReport) -> Icmpv4DstUnreachable {
 }
 
 impl Backend {
-    /// ICMP echo requests slipway answers itself: to the gateway without a
-    /// loopback mapping, and to the DNS address.
-    pub(super) fn icmp_echo_from_guest(
+    /// An ICMP or ICMPv6 echo request from the guest, `packet` the whole
+    /// datagram from `src` to `dst`: answered here when it goes to the
+    /// gateway (host loopback always answers) or the DNS address, relayed
+    /// on an echo socket to a host beyond, refused with an administratively
+    /// prohibited when a rule denies it.
+    pub(super) fn echo_from_guest(
         &mut self,
-        datagram: &frontdesk::Ipv4Datagram<'_>,
+        packet: &[u8],
+        (src, dst): (IpAddr, IpAddr),
         message: &[u8],
         now: Instant,
     ) {
-        let (src, dst) = (datagram.header.src_addr, datagram.header.dst_addr);
-        let verdict = self.nat.translate_outbound(
-            nat_core::Protocol::Icmp,
-            IpAddr::V4(src),
-            SocketAddr::new(IpAddr::V4(dst), 0),
-        );
-        let mut relay_to = None;
-        let answer_here = match verdict {
-            nat_core::Verdict::AnswerLocally(_) => true,
-            // The gateway maps to host loopback, which always answers.
-            nat_core::Verdict::Connect(addr) if addr.ip().is_loopback() => true,
-            nat_core::Verdict::Connect(addr) => {
-                relay_to = Some(addr.ip());
-                false
-            }
-            nat_core::Verdict::ForwardDns(_) => false,
+        let verdict =
+            self.nat
+                .translate_outbound(nat_core::Protocol::Icmp, src, SocketAddr::new(dst, 0));
+        let relay_to = match verdict {
+            nat_core::Verdict::AnswerLocally(_) => None,
+            nat_core::Verdict::Connect(addr) if addr.ip().is_loopback() => None,
+            nat_core::Verdict::Connect(addr) => Some(addr.ip()),
+            nat_core::Verdict::ForwardDns(_) => return,
             nat_core::Verdict::Deny(reason) => {
                 self.counters.denied += 1;
                 tracing::debug!(%reason, %dst, "echo request denied");
-                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+                self.queue_unreachable(packet, Unreachable::Prohibited);
                 return;
             }
         };
-        if message.len() < 8 {
+        let (Some(head), Some(data)) = (message.get(4..8), message.get(8..)) else {
             return;
-        }
-        let ident = u16::from_be_bytes([message[4], message[5]]);
-        let seq = u16::from_be_bytes([message[6], message[7]]);
-        let data = &message[8..];
+        };
+        let ident = u16::from_be_bytes([head[0], head[1]]);
+        let seq = u16::from_be_bytes([head[2], head[3]]);
         if let Some(target) = relay_to {
             let request = EchoRequest {
                 guest: src,
@@ -126,16 +122,15 @@ impl Backend {
                 seq,
             };
             if !self.icmp_echo_relay(request, target, data, now) {
-                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+                self.queue_unreachable(packet, Unreachable::Prohibited);
             }
             return;
         }
-        if !answer_here {
-            return;
-        }
         let link = self.frontdesk.link_to_guest();
-        self.queue_built(64 + data.len(), |buf| {
-            build_icmp_v4_echo_reply(buf, link, dst, src, ident, seq, data)
+        // Room for Ethernet, IP and ICMP headers in front of the data.
+        let headers = if src.is_ipv4() { 64 } else { 96 };
+        self.queue_built(headers + data.len(), |buf| {
+            build_echo_reply(buf, link, (dst, src), ident, seq, data)
         });
     }
 
@@ -197,7 +192,7 @@ impl Backend {
             ident,
             seq,
         } = request;
-        let Some(key) = FlowKey::icmp_echo(IpAddr::V4(src), ident, IpAddr::V4(dst)) else {
+        let Some(key) = FlowKey::icmp_echo(src, ident, dst) else {
             return true;
         };
         let id = match self.flows.lookup(&key) {
@@ -287,8 +282,12 @@ impl Backend {
         let Some(key) = self.flows.key(id).copied() else {
             return;
         };
-        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
-            return;
+        // Errors about IPv6 echo flows are read and counted but not yet
+        // reported to the guest: the queue must drain either way, or the
+        // socket stays ready.
+        let v4_pair = match (key.guest_addr(), key.dest_addr()) {
+            (IpAddr::V4(guest), IpAddr::V4(remote)) => Some((guest, remote)),
+            _ => None,
         };
         for _ in 0..ERRORS_PER_EVENT {
             let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
@@ -299,7 +298,7 @@ impl Backend {
                 return;
             };
             self.counters.host_icmp_errors += 1;
-            let Some(header) = error.request_header else {
+            let (Some(header), Some((guest, remote))) = (error.request_header, v4_pair) else {
                 continue;
             };
             let total_len = u16::try_from(error.quoted_len.saturating_add(20)).unwrap_or(u16::MAX);
@@ -313,9 +312,7 @@ impl Backend {
         let Some(key) = self.flows.key(id).copied() else {
             return;
         };
-        let (IpAddr::V4(guest), IpAddr::V4(remote)) = (key.guest_addr(), key.dest_addr()) else {
-            return;
-        };
+        let (guest, remote) = (key.guest_addr(), key.dest_addr());
         let link = self.frontdesk.link_to_guest();
         for _ in 0..64 {
             let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
@@ -327,16 +324,10 @@ impl Backend {
             };
             flow.state.touch(now);
             let data = &buf[..reply.payload_len];
-            let mut frame = vec![0u8; 64 + data.len()];
-            if let Some(len) = build_icmp_v4_echo_reply(
-                &mut frame,
-                link,
-                remote,
-                guest,
-                reply.guest_id,
-                reply.seq,
-                data,
-            ) {
+            let mut frame = vec![0u8; 96 + data.len()];
+            let (ident, seq) = (reply.guest_id, reply.seq);
+            let built = build_echo_reply(&mut frame, link, (remote, guest), ident, seq, data);
+            if let Some(len) = built {
                 frame.truncate(len);
                 self.queue_frame(frame);
             }

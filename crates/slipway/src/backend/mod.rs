@@ -18,6 +18,7 @@
 mod dns;
 mod fragment;
 mod icmp;
+mod ipv6;
 mod isn;
 mod ratelimit;
 mod tcp;
@@ -302,6 +303,7 @@ pub struct Backend {
     isn: IsnSource,
     syn_bucket: TokenBucket,
     tcp_config_v4: TcpConfig,
+    tcp_config_v6: TcpConfig,
     /// Guest-opened TCP flows now half-open, and their cap.
     tcp_half_open: HalfOpen,
     dns_upstream: Option<SocketAddr>,
@@ -369,6 +371,10 @@ impl Backend {
             tcp_config_v4: TcpConfig {
                 handshake_timeout: config.tcp_handshake_timeout,
                 ..TcpConfig::for_mtu_v4(mtu)
+            },
+            tcp_config_v6: TcpConfig {
+                handshake_timeout: config.tcp_handshake_timeout,
+                ..TcpConfig::for_mtu_v6(mtu)
             },
             tcp_half_open: HalfOpen::new(config.max_half_open_tcp),
             dns_upstream,
@@ -615,20 +621,45 @@ impl Backend {
     }
 
     fn handle_ipv4(&mut self, datagram: &frontdesk::Ipv4Datagram<'_>, now: Instant) {
-        let src = datagram.header.src_addr;
-        let dst = datagram.header.dst_addr;
-        match datagram.transport {
+        let ends = (
+            IpAddr::V4(datagram.header.src_addr),
+            IpAddr::V4(datagram.header.dst_addr),
+        );
+        // ICMP echo request: type 8 (RFC 792).
+        self.handle_transport(datagram.packet, ends, datagram.transport, 8, now);
+    }
+
+    /// The transport content of a guest's IPv4 or IPv6 datagram `packet`
+    /// from `src` to `dst`, to the relay of its protocol; `echo_request` is
+    /// the family's ICMP echo request type.
+    pub(super) fn handle_transport(
+        &mut self,
+        packet: &[u8],
+        (src, dst): (IpAddr, IpAddr),
+        transport: Transport<'_>,
+        echo_request: u8,
+        now: Instant,
+    ) {
+        match transport {
             Transport::Tcp(segment) => self.tcp_from_guest(src, dst, &segment, now),
             Transport::Udp {
                 src_port,
                 dst_port,
                 payload,
-            } => self.udp_from_guest(datagram, src_port, dst_port, payload, now),
+            } => {
+                let ends = (
+                    SocketAddr::new(src, src_port),
+                    SocketAddr::new(dst, dst_port),
+                );
+                self.udp_from_guest(packet, ends, payload, now);
+            }
             Transport::Icmp {
-                msg_type: 8,
+                msg_type,
                 code: 0,
                 message,
-            } => self.icmp_echo_from_guest(datagram, message, now),
+            } if msg_type == echo_request => {
+                self.echo_from_guest(packet, (src, dst), message, now);
+            }
             Transport::Icmp { .. } | Transport::Other { .. } => {
                 tracing::trace!(%src, %dst, "datagram not relayed");
             }
@@ -738,9 +769,7 @@ impl Backend {
             }
             Outcome::Ipv4(datagram) => self.handle_ipv4(&datagram, now),
             Outcome::Reassembled => self.take_reassembled(&mut scratch, now),
-            Outcome::Ipv6(_) => {
-                tracing::trace!("IPv6 datagram not relayed yet");
-            }
+            Outcome::Ipv6(datagram) => self.handle_ipv6(&datagram, now),
             Outcome::Consumed | Outcome::Dropped(_) => {}
         }
         self.scratch = scratch;

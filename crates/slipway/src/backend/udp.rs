@@ -9,12 +9,12 @@ use epoll_dispatch::{Interest, Readiness, Token};
 use flow_table::{DatagramFlowState, FlowId, FlowKey, InsertError, Protocol};
 use nat_core::{IpFamily, Verdict};
 use relay_udp_icmp::{SendOutcome, UdpFlowSocket, UdpListener};
-use smoltcp::wire::Icmpv4DstUnreachable;
 
 use super::icmp::synthetic_quote;
+use super::ipv6::Unreachable;
 use super::{Backend, Flow, KIND_UDP_FLOW, KIND_UDP_LISTENER};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{ChecksumFill, UDP_V4_HEADERS_LEN, build_udp_v4};
+use frontdesk::{ChecksumFill, UDP_V4_HEADERS_LEN, build_udp_v4, udp_headers_len};
 
 /// Error-queue reports one readiness event reads at most; more wait for
 /// the next event (the socket stays ready while any are queued).
@@ -76,43 +76,42 @@ impl Backend {
         Ok(())
     }
 
-    /// A UDP datagram from the guest.
+    /// A UDP datagram from the guest, `packet` the whole IPv4 or IPv6
+    /// datagram, from `src` to `dst` (of its family).
     pub(crate) fn udp_from_guest(
         &mut self,
-        datagram: &frontdesk::Ipv4Datagram<'_>,
-        src_port: u16,
-        dst_port: u16,
+        packet: &[u8],
+        (src, dst): (SocketAddr, SocketAddr),
         payload: &[u8],
         now: Instant,
     ) {
-        let src = SocketAddrV4::new(datagram.header.src_addr, src_port);
-        let dst = SocketAddrV4::new(datagram.header.dst_addr, dst_port);
-        let key = FlowKey::v4(Protocol::Udp, src, dst);
+        let Some(key) = FlowKey::new(Protocol::Udp, src, dst) else {
+            return;
+        };
         if let Some(id) = self.flows.lookup(&key) {
             self.udp_send(id, payload, now);
             return;
         }
-        let target = match self.nat.translate_outbound(
-            nat_core::Protocol::Udp,
-            IpAddr::V4(*src.ip()),
-            SocketAddr::V4(dst),
-        ) {
+        let target = match self
+            .nat
+            .translate_outbound(nat_core::Protocol::Udp, src.ip(), dst)
+        {
             Verdict::Connect(addr) => addr,
             Verdict::ForwardDns(_) => {
-                self.dns_query(SocketAddr::V4(src), payload, now);
+                self.dns_query(src, payload, now);
                 return;
             }
             Verdict::AnswerLocally(_) => return,
             Verdict::Deny(reason) => {
                 self.counters.denied += 1;
                 tracing::debug!(%key, %reason, "UDP flow denied");
-                self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+                self.queue_unreachable(packet, Unreachable::Prohibited);
                 return;
             }
         };
         if self.flows.count(Protocol::Udp) >= self.flows.limits().udp {
             self.counters.flow_limit_drops += 1;
-            self.queue_icmp_unreachable(datagram.packet, Icmpv4DstUnreachable::CommProhibited);
+            self.queue_unreachable(packet, Unreachable::Prohibited);
             return;
         }
         let sock = match UdpFlowSocket::connect(target) {
@@ -121,11 +120,11 @@ impl Backend {
                 tracing::debug!(%key, %target, %error, "UDP connect failed");
                 let code = if is_fd_exhaustion(&error) {
                     self.counters.fd_refusals += 1;
-                    Icmpv4DstUnreachable::CommProhibited
+                    Unreachable::Prohibited
                 } else {
-                    Icmpv4DstUnreachable::NetUnreachable
+                    Unreachable::NoRoute
                 };
-                self.queue_icmp_unreachable(datagram.packet, code);
+                self.queue_unreachable(packet, code);
                 return;
             }
         };
@@ -247,7 +246,7 @@ impl Backend {
         }
         let link = self.frontdesk.link_to_guest();
         let key = *self.flows.key(id)?;
-        let (from, to) = v4_pair(&key)?;
+        let (from, to) = (key.dest(), key.guest());
         let Some(Flow::Udp(flow)) = self.flows.get_mut(id) else {
             return None;
         };
@@ -260,7 +259,7 @@ impl Backend {
         } else {
             &mut *buf
         };
-        let area = into.get_mut(UDP_V4_HEADERS_LEN..)?;
+        let area = into.get_mut(udp_headers_len(from)..)?;
         // A datagram longer than the caller's buffer is dropped, not cut.
         let truncated = sock.counters().drops(relay_udp_icmp::DropReason::Truncated);
         let received = sock.recv(area);

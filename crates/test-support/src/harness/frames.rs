@@ -2,15 +2,16 @@
 //! built with `smoltcp::wire`, and a parser of the frames slipway sends
 //! back that checks every checksum on the way.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use nat_core::Plan;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType,
     DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpOption, TcpPacket,
-    TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+    Icmpv4Packet, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    Ipv6Packet, Ipv6Repr, TcpControl, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
+    UdpRepr,
 };
 
 /// The guest's MAC address.
@@ -21,6 +22,14 @@ pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// The DNS address of the default plan.
 pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+
+/// A guest IPv6 address in the default plan's network (as SLAAC or
+/// DHCPv6 would give it).
+pub const GUEST_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 0x15);
+/// The IPv6 gateway of the default plan: host loopback, as the guest sees it.
+pub const GATEWAY_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 2);
+/// The IPv6 DNS address of the default plan.
+pub const DNS_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 3);
 
 /// Ethernet + IPv4 + TCP headers with the largest options field.
 pub const MAX_HEADERS: usize = 14 + 20 + 60;
@@ -71,6 +80,94 @@ pub fn write_ipv4(
     ip.emit(&mut packet, &ChecksumCapabilities::default());
     emit(packet.payload_mut());
     len
+}
+
+/// An Ethernet/IPv6 frame from [`GUEST_IP6`] to `dst` (via the gateway's
+/// MAC address) around an upper-layer payload of `payload_len` bytes that
+/// `emit` writes.
+#[must_use]
+pub fn ipv6_frame(
+    dst: Ipv6Addr,
+    protocol: IpProtocol,
+    payload_len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 40 + payload_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    EthernetRepr {
+        src_addr: GUEST_MAC,
+        dst_addr: gateway_mac(),
+        ethertype: EthernetProtocol::Ipv6,
+    }
+    .emit(&mut eth);
+    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
+    Ipv6Repr {
+        src_addr: GUEST_IP6,
+        dst_addr: dst,
+        next_header: protocol,
+        payload_len,
+        hop_limit: 64,
+    }
+    .emit(&mut packet);
+    emit(packet.payload_mut());
+    frame
+}
+
+/// A UDP datagram over IPv6 from the guest's `src_port` to `dst` carrying
+/// `payload`, with its checksum.
+#[must_use]
+pub fn udp6_frame(src_port: u16, dst: SocketAddrV6, payload: &[u8]) -> Vec<u8> {
+    ipv6_frame(*dst.ip(), IpProtocol::Udp, 8 + payload.len(), |area| {
+        UdpRepr {
+            src_port,
+            dst_port: dst.port(),
+        }
+        .emit(
+            &mut UdpPacket::new_unchecked(area),
+            &IpAddress::Ipv6(GUEST_IP6),
+            &IpAddress::Ipv6(*dst.ip()),
+            payload.len(),
+            |p| p.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
+/// A TCP segment over IPv6 from the guest's `src_port` to `dst`: `repr`
+/// with its ports set from them, checksummed over the IPv6 pseudo-header.
+#[must_use]
+pub fn tcp6_frame(src_port: u16, dst: SocketAddrV6, repr: &TcpRepr<'_>) -> Vec<u8> {
+    let repr = TcpRepr {
+        src_port,
+        dst_port: dst.port(),
+        ..*repr
+    };
+    ipv6_frame(*dst.ip(), IpProtocol::Tcp, repr.buffer_len(), |area| {
+        repr.emit(
+            &mut TcpPacket::new_unchecked(area),
+            &IpAddress::Ipv6(GUEST_IP6),
+            &IpAddress::Ipv6(*dst.ip()),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
+/// An ICMPv6 echo request from the guest to `dst`.
+#[must_use]
+pub fn echo6_frame(dst: Ipv6Addr, ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
+    let repr = Icmpv6Repr::EchoRequest {
+        ident,
+        seq_no,
+        data,
+    };
+    ipv6_frame(dst, IpProtocol::Icmpv6, repr.buffer_len(), |area| {
+        repr.emit(
+            &GUEST_IP6,
+            &dst,
+            &mut Icmpv6Packet::new_unchecked(area),
+            &ChecksumCapabilities::default(),
+        );
+    })
 }
 
 /// A UDP datagram from the guest's `src_port` to `dst` carrying `payload`,

@@ -8,7 +8,7 @@ mod time_wait;
 mod wire;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ use relay_tcp::{HostSocket, Registration, SocketReadiness, TcpFlowDriver};
 use self::wire::{GuestSegment, guest_segment, write_next_segment, write_rst};
 use super::{Backend, Flow, KIND_TCP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{ChecksumFill, TcpOptions, TcpSegment, tcp_v4_headers_len};
+use frontdesk::{ChecksumFill, TcpOptions, TcpSegment, tcp_headers_len};
 
 /// The most payload of one segment to the guest when its frontend cuts
 /// segments to the MSS (GSO): what fits an IPv4 total length behind IPv4 and
@@ -119,8 +119,8 @@ impl Backend {
     /// A TCP segment from the guest.
     pub(crate) fn tcp_from_guest(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         segment: &TcpSegment<'_>,
         now: Instant,
     ) {
@@ -128,11 +128,13 @@ impl Backend {
             tracing::debug!(%src, %dst, "unparsable TCP segment dropped");
             return;
         };
-        let key = FlowKey::v4(
+        let Some(key) = FlowKey::new(
             Protocol::Tcp,
-            SocketAddrV4::new(src, gs.src_port),
-            SocketAddrV4::new(dst, gs.dst_port),
-        );
+            SocketAddr::new(src, gs.src_port),
+            SocketAddr::new(dst, gs.dst_port),
+        ) else {
+            return;
+        };
         let is_syn = gs.seg.flags.syn && gs.seg.ack.is_none() && !gs.seg.flags.rst;
         if is_syn {
             // A new connection on the 4-tuple of one lingering in
@@ -160,9 +162,14 @@ impl Backend {
         let Some(rst) = rst_for_unknown(seg, payload_len) else {
             return;
         };
-        if let (SocketAddr::V4(guest), SocketAddr::V4(dest)) = (key.guest(), key.dest())
-            && self.to_or_from_a_group(*guest.ip(), *dest.ip())
-        {
+        let group = match (key.guest_addr(), key.dest_addr()) {
+            (IpAddr::V4(guest), IpAddr::V4(dest)) => self.to_or_from_a_group(guest, dest),
+            (IpAddr::V6(guest), IpAddr::V6(dest)) => {
+                dest.is_multicast() || guest.is_multicast() || guest.is_unspecified()
+            }
+            _ => true,
+        };
+        if group {
             self.counters.tcp_group_drops += 1;
             tracing::debug!(%key, "segment to or from a group address dropped without an RST");
             return;
@@ -170,7 +177,7 @@ impl Backend {
         self.counters.rst_unknown += 1;
         let link = self.frontdesk.link_to_guest();
         let key = *key;
-        self.queue_built(64, |buf| write_rst(buf, link, &key, &rst));
+        self.queue_built(96, |buf| write_rst(buf, link, &key, &rst));
     }
 
     /// Where the guest's new flow `key` goes on the host, if anywhere.
@@ -224,7 +231,13 @@ impl Backend {
             }
         };
         let isn = self.isn.isn(key.guest(), key.dest(), now);
-        let flow = TcpFlowDriver::for_guest_syn(&gs.seg, isn, self.tcp_config_v4, sock, now);
+        // The MSS the guest is offered leaves room for its family's header.
+        let config = if key.guest().is_ipv4() {
+            self.tcp_config_v4
+        } else {
+            self.tcp_config_v6
+        };
+        let flow = TcpFlowDriver::for_guest_syn(&gs.seg, isn, config, sock, now);
         self.tcp_insert(key, flow, now);
         self.counters.tcp_flows_opened += 1;
     }
@@ -363,7 +376,7 @@ impl Backend {
         // Segments are sized to the caller's buffer, never cut to it.
         let room = buf
             .len()
-            .saturating_sub(tcp_v4_headers_len(TcpOptions::default()));
+            .saturating_sub(tcp_headers_len(key.dest(), TcpOptions::default()));
         driver.set_payload_limit(Some(u16::try_from(room).unwrap_or(u16::MAX)));
         let len = write_next_segment(driver, buf, (link, fill), &key, now).map(|(len, payload)| {
             let mss = driver.guest_mss();

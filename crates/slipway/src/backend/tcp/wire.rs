@@ -3,7 +3,7 @@
 //! peeked by the flow's driver into the frame before the headers go in
 //! front of it.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use flow_table::FlowKey;
@@ -11,8 +11,8 @@ use flow_table::tcp::{Flags, Segment, SeqNum, Transmit};
 use relay_tcp::TcpFlowDriver;
 
 use frontdesk::{
-    ChecksumFill, LinkAddrs, TcpFlags, TcpOptions, TcpSegment, TcpSegmentV4, tcp_v4_headers_len,
-    write_tcp_v4_headers, write_tcp_v4_headers_with,
+    ChecksumFill, LinkAddrs, OutboundTcpSegment, TcpFlags, TcpOptions, TcpSegment, tcp_headers_len,
+    write_tcp_headers, write_tcp_headers_with,
 };
 
 /// A guest segment in the state machine's terms, and its payload.
@@ -53,13 +53,6 @@ pub(super) fn guest_segment<'a>(tcp: &TcpSegment<'a>) -> Option<GuestSegment<'a>
     })
 }
 
-fn v4_of(addr: SocketAddr) -> Option<SocketAddrV4> {
-    match addr {
-        SocketAddr::V4(v4) => Some(v4),
-        SocketAddr::V6(_) => None,
-    }
-}
-
 /// The header options of segment `t`.
 fn options_of(t: &Transmit) -> TcpOptions {
     TcpOptions {
@@ -95,10 +88,12 @@ pub(super) fn write_next_segment(
     key: &FlowKey,
     now: Instant,
 ) -> Option<(usize, usize)> {
-    let (src, dst) = (v4_of(key.dest())?, v4_of(key.guest())?);
+    // From the remote end as the guest sees it to the guest, over the
+    // flow's own family.
+    let (src, dst): (SocketAddr, SocketAddr) = (key.dest(), key.guest());
     let (t, payload_len) =
-        flow.poll_transmit(now, buf, |t| Some(tcp_v4_headers_len(options_of(t))))?;
-    let segment = TcpSegmentV4 {
+        flow.poll_transmit(now, buf, |t| Some(tcp_headers_len(src, options_of(t))))?;
+    let segment = OutboundTcpSegment {
         link,
         src,
         dst,
@@ -108,7 +103,7 @@ pub(super) fn write_next_segment(
         window: t.window,
         options: options_of(&t),
     };
-    write_tcp_v4_headers_with(buf, &segment, payload_len, fill).map(|len| (len, payload_len))
+    write_tcp_headers_with(buf, &segment, payload_len, fill).map(|len| (len, payload_len))
 }
 
 /// Writes RST `t` about a segment of no flow (no payload, no socket).
@@ -118,12 +113,12 @@ pub(super) fn write_rst(
     key: &FlowKey,
     t: &Transmit,
 ) -> Option<usize> {
-    let (src, dst) = (v4_of(key.dest())?, v4_of(key.guest())?);
+    let (src, dst) = (key.dest(), key.guest());
     let mut flags = TcpFlags::RST;
     if t.ack.is_some() {
         flags = flags | TcpFlags::ACK;
     }
-    let segment = TcpSegmentV4 {
+    let segment = OutboundTcpSegment {
         link,
         src,
         dst,
@@ -133,5 +128,5 @@ pub(super) fn write_rst(
         window: 0,
         options: TcpOptions::default(),
     };
-    write_tcp_v4_headers(buf, &segment, 0)
+    write_tcp_headers(buf, &segment, 0)
 }
