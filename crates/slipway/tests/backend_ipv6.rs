@@ -503,12 +503,14 @@ fn tcp_over_ipv6_segment_of_no_flow_gets_an_rst() {
 /// An address of the namespace's own in [`with_v6_host`]: the kernel
 /// answers echo requests to it.
 const V6_HOST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// A host beyond the gateway: an address of the namespace's loopback.
+const V6_LOCAL: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
 
 /// Runs `body` on a thread in a new network namespace whose only link is a
 /// tap with [`V6_HOST`]/64 that nobody reads, ping sockets allowed. Returns
 /// why it could not.
 fn with_v6_host(body: impl FnOnce() + Send) -> Result<(), String> {
-    use slipway::netns::{Namespace, TapConfig, TapOffload, open_tap};
+    use slipway::netns::{Namespace, TapConfig, TapIpv6, TapOffload, open_tap};
     let ns = Namespace::create().map_err(|e| format!("namespace: {e}"))?;
     let cfg = TapConfig {
         name: "v6host0".into(),
@@ -518,6 +520,8 @@ fn with_v6_host(body: impl FnOnce() + Send) -> Result<(), String> {
         gateway_v4: None,
         addr_v6: Some((V6_HOST, 64)),
         gateway_v6: None,
+        // IPv6 on, so the static address takes.
+        ipv6: TapIpv6::Autoconf,
         offload: TapOffload::None,
     };
     // Held open for the test: the link is up while its descriptor is.
@@ -535,10 +539,17 @@ fn with_v6_host(body: impl FnOnce() + Send) -> Result<(), String> {
 fn icmpv6_echo_beyond_the_gateway_is_relayed_on_an_echo_socket() {
     let test = "icmpv6_echo_beyond_the_gateway_is_relayed_on_an_echo_socket";
     let ran = with_v6_host(|| {
+        // The pinged host is an address of the namespace's loopback, which is
+        // up from the start: the new tap's link is not on this path.
+        let added = std::process::Command::new("ip")
+            .args(["-6", "addr", "add", &format!("{V6_LOCAL}/128"), "dev", "lo"])
+            .status()
+            .expect("ip runs");
+        assert!(added.success(), "ip -6 addr add {V6_LOCAL} dev lo: {added}");
         let mut backend = backend_with(|_| {});
-        // Sent again each second, as ping does, in case the namespace's
-        // new link drops the first one; the flow is the same each time.
-        let request = echo6_frame(V6_HOST, 0x4321, 9, b"beyond");
+        // Sent again each second, as ping does, should one be lost; the flow
+        // is the same each time.
+        let request = echo6_frame(V6_LOCAL, 0x4321, 9, b"beyond");
         let reply = (0..5).find_map(|_| {
             backend.handle_guest_frame(&request, Instant::now());
             pump_until(&mut backend, Duration::from_secs(1), |r| match r {
@@ -553,13 +564,16 @@ fn icmpv6_echo_beyond_the_gateway_is_relayed_on_an_echo_socket() {
         });
         let (src, body) = reply.unwrap_or_else(|| {
             panic!(
-                "no echo reply reached the guest: {} echo flows, echo over {:?}, counters {:?}",
+                "no echo reply reached the guest: {} echo flows, echo over {:?}, counters {:?}, \
+                 addresses {:?}, routes {:?}",
                 backend.open_flows(flow_table::Protocol::Icmp),
                 relay_udp_icmp::probe_echo(nat_core::IpFamily::V6).kind(),
-                backend.counters()
+                backend.counters(),
+                std::fs::read_to_string("/proc/net/if_inet6"),
+                std::fs::read_to_string("/proc/net/ipv6_route"),
             )
         });
-        assert_eq!(src, V6_HOST, "the reply comes from the pinged host");
+        assert_eq!(src, V6_LOCAL, "the reply comes from the pinged host");
         assert_eq!(
             &body[..4],
             &[0x43, 0x21, 0, 9],
