@@ -155,14 +155,7 @@ impl DhcpServer {
         out: &mut [u8],
         counters: &mut Counters,
     ) -> Handled {
-        match self.respond(plan, message, out) {
-            Ok(Some(len)) => Handled::Reply(len),
-            Ok(None) => Handled::Consumed,
-            Err(reason) => {
-                counters.record_drop(reason);
-                Handled::Dropped(reason)
-            }
-        }
+        Handled::counted(self.respond(plan, message, out), counters)
     }
 
     fn respond(

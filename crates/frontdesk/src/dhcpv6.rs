@@ -304,13 +304,7 @@ impl Dhcpv6Server {
         out: &mut [u8],
         counters: &mut Counters,
     ) -> Handled {
-        match self.respond(plan, message, out) {
-            Ok(len) => Handled::Reply(len),
-            Err(reason) => {
-                counters.record_drop(reason);
-                Handled::Dropped(reason)
-            }
-        }
+        Handled::counted(self.respond(plan, message, out).map(Some), counters)
     }
 
     fn respond(

@@ -92,6 +92,24 @@ pub enum Handled {
     Dropped(DropReason),
 }
 
+impl Handled {
+    /// What a responder's answer means: a reply of this length, nothing to
+    /// send, or a drop, which it counts in `counters`.
+    pub(crate) fn counted(
+        answer: Result<Option<usize>, DropReason>,
+        counters: &mut Counters,
+    ) -> Self {
+        match answer {
+            Ok(Some(len)) => Handled::Reply(len),
+            Ok(None) => Handled::Consumed,
+            Err(reason) => {
+                counters.record_drop(reason);
+                Handled::Dropped(reason)
+            }
+        }
+    }
+}
+
 /// What the front desk did with a frame from the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome<'a> {

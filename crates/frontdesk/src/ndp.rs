@@ -68,14 +68,8 @@ pub fn handle_ndp(
     if !is_ndp(msg_type) {
         return None;
     }
-    let handled = match answer(datagram, message, plan, config, out) {
-        Ok(len) => Handled::Reply(len),
-        Err(reason) => {
-            counters.record_drop(reason);
-            Handled::Dropped(reason)
-        }
-    };
-    Some(handled)
+    let answer = answer(datagram, message, plan, config, out).map(Some);
+    Some(Handled::counted(answer, counters))
 }
 
 fn answer(

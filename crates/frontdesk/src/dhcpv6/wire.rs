@@ -466,7 +466,7 @@ mod tests {
     fn domain_list_skips_invalid_names() {
         let long_label = "a".repeat(64);
         let domains = [
-            "example.com".to_string(),
+            "corp.internal".to_string(),
             String::new(),
             "a..b".into(),
             long_label,
@@ -474,6 +474,6 @@ mod tests {
         ];
         let mut out = Vec::new();
         encode_domain_list(&domains, &mut out);
-        assert_eq!(out, b"\x07example\x03com\x00\x01x\x00");
+        assert_eq!(out, b"\x04corp\x08internal\x00\x01x\x00");
     }
 }

@@ -439,7 +439,7 @@ fn dhcpv6_confirm_without_addresses_gets_no_reply() {
 #[test]
 fn dhcpv6_information_request_gets_dns_and_the_domain_list() {
     let config = Dhcpv6Config {
-        search_domains: vec!["example.com".into(), "bad..name".into(), "lan.".into()],
+        search_domains: vec!["corp.internal".into(), "bad..name".into(), "lan.".into()],
         ..Dhcpv6Config::default()
     };
     let mut desk = desk().with_dhcpv6(config);
@@ -451,7 +451,7 @@ fn dhcpv6_information_request_gets_dns_and_the_domain_list() {
     assert_eq!(reply.get(OPT_DNS_SERVERS), Some(&DNS6.octets()[..]));
     assert_eq!(
         reply.get(OPT_DOMAIN_LIST),
-        Some(&b"\x07example\x03com\x00\x03lan\x00"[..])
+        Some(&b"\x04corp\x08internal\x00\x03lan\x00"[..])
     );
     assert!(reply.ia_na().is_empty());
     assert!(desk.dhcpv6().binding().is_none());
