@@ -66,7 +66,12 @@ impl FdBudget {
 /// still a safe one, and [`FdBudget::raise_error`] says why.
 #[must_use]
 pub fn fd_budget(rules: &Rules) -> FdBudget {
-    let listeners = rules.tcp_forwards.iter().count() + rules.udp_forwards.iter().count();
+    // A forward that names no address listens on both families.
+    let listeners: usize = [&rules.tcp_forwards, &rules.udp_forwards]
+        .into_iter()
+        .flat_map(nat_core::PortForwards::iter)
+        .map(|forward| if forward.bind.is_some() { 1 } else { 2 })
+        .sum();
     let reserved = FD_RESERVE + listeners as u64;
     let limit = getrlimit(Resource::Nofile);
     let hard = limit.maximum.unwrap_or(NR_OPEN_DEFAULT);

@@ -58,6 +58,7 @@ impl Backend {
             IpAddr::V6(datagram.header.src_addr),
             IpAddr::V6(datagram.header.dst_addr),
         );
+        self.learn_guest_v6(datagram.header.src_addr);
         let transport = datagram.transport;
         self.handle_transport(datagram.packet, ends, transport, ECHO_REQUEST, now);
     }

@@ -16,6 +16,7 @@
 //! methods verify and fill every checksum.
 
 mod dns;
+mod forward;
 mod fragment;
 mod icmp;
 mod ipv6;
@@ -26,7 +27,7 @@ mod udp;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -307,6 +308,9 @@ pub struct Backend {
     /// Guest-opened TCP flows now half-open, and their cap.
     tcp_half_open: HalfOpen,
     dns_upstream: Option<SocketAddr>,
+    /// The guest's IPv6 address in the plan's network that it last sent
+    /// from: where forwarded IPv6 flows go.
+    guest_v6_seen: Option<std::net::Ipv6Addr>,
     listeners: Vec<Listener>,
     /// Per listener of `listeners`: its pause after a failed `accept()`.
     accept_backoff: Vec<AcceptBackoff>,
@@ -378,6 +382,7 @@ impl Backend {
             },
             tcp_half_open: HalfOpen::new(config.max_half_open_tcp),
             dns_upstream,
+            guest_v6_seen: None,
             listeners: Vec::new(),
             accept_backoff: Vec::new(),
             udp_listeners: Vec::new(),
@@ -447,21 +452,6 @@ impl Backend {
         let now = Instant::now();
         self.dispatch_events(now);
         self.handle_timeout(now);
-        Ok(())
-    }
-
-    fn listen_tcp_forwards(&mut self, rules: &Rules) -> Result<(), BackendError> {
-        for forward in rules.tcp_forwards.iter() {
-            let bind = forward.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let listener = Listener::bind(SocketAddr::new(bind, forward.host_port))?;
-            let index = u32::try_from(self.listeners.len()).unwrap_or(u32::MAX);
-            if let Some(token) = Token::new(KIND_TCP_LISTENER, index, 0) {
-                self.poller
-                    .register(listener.fd(), token, epoll_dispatch::Interest::READABLE)?;
-            }
-            self.listeners.push(listener);
-            self.accept_backoff.push(AcceptBackoff::default());
-        }
         Ok(())
     }
 
@@ -732,22 +722,6 @@ impl Backend {
         match upstream {
             DnsUpstream::Configured(addr) => Some(addr),
             DnsUpstream::HostResolver => self.dns_upstream,
-        }
-    }
-
-    /// What the guest sees as the source of a host peer `peer`: the gateway
-    /// for host loopback, the peer itself otherwise.
-    pub(crate) fn guest_view_of_peer(&self, peer: SocketAddr) -> Option<SocketAddrV4> {
-        let v4 = self.frontdesk.plan().ipv4()?;
-        match peer.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() => {
-                Some(SocketAddrV4::new(v4.gateway(), peer.port()))
-            }
-            IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, peer.port())),
-            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-                Some(ip) if !ip.is_loopback() => Some(SocketAddrV4::new(ip, peer.port())),
-                _ => Some(SocketAddrV4::new(v4.gateway(), peer.port())),
-            },
         }
     }
 }

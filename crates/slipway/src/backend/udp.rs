@@ -2,19 +2,19 @@
 //! connected host sockets, and host datagrams received straight into the
 //! payload area of frames for the guest.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 use epoll_dispatch::{Interest, Readiness, Token};
 use flow_table::{DatagramFlowState, FlowId, FlowKey, InsertError, Protocol};
-use nat_core::{IpFamily, Verdict};
-use relay_udp_icmp::{SendOutcome, UdpFlowSocket, UdpListener};
+use nat_core::Verdict;
+use relay_udp_icmp::{SendOutcome, UdpFlowSocket};
 
 use super::icmp::synthetic_quote;
 use super::ipv6::Unreachable;
-use super::{Backend, Flow, KIND_UDP_FLOW, KIND_UDP_LISTENER};
+use super::{Backend, Flow, KIND_UDP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{ChecksumFill, UDP_V4_HEADERS_LEN, build_udp_v4, udp_headers_len};
+use frontdesk::{ChecksumFill, udp_headers_len, write_udp_headers_with};
 
 /// Error-queue reports one readiness event reads at most; more wait for
 /// the next event (the socket stays ready while any are queued).
@@ -64,16 +64,7 @@ impl Backend {
     /// inbound UDP listeners.
     pub(crate) fn start_udp(&mut self, rules: &nat_core::Rules) -> Result<(), super::BackendError> {
         self.open_dns_forwarder();
-        for forward in rules.udp_forwards.iter() {
-            let bind = forward.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let listener = UdpListener::bind(SocketAddr::new(bind, forward.host_port))?;
-            let index = u32::try_from(self.udp_listeners.len()).unwrap_or(u32::MAX);
-            if let Some(token) = Token::new(KIND_UDP_LISTENER, index, 0) {
-                self.poller.register(&listener, token, Interest::READABLE)?;
-            }
-            self.udp_listeners.push(listener);
-        }
-        Ok(())
+        self.listen_udp_forwards(rules)
     }
 
     /// A UDP datagram from the guest, `packet` the whole IPv4 or IPv6
@@ -331,7 +322,7 @@ impl Backend {
             let Some(peer) = report.destination else {
                 continue;
             };
-            let Some((key, _, seen_from)) = self.udp_forward_key(host_port, peer) else {
+            let Some((key, _, _)) = self.udp_forward_key(host_port, peer) else {
                 continue;
             };
             let is_this_peer = self.flows.lookup(&key).is_some_and(|id| {
@@ -343,7 +334,9 @@ impl Backend {
                     })) if *i == index && *p == peer
                 )
             });
-            if let (true, Some(quote)) = (is_this_peer, synthetic_udp_quote(&key)) {
+            if let (true, Some(quote), Some((seen_from, _))) =
+                (is_this_peer, synthetic_udp_quote(&key), v4_pair(&key))
+            {
                 self.queue_host_icmp_error(&report, *seen_from.ip(), peer.ip(), &quote);
             }
         }
@@ -355,19 +348,10 @@ impl Backend {
         &self,
         host_port: u16,
         peer: SocketAddr,
-    ) -> Option<(FlowKey, SocketAddrV4, SocketAddrV4)> {
-        let guest =
-            self.nat
-                .translate_inbound(nat_core::Protocol::Udp, IpFamily::V4, host_port, None);
-        let (Some(SocketAddr::V4(guest)), Some(seen_from)) = (guest, self.guest_view_of_peer(peer))
-        else {
-            return None;
-        };
-        Some((
-            FlowKey::v4(Protocol::Udp, guest, seen_from),
-            guest,
-            seen_from,
-        ))
+    ) -> Option<(FlowKey, SocketAddr, SocketAddr)> {
+        let (guest, seen_from) = self.inbound_ends(nat_core::Protocol::Udp, host_port, peer)?;
+        let key = FlowKey::new(Protocol::Udp, guest, seen_from)?;
+        Some((key, guest, seen_from))
     }
 
     /// Datagrams from host peers on forwarded UDP port `index`.
@@ -413,9 +397,11 @@ impl Backend {
             }
             self.counters.udp_bytes_to_guest += n as u64;
             let link = self.frontdesk.link_to_guest();
-            let payload = &buf[..n];
-            let mut frame = vec![0u8; UDP_V4_HEADERS_LEN + n];
-            if let Some(len) = build_udp_v4(&mut frame, link, seen_from, guest, payload) {
+            let headers = udp_headers_len(seen_from);
+            let mut frame = vec![0u8; headers + n];
+            frame[headers..].copy_from_slice(&buf[..n]);
+            let fill = ChecksumFill::Complete;
+            if let Some(len) = write_udp_headers_with(&mut frame, link, seen_from, guest, n, fill) {
                 frame.truncate(len);
                 self.queue_frame(frame);
             }

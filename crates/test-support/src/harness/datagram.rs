@@ -51,7 +51,14 @@ pub fn udp_echo_server(bind: &str) -> (SocketAddr, JoinHandle<()>) {
 /// and returns the query it got.
 #[must_use]
 pub fn dns_responder() -> (SocketAddr, JoinHandle<Vec<u8>>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("a loopback UDP socket");
+    dns_responder_at("127.0.0.1:0")
+}
+
+/// [`dns_responder`] bound to `bind`, a loopback address of either family
+/// with port 0.
+#[must_use]
+pub fn dns_responder_at(bind: &str) -> (SocketAddr, JoinHandle<Vec<u8>>) {
+    let sock = UdpSocket::bind(bind).expect("a loopback UDP socket");
     sock.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("a read timeout");
     let addr = sock.local_addr().expect("its address");

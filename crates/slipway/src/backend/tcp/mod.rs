@@ -231,15 +231,20 @@ impl Backend {
             }
         };
         let isn = self.isn.isn(key.guest(), key.dest(), now);
-        // The MSS the guest is offered leaves room for its family's header.
-        let config = if key.guest().is_ipv4() {
-            self.tcp_config_v4
-        } else {
-            self.tcp_config_v6
-        };
+        let config = self.tcp_config_for(&key);
         let flow = TcpFlowDriver::for_guest_syn(&gs.seg, isn, config, sock, now);
         self.tcp_insert(key, flow, now);
         self.counters.tcp_flows_opened += 1;
+    }
+
+    /// The TCP configuration of flow `key`: the MSS the guest is offered
+    /// leaves room for its family's header.
+    fn tcp_config_for(&self, key: &FlowKey) -> flow_table::tcp::TcpConfig {
+        if key.guest().is_ipv4() {
+            self.tcp_config_v4
+        } else {
+            self.tcp_config_v6
+        }
     }
 
     fn tcp_insert(&mut self, key: FlowKey, driver: TcpFlowDriver, now: Instant) {
@@ -285,17 +290,16 @@ impl Backend {
                 }
             };
             self.listener_accepted(index);
-            let family = nat_core::IpFamily::V4;
-            let guest =
-                self.nat
-                    .translate_inbound(nat_core::Protocol::Tcp, family, host_port, None);
-            let (Some(SocketAddr::V4(guest)), Some(seen_from)) =
-                (guest, self.guest_view_of_peer(peer))
+            let Some((guest, seen_from)) =
+                self.inbound_ends(nat_core::Protocol::Tcp, host_port, peer)
             else {
                 let _ = sock.reset();
                 continue;
             };
-            let key = FlowKey::v4(Protocol::Tcp, guest, seen_from);
+            let Some(key) = FlowKey::new(Protocol::Tcp, guest, seen_from) else {
+                let _ = sock.reset();
+                continue;
+            };
             // The host peer reuses its port as soon as its own TIME-WAIT
             // allows (or at once, with `tcp_tw_reuse`); the entry slipway
             // keeps for the guest side must not refuse it.
@@ -306,7 +310,8 @@ impl Backend {
                 continue;
             }
             let isn = self.isn.isn(key.guest(), key.dest(), now);
-            let flow = TcpFlowDriver::for_host_accept(isn, self.tcp_config_v4, sock, now);
+            let config = self.tcp_config_for(&key);
+            let flow = TcpFlowDriver::for_host_accept(isn, config, sock, now);
             self.tcp_insert(key, flow, now);
             self.counters.tcp_flows_accepted += 1;
         }
