@@ -92,6 +92,18 @@ pub fn ipv6_frame(
     payload_len: usize,
     emit: impl FnOnce(&mut [u8]),
 ) -> Vec<u8> {
+    ipv6_frame_from(GUEST_IP6, dst, protocol, payload_len, emit)
+}
+
+/// [`ipv6_frame`] from the guest's address `src`: a guest has several.
+#[must_use]
+pub fn ipv6_frame_from(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    protocol: IpProtocol,
+    payload_len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
     let mut frame = vec![0u8; 14 + 40 + payload_len];
     let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
     EthernetRepr {
@@ -102,7 +114,7 @@ pub fn ipv6_frame(
     .emit(&mut eth);
     let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
     Ipv6Repr {
-        src_addr: GUEST_IP6,
+        src_addr: src,
         dst_addr: dst,
         next_header: protocol,
         payload_len,
@@ -137,19 +149,31 @@ pub fn udp6_frame(src_port: u16, dst: SocketAddrV6, payload: &[u8]) -> Vec<u8> {
 /// with its ports set from them, checksummed over the IPv6 pseudo-header.
 #[must_use]
 pub fn tcp6_frame(src_port: u16, dst: SocketAddrV6, repr: &TcpRepr<'_>) -> Vec<u8> {
+    tcp6_frame_from(SocketAddrV6::new(GUEST_IP6, src_port, 0, 0), dst, repr)
+}
+
+/// [`tcp6_frame`] from the guest's address and port `src`.
+#[must_use]
+pub fn tcp6_frame_from(src: SocketAddrV6, dst: SocketAddrV6, repr: &TcpRepr<'_>) -> Vec<u8> {
     let repr = TcpRepr {
-        src_port,
+        src_port: src.port(),
         dst_port: dst.port(),
         ..*repr
     };
-    ipv6_frame(*dst.ip(), IpProtocol::Tcp, repr.buffer_len(), |area| {
-        repr.emit(
-            &mut TcpPacket::new_unchecked(area),
-            &IpAddress::Ipv6(GUEST_IP6),
-            &IpAddress::Ipv6(*dst.ip()),
-            &ChecksumCapabilities::default(),
-        );
-    })
+    ipv6_frame_from(
+        *src.ip(),
+        *dst.ip(),
+        IpProtocol::Tcp,
+        repr.buffer_len(),
+        |area| {
+            repr.emit(
+                &mut TcpPacket::new_unchecked(area),
+                &IpAddress::Ipv6(*src.ip()),
+                &IpAddress::Ipv6(*dst.ip()),
+                &ChecksumCapabilities::default(),
+            );
+        },
+    )
 }
 
 /// An ICMPv6 echo request from the guest to `dst`.
