@@ -150,8 +150,11 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
     // `setup` raises for slipway's own flows.
     let inherited = getrlimit(Resource::Nofile);
     let Setup { plan, mut backend } = setup(options)?;
-    let Some(dns) = plan.ipv4().map(nat_core::Ipv4Plan::dns) else {
-        return Err(Failure::Runtime("the plan has no IPv4 half".into()));
+    // The DNS address of IPv4 where the guest has IPv4, else of IPv6.
+    let dns = match (plan.ipv4(), plan.ipv6()) {
+        (Some(v4), _) => IpAddr::V4(v4.dns()),
+        (None, Some(v6)) => IpAddr::V6(v6.dns()),
+        (None, None) => return Err(Failure::Runtime("the plan has no family".into())),
     };
     let ns = Namespace::create().map_err(|e| match e.kind() {
         // The message already says what is missing.
@@ -163,7 +166,7 @@ fn run(options: &Options, argv: &[OsString]) -> Result<u8, Failure> {
     if plan.ipv6().is_some() {
         await_ipv6(&mut backend, &mut frontend, &ns, &options.ifname)?;
     }
-    let resolv = netns::write_resolv_conf(&[IpAddr::V4(dns)])
+    let resolv = netns::write_resolv_conf(&[dns])
         .map_err(Failure::runtime("cannot write the namespace's resolv.conf"))?;
     let _resolv_guard = RemoveOnDrop(&resolv);
     let raised = getrlimit(Resource::Nofile);

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::options::{LogLevel, Options};
 use frontdesk::PcapWriter;
-use nat_core::{DenyList, IPV6_MIN_MTU, Nat, Plan, Rules, RulesError};
+use nat_core::{DenyList, Nat, Plan, Rules, RulesError};
 use relay_udp_icmp::resolv_conf;
 use slipway::frontend::SignalFd;
 use slipway::{Backend, BackendConfig, BackendError};
@@ -77,14 +77,9 @@ pub struct Setup {
 
 /// Builds the backend and opens the capture the options ask for.
 pub fn setup(options: &Options) -> Result<Setup, Failure> {
-    let mut builder = Plan::builder().mtu(options.mtu);
-    if options.mtu < IPV6_MIN_MTU {
-        // Linux turns IPv6 off on a link this small, and so does the plan.
-        builder = builder.disable_ipv6();
-    }
-    let plan = builder
-        .build()
-        .map_err(|e| Failure::Usage(format!("--mtu: {e}")))?;
+    let plan = options
+        .plan()
+        .map_err(|e| Failure::Usage(e.message().to_owned()))?;
     let rules = Rules {
         host_loopback: options.host_loopback,
         deny: options.deny.iter().copied().collect::<DenyList>(),

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use nat_core::{Cidr, HostLoopback, PortForwards};
 
 mod parse;
+mod plan;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ mod values;
 mod vmm;
 
 pub use parse::parse;
+pub use plan::{AddressOptions, Families, PerFamily};
 pub use usage::USAGE;
 pub use vmm::{VMM_USAGE, VmmCommand, VmmOptions, parse_vmm};
 
@@ -123,6 +125,10 @@ pub struct Options {
     pub udp_forwards: PortForwards,
     /// The guest MTU.
     pub mtu: u16,
+    /// The address families the guest gets (`-4`, `-6`).
+    pub families: Families,
+    /// The plan's addresses the options set.
+    pub addresses: AddressOptions,
     /// Where flows to the gateway go.
     pub host_loopback: HostLoopback,
     /// Denied destinations.
@@ -153,6 +159,8 @@ impl Default for Options {
             tcp_forwards: PortForwards::none(),
             udp_forwards: PortForwards::none(),
             mtu: nat_core::DEFAULT_MTU,
+            families: Families::Both,
+            addresses: AddressOptions::default(),
             host_loopback: HostLoopback::default(),
             deny: Vec::new(),
             dns_upstream: None,

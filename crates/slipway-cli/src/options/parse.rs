@@ -10,7 +10,7 @@ use super::table::{OPTIONS, Opt, expected_form};
 use super::values::{
     deny, dns_upstream, fd, forwards, host_loopback, ifname, max_flows, mtu, netns, port_spec,
 };
-use super::{Command, LogLevel, NetnsTarget, Options, StreamTarget, UsageError, vmm};
+use super::{Command, Families, LogLevel, NetnsTarget, Options, StreamTarget, UsageError, vmm};
 
 /// The subcommand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +218,22 @@ pub(super) fn apply(
         Opt::MapHostLoopback => options.host_loopback = host_loopback(name, value)?,
         Opt::Deny => options.deny.extend(deny(name, value)?),
         Opt::DnsUpstream => options.dns_upstream = Some(dns_upstream(name, value)?),
+        Opt::Ipv4Only | Opt::Ipv6Only => {
+            let (this, other) = if opt == Opt::Ipv4Only {
+                (Families::Ipv4Only, Families::Ipv6Only)
+            } else {
+                (Families::Ipv6Only, Families::Ipv4Only)
+            };
+            if options.families == other {
+                return Err(UsageError::new(
+                    "-4 and -6 exclude each other: the guest needs one family",
+                ));
+            }
+            options.families = this;
+        }
+        Opt::Network | Opt::Address | Opt::Gateway | Opt::DnsForward => {
+            options.addresses.apply(opt, name, value)?;
+        }
         Opt::Pcap if value.is_empty() => {
             return Err(UsageError::invalid_form(name, value, opt));
         }
@@ -265,6 +281,9 @@ fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command
     let mut options = c.options;
     options.tcp_forwards = forwards("-t", c.tcp_specs)?;
     options.udp_forwards = forwards("-u", c.udp_specs)?;
+    // The plan is built again when slipway starts; here its errors become
+    // usage errors that name the option.
+    options.plan()?;
     if sub != Sub::Stream {
         let stream_only = [
             (c.fd.is_some(), "--fd"),

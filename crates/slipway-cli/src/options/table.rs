@@ -12,6 +12,12 @@ pub(super) enum Opt {
     MapHostLoopback,
     Deny,
     DnsUpstream,
+    Ipv4Only,
+    Ipv6Only,
+    Network,
+    Address,
+    Gateway,
+    DnsForward,
     Pcap,
     Ifname,
     Netns,
@@ -42,6 +48,12 @@ pub(super) const OPTIONS: &[(Option<char>, &str, Opt, bool)] = &[
     (None, "map-host-loopback", Opt::MapHostLoopback, true),
     (None, "deny", Opt::Deny, true),
     (None, "dns-upstream", Opt::DnsUpstream, true),
+    (Some('4'), "ipv4-only", Opt::Ipv4Only, false),
+    (Some('6'), "ipv6-only", Opt::Ipv6Only, false),
+    (None, "network", Opt::Network, true),
+    (Some('a'), "address", Opt::Address, true),
+    (Some('g'), "gateway", Opt::Gateway, true),
+    (None, "dns-forward", Opt::DnsForward, true),
     (None, "pcap", Opt::Pcap, true),
     (None, "ifname", Opt::Ifname, true),
     (None, "netns", Opt::Netns, true),
@@ -74,6 +86,8 @@ pub(super) fn expected_form(opt: Opt) -> &'static str {
         Opt::MapHostLoopback => "the gateway address 10.0.2.2 (or fd00:0:0:2::2), or none",
         Opt::Deny => "CIDR[,CIDR...], e.g. 192.168.0.0/16",
         Opt::DnsUpstream => "ADDR or ADDR:PORT, with an IPv6 address and a port as [ADDR]:PORT",
+        Opt::Network => "a CIDR of IPv4 or IPv6, e.g. 10.0.2.0/24 or fd00:0:0:2::/64",
+        Opt::Address | Opt::Gateway | Opt::DnsForward => "an IPv4 or IPv6 address",
         Opt::Pcap => "a file name",
         Opt::Ifname => "an interface name of 1 to 15 bytes without '/', ':' or whitespace",
         Opt::Netns => "a namespace path such as /run/netns/NAME, or a process id",
@@ -84,6 +98,8 @@ pub(super) fn expected_form(opt: Opt) -> &'static str {
         Opt::Cmdline => "kernel parameters",
         Opt::Mem => vmm::MEM_FORM,
         Opt::KeepListening
+        | Opt::Ipv4Only
+        | Opt::Ipv6Only
         | Opt::NoOffload
         | Opt::Stats
         | Opt::Debug

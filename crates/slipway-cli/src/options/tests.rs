@@ -415,3 +415,122 @@ fn non_utf8_command_arguments_pass_through() {
     };
     assert_eq!(argv, vec![OsString::from("echo"), odd]);
 }
+
+#[test]
+fn ipv4_only_and_ipv6_only_leave_the_other_family_out_of_the_plan() {
+    let (options, _) = run(&["run", "-4", "true"]);
+    assert_eq!(options.families, Families::Ipv4Only);
+    let plan = options.plan().unwrap();
+    assert!(plan.ipv4().is_some() && plan.ipv6().is_none());
+    let (options, _) = run(&["run", "--ipv6-only", "true"]);
+    assert_eq!(options.families, Families::Ipv6Only);
+    let plan = options.plan().unwrap();
+    assert!(plan.ipv4().is_none() && plan.ipv6().is_some());
+    let (options, _) = run(&["run", "true"]);
+    let plan = options.plan().unwrap();
+    assert!(
+        plan.ipv4().is_some() && plan.ipv6().is_some(),
+        "both by default"
+    );
+    // Repeating one is harmless; the two together leave the guest nothing.
+    assert_eq!(
+        run(&["run", "-4", "-4", "x"]).0.families,
+        Families::Ipv4Only
+    );
+    let e = error(&["run", "-4", "-6", "x"]);
+    assert!(e.contains("-4 and -6 exclude each other"), "{e}");
+    assert_eq!(error(&["run", "-4x", "y"]).split(':').next(), Some("-4"));
+}
+
+#[test]
+fn address_options_set_the_plan_of_the_family_of_their_value() {
+    let (options, _) = run(&[
+        "run",
+        "--network",
+        "fd00:0:0:7::/64",
+        "-a",
+        "fd00:0:0:7::15",
+        "-g",
+        "fd00:0:0:7::1",
+        "--dns-forward=fd00:0:0:7::53",
+        "--network",
+        "10.9.0.0/16",
+        "--gateway",
+        "10.9.0.1",
+        "x",
+    ]);
+    let plan = options.plan().unwrap();
+    let v6 = plan.ipv6().unwrap();
+    assert_eq!(v6.network().to_string(), "fd00:0:0:7::/64");
+    assert_eq!(v6.guest(), Some("fd00:0:0:7::15".parse().unwrap()));
+    assert_eq!(
+        v6.gateway(),
+        "fd00:0:0:7::1".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        v6.dns(),
+        "fd00:0:0:7::53".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    let v4 = plan.ipv4().unwrap();
+    assert_eq!(v4.network().to_string(), "10.9.0.0/16");
+    assert_eq!(v4.gateway(), Ipv4Addr::new(10, 9, 0, 1));
+    assert_eq!(v4.guest(), Ipv4Addr::new(10, 9, 0, 15), "the default host");
+}
+
+#[test]
+fn address_option_errors_name_the_option() {
+    let cases: &[(&[&str], &str)] = &[
+        // The plan builder's checks, each named after its option.
+        (
+            &["-g", "fd00:1::2"],
+            "--gateway: IPv6 gateway address fd00:1::2 is outside",
+        ),
+        (
+            &["-a", "fd00:0:0:2::2"],
+            "--address: IPv6 guest address fd00:0:0:2::2 is also",
+        ),
+        (
+            &["--network", "::1/128"],
+            "--network: IPv6 network ::1/128 overlaps",
+        ),
+        (
+            &["--dns-forward", "10.0.3.3"],
+            "--dns-forward: IPv4 DNS address 10.0.3.3 is outside",
+        ),
+        (
+            &["--network", "fd00:0:0:2::/80"],
+            "--network: IPv6 network fd00:0:0:2::/80 is not a /64",
+        ),
+        // The option's own syntax.
+        (
+            &["-a", "fd00::x"],
+            "-a: invalid value \"fd00::x\": expected an IPv4 or IPv6 address",
+        ),
+        (
+            &["--network", "10.0.0.0/33"],
+            "--network: invalid value \"10.0.0.0/33\"",
+        ),
+        // One per family.
+        (
+            &["-g", "10.0.2.1", "-g", "10.0.2.4"],
+            "-g: given twice for IPv4",
+        ),
+        // A family that is off.
+        (
+            &["-4", "-g", "fd00:0:0:2::1"],
+            "--gateway: an IPv6 address, but -4 turns IPv6 off",
+        ),
+        (
+            &["--network", "10.1.0.0/24", "-6"],
+            "--network: an IPv4 address, but -6 turns IPv4 off",
+        ),
+        (&["-6", "--mtu", "1000"], "--mtu: MTU 1000 is below 1280"),
+    ];
+    for (list, expected) in cases {
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(list);
+        argv.push("x");
+        let e = error(&argv);
+        assert!(e.starts_with(expected), "{list:?}: {e}");
+    }
+}

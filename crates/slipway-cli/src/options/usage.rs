@@ -36,6 +36,16 @@ Options:
       --dns-upstream ADDR[:PORT]
                           where DNS goes (default: the first nameserver of
                           /etc/resolv.conf); IPv6 with a port: [ADDR]:PORT
+  -4, --ipv4-only         IPv4 alone: no IPv6 answered, relayed or forwarded
+  -6, --ipv6-only         IPv6 alone: no IPv4 answered, relayed or forwarded
+      --network CIDR      the guest's IPv4 or IPv6 network (once per family;
+                          default 10.0.2.0/24 and fd00:0:0:2::/64)
+  -a, --address ADDR      the guest's IPv4 address (its DHCP lease; default
+                          .15) or IPv6 address (its DHCPv6 address; default
+                          none: the guest picks its own by SLAAC)
+  -g, --gateway ADDR      the gateway's IPv4 or IPv6 address (default .2, ::2)
+      --dns-forward ADDR  the IPv4 or IPv6 address the guest sends DNS to
+                          (default .3, ::3)
       --pcap FILE         capture the guest-side frames to FILE (pcap)
       --ifname NAME       interface name in the namespace (default eth0)
       --netns PATH|PID    attach: the namespace, as a path (/run/netns/NAME,
@@ -60,7 +70,11 @@ Options:
   -h, --help              print this help and exit
   -V, --version           print the version and exit
 
-The guest gets 10.0.2.15/24 with gateway 10.0.2.2 and DNS 10.0.2.3.
+The guest gets 10.0.2.15/24 with gateway 10.0.2.2 and DNS 10.0.2.3, and
+an address of fd00:0:0:2::/64 by SLAAC with gateway fd00:0:0:2::2 and DNS
+fd00:0:0:2::3. A forward without ADDR listens on both families; a host
+peer's connection reaches the guest in its own family, from the peer's own
+address (host loopback appears as the gateway).
 Exit status: run: CMD's status (128+N if a signal N ended it); 1 when
 slipway fails; 2 on a usage error.
 ";

@@ -174,6 +174,7 @@ pub fn parse_vmm(args: &[OsString]) -> Result<VmmCommand, UsageError> {
     let mut network = collected.options;
     network.tcp_forwards = forwards("-t", collected.tcp_specs)?;
     network.udp_forwards = forwards("-u", collected.udp_specs)?;
+    network.plan()?;
     let Some(kernel) = c.kernel else {
         return Err(UsageError::new(
             "missing --kernel: expected \"slipway-vmm [OPTIONS] --kernel VMLINUX\"",
