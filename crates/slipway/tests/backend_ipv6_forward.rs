@@ -12,23 +12,26 @@ use std::net::{
 };
 use std::time::{Duration, Instant};
 
+use frontdesk::DropReason;
 use nat_core::{Plan, Rules};
-use slipway::{Backend, BackendConfig, BackendError, FrameBackend};
+use slipway::{Backend, BackendConfig, BackendError, Checksum, FrameBackend};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
+    DhcpMessageType, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet,
+    Ipv6Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
 };
 use test_support::e2e::data::Sha256;
 use test_support::harness::datagram::{self, dns_query, dns_responder_at};
 use test_support::harness::frames::{
-    DNS_IP6, GATEWAY_IP6, GUEST_IP6, GuestSeg, echo6_frame, tcp6_frame, tcp6_frame_from, udp_frame,
-    udp6_frame,
+    DNS_IP6, GATEWAY_IP6, GUEST_IP6, GuestSeg, arp_request, dhcp_message, echo6_frame, ipv6_frame,
+    tcp6_frame, tcp6_frame_from, udp_frame, udp6_frame,
 };
 use test_support::harness::{self, free_port};
 
 const GUEST_IP4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 const GATEWAY_IP4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// Where router solicitations go (RFC 4291, section 2.7.1).
+const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
 fn backend_with(plan: Plan, configure: impl FnOnce(&mut Rules)) -> Backend {
     let mut rules = Rules::default();
@@ -606,4 +609,109 @@ fn dns_goes_to_an_ipv6_upstream_whatever_the_family_of_the_query() {
         assert_eq!(&reply[reply.len() - 4..], &[192, 0, 2, 7]);
         harness::assert_backend_quiet(&mut backend, "dns to an ipv6 upstream");
     }
+}
+
+#[test]
+fn a_family_turned_off_is_neither_answered_nor_relayed() {
+    let syn = segment6(TcpControl::Syn, 7, 0);
+    let syn = TcpRepr {
+        ack_number: None,
+        ..syn
+    };
+    let ipv6_frames = vec![
+        // Solicitations of the router and of the gateway's MAC address get
+        // no advertisement; echo, UDP, DNS and TCP no relay.
+        ipv6_frame(ALL_ROUTERS, IpProtocol::Icmpv6, 8, |icmp| icmp[0] = 133),
+        ipv6_frame(GATEWAY_IP6, IpProtocol::Icmpv6, 24, |icmp| icmp[0] = 135),
+        echo6_frame(GATEWAY_IP6, 1, 1, b"?"),
+        udp6_frame(
+            5353,
+            SocketAddrV6::new(DNS_IP6, 53, 0, 0),
+            &dns_query(1, "off.test"),
+        ),
+        tcp6_frame(40_000, SocketAddrV6::new(GATEWAY_IP6, 80, 0, 0), &syn),
+    ];
+    let ipv4_frames = vec![
+        arp_request(GATEWAY_IP4),
+        dhcp_message(DhcpMessageType::Discover, 7, None, None),
+        udp_frame(
+            5353,
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 3), 53),
+            b"?",
+        ),
+        GuestSeg::syn(40_001, SocketAddrV4::new(GATEWAY_IP4, 80), 7, None).frame(&[]),
+    ];
+    let cases = [
+        (Plan::builder().disable_ipv6().build().unwrap(), ipv6_frames),
+        (Plan::builder().disable_ipv4().build().unwrap(), ipv4_frames),
+    ];
+    for (plan, frames) in cases {
+        let mut backend = backend_with(plan, |_| {});
+        for frame in &frames {
+            backend.handle_guest_frame(frame, Instant::now());
+        }
+        let answered = harness::assert_backend_quiet(&mut backend, "a family turned off");
+        assert!(answered.is_empty(), "nothing answered: {answered:?}");
+        let dropped = backend.frame_counters().drops(DropReason::FamilyDisabled);
+        assert_eq!(dropped, frames.len() as u64, "each frame dropped, counted");
+        assert_eq!(
+            backend.counters().udp_flows_opened + backend.counters().tcp_flows_opened,
+            0
+        );
+    }
+}
+
+#[test]
+fn offloaded_ipv6_segments_start_their_partial_checksum_after_the_ipv6_header() {
+    let port = free_port();
+    let mut backend = backend_with(Plan::default(), |r| {
+        r.tcp_forwards = format!("[::1]/{port}:8080").parse().unwrap();
+    });
+    let _stream = TcpStream::connect((Ipv6Addr::LOCALHOST, port)).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let end = Instant::now() + Duration::from_secs(5);
+    let frame = loop {
+        assert!(Instant::now() < end, "no SYN for the guest within 5 s");
+        if let Some(frame) = backend.poll_guest_frame_offloaded(&mut buf, Instant::now()) {
+            break frame;
+        }
+        backend
+            .wait(Some(Instant::now() + Duration::from_millis(20)))
+            .unwrap();
+    };
+    // Ethernet (14) and IPv6 (40) headers, then TCP's checksum at 16.
+    assert_eq!(
+        frame.checksum,
+        Checksum::Partial {
+            start: 54,
+            offset: 16
+        }
+    );
+    let Seen::Tcp {
+        src,
+        dst,
+        control: TcpControl::Syn,
+        seq,
+        ..
+    } = seen_partial(&buf[..frame.len])
+    else {
+        panic!("not a SYN")
+    };
+    let rst = segment6(TcpControl::Rst, 0, seq.wrapping_add(1));
+    backend.handle_guest_frame(&tcp6_frame_from(v6(dst), v6(src), &rst), Instant::now());
+    harness::assert_backend_quiet(&mut backend, "offloaded ipv6 segment");
+}
+
+/// [`seen`] of a frame whose TCP checksum is partial: completed first
+/// where its partial checksum says, as a guest's NIC would.
+fn seen_partial(frame: &[u8]) -> Seen {
+    let mut frame = frame.to_vec();
+    let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+    let (src, dst) = (
+        IpAddress::Ipv6(ip.src_addr()),
+        IpAddress::Ipv6(ip.dst_addr()),
+    );
+    let mut tcp = TcpPacket::new_unchecked(&mut frame[54..]);
+    tcp.fill_checksum(&src, &dst);
+    seen(&frame)
 }

@@ -42,8 +42,9 @@ pub use epoll_dispatch::serve::Served;
 pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
 use frontdesk::{
-    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, Outcome, RouterConfig,
-    TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_error,
+    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, L4_START_V6, Outcome,
+    RouterConfig, TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET,
+    build_icmp_v4_error,
 };
 
 use self::icmp::IcmpFlow;
@@ -821,10 +822,13 @@ impl Backend {
                         } else {
                             TCP_CHECKSUM_OFFSET
                         };
-                        Checksum::Partial {
-                            start: L4_START_V4,
-                            offset,
-                        }
+                        // The builders write IPv6 headers without
+                        // extension headers.
+                        let start = match buf.get(12..14) {
+                            Some([0x86, 0xdd]) => L4_START_V6,
+                            _ => L4_START_V4,
+                        };
+                        Checksum::Partial { start, offset }
                     }
                 };
                 if gso_mss.is_some() {
