@@ -32,7 +32,6 @@ pub use vmm::{VMM_USAGE, VmmCommand, VmmOptions, parse_vmm};
 
 use parse::{Collected, apply, split_option};
 use table::{Opt, expected_form};
-use values::forwards;
 
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]

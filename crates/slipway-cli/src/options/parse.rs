@@ -32,6 +32,9 @@ pub(super) struct Collected {
     pub(super) fd: Option<i32>,
     pub(super) keep_listening: bool,
     pub(super) ifname_set: bool,
+    /// `--map-host-loopback` as given (name and value), checked against
+    /// the plan's gateway once every address option is in.
+    pub(super) host_loopback: Option<(String, String)>,
     /// The options only `slipway-vmm` takes.
     pub(super) vmm: vmm::Collected,
 }
@@ -215,7 +218,7 @@ pub(super) fn apply(
             .udp_specs
             .push((value.to_owned(), port_spec(name, value)?)),
         Opt::Mtu => options.mtu = mtu(name, value)?,
-        Opt::MapHostLoopback => options.host_loopback = host_loopback(name, value)?,
+        Opt::MapHostLoopback => c.host_loopback = Some((name.to_owned(), value.to_owned())),
         Opt::Deny => options.deny.extend(deny(name, value)?),
         Opt::DnsUpstream => options.dns_upstream = Some(dns_upstream(name, value)?),
         Opt::Ipv4Only | Opt::Ipv6Only => {
@@ -266,7 +269,22 @@ pub(super) fn apply(
     Ok(())
 }
 
-fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command, UsageError> {
+/// The shared options once every argument is in: the forward tables, the
+/// plan checked (it is built again when slipway starts; here its errors
+/// become usage errors that name the option) and the host-loopback
+/// mapping checked against the plan's gateway.
+pub(super) fn finish_options(c: &mut Collected) -> Result<Options, UsageError> {
+    let mut options = std::mem::take(&mut c.options);
+    options.tcp_forwards = forwards("-t", std::mem::take(&mut c.tcp_specs))?;
+    options.udp_forwards = forwards("-u", std::mem::take(&mut c.udp_specs))?;
+    let plan = options.plan()?;
+    if let Some((name, value)) = &c.host_loopback {
+        options.host_loopback = host_loopback(name, value, &plan)?;
+    }
+    Ok(options)
+}
+
+fn finish(mut c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command, UsageError> {
     let Some(sub) = sub else {
         return Err(UsageError::new(
             "missing command: expected \"slipway run [OPTIONS] [--] CMD [ARGS...]\", \
@@ -278,12 +296,7 @@ fn finish(c: Collected, sub: Option<Sub>, argv: Vec<OsString>) -> Result<Command
     if let Some(name) = c.vmm.first_given() {
         return Err(UsageError::new(format!("{name}: only for slipway-vmm")));
     }
-    let mut options = c.options;
-    options.tcp_forwards = forwards("-t", c.tcp_specs)?;
-    options.udp_forwards = forwards("-u", c.udp_specs)?;
-    // The plan is built again when slipway starts; here its errors become
-    // usage errors that name the option.
-    options.plan()?;
+    let options = finish_options(&mut c)?;
     if sub != Sub::Stream {
         let stream_only = [
             (c.fd.is_some(), "--fd"),

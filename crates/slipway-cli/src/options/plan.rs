@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use nat_core::{Cidr, IPV6_MIN_MTU, Ipv4Cidr, Ipv6Cidr, Plan, PlanField};
+use nat_core::{Cidr, IPV6_MIN_MTU, Ipv4Cidr, Ipv6Cidr, Plan, PlanBuilder, PlanField};
 
 use super::table::Opt;
 use super::{Options, UsageError};
@@ -141,6 +141,18 @@ impl AddressOptions {
     }
 }
 
+/// `builder` with `set` applied to `value`, if there is one.
+fn with<T>(
+    builder: PlanBuilder,
+    value: Option<T>,
+    set: fn(PlanBuilder, T) -> PlanBuilder,
+) -> PlanBuilder {
+    match value {
+        Some(value) => set(builder, value),
+        None => builder,
+    }
+}
+
 /// The option a plan field comes from.
 fn option_of(field: Option<PlanField>) -> &'static str {
     match field {
@@ -173,30 +185,14 @@ impl Options {
             )));
         }
         let mut builder = Plan::builder().mtu(self.mtu);
-        if let Some(n) = a.network.v4 {
-            builder = builder.ipv4_network(n);
-        }
-        if let Some(n) = a.network.v6 {
-            builder = builder.ipv6_network(n);
-        }
-        if let Some(x) = a.address.v4 {
-            builder = builder.ipv4_guest(x);
-        }
-        if let Some(x) = a.address.v6 {
-            builder = builder.ipv6_guest(x);
-        }
-        if let Some(x) = a.gateway.v4 {
-            builder = builder.ipv4_gateway(x);
-        }
-        if let Some(x) = a.gateway.v6 {
-            builder = builder.ipv6_gateway(x);
-        }
-        if let Some(x) = a.dns.v4 {
-            builder = builder.ipv4_dns(x);
-        }
-        if let Some(x) = a.dns.v6 {
-            builder = builder.ipv6_dns(x);
-        }
+        builder = with(builder, a.network.v4, PlanBuilder::ipv4_network);
+        builder = with(builder, a.network.v6, PlanBuilder::ipv6_network);
+        builder = with(builder, a.address.v4, PlanBuilder::ipv4_guest);
+        builder = with(builder, a.address.v6, PlanBuilder::ipv6_guest);
+        builder = with(builder, a.gateway.v4, PlanBuilder::ipv4_gateway);
+        builder = with(builder, a.gateway.v6, PlanBuilder::ipv6_gateway);
+        builder = with(builder, a.dns.v4, PlanBuilder::ipv4_dns);
+        builder = with(builder, a.dns.v6, PlanBuilder::ipv6_dns);
         builder = match self.families {
             Families::Ipv4Only => builder.disable_ipv6(),
             Families::Ipv6Only => builder.disable_ipv4(),

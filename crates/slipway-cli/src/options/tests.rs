@@ -534,3 +534,28 @@ fn address_option_errors_name_the_option() {
         assert!(e.starts_with(expected), "{list:?}: {e}");
     }
 }
+
+#[test]
+fn map_host_loopback_follows_the_configured_gateway() {
+    let list = [
+        "run",
+        "--map-host-loopback",
+        "10.0.2.1",
+        "-g",
+        "10.0.2.1",
+        "x",
+    ];
+    assert_eq!(run(&list).0.host_loopback, HostLoopback::LOOPBACK);
+    let e = error(&[
+        "run",
+        "-g",
+        "10.0.2.1",
+        "--map-host-loopback",
+        "10.0.2.2",
+        "x",
+    ]);
+    assert!(
+        e.contains("only through the gateway: expected 10.0.2.1 or fd00:0:0:2::2, or none"),
+        "{e}"
+    );
+}

@@ -68,16 +68,19 @@ pub(super) fn mtu(name: &str, value: &str) -> Result<u16, UsageError> {
     }
 }
 
-/// `none`, or an address of the gateway: nat-core maps host loopback only
-/// through the gateway, so no other guest address can take its place.
-pub(super) fn host_loopback(name: &str, value: &str) -> Result<HostLoopback, UsageError> {
+/// `none`, or an address of `plan`'s gateway: nat-core maps host loopback
+/// only through the gateway, so no other guest address can take its place.
+pub(super) fn host_loopback(
+    name: &str,
+    value: &str,
+    plan: &Plan,
+) -> Result<HostLoopback, UsageError> {
     if value == "none" {
         return Ok(HostLoopback::OFF);
     }
     let Ok(addr) = value.parse::<IpAddr>() else {
         return Err(UsageError::invalid_form(name, value, Opt::MapHostLoopback));
     };
-    let plan = Plan::default();
     let is_gateway = match addr {
         IpAddr::V4(a) => plan.ipv4().is_some_and(|p| p.gateway() == a),
         IpAddr::V6(a) => plan
@@ -87,11 +90,20 @@ pub(super) fn host_loopback(name: &str, value: &str) -> Result<HostLoopback, Usa
     if is_gateway {
         Ok(HostLoopback::LOOPBACK)
     } else {
+        let gateways: Vec<String> = [
+            plan.ipv4().map(|p| p.gateway().to_string()),
+            plan.ipv6().map(|p| p.gateway().to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Err(UsageError::invalid(
             name,
             value,
-            "slipway maps host loopback only through the gateway: \
-             expected 10.0.2.2 (or fd00:0:0:2::2), or none",
+            format!(
+                "slipway maps host loopback only through the gateway: expected {}, or none",
+                gateways.join(" or ")
+            ),
         ))
     }
 }

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{Opt, Options, UsageError, apply, forwards, split_option};
+use super::{Opt, Options, UsageError, apply, split_option};
 
 /// Guest memory when `--mem` is not given, in MiB.
 pub const DEFAULT_MEM_MIB: u64 = 512;
@@ -170,11 +170,8 @@ pub fn parse_vmm(args: &[OsString]) -> Result<VmmCommand, UsageError> {
             _ => apply(&mut collected, opt, &name, value.text.as_deref())?,
         }
     }
+    let network = super::parse::finish_options(&mut collected)?;
     let c = collected.vmm;
-    let mut network = collected.options;
-    network.tcp_forwards = forwards("-t", collected.tcp_specs)?;
-    network.udp_forwards = forwards("-u", collected.udp_specs)?;
-    network.plan()?;
     let Some(kernel) = c.kernel else {
         return Err(UsageError::new(
             "missing --kernel: expected \"slipway-vmm [OPTIONS] --kernel VMLINUX\"",
