@@ -14,7 +14,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use epoll_dispatch::{Interest, Token};
-use nat_core::{Ipv6Cidr, Plan, Protocol, Rules};
+use nat_core::{Ipv6Cidr, Plan, PortForwards, Protocol, Rules};
 use relay_tcp::Listener;
 use relay_udp_icmp::UdpListener;
 
@@ -66,28 +66,49 @@ fn slaac_eui64(network: Ipv6Cidr, mac: [u8; 6]) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from_bits(bits))
 }
 
+/// Binds a listener with `bind` on every address of every forward in
+/// `forwards`. A forward that named no address listens on IPv4 alone,
+/// with a warning, where the host has no IPv6.
+fn bind_forwards<L, E>(
+    plan: &Plan,
+    forwards: &PortForwards,
+    proto: &str,
+    bind: impl Fn(SocketAddr) -> Result<L, E>,
+    os_error: impl Fn(&E) -> &io::Error,
+) -> Result<Vec<L>, E>
+where
+    E: std::fmt::Display,
+{
+    let mut listeners = Vec::new();
+    for forward in forwards.iter() {
+        for addr in listen_addrs(plan, forward.bind) {
+            match bind(SocketAddr::new(addr, forward.host_port)) {
+                Ok(listener) => listeners.push(listener),
+                Err(error) if host_lacks_ipv6(forward.bind.is_some(), addr, os_error(&error)) => {
+                    tracing::warn!(%error, "the host has no IPv6; {proto} forward on IPv4 only");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(listeners)
+}
+
 impl Backend {
     /// Listens on every forwarded TCP port.
     pub(super) fn listen_tcp_forwards(&mut self, rules: &Rules) -> Result<(), BackendError> {
         let plan = *self.frontdesk.plan();
-        for forward in rules.tcp_forwards.iter() {
-            for addr in listen_addrs(&plan, forward.bind) {
-                let listener = match Listener::bind(SocketAddr::new(addr, forward.host_port)) {
-                    Ok(listener) => listener,
-                    Err(error) if host_lacks_ipv6(forward.bind.is_some(), addr, &error.source) => {
-                        tracing::warn!(%error, "the host has no IPv6; TCP forward on IPv4 only");
-                        continue;
-                    }
-                    Err(error) => return Err(error.into()),
-                };
-                let index = u32::try_from(self.listeners.len()).unwrap_or(u32::MAX);
-                if let Some(token) = Token::new(KIND_TCP_LISTENER, index, 0) {
-                    self.poller
-                        .register(listener.fd(), token, Interest::READABLE)?;
-                }
-                self.listeners.push(listener);
-                self.accept_backoff.push(AcceptBackoff::default());
+        let bound = bind_forwards(&plan, &rules.tcp_forwards, "TCP", Listener::bind, |e| {
+            &e.source
+        })?;
+        for listener in bound {
+            let index = u32::try_from(self.listeners.len()).unwrap_or(u32::MAX);
+            if let Some(token) = Token::new(KIND_TCP_LISTENER, index, 0) {
+                self.poller
+                    .register(listener.fd(), token, Interest::READABLE)?;
             }
+            self.listeners.push(listener);
+            self.accept_backoff.push(AcceptBackoff::default());
         }
         Ok(())
     }
@@ -95,22 +116,13 @@ impl Backend {
     /// Listens on every forwarded UDP port.
     pub(super) fn listen_udp_forwards(&mut self, rules: &Rules) -> Result<(), BackendError> {
         let plan = *self.frontdesk.plan();
-        for forward in rules.udp_forwards.iter() {
-            for addr in listen_addrs(&plan, forward.bind) {
-                let listener = match UdpListener::bind(SocketAddr::new(addr, forward.host_port)) {
-                    Ok(listener) => listener,
-                    Err(error) if host_lacks_ipv6(forward.bind.is_some(), addr, &error) => {
-                        tracing::warn!(%error, "the host has no IPv6; UDP forward on IPv4 only");
-                        continue;
-                    }
-                    Err(error) => return Err(error.into()),
-                };
-                let index = u32::try_from(self.udp_listeners.len()).unwrap_or(u32::MAX);
-                if let Some(token) = Token::new(KIND_UDP_LISTENER, index, 0) {
-                    self.poller.register(&listener, token, Interest::READABLE)?;
-                }
-                self.udp_listeners.push(listener);
+        let bound = bind_forwards(&plan, &rules.udp_forwards, "UDP", UdpListener::bind, |e| e)?;
+        for listener in bound {
+            let index = u32::try_from(self.udp_listeners.len()).unwrap_or(u32::MAX);
+            if let Some(token) = Token::new(KIND_UDP_LISTENER, index, 0) {
+                self.poller.register(&listener, token, Interest::READABLE)?;
             }
+            self.udp_listeners.push(listener);
         }
         Ok(())
     }
