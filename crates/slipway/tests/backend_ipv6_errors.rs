@@ -12,23 +12,16 @@ use std::time::{Duration, Instant};
 use nat_core::{Plan, Rules};
 use slipway::{Backend, BackendConfig, FrameBackend};
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv6Packet, IpAddress, IpProtocol, Ipv6Packet, UdpPacket,
+    EthernetFrame, EthernetProtocol, Icmpv6Packet, IpAddress, IpProtocol, Ipv6Packet, TcpControl,
+    TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
 };
 use test_support::common;
+use test_support::e2e;
 use test_support::e2e::data::Sha256;
-use test_support::e2e::{self, NamedNetns, ip};
+use test_support::e2e::routed::{ABSENT, BEYOND, NARROW_MTU, NO_ROUTE, Routed};
 use test_support::harness::datagram::pump_until;
-use test_support::harness::frames::{GATEWAY_IP6, GUEST_IP6, echo6_frame, udp6_frame};
+use test_support::harness::frames::{GATEWAY_IP6, GUEST_IP6, echo6_frame, tcp6_frame, udp6_frame};
 use test_support::harness::{self, pattern};
-
-/// The host side's address on the link to the router.
-const HOST_SIDE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-/// The router's address on that link.
-const ROUTER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
-/// An address on that link that no neighbour answers for.
-const ABSENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x99);
-/// The destination behind the router's 1280-byte link.
-const BEYOND: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
 
 /// ICMPv6 types (RFC 4443).
 const DST_UNREACHABLE: u8 = 1;
@@ -245,75 +238,15 @@ fn a_60000_byte_udp_reply_reaches_a_65520_mtu_guest_whole() {
     harness::assert_backend_quiet(&mut backend, test);
 }
 
-/// The host side (where the backend runs), a router with forwarding on,
-/// and a destination behind the router's 1280-byte link:
-///
-/// ```text
-/// host side 2001:db8:1::1 -- 2001:db8:1::2 router 2001:db8:2::1 -- 2001:db8:2::2
-///          (MTU 1500)                           (MTU 1280)
-/// ```
-///
-/// Every namespace goes when this is dropped, the links with them.
-struct Routed {
-    host: NamedNetns,
-    _router: NamedNetns,
-    beyond: NamedNetns,
-}
-
+/// The routed path, or `None` (said out loud) where namespaces cannot be
+/// made.
 fn routed(tag: &str) -> Option<Routed> {
     let why = e2e::namespaces_unavailable().or_else(|| e2e::missing_tool(&["ip"]));
     if let Some(why) = why {
         common::skip(&why);
         return None;
     }
-    let host = NamedNetns::new(&format!("{tag}h"));
-    let router = NamedNetns::new(&format!("{tag}r"));
-    let beyond = NamedNetns::new(&format!("{tag}b"));
-    let (h, r, b) = (host.name(), router.name(), beyond.name());
-    let peer = |a: &str, x: &str, y: &str, ns: &str| {
-        ip(&[
-            "-n", a, "link", "add", x, "type", "veth", "peer", "name", y, "netns", ns,
-        ]);
-    };
-    let addr = |ns: &str, dev: &str, cidr: &str, mtu: &str| {
-        ip(&["-n", ns, "link", "set", dev, "mtu", mtu, "up"]);
-        ip(&["-n", ns, "addr", "add", cidr, "dev", dev, "nodad"]);
-    };
-    peer(h, "v0", "v1", r);
-    peer(r, "v2", "v3", b);
-    addr(h, "v0", &format!("{HOST_SIDE}/64"), "1500");
-    addr(r, "v1", &format!("{ROUTER}/64"), "1500");
-    addr(r, "v2", "2001:db8:2::1/64", "1280");
-    addr(b, "v3", &format!("{BEYOND}/64"), "1280");
-    let via = ROUTER.to_string();
-    ip(&[
-        "-n",
-        h,
-        "-6",
-        "route",
-        "add",
-        "2001:db8:2::/64",
-        "via",
-        &via,
-    ]);
-    ip(&[
-        "-n",
-        b,
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        "2001:db8:2::1",
-    ]);
-    router.within(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").unwrap());
-    // Ping sockets of both families follow this one setting.
-    host.within(|| std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").unwrap());
-    Some(Routed {
-        host,
-        _router: router,
-        beyond,
-    })
+    Some(Routed::new(tag))
 }
 
 #[test]
@@ -336,7 +269,11 @@ fn a_1400_byte_udp_datagram_past_a_1280_mtu_link_gets_packet_too_big_1280_then_g
         let error = pump_until(&mut backend, Duration::from_secs(5), icmpv6_error)
             .expect("the router's packet too big reaches the guest");
         assert_eq!((error.msg_type, error.code), (PACKET_TOO_BIG, 0));
-        assert_eq!(error.word, 1280, "the MTU of the router's next link");
+        assert_eq!(
+            error.word,
+            u32::from(NARROW_MTU),
+            "the MTU of the router's next link"
+        );
         assert_eq!(
             error.src, GATEWAY_IP6,
             "a router on the way: from the gateway"
@@ -368,7 +305,10 @@ fn a_1400_byte_echo_past_a_1280_mtu_link_gets_packet_too_big_1280() {
                 backend.counters()
             )
         });
-        assert_eq!((error.msg_type, error.word), (PACKET_TOO_BIG, 1280));
+        assert_eq!(
+            (error.msg_type, error.word),
+            (PACKET_TOO_BIG, u32::from(NARROW_MTU))
+        );
         let quoted = Ipv6Packet::new_checked(&error.quote[..]).unwrap();
         assert_eq!((quoted.src_addr(), quoted.dst_addr()), (GUEST_IP6, BEYOND));
         assert_eq!(quoted.next_header(), IpProtocol::Icmpv6);
@@ -412,6 +352,80 @@ fn echo_to_an_absent_address_in_the_prefix_gets_address_unreachable_within_secon
         let quoted = Ipv6Packet::new_checked(&error.quote[..]).unwrap();
         assert_eq!((quoted.src_addr(), quoted.dst_addr()), (GUEST_IP6, ABSENT));
         assert_eq!(backend.counters().icmp_errors_to_guest, 1);
+        harness::assert_backend_quiet(&mut backend, test);
+    });
+}
+
+/// Whether `frame` is a TCP reset to the guest's `port`.
+fn is_rst_to(frame: &[u8], port: u16) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    if ip.next_header() != IpProtocol::Tcp {
+        return false;
+    }
+    TcpPacket::new_checked(ip.payload()).is_ok_and(|tcp| tcp.rst() && tcp.dst_port() == port)
+}
+
+#[test]
+fn tcp_connect_to_an_absent_address_is_reset_as_over_ipv4_not_told_by_icmpv6() {
+    let test = "tcp_connect_to_an_absent_address_is_reset_as_over_ipv4_not_told_by_icmpv6";
+    let Some(net) = routed("tcpabs") else { return };
+    net.host.within(|| {
+        let mut backend = backend_with_mtu(nat_core::MTU_MAX);
+        let syn = TcpRepr {
+            src_port: 0,
+            dst_port: 0,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 65535,
+            window_scale: None,
+            max_seg_size: Some(1440),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let to = SocketAddrV6::new(ABSENT, 80, 0, 0);
+        let started = Instant::now();
+        backend.handle_guest_frame(&tcp6_frame(40_500, to, &syn), started);
+        let mut icmp = 0;
+        let reset = pump_until(&mut backend, Duration::from_secs(10), |frame| {
+            icmp += usize::from(icmpv6_error(frame).is_some());
+            is_rst_to(frame, 40_500).then_some(())
+        });
+        assert!(reset.is_some(), "the failed connect resets the guest's SYN");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(icmp, 0, "a TCP flow's failure is its reset alone");
+        harness::assert_backend_quiet(&mut backend, test);
+    });
+}
+
+#[test]
+fn udp_past_a_router_without_a_route_gets_no_route_from_the_gateway() {
+    let test = "udp_past_a_router_without_a_route_gets_no_route_from_the_gateway";
+    let Some(net) = routed("noroute") else { return };
+    net.host.within(|| {
+        let mut backend = backend_with_mtu(nat_core::MTU_MAX);
+        let to = SocketAddrV6::new(NO_ROUTE, 9, 0, 0);
+        backend.handle_guest_frame(&udp6_frame(40_600, to, b"where?"), Instant::now());
+        let error = pump_until(&mut backend, Duration::from_secs(5), icmpv6_error)
+            .expect("the router's error reaches the guest");
+        assert_eq!(
+            (error.msg_type, error.code),
+            (DST_UNREACHABLE, 0),
+            "no route"
+        );
+        assert_eq!(error.src, GATEWAY_IP6);
+        assert_quotes_udp(&error.quote, 40_600, to);
         harness::assert_backend_quiet(&mut backend, test);
     });
 }
