@@ -41,8 +41,8 @@ pub use epoll_dispatch::serve::Served;
 pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
 use frontdesk::{
-    ChecksumFill, DhcpConfig, FrontDesk, L4_START_V4, Outcome, RouterConfig, TCP_CHECKSUM_OFFSET,
-    Transport, TransportChecksums, UDP_CHECKSUM_OFFSET,
+    ChecksumFill, DhcpConfig, FrontDesk, L4_START_V4, L4_START_V6, Outcome, RouterConfig,
+    TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET,
 };
 
 use self::icmp::IcmpFlow;
@@ -746,6 +746,31 @@ impl Backend {
     }
 }
 
+/// How the checksum of a flow's frame for the guest, written as `fill`
+/// says, stands: a fragment's is whole whatever was asked (it covers the
+/// whole datagram), a partial one starts past its family's IP header.
+fn flow_frame_checksum(frame: &[u8], is_udp: bool, fill: ChecksumFill) -> Checksum {
+    match fill {
+        ChecksumFill::Complete => Checksum::Complete,
+        ChecksumFill::Partial if is_udp && fragment::is_fragment(frame) => Checksum::Complete,
+        ChecksumFill::Partial => {
+            let offset = if is_udp {
+                UDP_CHECKSUM_OFFSET
+            } else {
+                TCP_CHECKSUM_OFFSET
+            };
+            // The builders write no IPv4 options and no IPv6 extension
+            // headers: the family fixes the start.
+            let start = if frame.get(12..14) == Some(&[0x86, 0xdd][..]) {
+                L4_START_V6
+            } else {
+                L4_START_V4
+            };
+            Checksum::Partial { start, offset }
+        }
+    }
+}
+
 impl Backend {
     fn take_guest_frame(&mut self, frame: &[u8], checksums: TransportChecksums, now: Instant) {
         // One scratch buffer for the front desk's replies (ARP, DHCP, NDP): a
@@ -828,25 +853,10 @@ impl Backend {
             };
             if let Some((len, gso_mss)) = frame {
                 self.counters.frames_to_guest += 1;
-                let checksum = match fill {
-                    ChecksumFill::Complete => Checksum::Complete,
-                    // A fragment's checksum covers the whole datagram.
-                    ChecksumFill::Partial if is_udp && fragment::is_fragment(&buf[..len]) => {
-                        Checksum::Complete
-                    }
-                    ChecksumFill::Partial => {
-                        self.counters.partial_checksums_to_guest += 1;
-                        let offset = if is_udp {
-                            UDP_CHECKSUM_OFFSET
-                        } else {
-                            TCP_CHECKSUM_OFFSET
-                        };
-                        Checksum::Partial {
-                            start: L4_START_V4,
-                            offset,
-                        }
-                    }
-                };
+                let checksum = flow_frame_checksum(buf.get(..len)?, is_udp, fill);
+                if matches!(checksum, Checksum::Partial { .. }) {
+                    self.counters.partial_checksums_to_guest += 1;
+                }
                 if gso_mss.is_some() {
                     self.counters.gso_frames_to_guest += 1;
                 }
