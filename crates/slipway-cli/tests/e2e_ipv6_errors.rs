@@ -174,3 +174,51 @@ fn guest_kernel_learns_the_path_mtu_from_a_routers_packet_too_big() {
         route(after)
     );
 }
+
+/// Python run in the guest: sends one datagram to `[argv[1]]:argv[2]` and
+/// prints the length and SHA-256 of the answer (`got LEN HEX`), or
+/// `timeout` after 5 s.
+const FETCH_DATAGRAM: &str = r"
+import hashlib, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(b'send', (sys.argv[1], int(sys.argv[2])))
+try:
+    data = s.recv(65535)
+    print('got', len(data), hashlib.sha256(data).hexdigest(), flush=True)
+except socket.timeout:
+    print('timeout', flush=True)
+";
+
+#[test]
+fn a_60000_byte_udp_reply_over_ipv6_reaches_the_guest_kernel_intact_at_mtu_1500_and_65520() {
+    require!("python3");
+    let reply = test_support::harness::pattern(60_000, 60);
+    let digest = test_support::e2e::data::Sha256::digest(&reply);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    for mtu in ["1500", "65520"] {
+        // A server on host loopback, which the guest reaches as its gateway.
+        let server = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let port = server.local_addr().unwrap().port().to_string();
+        let answer = reply.clone();
+        let replier = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (_, peer) = server.recv_from(&mut buf).expect("the guest's request");
+            server.send_to(&answer, peer).unwrap();
+        });
+        let args = ["fd00:0:0:2::2", port.as_str()];
+        let out = e2e::python_in_guest(&["--mtu", mtu], FETCH_DATAGRAM, &args, LIMIT);
+        out.assert_success("the guest's Python");
+        replier.join().unwrap();
+        let expected = format!("got 60000 {hex}");
+        assert!(
+            out.stdout.lines().any(|l| l == expected),
+            "at MTU {mtu} the guest did not get the datagram intact:\n{}",
+            out.stdout
+        );
+        eprintln!("e2e: at MTU {mtu} a 60000-byte IPv6 datagram reached the guest intact");
+    }
+}
