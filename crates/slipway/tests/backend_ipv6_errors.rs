@@ -140,12 +140,16 @@ fn hop_limit_1_past_the_gateway_gets_time_exceeded_and_opens_no_flow() {
     assert_eq!(backend.open_flows(flow_table::Protocol::Udp), 0);
     assert_eq!(backend.open_flows(flow_table::Protocol::Icmp), 0);
     assert_eq!(backend.counters().hop_limit_drops, 2);
-    // Hop limit 1 to the gateway itself is delivered, not refused.
+    // Hop limit 1 to the gateway itself is delivered, and to a link-scope
+    // group (an LLMNR query) never forwarded: neither is refused.
     let to_gateway = with_hop_limit(echo6_frame(GATEWAY_IP6, 0x78, 1, b"here"), 1);
     backend.handle_guest_frame(&to_gateway, Instant::now());
+    let llmnr = SocketAddrV6::new("ff02::1:3".parse().unwrap(), 5355, 0, 0);
+    let query = with_hop_limit(udp6_frame(40_201, llmnr, b"who is corp.internal"), 1);
+    backend.handle_guest_frame(&query, Instant::now());
     assert!(
         pump_until(&mut backend, Duration::from_secs(2), icmpv6_error).is_none(),
-        "no error about a datagram to the gateway"
+        "no error about a datagram to the gateway or the group"
     );
     assert_eq!(backend.counters().hop_limit_drops, 2);
     harness::assert_backend_quiet(&mut backend, test);

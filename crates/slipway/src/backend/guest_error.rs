@@ -360,19 +360,31 @@ impl Backend {
     /// `hop_limit` may not go on to a host beyond: slipway is the guest's
     /// first router, which forwards nothing whose hop limit it would
     /// decrement to 0 (RFC 8200 section 3, RFC 1812 5.3.1). Datagrams to
-    /// the gateway's own addresses are delivered here, not forwarded.
+    /// the gateway's own addresses are delivered here, not forwarded, and
+    /// ones to a group or a link-local address (LLMNR and mDNS queries go
+    /// with hop limit 1) are never forwarded at all, so none of them is
+    /// refused here.
     pub(crate) fn hop_limit_spent(&self, dst: IpAddr, hop_limit: u8) -> bool {
         if hop_limit > 1 {
             return false;
         }
         let plan = self.frontdesk.plan();
         match dst {
-            IpAddr::V4(dst) => plan
-                .ipv4()
-                .is_none_or(|v4| dst != v4.gateway() && dst != v4.dns()),
-            IpAddr::V6(dst) => plan.ipv6().is_none_or(|v6| {
-                dst != v6.gateway() && dst != v6.gateway_link_local() && dst != v6.dns()
-            }),
+            IpAddr::V4(dst) => {
+                let own_or_group = |v4: &nat_core::Ipv4Plan| {
+                    dst == v4.gateway() || dst == v4.dns() || dst == v4.broadcast()
+                };
+                !(dst.is_multicast()
+                    || dst.is_broadcast()
+                    || dst.is_link_local()
+                    || plan.ipv4().is_some_and(own_or_group))
+            }
+            IpAddr::V6(dst) => {
+                let own = |v6: &nat_core::Ipv6Plan| {
+                    dst == v6.gateway() || dst == v6.gateway_link_local() || dst == v6.dns()
+                };
+                !(dst.is_multicast() || dst.is_unicast_link_local() || plan.ipv6().is_some_and(own))
+            }
         }
     }
 }
