@@ -2,25 +2,28 @@
 //! datagrams, and of IPv6 replies cut into fragments for its MTU: synthetic
 //! guest frames against real sockets on [::1], and against a real router
 //! (Linux with forwarding on, in namespaces the tests build) for the errors
-//! only a path can give.
+//! only a path can give, and once over IPv4, whose errors take the same
+//! translation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
 use nat_core::{Plan, Rules};
 use slipway::{Backend, BackendConfig, FrameBackend};
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv6Packet, IpAddress, IpProtocol, Ipv6Packet, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
+    EthernetFrame, EthernetProtocol, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet,
+    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
 };
 use test_support::common;
 use test_support::e2e;
 use test_support::e2e::data::Sha256;
-use test_support::e2e::routed::{ABSENT, BEYOND, NARROW_MTU, NO_ROUTE, Routed};
+use test_support::e2e::routed::{ABSENT, BEYOND, BEYOND_V4, NARROW_MTU, NO_ROUTE, Routed};
 use test_support::harness::datagram::pump_until;
-use test_support::harness::frames::{GATEWAY_IP6, GUEST_IP6, echo6_frame, tcp6_frame, udp6_frame};
+use test_support::harness::frames::{
+    GATEWAY_IP6, GUEST_IP, GUEST_IP6, echo6_frame, tcp6_frame, udp_frame, udp6_frame,
+};
 use test_support::harness::{self, pattern};
 
 /// ICMPv6 types (RFC 4443).
@@ -416,5 +419,28 @@ fn udp_past_a_router_without_a_route_gets_no_route_from_the_gateway() {
         );
         assert_eq!(error.src, GATEWAY_IP6);
         assert_quotes_udp(&error.quote, 40_600, to);
+    });
+}
+
+#[test]
+fn over_ipv4_the_shared_translation_turns_fragmentation_needed_into_one_with_its_mtu() {
+    let test = "over_ipv4_the_shared_translation_turns_fragmentation_needed_into_one_with_its_mtu";
+    on_the_host_side("ptb4", test, |backend, _| {
+        let to = SocketAddrV4::new(BEYOND_V4, 9);
+        backend.handle_guest_frame(&udp_frame(40_700, to, &pattern(1400, 4)), Instant::now());
+        let error = pump_until(backend, Duration::from_secs(5), |frame| {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            (ip.next_header() == IpProtocol::Icmp).then(|| ip.payload().to_vec())
+        })
+        .expect("the router's fragmentation needed reaches the guest");
+        assert_eq!((error[0], error[1]), (3, 4), "fragmentation needed");
+        let mtu = u16::from_be_bytes([error[6], error[7]]);
+        assert_eq!(mtu, NARROW_MTU, "the next hop's MTU");
+        let quoted = Ipv4Packet::new_checked(&error[8..]).unwrap();
+        assert_eq!(
+            (quoted.src_addr(), quoted.dst_addr()),
+            (GUEST_IP, BEYOND_V4)
+        );
     });
 }

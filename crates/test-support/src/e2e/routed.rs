@@ -9,10 +9,12 @@
 //!
 //! The router also rejects 2001:db8:3::/64 (an `unreachable` route: no
 //! route, at once), and 2001:db8:1::99 on the first link is an address no
-//! neighbour answers for. Only documentation addresses, only inside the
-//! namespaces: nothing reaches the machine's own network.
+//! neighbour answers for. IPv4 takes the same path, 198.51.100.1 to
+//! 198.51.100.2 and 203.0.113.1 to 203.0.113.2. Only documentation
+//! addresses, only inside the namespaces: nothing reaches the machine's own
+//! network.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{NamedNetns, ip};
 
@@ -26,6 +28,8 @@ pub const ABSENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x99);
 pub const BEYOND: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
 /// An address the router has no route to.
 pub const NO_ROUTE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
+/// The destination behind the router's 1280-byte link, over IPv4.
+pub const BEYOND_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 /// The MTU of the router's link to [`BEYOND`].
 pub const NARROW_MTU: u16 = 1280;
 
@@ -88,8 +92,29 @@ impl Routed {
             "via",
             "2001:db8:2::1",
         ]);
+        for (ns, dev, addr) in [
+            (h, "v0", "198.51.100.1/24"),
+            (r, "v1", "198.51.100.2/24"),
+            (r, "v2", "203.0.113.1/24"),
+            (b, "v3", "203.0.113.2/24"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+        }
+        ip(&[
+            "-n",
+            h,
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "198.51.100.2",
+        ]);
+        ip(&["-n", b, "route", "add", "default", "via", "203.0.113.1"]);
         router
-            .within(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1"))
+            .within(|| {
+                std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            })
             .expect("forwarding on in the router");
         // Ping sockets of both families follow this one setting.
         host.within(|| std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"))
