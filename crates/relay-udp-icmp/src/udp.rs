@@ -131,6 +131,15 @@ pub struct UdpFlowSocket {
 impl UdpFlowSocket {
     /// Opens a socket of `dst`'s family and connects it to `dst`. The local
     /// port is an ephemeral one the kernel picks.
+    ///
+    /// Path MTU discovery stays at the kernel's default (`IP_PMTUDISC_WANT`,
+    /// `IPV6_PMTUDISC_WANT`), not `DO`: a router's "packet too big" or
+    /// "fragmentation needed" is queued for [`recv_error`](Self::recv_error)
+    /// whatever the mode, so the guest learns each path MTU a router
+    /// reports; and a datagram larger than a path MTU the host already
+    /// knows is fragmented here rather than refused with `EMSGSIZE`, because
+    /// the guest, told to fragment instead, would send IPv6 fragments that
+    /// the guest link does not reassemble.
     pub fn connect(dst: SocketAddr) -> io::Result<Self> {
         let v6 = dst.is_ipv6();
         let fd = sys::udp_socket(v6)?;

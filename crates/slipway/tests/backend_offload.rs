@@ -13,12 +13,12 @@ use test_support::harness;
 
 use slipway::FrameBackend;
 use std::io::Write;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
 use flow_table::Protocol;
 use frontdesk::DropReason;
-use harness::frames::udp_frame;
+use harness::frames::{GATEWAY_IP6, GUEST_IP6, udp_frame, udp6_frame};
 use harness::{GATEWAY_IP, GUEST_IP, GuestSeg, Harness, listen, serve, via_gateway};
 use slipway::{Checksum, GuestFrame};
 use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, UdpPacket, checksum};
@@ -259,4 +259,32 @@ fn with_gso_to_the_guest_segments_grow_past_its_mss_only_when_offloaded() {
     assert!(tcp.payload().iter().all(|&b| b == 9));
     assert!(h.backend.counters().gso_frames_to_guest >= 1);
     h.assert_quiet("with gso to the guest segments grow past its mss only when offloaded");
+}
+
+#[test]
+fn an_ipv6_udp_datagram_to_the_guest_is_left_partial_past_the_ipv6_header() {
+    let host = UdpSocket::bind("[::1]:0").unwrap();
+    let to = SocketAddrV6::new(GATEWAY_IP6, host.local_addr().unwrap().port(), 0, 0);
+    let mut h = Harness::new();
+    h.backend
+        .handle_guest_frame(&udp6_frame(5100, to, b"ping"), Instant::now());
+    host.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut got = [0u8; 16];
+    let (n, peer) = host.recv_from(&mut got).unwrap();
+    assert_eq!(&got[..n], b"ping");
+    let reply: Vec<u8> = (0..3000u32).map(|i| (i % 241) as u8).collect();
+    host.send_to(&reply, peer).unwrap();
+    let (mut frame, GuestFrame { checksum, .. }) = next_frame(&mut h, true);
+    // Ethernet and the IPv6 fixed header: the UDP header starts at 54.
+    let start = 54;
+    assert_eq!(checksum, Checksum::Partial { start, offset: 6 });
+    slipway::guest_frame::complete_checksum(&mut frame, start, 6).unwrap();
+    let udp = UdpPacket::new_checked(&frame[54..]).unwrap();
+    let (gw, guest) = (IpAddress::Ipv6(GATEWAY_IP6), IpAddress::Ipv6(GUEST_IP6));
+    assert!(
+        udp.verify_checksum(&gw, &guest),
+        "completes to the right checksum"
+    );
+    assert_eq!(udp.payload(), &reply[..]);
+    h.assert_quiet("an ipv6 udp datagram to the guest is left partial past the ipv6 header");
 }

@@ -1,12 +1,12 @@
 //! ICMPv6 messages to the guest: echo replies and the errors (destination
-//! unreachable, packet too big) about a datagram it sent.
+//! unreachable, packet too big, time exceeded) about a datagram it sent.
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    IPV6_HEADER_LEN, Icmpv6DstUnreachable, Icmpv6Message, Icmpv6Packet, Icmpv6Repr, IpProtocol,
-    Ipv6Packet,
+    IPV6_HEADER_LEN, Icmpv6DstUnreachable, Icmpv6Message, Icmpv6Packet, Icmpv6Repr,
+    Icmpv6TimeExceeded, IpProtocol, Ipv6Packet,
 };
 
 use super::{ICMP_HEADER_LEN, LinkAddrs, build_icmp_v4_echo_reply, ip_frame};
@@ -80,6 +80,8 @@ pub enum Icmpv6Error {
         /// The MTU of the next hop.
         mtu: u32,
     },
+    /// Time exceeded with the given code (hop limit, or reassembly).
+    TimeExceeded(Icmpv6TimeExceeded),
 }
 
 impl Icmpv6Error {
@@ -90,6 +92,9 @@ impl Icmpv6Error {
                 (Icmpv6Message::DstUnreachable, reason.into(), [0; 4])
             }
             Icmpv6Error::PacketTooBig { mtu } => (Icmpv6Message::PktTooBig, 0, mtu.to_be_bytes()),
+            Icmpv6Error::TimeExceeded(reason) => {
+                (Icmpv6Message::TimeExceeded, reason.into(), [0; 4])
+            }
         }
     }
 }
@@ -214,5 +219,21 @@ mod tests {
         assert_eq!(icmp.msg_type(), Icmpv6Message::PktTooBig);
         assert_eq!(&ip.payload()[4..8], &1500u32.to_be_bytes());
         assert_eq!(&ip.payload()[8..], &big[..MAX_QUOTED_LEN]);
+    }
+
+    #[test]
+    fn time_exceeded_carries_its_code_and_the_quote() {
+        let link = LinkAddrs::to_guest(&Plan::default());
+        let gw: Ipv6Addr = "fd00:0:0:2::2".parse().unwrap();
+        let error = Icmpv6Error::TimeExceeded(Icmpv6TimeExceeded::HopLimitExceeded);
+        let udp = offending(IpProtocol::Udp, 0, 8);
+        let mut buf = [0u8; 256];
+        let len = build_icmpv6_error(&mut buf, link, gw, error, &udp).unwrap();
+        let ip = Ipv6Packet::new_checked(&buf[14..len]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(icmp.msg_type(), Icmpv6Message::TimeExceeded);
+        assert_eq!(icmp.msg_code(), 0);
+        assert_eq!(&ip.payload()[4..8], &[0; 4]);
+        assert_eq!(&ip.payload()[8..], &udp[..]);
     }
 }

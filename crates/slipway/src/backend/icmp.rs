@@ -3,19 +3,18 @@
 //! destination unreachables host sockets' error queues report about the
 //! guest's datagrams.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Interest, Readiness, Token};
 use flow_table::{DatagramFlowState, FlowId, FlowKey, Protocol};
-use relay_udp_icmp::{EchoOpenError, EchoSocket, ErrorOrigin, IcmpErrorReport};
-use smoltcp::wire::{Icmpv4DstUnreachable, checksum as ip_checksum};
+use relay_udp_icmp::{EchoOpenError, EchoSocket};
 
-use super::ipv6::Unreachable;
+use super::guest_error::{Quote, Quoted, Unreachable};
 use super::udp::ERRORS_PER_EVENT;
-use super::{Backend, Flow, ICMP_ERROR_FRAME_CAP, KIND_ICMP_FLOW};
+use super::{Backend, Flow, KIND_ICMP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
-use frontdesk::{Icmpv4Error, build_echo_reply, build_icmp_v4_error};
+use frontdesk::build_echo_reply;
 
 /// How long an ICMP echo flow lives without traffic.
 const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,42 +42,6 @@ enum NoEchoFlow {
 pub(crate) struct IcmpFlow {
     pub(crate) sock: EchoSocket,
     pub(crate) state: DatagramFlowState,
-}
-
-/// An IPv4 header from `src` to `dst` followed by the first 8 bytes of its
-/// payload `head`: what an ICMP error quotes of a datagram (RFC 792), for
-/// errors about a guest's datagram that arrive later, when only the flow
-/// is left. `total_len` is the datagram's length as far as it is known.
-pub(super) fn synthetic_quote(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    protocol: u8,
-    total_len: u16,
-    head: [u8; 8],
-) -> [u8; 28] {
-    let mut quote = [0u8; 28];
-    quote[0] = 0x45;
-    quote[2..4].copy_from_slice(&total_len.max(28).to_be_bytes());
-    quote[8] = 64;
-    quote[9] = protocol;
-    quote[12..16].copy_from_slice(&src.octets());
-    quote[16..20].copy_from_slice(&dst.octets());
-    let checksum = !ip_checksum::data(&quote[..20]);
-    quote[10..12].copy_from_slice(&checksum.to_be_bytes());
-    quote[20..].copy_from_slice(&head);
-    quote
-}
-
-fn dst_unreachable_of(report: &IcmpErrorReport) -> Icmpv4DstUnreachable {
-    if report.is_port_unreachable() {
-        Icmpv4DstUnreachable::PortUnreachable
-    } else if report.icmp_code == 1 {
-        Icmpv4DstUnreachable::HostUnreachable
-    } else if report.icmp_code == 0 {
-        Icmpv4DstUnreachable::NetUnreachable
-    } else {
-        Icmpv4DstUnreachable::CommProhibited
-    }
 }
 
 impl Backend {
@@ -131,48 +94,6 @@ impl Backend {
         let headers = if src.is_ipv4() { 64 } else { 96 };
         self.queue_built(headers + data.len(), |buf| {
             build_echo_reply(buf, link, (dst, src), ident, seq, data)
-        });
-    }
-
-    /// Queues for the guest the destination unreachable that `report` says
-    /// the host got about a flow's datagram, which `quote` stands for (IPv4
-    /// header and 8 bytes). It comes from the flow's remote end as the guest
-    /// sees it (`remote`) when the host it goes to (`target`) sent it, from
-    /// the gateway, the guest's router, when a router on the way did. Other
-    /// kinds of error are only counted.
-    pub(super) fn queue_host_icmp_error(
-        &mut self,
-        report: &IcmpErrorReport,
-        remote: Ipv4Addr,
-        target: IpAddr,
-        quote: &[u8],
-    ) {
-        if !(report.origin == ErrorOrigin::Icmp && report.icmp_type == 3) {
-            return;
-        }
-        let addr = |at: usize| {
-            let b = quote.get(at..at + 4)?;
-            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        };
-        let (Some(src), Some(dst)) = (addr(12), addr(16)) else {
-            return;
-        };
-        if !self.icmp_error_allowed(src, dst) {
-            return;
-        }
-        let from = if report.offender.is_none_or(|o| o == target) {
-            remote
-        } else {
-            match self.frontdesk.plan().ipv4() {
-                Some(v4) => v4.gateway(),
-                None => return,
-            }
-        };
-        let code = dst_unreachable_of(report);
-        let link = self.frontdesk.link_to_guest();
-        self.counters.icmp_errors_to_guest += 1;
-        self.queue_built(ICMP_ERROR_FRAME_CAP, |buf| {
-            build_icmp_v4_error(buf, link, from, Icmpv4Error::DstUnreachable(code), quote)
         });
     }
 
@@ -275,20 +196,14 @@ impl Backend {
         }
     }
 
-    /// Drains echo flow `id`'s error queue: each ICMP error about one of its
-    /// requests (host unreachable, say) goes to the guest quoting that
-    /// request as the guest sent it.
+    /// Drains echo flow `id`'s error queue: each ICMP or ICMPv6 error about
+    /// one of its requests (address unreachable, time exceeded, packet too
+    /// big) goes to the guest quoting that request as the guest sent it.
     fn icmp_errors(&mut self, id: FlowId) {
         let Some(key) = self.flows.key(id).copied() else {
             return;
         };
-        // Errors about IPv6 echo flows are read and counted but not yet
-        // reported to the guest: the queue must drain either way, or the
-        // socket stays ready.
-        let v4_pair = match (key.guest_addr(), key.dest_addr()) {
-            (IpAddr::V4(guest), IpAddr::V4(remote)) => Some((guest, remote)),
-            _ => None,
-        };
+        let (guest, remote) = (key.guest_addr(), key.dest_addr());
         for _ in 0..ERRORS_PER_EVENT {
             let Some(Flow::Icmp(flow)) = self.flows.get_mut(id) else {
                 return;
@@ -298,12 +213,13 @@ impl Backend {
                 return;
             };
             self.counters.host_icmp_errors += 1;
-            let (Some(header), Some((guest, remote))) = (error.request_header, v4_pair) else {
+            let Some(header) = error.request_header else {
                 continue;
             };
-            let total_len = u16::try_from(error.quoted_len.saturating_add(20)).unwrap_or(u16::MAX);
-            let quote = synthetic_quote(guest, remote, 1, total_len, header);
-            self.queue_host_icmp_error(&error.report, remote, target, &quote);
+            let ends = (guest, remote);
+            if let Some(quote) = Quote::new(ends, Quoted::Echo, error.quoted_len, header) {
+                self.queue_host_icmp_error(&error.report, remote, target, &quote);
+            }
         }
     }
 

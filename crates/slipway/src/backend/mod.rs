@@ -18,6 +18,7 @@
 mod dns;
 mod forward;
 mod fragment;
+mod guest_error;
 mod icmp;
 mod ipv6;
 mod isn;
@@ -36,15 +37,13 @@ use flow_table::tcp::{Phase, TcpConfig};
 use flow_table::{FlowId, FlowTable, Limits};
 use nat_core::{DnsUpstream, Nat, Plan, Rules};
 use relay_tcp::Listener;
-use smoltcp::wire::Icmpv4DstUnreachable;
 
 pub use epoll_dispatch::serve::Served;
 pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
 use frontdesk::{
-    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, L4_START_V6, Outcome,
-    RouterConfig, TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET,
-    build_icmp_v4_error,
+    ChecksumFill, DhcpConfig, FrontDesk, L4_START_V4, L4_START_V6, Outcome, RouterConfig,
+    TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET,
 };
 
 use self::icmp::IcmpFlow;
@@ -206,6 +205,9 @@ pub struct BackendCounters {
     pub udp_drops: u64,
     /// ICMP errors from the host translated for the guest.
     pub icmp_errors_to_guest: u64,
+    /// Datagrams to a host beyond that arrived with a hop limit (TTL) of 1
+    /// or 0, answered with a time exceeded rather than relayed.
+    pub hop_limit_drops: u64,
     /// ICMP errors read from host sockets' error queues (UDP flows,
     /// forwarded UDP ports, ICMP echo), whether or not one went to the
     /// guest.
@@ -616,21 +618,40 @@ impl Backend {
             IpAddr::V4(datagram.header.src_addr),
             IpAddr::V4(datagram.header.dst_addr),
         );
+        let hop_limit = datagram.header.hop_limit;
         // ICMP echo request: type 8 (RFC 792).
-        self.handle_transport(datagram.packet, ends, datagram.transport, 8, now);
+        self.handle_transport(
+            datagram.packet,
+            ends,
+            (datagram.transport, hop_limit),
+            8,
+            now,
+        );
     }
 
     /// The transport content of a guest's IPv4 or IPv6 datagram `packet`
-    /// from `src` to `dst`, to the relay of its protocol; `echo_request` is
-    /// the family's ICMP echo request type.
+    /// from `src` to `dst` with hop limit (TTL) `hop_limit`, to the relay of
+    /// its protocol, or a time exceeded when its hop limit is spent;
+    /// `echo_request` is the family's ICMP echo request type.
     pub(super) fn handle_transport(
         &mut self,
         packet: &[u8],
         (src, dst): (IpAddr, IpAddr),
-        transport: Transport<'_>,
+        (transport, hop_limit): (Transport<'_>, u8),
         echo_request: u8,
         now: Instant,
     ) {
+        let relayed = match transport {
+            Transport::Tcp(_) | Transport::Udp { .. } => true,
+            Transport::Icmp { msg_type, code, .. } => msg_type == echo_request && code == 0,
+            Transport::Other { .. } => false,
+        };
+        if relayed && self.hop_limit_spent(dst, hop_limit) {
+            self.counters.hop_limit_drops += 1;
+            tracing::debug!(%src, %dst, hop_limit, "hop limit spent; time exceeded to the guest");
+            self.queue_guest_error(None, guest_error::GuestError::HopLimit, packet);
+            return;
+        }
         match transport {
             Transport::Tcp(segment) => self.tcp_from_guest(src, dst, &segment, now),
             Transport::Udp {
@@ -655,34 +676,6 @@ impl Backend {
                 tracing::trace!(%src, %dst, "datagram not relayed");
             }
         }
-    }
-
-    /// An ICMP destination unreachable to the guest about `offending`,
-    /// unless [`Self::icmp_error_allowed`] forbids one.
-    pub(crate) fn queue_icmp_unreachable(&mut self, offending: &[u8], code: Icmpv4DstUnreachable) {
-        let addr = |at: usize| {
-            let b = offending.get(at..at + 4)?;
-            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        };
-        let (Some(src), Some(dst)) = (addr(12), addr(16)) else {
-            return;
-        };
-        if !self.icmp_error_allowed(src, dst) {
-            return;
-        }
-        let link = self.frontdesk.link_to_guest();
-        let Some(gateway) = self.frontdesk.plan().ipv4().map(|v4| v4.gateway()) else {
-            return;
-        };
-        self.queue_built(ICMP_ERROR_FRAME_CAP, |buf| {
-            build_icmp_v4_error(
-                buf,
-                link,
-                gateway,
-                Icmpv4Error::DstUnreachable(code),
-                offending,
-            )
-        });
     }
 
     /// Whether the guest may get an ICMP error about its datagram from
@@ -723,6 +716,31 @@ impl Backend {
         match upstream {
             DnsUpstream::Configured(addr) => Some(addr),
             DnsUpstream::HostResolver => self.dns_upstream,
+        }
+    }
+}
+
+/// How the checksum of a flow's frame for the guest, written as `fill`
+/// says, stands: a fragment's is whole whatever was asked (it covers the
+/// whole datagram), a partial one starts past its family's IP header.
+fn flow_frame_checksum(frame: &[u8], is_udp: bool, fill: ChecksumFill) -> Checksum {
+    match fill {
+        ChecksumFill::Complete => Checksum::Complete,
+        ChecksumFill::Partial if is_udp && fragment::is_fragment(frame) => Checksum::Complete,
+        ChecksumFill::Partial => {
+            let offset = if is_udp {
+                UDP_CHECKSUM_OFFSET
+            } else {
+                TCP_CHECKSUM_OFFSET
+            };
+            // The builders write no IPv4 options and no IPv6 extension
+            // headers: the family fixes the start.
+            let start = if frame.get(12..14) == Some(&[0x86, 0xdd][..]) {
+                L4_START_V6
+            } else {
+                L4_START_V4
+            };
+            Checksum::Partial { start, offset }
         }
     }
 }
@@ -809,28 +827,10 @@ impl Backend {
             };
             if let Some((len, gso_mss)) = frame {
                 self.counters.frames_to_guest += 1;
-                let checksum = match fill {
-                    ChecksumFill::Complete => Checksum::Complete,
-                    // A fragment's checksum covers the whole datagram.
-                    ChecksumFill::Partial if is_udp && fragment::is_fragment(&buf[..len]) => {
-                        Checksum::Complete
-                    }
-                    ChecksumFill::Partial => {
-                        self.counters.partial_checksums_to_guest += 1;
-                        let offset = if is_udp {
-                            UDP_CHECKSUM_OFFSET
-                        } else {
-                            TCP_CHECKSUM_OFFSET
-                        };
-                        // The builders write IPv6 headers without
-                        // extension headers.
-                        let start = match buf.get(12..14) {
-                            Some([0x86, 0xdd]) => L4_START_V6,
-                            _ => L4_START_V4,
-                        };
-                        Checksum::Partial { start, offset }
-                    }
-                };
+                let checksum = flow_frame_checksum(buf.get(..len)?, is_udp, fill);
+                if matches!(checksum, Checksum::Partial { .. }) {
+                    self.counters.partial_checksums_to_guest += 1;
+                }
                 if gso_mss.is_some() {
                     self.counters.gso_frames_to_guest += 1;
                 }

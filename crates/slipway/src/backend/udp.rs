@@ -2,7 +2,7 @@
 //! connected host sockets, and host datagrams received straight into the
 //! payload area of frames for the guest.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use epoll_dispatch::{Interest, Readiness, Token};
@@ -10,8 +10,7 @@ use flow_table::{DatagramFlowState, FlowId, FlowKey, InsertError, Protocol};
 use nat_core::Verdict;
 use relay_udp_icmp::{SendOutcome, UdpFlowSocket};
 
-use super::icmp::synthetic_quote;
-use super::ipv6::Unreachable;
+use super::guest_error::{Quote, Quoted, Unreachable};
 use super::{Backend, Flow, KIND_UDP_FLOW};
 use crate::fdlimit::is_fd_exhaustion;
 use frontdesk::{ChecksumFill, udp_headers_len, write_udp_headers_with};
@@ -41,22 +40,17 @@ pub(crate) struct UdpFlow {
     pub(crate) in_tx: bool,
 }
 
-/// Guest-facing addresses of a flow: (source as the guest sees it, guest).
-fn v4_pair(key: &FlowKey) -> Option<(SocketAddrV4, SocketAddrV4)> {
-    match (key.dest(), key.guest()) {
-        (SocketAddr::V4(from), SocketAddr::V4(to)) => Some((from, to)),
-        _ => None,
-    }
-}
-
-/// An IPv4 header and UDP header that stand for a datagram the guest sent.
-fn synthetic_udp_quote(key: &FlowKey) -> Option<[u8; 28]> {
-    let (remote, guest) = v4_pair(key)?;
+/// An IP header and UDP header, of the flow's family, that stand for a
+/// datagram the guest sent on flow `key`. Its length is unknown when the
+/// error arrives: the quote says 8 bytes, which the guest's stack does not
+/// check to find the socket.
+fn synthetic_udp_quote(key: &FlowKey) -> Option<Quote> {
+    let (remote, guest) = (key.dest(), key.guest());
     let mut udp = [0u8; 8];
     udp[0..2].copy_from_slice(&guest.port().to_be_bytes());
     udp[2..4].copy_from_slice(&remote.port().to_be_bytes());
     udp[4..6].copy_from_slice(&8u16.to_be_bytes());
-    Some(synthetic_quote(*guest.ip(), *remote.ip(), 17, 28, udp))
+    Quote::new((guest.ip(), remote.ip()), Quoted::Udp, 8, udp)
 }
 
 impl Backend {
@@ -200,9 +194,8 @@ impl Backend {
                     break;
                 };
                 self.counters.host_icmp_errors += 1;
-                if let (Some(quote), Some((remote, _))) = (synthetic_udp_quote(&key), v4_pair(&key))
-                {
-                    self.queue_host_icmp_error(&report, *remote.ip(), target, &quote);
+                if let Some(quote) = synthetic_udp_quote(&key) {
+                    self.queue_host_icmp_error(&report, key.dest_addr(), target, &quote);
                 }
             }
         }
@@ -334,10 +327,8 @@ impl Backend {
                     })) if *i == index && *p == peer
                 )
             });
-            if let (true, Some(quote), Some((seen_from, _))) =
-                (is_this_peer, synthetic_udp_quote(&key), v4_pair(&key))
-            {
-                self.queue_host_icmp_error(&report, *seen_from.ip(), peer.ip(), &quote);
+            if let (true, Some(quote)) = (is_this_peer, synthetic_udp_quote(&key)) {
+                self.queue_host_icmp_error(&report, key.dest_addr(), peer.ip(), &quote);
             }
         }
     }

@@ -164,6 +164,7 @@ pub fn stats_report(backend: &Backend, frontend: &[(&str, u64)]) -> String {
         ("icmp errors to guest", c.icmp_errors_to_guest),
         ("icmp errors from host", c.host_icmp_errors),
         ("icmp errors suppressed", c.icmp_errors_suppressed),
+        ("hop limit spent drops", c.hop_limit_drops),
         ("tcp segments to group addresses dropped", c.tcp_group_drops),
         ("datagram flows expired", c.datagram_flows_expired),
         ("denied", c.denied),

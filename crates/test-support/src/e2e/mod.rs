@@ -9,6 +9,7 @@
 //! directories by [`TempDir`].
 
 pub mod data;
+pub mod routed;
 pub mod servers;
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
