@@ -2,7 +2,7 @@
 //! built with `smoltcp::wire`, and a parser of the frames slipway sends
 //! back that checks every checksum on the way.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use nat_core::Plan;
 use smoltcp::phy::ChecksumCapabilities;
@@ -150,6 +150,49 @@ pub fn tcp6_frame(src_port: u16, dst: SocketAddrV6, repr: &TcpRepr<'_>) -> Vec<u
             &ChecksumCapabilities::default(),
         );
     })
+}
+
+/// A TCP segment from the guest's `src_port` to `dst` over the IP version
+/// of `dst`: `repr` with its ports set from them, checksummed.
+#[must_use]
+pub fn tcp_frame(src_port: u16, dst: SocketAddr, repr: &TcpRepr<'_>) -> Vec<u8> {
+    let dst = match dst {
+        SocketAddr::V6(dst) => return tcp6_frame(src_port, dst, repr),
+        SocketAddr::V4(dst) => dst,
+    };
+    let repr = TcpRepr {
+        src_port,
+        dst_port: dst.port(),
+        ..*repr
+    };
+    let mut frame = vec![0u8; 14 + 20 + repr.buffer_len()];
+    write_ipv4(
+        &mut frame,
+        gateway_mac(),
+        GUEST_IP,
+        *dst.ip(),
+        IpProtocol::Tcp,
+        repr.buffer_len(),
+        |area| {
+            repr.emit(
+                &mut TcpPacket::new_unchecked(area),
+                &IpAddress::Ipv4(GUEST_IP),
+                &IpAddress::Ipv4(*dst.ip()),
+                &ChecksumCapabilities::default(),
+            );
+        },
+    );
+    frame
+}
+
+/// A UDP datagram from the guest's `src_port` to `dst` over the IP version
+/// of `dst`, carrying `payload`, with its checksum.
+#[must_use]
+pub fn udp_frame_to(src_port: u16, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    match dst {
+        SocketAddr::V4(dst) => udp_frame(src_port, dst, payload),
+        SocketAddr::V6(dst) => udp6_frame(src_port, dst, payload),
+    }
 }
 
 /// An ICMPv6 echo request from the guest to `dst`.
