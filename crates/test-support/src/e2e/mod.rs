@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod servers;
+pub mod transfer;
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
