@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use test_support::e2e;
+use test_support::harness::frames::pcap_frames;
 use test_support::require;
 
 use std::time::Duration;
@@ -74,11 +75,7 @@ struct Captured {
 /// The IPv6 TCP segments of a pcap capture; panics on a wrong checksum.
 fn captured_segments(capture: &[u8]) -> Vec<Captured> {
     let mut segments = Vec::new();
-    let mut at = 24;
-    while let Some(record) = capture.get(at..at + 16) {
-        let len = u32::from_le_bytes(record[8..12].try_into().unwrap()) as usize;
-        let frame = &capture[at + 16..at + 16 + len];
-        at += 16 + len;
+    for frame in pcap_frames(capture) {
         let eth = EthernetFrame::new_checked(frame).unwrap();
         if eth.ethertype() != EthernetProtocol::Ipv6 {
             continue;
@@ -99,7 +96,7 @@ fn captured_segments(capture: &[u8]) -> Vec<Captured> {
             syn: packet.syn(),
             mss: tcp.max_seg_size,
             payload: tcp.payload.len(),
-            frame_len: len,
+            frame_len: frame.len(),
         });
     }
     segments

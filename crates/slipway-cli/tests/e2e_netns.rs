@@ -23,12 +23,12 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e::data::{BULK_LEN, Sha256, Stream, bulk, hex};
+use e2e::data::{BULK_LEN, Sha256, Stream, hex};
 use e2e::transfer::{Via, http_download_256mib, http_upload_256mib};
 use e2e::{
     GUEST_UDP_ECHO_CLIENT, GuestRun, NamedNetns, Proc, TempDir, bulk_lock, command, field,
-    free_tcp_port, free_udp_port, ip, mib_per_s, python_in_guest, python3, run, run_in_guest,
-    run_then_quiet, servers, slipway_run, stat, tcp_listening, wait_until,
+    free_tcp_port, free_udp_port, ip, python_in_guest, python3, run, run_in_guest, run_then_quiet,
+    servers, slipway_run, stat, tcp_listening, wait_until,
 };
 
 /// The bound on a short command in the guest.

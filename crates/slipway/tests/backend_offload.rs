@@ -381,6 +381,21 @@ fn a_tcp_segment_to_the_guest_completes_to_the_right_checksum() {
     }
 }
 
+/// Sends a SYN offering `mss` from the guest's `port` to `dst` (sequence
+/// number 1000) and returns the sequence number that acknowledges the
+/// SYN-ACK.
+fn open(h: &mut Harness, family: Family, (port, dst): (u16, SocketAddr), mss: u16) -> u32 {
+    h.send(&tcp_frame(
+        port,
+        dst,
+        &segment(TcpControl::Syn, 1000, None, mss, &[]),
+    ));
+    let (syn_ack, _) = next_frame(h, false);
+    let syn_ack = TcpPacket::new_checked(family.l4(&syn_ack)).unwrap();
+    assert!(syn_ack.syn() && syn_ack.ack(), "{family:?}");
+    u32_of(syn_ack.seq_number()).wrapping_add(1)
+}
+
 #[test]
 fn with_gso_to_the_guest_segments_grow_past_its_mss_only_when_offloaded() {
     for family in FAMILIES {
@@ -392,14 +407,7 @@ fn with_gso_to_the_guest_segments_grow_past_its_mss_only_when_offloaded() {
         let mut h = Harness::new();
         h.backend.set_gso_to_guest(true);
         let dst = family.via_gateway(server.port);
-        h.send(&tcp_frame(
-            40015,
-            dst,
-            &segment(TcpControl::Syn, 1000, None, mss, &[]),
-        ));
-        let (syn_ack, _) = next_frame(&mut h, true);
-        let syn_ack = TcpPacket::new_checked(family.l4(&syn_ack)).unwrap();
-        let ack = u32_of(syn_ack.seq_number()).wrapping_add(1);
+        let ack = open(&mut h, family, (40015, dst), mss);
         h.send(&tcp_frame(
             40015,
             dst,
@@ -443,14 +451,7 @@ fn a_segment_from_the_guest_larger_than_its_mtu_is_written_whole_and_acked_at_on
         let plan = Plan::builder().mtu(1500).build().unwrap();
         let mut h = Harness::with_config(BackendConfig::new(plan, Rules::default()));
         let dst = family.via_gateway(server.port);
-        h.send(&tcp_frame(
-            40016,
-            dst,
-            &segment(TcpControl::Syn, 1000, None, mss, &[]),
-        ));
-        let (syn_ack, _) = next_frame(&mut h, false);
-        let syn_ack = TcpPacket::new_checked(family.l4(&syn_ack)).unwrap();
-        let ack = u32_of(syn_ack.seq_number()).wrapping_add(1);
+        let ack = open(&mut h, family, (40016, dst), mss);
         // What a kernel hands a tap with TSO: one segment of many MSS, its
         // checksum left partial.
         let data = harness::pattern(LEN, 16);

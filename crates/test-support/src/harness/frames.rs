@@ -624,6 +624,27 @@ fn parse_tcp(src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) -> TcpView<'_> {
     }
 }
 
+/// The frames of a pcap capture as slipway writes it (little-endian, one
+/// record per frame), in order.
+///
+/// # Panics
+/// The capture does not start with the pcap magic or ends inside a record.
+#[must_use]
+pub fn pcap_frames(capture: &[u8]) -> Vec<&[u8]> {
+    assert_eq!(capture.get(..4), Some(&0xa1b2_c3d4_u32.to_le_bytes()[..]));
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while let Some(record) = capture.get(at..at + 16) {
+        let len = u32::from_le_bytes([record[8], record[9], record[10], record[11]]);
+        let start = at + 16;
+        let end = start + usize::try_from(len).expect("a record length");
+        frames.push(capture.get(start..end).expect("a whole record"));
+        at = end;
+    }
+    assert_eq!(at, capture.len().max(24), "whole records");
+    frames
+}
+
 /// A frame slipway sent to the guest, kept.
 #[derive(Clone, Debug)]
 pub struct Frame(pub Vec<u8>);
