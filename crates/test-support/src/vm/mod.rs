@@ -429,14 +429,18 @@ impl Report {
         }
     }
 
-    /// Says on stderr, after `prefix`, how long the guest ran and when it
-    /// reached the network.
+    /// Says on stderr, after `prefix`, how long the guest ran, when it
+    /// reached the network, and how long its IPv6 checks took, if it ran
+    /// them.
     pub fn print_boot(&self, prefix: &str) {
         eprintln!(
             "{prefix}: boot to poweroff {:.1} s (the guest reached the network at {} s of uptime)",
             self.elapsed.as_secs_f64(),
             self.get("boot_uptime")
         );
+        if let Some(seconds) = self.seconds("ipv6_seconds") {
+            eprintln!("{prefix}: IPv6 checks (SLAAC, DHCPv6, download) {seconds:.2} s");
+        }
     }
 
     /// Everything a failure message needs: the serial log and QEMU's stderr.
