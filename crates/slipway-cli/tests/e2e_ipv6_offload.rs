@@ -3,13 +3,17 @@
 //! 256 MiB go each way between the namespace and a server on [::1]
 //! (through the gateway fd00:0:0:2::2), checked by SHA-256, and slipway's
 //! counters show that the data went in segments larger than the MTU both
-//! ways (GSO to the guest, TSO from it); a capture shows the MSS both ends
-//! use over IPv6 at that MTU: the MTU less 60 bytes of IPv6 and TCP
-//! headers.
+//! ways (GSO to the guest, TSO from it). The same transfers go once more
+//! from a namespace behind the guest's, which the guest's kernel routes
+//! for: forwarding, it cuts slipway's GSO segments to the MTU itself, by
+//! the GSO type and checksum offsets their vnet headers give, so a wrong
+//! one loses the data. A capture shows the MSS both ends use over IPv6 at
+//! that MTU: the MTU less 60 bytes of IPv6 and TCP headers.
 //!
-//! Needs root, /dev/net/tun, curl and sha256sum; each test says on stderr
-//! why it skips otherwise. Traffic goes only to ::1 and the namespace made
-//! by `slipway run`; every run ends with the check that slipway went quiet.
+//! Needs root, /dev/net/tun, curl, sha256sum, unshare and nsenter; each
+//! test says on stderr why it skips otherwise. Traffic goes only to ::1
+//! and the namespaces made by `slipway run` and the test's script; every
+//! run ends with the check that slipway went quiet.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -60,6 +64,24 @@ fn http_upload_256mib_over_ipv6_at_mtu_1500_goes_in_tso_segments_hash_verified()
     let gso = stat(&stats, "gso frames from guest").expect("the counter");
     assert!(gso >= least_gso_frames(), "{stats}");
     assert_eq!(stat(&stats, "bad vnet headers"), Some(0), "{stats}");
+}
+
+#[test]
+fn http_download_256mib_over_ipv6_through_a_routing_guest_at_mtu_1500_hash_verified() {
+    require!("curl", "sha256sum", "unshare", "nsenter");
+    let _serial = bulk_lock();
+    let stats = http_download_256mib(Via::Ipv6Routed, &["--mtu", "1500"], " at MTU 1500");
+    let gso = stat(&stats, "gso frames to guest").expect("the counter");
+    assert!(gso >= least_gso_frames(), "{stats}");
+}
+
+#[test]
+fn http_upload_256mib_over_ipv6_through_a_routing_guest_at_mtu_1500_hash_verified() {
+    require!("curl", "unshare", "nsenter");
+    let _serial = bulk_lock();
+    let stats = http_upload_256mib(Via::Ipv6Routed, &["--mtu", "1500"], " at MTU 1500");
+    let gso = stat(&stats, "gso frames from guest").expect("the counter");
+    assert!(gso >= least_gso_frames(), "{stats}");
 }
 
 /// An IPv6 TCP segment in a capture, its checksum verified.

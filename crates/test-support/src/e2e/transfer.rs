@@ -1,7 +1,8 @@
 //! The hashed bulk transfers of the namespace tests, over either IP
 //! version: 256 MiB downloaded by curl in the guest of `slipway run` from a
 //! server on host loopback, and uploaded to one, each checked by SHA-256
-//! at the receiving end.
+//! at the receiving end; over IPv6 also from a namespace behind the guest's,
+//! which the guest's kernel routes for.
 
 use std::net::{Ipv6Addr, TcpListener};
 use std::time::Duration;
@@ -20,7 +21,45 @@ pub enum Via {
     Ipv4,
     /// fd00:0:0:2::2 to ::1.
     Ipv6,
+    /// fd00:0:0:2::2 to ::1 from a namespace behind the guest's (its
+    /// address fd00:0:0:2::99, on a veth pair): the guest's kernel forwards
+    /// each segment, and cuts the ones larger than the MTU itself, as a
+    /// host of containers does.
+    Ipv6Routed,
 }
+
+/// The guest's part of [`Via::Ipv6Routed`]: makes the namespace behind it
+/// (held by a `sleep` of at most 60 s, which it ends), routes and proxies
+/// neighbour discovery for its address, and runs the client there, whose
+/// exit status it returns.
+const ROUTED: &str = r#"set -e
+echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
+echo 1 > /proc/sys/net/ipv6/conf/eth0/proxy_ndp
+unshare -n sleep 60 &
+inner=$!
+i=0
+while [ "$(readlink /proc/$inner/ns/net)" = "$(readlink /proc/self/ns/net)" ] && [ $i -lt 100 ]; do
+    sleep 0.05; i=$((i + 1))
+done
+mtu=$(cat /sys/class/net/eth0/mtu)
+ip link add veth0 mtu "$mtu" type veth peer name veth1 mtu "$mtu"
+ip link set veth1 netns $inner
+ip link set veth0 up
+ip -6 addr add fe80::a/64 dev veth0 nodad
+ip -6 route add fd00:0:0:2::99/128 dev veth0
+ip -6 neigh add proxy fd00:0:0:2::99 dev eth0
+set +e
+nsenter -t $inner -n sh <<'CLIENT'
+ip link set lo up
+ip link set veth1 up
+ip -6 addr add fd00:0:0:2::99/128 dev veth1 nodad
+ip -6 route add default via fe80::a dev veth1
+CLIENT_SCRIPT
+CLIENT
+status=$?
+kill $inner
+exit $status
+"#;
 
 impl Via {
     /// The gateway as a URL names it.
@@ -28,7 +67,7 @@ impl Via {
     pub fn url_host(self) -> &'static str {
         match self {
             Self::Ipv4 => "10.0.2.2",
-            Self::Ipv6 => "[fd00:0:0:2::2]",
+            Self::Ipv6 | Self::Ipv6Routed => "[fd00:0:0:2::2]",
         }
     }
 
@@ -40,7 +79,9 @@ impl Via {
     pub fn listener(self) -> TcpListener {
         match self {
             Self::Ipv4 => servers::listener(128),
-            Self::Ipv6 => TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind [::1]:0"),
+            Self::Ipv6 | Self::Ipv6Routed => {
+                TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind [::1]:0")
+            }
         }
     }
 
@@ -48,7 +89,7 @@ impl Via {
     fn curl_flag(self) -> &'static str {
         match self {
             Self::Ipv4 => "-4",
-            Self::Ipv6 => "-6",
+            Self::Ipv6 | Self::Ipv6Routed => "-6",
         }
     }
 
@@ -57,6 +98,15 @@ impl Via {
         match self {
             Self::Ipv4 => "",
             Self::Ipv6 => " over IPv6",
+            Self::Ipv6Routed => " over IPv6 through a routing guest",
+        }
+    }
+
+    /// The guest's script that runs `client` where this way starts.
+    fn script(self, client: &str) -> String {
+        match self {
+            Self::Ipv4 | Self::Ipv6 => client.to_owned(),
+            Self::Ipv6Routed => ROUTED.replace("CLIENT_SCRIPT", client),
         }
     }
 }
@@ -88,7 +138,7 @@ pub fn http_download_256mib(via: Via, options: &[&str], what: &str) -> String {
         via.curl_flag(),
         via.url_host()
     );
-    let out = run_with_stats(options, &script, "download");
+    let out = run_with_stats(options, &via.script(&script), "download");
     assert_eq!(
         out.stdout.split_whitespace().next(),
         Some(data.sha256.as_str()),
@@ -128,7 +178,7 @@ pub fn http_upload_256mib(via: Via, options: &[&str], what: &str) -> String {
         via.curl_flag(),
         via.url_host()
     );
-    let out = run_with_stats(options, &script, "upload");
+    let out = run_with_stats(options, &via.script(&script), "upload");
     assert_eq!(
         super::stat(&out.stderr, "dropped: bad_checksum"),
         None,
