@@ -329,11 +329,7 @@ fn guest_reaches_a_host_loopback_service_through_the_gateway() {
 fn pcap_tcp_checksums(capture: &[u8]) -> Vec<bool> {
     use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
     let mut results = Vec::new();
-    let mut at = 24;
-    while let Some(record) = capture.get(at..at + 16) {
-        let len = u32::from_le_bytes(record[8..12].try_into().unwrap()) as usize;
-        let frame = &capture[at + 16..at + 16 + len];
-        at += 16 + len;
+    for frame in test_support::harness::frames::pcap_frames(capture) {
         let eth = EthernetFrame::new_checked(frame).unwrap();
         if eth.ethertype() != EthernetProtocol::Ipv4 {
             continue;

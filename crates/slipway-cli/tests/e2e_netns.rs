@@ -23,11 +23,12 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e::data::{BULK_LEN, Sha256, Stream, bulk, hex};
+use e2e::data::{BULK_LEN, Sha256, Stream, hex};
+use e2e::transfer::{Via, http_download_256mib, http_upload_256mib};
 use e2e::{
     GUEST_UDP_ECHO_CLIENT, GuestRun, NamedNetns, Proc, TempDir, bulk_lock, command, field,
-    free_tcp_port, free_udp_port, ip, mib_per_s, python_in_guest, python3, run, run_in_guest,
-    run_then_quiet, servers, slipway_run, stat, tcp_listening, wait_until,
+    free_tcp_port, free_udp_port, ip, python_in_guest, python3, run, run_in_guest, run_then_quiet,
+    servers, slipway_run, stat, tcp_listening, wait_until,
 };
 
 /// The bound on a short command in the guest.
@@ -48,7 +49,7 @@ const GATEWAY: &str = "10.0.2.2";
 fn http_download_256mib_hash_verified() {
     require!("curl", "sha256sum");
     let _serial = bulk_lock();
-    let stats = http_download_256mib(&[], "");
+    let stats = http_download_256mib(Via::Ipv4, &[], "");
     // The tap carries a vnet header: the data went to the guest with its
     // checksums left partial, one segment at least per 64 KiB.
     let partial = stat(&stats, "partial csums to guest").expect("the counter");
@@ -59,48 +60,18 @@ fn http_download_256mib_hash_verified() {
 fn http_download_256mib_at_mtu_1500_goes_in_gso_segments_hash_verified() {
     require!("curl", "sha256sum");
     let _serial = bulk_lock();
-    let stats = http_download_256mib(&["--mtu", "1500"], " at MTU 1500");
+    let stats = http_download_256mib(Via::Ipv4, &["--mtu", "1500"], " at MTU 1500");
     // Most of the data went in segments larger than the MTU, which the
     // guest's kernel took whole (GSO).
     let gso = stat(&stats, "gso frames to guest").expect("the counter");
     assert!(gso >= (BULK_LEN / 65536 / 2) as u64, "{stats}");
 }
 
-/// Downloads 256 MiB into a guest of `slipway run OPTIONS` from a server on
-/// host loopback, checks the guest's hash, and returns slipway's `--stats`
-/// output (with curl's).
-fn http_download_256mib(options: &[&str], what: &str) -> String {
-    let data = bulk();
-    let port = servers::http_body(&data.bytes);
-    let script = format!(
-        "curl -sS --max-time 50 -w '%{{stderr}}time_total=%{{time_total}}\\n' \
-         http://{GATEWAY}:{port}/ | sha256sum"
-    );
-    let mut options = options.to_vec();
-    options.push("--stats");
-    let out = run_in_guest(&options, &script, BULK_LIMIT);
-    out.assert_success("download");
-    assert_eq!(
-        out.stdout.split_whitespace().next(),
-        Some(data.sha256.as_str()),
-        "the guest's hash differs; curl said:\n{}",
-        out.stderr
-    );
-    let seconds: f64 = field(&out.stderr, "time_total")
-        .and_then(|s| s.parse().ok())
-        .expect("curl's time_total");
-    eprintln!(
-        "e2e: download 256 MiB{what} in {seconds:.2} s = {:.0} MiB/s",
-        mib_per_s(BULK_LEN, seconds)
-    );
-    out.stderr
-}
-
 #[test]
 fn http_upload_256mib_hash_verified() {
     require!("curl");
     let _serial = bulk_lock();
-    let stats = http_upload_256mib(&[], "");
+    let stats = http_upload_256mib(Via::Ipv4, &[], "");
     // The guest's kernel left the checksums partial, behind the tap's
     // vnet header.
     let partial = stat(&stats, "partial csums from guest").expect("the counter");
@@ -111,55 +82,11 @@ fn http_upload_256mib_hash_verified() {
 fn http_upload_256mib_at_mtu_1500_goes_in_tso_segments_hash_verified() {
     require!("curl");
     let _serial = bulk_lock();
-    let stats = http_upload_256mib(&["--mtu", "1500"], " at MTU 1500");
+    let stats = http_upload_256mib(Via::Ipv4, &["--mtu", "1500"], " at MTU 1500");
     // Most of the data came in segments larger than the MTU, which the
     // guest's kernel left for the tap to segment (TSO).
     let gso = stat(&stats, "gso frames from guest").expect("the counter");
     assert!(gso >= (BULK_LEN / 65536 / 2) as u64, "{stats}");
-}
-
-/// Uploads 256 MiB from a guest of `slipway run OPTIONS` to a server on
-/// host loopback, checks the server's hash and that no frame was dropped
-/// for a checksum, and returns slipway's `--stats` output.
-fn http_upload_256mib(options: &[&str], what: &str) -> String {
-    let data = bulk();
-    let dir = TempDir::new("upload");
-    let file = dir.file("bulk.bin");
-    std::fs::write(&file, &data.bytes).expect("write the upload file");
-    let (port, uploads) = servers::http_upload_sink();
-    // No `Expect: 100-continue`: the body follows the head at once.
-    let script = format!(
-        "curl -sS --max-time 50 -H 'Expect:' -T {file} -w 'time_total=%{{time_total}}\\n' \
-         http://{GATEWAY}:{port}/upload"
-    );
-    let mut options = options.to_vec();
-    options.push("--stats");
-    let out = run_in_guest(&options, &script, BULK_LIMIT);
-    out.assert_success("upload");
-    assert_eq!(
-        stat(&out.stderr, "dropped: bad_checksum"),
-        None,
-        "{}",
-        out.stderr
-    );
-    assert_eq!(
-        out.stdout.lines().next(),
-        Some(BULK_LEN.to_string().as_str())
-    );
-    let upload = uploads
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server's report");
-    assert_eq!(upload.len, BULK_LEN);
-    assert_eq!(upload.sha256, data.sha256, "the server's hash differs");
-    let seconds: f64 = field(&out.stdout, "time_total")
-        .and_then(|s| s.parse().ok())
-        .expect("curl's time_total");
-    eprintln!(
-        "e2e: upload 256 MiB{what} in {seconds:.2} s = {:.0} MiB/s (server received for {:.2} s)",
-        mib_per_s(BULK_LEN, seconds),
-        upload.elapsed.as_secs_f64()
-    );
-    out.stderr
 }
 
 /// Runs a 5-second iperf3 test from the guest to a one-off server on host

@@ -6,14 +6,17 @@
 //!
 //! One boot runs every check (the lease DHCP gave, an inbound forward with
 //! half-close, ping, DNS, HTTP download and upload of 64 MiB checked by
-//! hash, half-close from the guest, iperf3 each way) so that the suite
-//! stays short under TCG. The same checks run once more over QEMU's own
-//! libslirp, the reference slipway is measured against, minus DNS (libslirp
-//! forwards it to the host's real resolver, which no test may reach).
+//! hash, half-close from the guest, iperf3 each way, then IPv6: the SLAAC
+//! address and default route from slipway's advertisements, the DHCPv6
+//! address dhcpcd leases, and the download over IPv6 from ::1) so that the
+//! suite stays short under TCG. The same checks run once more over QEMU's
+//! own libslirp, the reference slipway is measured against, minus DNS
+//! (libslirp forwards it to the host's real resolver, which no test may
+//! reach) and IPv6 (libslirp has a plan of its own and no DHCPv6 leases).
 //!
 //! Needs qemu-system-x86_64 and the image's Debian packages; each test says
-//! on stderr why it skips otherwise. Traffic goes only to 127.0.0.1 and to
-//! the guests made here. QEMU, slipway and the servers run under guards;
+//! on stderr why it skips otherwise. Traffic goes only to 127.0.0.1, ::1
+//! and the guests made here. QEMU, slipway and the servers run under guards;
 //! every wait is bounded. Throughput appears as `e2e-vm: ...` lines on
 //! stderr (see them with `--no-capture`).
 
@@ -34,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use e2e::data::{Sha256, Stream, hex};
 use e2e::servers::{self, Upload};
+use e2e::transfer::Via;
 use e2e::{Proc, TempDir, command, free_tcp_port, mib_per_s, tcp_listening, wait_until};
 use vm::{Checks, Frontend, Guest, Nic, Report, SlipwaySocket, libslirp_netdev};
 
@@ -129,9 +133,11 @@ fn iperf_bits_per_second(json: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("iperf3: no bytes received: {}", report["end"]))
 }
 
-/// The host's side of one run: servers on 127.0.0.1.
+/// The host's side of one run: servers on 127.0.0.1, and the IPv6
+/// download's on ::1.
 struct HostServers {
     download: u16,
+    download6: u16,
     upload: u16,
     uploads: Receiver<Upload>,
     reply_after_eof: u16,
@@ -142,9 +148,11 @@ struct HostServers {
 impl HostServers {
     fn start() -> Self {
         let download = servers::http_body(&bulk().0);
+        let download6 = servers::http_body_on(Via::Ipv6.listener(), &bulk().0);
         let (upload, uploads) = servers::http_upload_sink();
         Self {
             download,
+            download6,
             upload,
             uploads,
             reply_after_eof: servers::reply_after_eof(),
@@ -155,16 +163,18 @@ impl HostServers {
 
     /// The guest script: the ports, then `vm/lease.sh` and `vm/checks.sh`.
     fn script(&self, network: Network) -> String {
+        let slipway = u8::from(network.is_slipway());
         format!(
             "DOWNLOAD_PORT={}\nUPLOAD_PORT={}\nEOF_PORT={}\nIPERF_UP_PORT={}\n\
              IPERF_DOWN_PORT={}\nHALF_LEN={HALF_LEN}\nIPERF_SECONDS={IPERF_SECONDS}\n\
-             CHECK_DNS={}\nIDLE_SECONDS={}\n{}{}",
+             CHECK_DNS={slipway}\nCHECK_IPV6={slipway}\nDOWNLOAD6_PORT={}\n\
+             IDLE_SECONDS={}\n{}{}",
             self.download,
             self.upload,
             self.reply_after_eof,
             self.iperf_up.port,
             self.iperf_down.port,
-            u8::from(network.is_slipway()),
+            self.download6,
             if network.is_slipway() {
                 vm::IDLE_SECONDS
             } else {
@@ -259,6 +269,7 @@ fn run_checks(network: Network) {
     judge(network, &report, &mut checks);
     if network.is_slipway() {
         checks.dns_answer(&report, dns_queries.load(Ordering::Relaxed));
+        checks.ipv6(&report, sha256);
     }
     checks.equal("download SHA-256", report.get("download_sha256"), sha256);
     check_upload(name, &servers.uploads, &report, sha256, &mut checks);

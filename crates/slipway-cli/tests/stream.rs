@@ -617,16 +617,8 @@ fn pcap_captures_the_frames_of_both_directions() {
     let (status, stderr) = slipway.wait();
     assert!(status.success(), "{status:?}: {stderr}");
     let bytes = std::fs::read(&pcap).expect("the capture");
-    assert_eq!(&bytes[..4], &0xa1b2_c3d4u32.to_le_bytes());
-    let mut records = Vec::new();
-    let mut at = 24;
-    while at + 16 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        records.push(bytes[at + 16..at + 16 + len].to_vec());
-        at += 16 + len;
-    }
-    assert_eq!(at, bytes.len(), "whole records");
-    assert_eq!(records, vec![request, reply]);
+    let records = test_support::harness::frames::pcap_frames(&bytes);
+    assert_eq!(records, vec![&request[..], &reply[..]]);
 }
 
 #[test]

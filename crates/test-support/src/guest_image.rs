@@ -1,10 +1,11 @@
 //! `cargo xtask guest-image`: the Linux guest the VM end-to-end tests boot.
 //!
 //! The image is the host's own Debian kernel (`linux-image-amd64`) and an
-//! initramfs holding busybox, iperf3 with its shared libraries, the virtio
-//! and fw_cfg modules, and `/init` (see `crates/test-support/guest/init`): it brings up
-//! eth0 by DHCP, runs the test script QEMU passes as the fw_cfg file
-//! `opt/slipway/script`, reports on the serial console and powers off.
+//! initramfs holding busybox, iperf3, curl and dhcpcd with their shared
+//! libraries, the virtio and fw_cfg modules, and `/init` (see
+//! `crates/test-support/guest/init`): it brings up eth0 by DHCP, runs the
+//! test script QEMU passes as the fw_cfg file `opt/slipway/script`, reports
+//! on the serial console and powers off.
 //!
 //! The kernel is the uncompressed `vmlinux` taken out of the bzImage, which
 //! QEMU boots through its PVH entry without the seconds of decompression a
@@ -46,19 +47,22 @@ const MODULES: [&str; 10] = [
 
 /// Host programs copied into the guest, with the shared libraries they
 /// load. curl is there for uploads: busybox wget posts a file only up to
-/// its first NUL byte.
-const PROGRAMS: [(&str, &str); 3] = [
+/// its first NUL byte. dhcpcd is the DHCPv6 client: busybox-static has no
+/// udhcpc6.
+const PROGRAMS: [(&str, &str); 4] = [
     ("/bin/busybox", "/bin/busybox"),
     ("/usr/bin/iperf3", "/usr/bin/iperf3"),
     ("/usr/bin/curl", "/usr/bin/curl"),
+    ("/sbin/dhcpcd", "/usr/sbin/dhcpcd"),
 ];
 
 /// Debian packages the image is made from, and the host file each provides.
-pub const PACKAGES: [(&str, &str); 5] = [
+pub const PACKAGES: [(&str, &str); 6] = [
     ("linux-image-amd64", "/boot"),
     ("busybox-static", "/bin/busybox"),
     ("iperf3", "/usr/bin/iperf3"),
     ("curl", "/usr/bin/curl"),
+    ("dhcpcd-base", "/usr/sbin/dhcpcd"),
     ("xz-utils", "/usr/bin/xz"),
 ];
 
@@ -210,17 +214,28 @@ impl Inputs {
             "kernel {}\nguest files fnv1a64 {:016x}\n",
             self.kernel_version, hash.0
         );
-        let hosts = std::iter::once(&self.bzimage)
-            .chain(&self.modules)
-            .chain(self.files.iter().map(|(_, host)| host));
-        for host in hosts {
+        // Each host file with where it goes, so that moving a file in the
+        // guest makes a new image too.
+        let hosts = std::iter::once(("", &self.bzimage))
+            .chain(self.modules.iter().map(|module| ("", module)))
+            .chain(
+                self.files
+                    .iter()
+                    .map(|(guest, host)| (guest.as_str(), host)),
+            );
+        for (guest, host) in hosts {
             let meta = fs::metadata(host).map_err(|e| format!("{}: {e}", host.display()))?;
             let modified = meta
                 .modified()
                 .ok()
                 .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |since| since.as_secs());
-            let _ = writeln!(stamp, "{} {} {modified}", host.display(), meta.len());
+            let _ = writeln!(
+                stamp,
+                "{} {} {modified} {guest}",
+                host.display(),
+                meta.len()
+            );
         }
         Ok(stamp)
     }
@@ -337,6 +352,11 @@ fn build_into(inputs: &Inputs, dir: &Path) -> Result<(), String> {
         "lib",
         "lib/modules",
         "root",
+        // dhcpcd keeps its DUID and leases here, its pid file under /run.
+        "var",
+        "var/lib",
+        "var/lib/dhcpcd",
+        "run",
     ] {
         cpio.directory(dir);
     }

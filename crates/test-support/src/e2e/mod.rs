@@ -11,6 +11,7 @@
 pub mod data;
 pub mod routed;
 pub mod servers;
+pub mod transfer;
 
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

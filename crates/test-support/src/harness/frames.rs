@@ -2,7 +2,7 @@
 //! built with `smoltcp::wire`, and a parser of the frames slipway sends
 //! back that checks every checksum on the way.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use nat_core::Plan;
 use smoltcp::phy::ChecksumCapabilities;
@@ -174,6 +174,49 @@ pub fn tcp6_frame_from(src: SocketAddrV6, dst: SocketAddrV6, repr: &TcpRepr<'_>)
             );
         },
     )
+}
+
+/// A TCP segment from the guest's `src_port` to `dst` over the IP version
+/// of `dst`: `repr` with its ports set from them, checksummed.
+#[must_use]
+pub fn tcp_frame(src_port: u16, dst: SocketAddr, repr: &TcpRepr<'_>) -> Vec<u8> {
+    let dst = match dst {
+        SocketAddr::V6(dst) => return tcp6_frame(src_port, dst, repr),
+        SocketAddr::V4(dst) => dst,
+    };
+    let repr = TcpRepr {
+        src_port,
+        dst_port: dst.port(),
+        ..*repr
+    };
+    let mut frame = vec![0u8; 14 + 20 + repr.buffer_len()];
+    write_ipv4(
+        &mut frame,
+        gateway_mac(),
+        GUEST_IP,
+        *dst.ip(),
+        IpProtocol::Tcp,
+        repr.buffer_len(),
+        |area| {
+            repr.emit(
+                &mut TcpPacket::new_unchecked(area),
+                &IpAddress::Ipv4(GUEST_IP),
+                &IpAddress::Ipv4(*dst.ip()),
+                &ChecksumCapabilities::default(),
+            );
+        },
+    );
+    frame
+}
+
+/// A UDP datagram from the guest's `src_port` to `dst` over the IP version
+/// of `dst`, carrying `payload`, with its checksum.
+#[must_use]
+pub fn udp_frame_to(src_port: u16, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    match dst {
+        SocketAddr::V4(dst) => udp_frame(src_port, dst, payload),
+        SocketAddr::V6(dst) => udp6_frame(src_port, dst, payload),
+    }
 }
 
 /// An ICMPv6 echo request from the guest to `dst`.
@@ -603,6 +646,27 @@ fn parse_tcp(src: Ipv4Addr, dst: Ipv4Addr, bytes: &[u8]) -> TcpView<'_> {
         wscale,
         payload: &bytes[usize::from(tcp.header_len())..],
     }
+}
+
+/// The frames of a pcap capture as slipway writes it (little-endian, one
+/// record per frame), in order.
+///
+/// # Panics
+/// The capture does not start with the pcap magic or ends inside a record.
+#[must_use]
+pub fn pcap_frames(capture: &[u8]) -> Vec<&[u8]> {
+    assert_eq!(capture.get(..4), Some(&0xa1b2_c3d4_u32.to_le_bytes()[..]));
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while let Some(record) = capture.get(at..at + 16) {
+        let len = u32::from_le_bytes([record[8], record[9], record[10], record[11]]);
+        let start = at + 16;
+        let end = start + usize::try_from(len).expect("a record length");
+        frames.push(capture.get(start..end).expect("a whole record"));
+        at = end;
+    }
+    assert_eq!(at, capture.len().max(24), "whole records");
+    frames
 }
 
 /// A frame slipway sent to the guest, kept.

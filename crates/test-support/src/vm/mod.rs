@@ -412,26 +412,35 @@ impl Report {
         self.get(key).parse().ok().filter(|s: &f64| *s > 0.0)
     }
 
-    /// Says on stderr, after `prefix`, how fast the guest's download of
-    /// `len` bytes went, if it reported one.
+    /// Says on stderr, after `prefix`, how fast the guest's downloads of
+    /// `len` bytes went, over IPv4 and IPv6, for those it reported.
     pub fn print_download(&self, prefix: &str, len: usize) {
-        if let Some(seconds) = self.seconds("download_seconds") {
-            eprintln!(
-                "{prefix}: download {} MiB in {seconds:.2} s = {:.0} MiB/s",
-                len >> 20,
-                mib_per_s(len, seconds)
-            );
+        for (key, over) in [
+            ("download_seconds", ""),
+            ("download6_seconds", " over IPv6"),
+        ] {
+            if let Some(seconds) = self.seconds(key) {
+                eprintln!(
+                    "{prefix}: download {} MiB{over} in {seconds:.2} s = {:.0} MiB/s",
+                    len >> 20,
+                    mib_per_s(len, seconds)
+                );
+            }
         }
     }
 
-    /// Says on stderr, after `prefix`, how long the guest ran and when it
-    /// reached the network.
+    /// Says on stderr, after `prefix`, how long the guest ran, when it
+    /// reached the network, and how long its IPv6 checks took, if it ran
+    /// them.
     pub fn print_boot(&self, prefix: &str) {
         eprintln!(
             "{prefix}: boot to poweroff {:.1} s (the guest reached the network at {} s of uptime)",
             self.elapsed.as_secs_f64(),
             self.get("boot_uptime")
         );
+        if let Some(seconds) = self.seconds("ipv6_seconds") {
+            eprintln!("{prefix}: IPv6 checks (SLAAC, DHCPv6, download) {seconds:.2} s");
+        }
     }
 
     /// Everything a failure message needs: the serial log and QEMU's stderr.
@@ -475,6 +484,29 @@ impl Checks {
         self.equal("default router", report.get("router"), "10.0.2.2");
         self.equal("nameserver", report.get("nameserver"), "10.0.2.3");
         self.equal("MTU", report.get("mtu"), mtu);
+    }
+
+    /// The guest's IPv6 configuration under the default plan (by SLAAC from
+    /// the router's advertisements for the guest's MAC 52:54:00:12:34:56,
+    /// and by DHCPv6) and its download over IPv6, whose hash must be
+    /// `sha256`.
+    pub fn ipv6(&mut self, report: &Report, sha256: &str) {
+        self.equal(
+            "SLAAC address",
+            report.get("ipv6_slaac"),
+            "fd00::2:5054:ff:fe12:3456/64",
+        );
+        self.equal("IPv6 default router", report.get("ipv6_router"), "fe80::1");
+        self.equal(
+            "DHCPv6 address",
+            report.get("ipv6_dhcp"),
+            "fd00:0:0:2::15/128",
+        );
+        self.equal(
+            "download SHA-256 over IPv6",
+            report.get("download6_sha256"),
+            sha256,
+        );
     }
 
     /// The guest's lookup through slipway's DNS address: the test's
