@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use epoll_dispatch::{Events, Kind, Poller, Token};
 use flow_table::tcp::{Phase, TcpConfig};
-use flow_table::{FlowId, FlowTable, Limits};
+use flow_table::{FlowId, FlowTable, IpVersion, Limits};
 use nat_core::{DnsUpstream, Nat, Plan, Rules};
 use relay_tcp::Listener;
 use smoltcp::wire::Icmpv4DstUnreachable;
@@ -41,8 +41,9 @@ pub use epoll_dispatch::serve::Served;
 pub use guest_frame::{Checksum, FrameBackend, GuestFrame};
 
 use frontdesk::{
-    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, Outcome, RouterConfig,
-    TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET, build_icmp_v4_error,
+    ChecksumFill, DhcpConfig, FrontDesk, Icmpv4Error, L4_START_V4, L4_START_V6, Outcome,
+    RouterConfig, TCP_CHECKSUM_OFFSET, Transport, TransportChecksums, UDP_CHECKSUM_OFFSET,
+    build_icmp_v4_error,
 };
 
 use self::icmp::IcmpFlow;
@@ -826,6 +827,7 @@ impl Backend {
         for _ in 0..self.tx_ready.len().saturating_add(1) {
             let id = *self.tx_ready.front()?;
             let is_udp = matches!(self.flows.get(id), Some(Flow::Udp(_)));
+            let version = self.flows.key(id).map(flow_table::FlowKey::ip_version);
             let frame = if is_udp {
                 self.udp_poll_frame(id, buf, fill, now)
                     .map(|len| (len, None))
@@ -842,15 +844,7 @@ impl Backend {
                     }
                     ChecksumFill::Partial => {
                         self.counters.partial_checksums_to_guest += 1;
-                        let offset = if is_udp {
-                            UDP_CHECKSUM_OFFSET
-                        } else {
-                            TCP_CHECKSUM_OFFSET
-                        };
-                        Checksum::Partial {
-                            start: L4_START_V4,
-                            offset,
-                        }
+                        partial_checksum(version, is_udp)
                     }
                 };
                 if gso_mss.is_some() {
@@ -871,6 +865,22 @@ impl Backend {
         }
         None
     }
+}
+
+/// Where the partial checksum of a flow's frame lies: past the IP header of
+/// the flow's version (the builders write neither IPv4 options nor IPv6
+/// extension headers), at the TCP or UDP checksum field.
+fn partial_checksum(version: Option<IpVersion>, is_udp: bool) -> Checksum {
+    let start = match version {
+        Some(IpVersion::V6) => L4_START_V6,
+        Some(IpVersion::V4) | None => L4_START_V4,
+    };
+    let offset = if is_udp {
+        UDP_CHECKSUM_OFFSET
+    } else {
+        TCP_CHECKSUM_OFFSET
+    };
+    Checksum::Partial { start, offset }
 }
 
 impl FrameBackend for Backend {

@@ -30,6 +30,7 @@ use std::time::Instant;
 use epoll_dispatch::serve::{Frontend, Pass, frontend_token, is_failed};
 use epoll_dispatch::{Interest, Poller, Readiness, Token};
 use rustix::io::Errno;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
@@ -391,8 +392,8 @@ fn read_vnet_hdr(
 /// Writes the `virtio_net_hdr` of a frame to the guest: `NEEDS_CSUM` with
 /// the offsets for a partial checksum, `DATA_VALID` otherwise (every frame
 /// the backend builds carries correct checksums); for a TCP segment larger
-/// than the guest's MSS, also the GSO type, the length of its headers and
-/// the MSS to cut it to.
+/// than the guest's MSS, also the GSO type of its IP version, the length of
+/// its headers and the MSS to cut it to.
 fn write_vnet_hdr(header: &mut [u8], frame: &GuestFrame, bytes: &[u8]) {
     header.fill(0);
     let (flags, start, offset) = match frame.checksum {
@@ -406,7 +407,7 @@ fn write_vnet_hdr(header: &mut [u8], frame: &GuestFrame, bytes: &[u8]) {
             let data_offset = bytes
                 .get(usize::from(start) + 12)
                 .map_or(0, |b| u16::from(b >> 4) * 4);
-            (VIRTIO_NET_HDR_GSO_TCPV4, start + data_offset, mss)
+            (tcp_gso_type(bytes), start.saturating_add(data_offset), mss)
         }
         _ => (VIRTIO_NET_HDR_GSO_NONE, 0, 0),
     };
@@ -418,6 +419,16 @@ fn write_vnet_hdr(header: &mut [u8], frame: &GuestFrame, bytes: &[u8]) {
         [*s0, *s1] = gso_size.to_ne_bytes();
         [*c0, *c1] = start.to_ne_bytes();
         [*o0, *o1] = offset.to_ne_bytes();
+    }
+}
+
+/// The GSO type of the TCP segment in `frame`, by its IP version: the
+/// kernel cuts a segment (when it forwards it, or for a device without TSO)
+/// by the protocol its GSO type names.
+fn tcp_gso_type(frame: &[u8]) -> u32 {
+    match EthernetFrame::new_checked(frame).map(|eth| eth.ethertype()) {
+        Ok(EthernetProtocol::Ipv6) => VIRTIO_NET_HDR_GSO_TCPV6,
+        _ => VIRTIO_NET_HDR_GSO_TCPV4,
     }
 }
 
@@ -516,6 +527,106 @@ mod tests {
         assert_eq!(counters.frames_from_guest, 2);
         assert_eq!(counters.bytes_to_guest, 42);
         assert_eq!(backend.frame_counters().frames(), 1);
+    }
+
+    /// A TCP segment of `payload` bytes after an IP header of `ip_len`
+    /// bytes, with a 32-byte TCP header (timestamps): only the bytes the
+    /// vnet header is made from are set.
+    fn segment(ethertype: [u8; 2], ip_len: usize, payload: usize) -> Vec<u8> {
+        let mut frame = vec![0u8; 14 + ip_len + 32 + payload];
+        frame[12..14].copy_from_slice(&ethertype);
+        frame[14 + ip_len + 12] = 8 << 4;
+        frame
+    }
+
+    /// The vnet header expected: flags, GSO type, header length, GSO size,
+    /// checksum start and offset, in native byte order.
+    fn vnet_hdr(flags: u8, gso_type: u8, fields: [u16; 4]) -> Vec<u8> {
+        let mut header = vec![flags, gso_type];
+        for field in fields {
+            header.extend(field.to_ne_bytes());
+        }
+        header.extend([0, 0]);
+        header
+    }
+
+    #[test]
+    fn a_large_segment_to_the_guest_gets_the_gso_type_of_its_ip_version() {
+        for (ethertype, ip_len, gso_type) in [
+            ([0x08, 0x00], 20u16, VIRTIO_NET_HDR_GSO_TCPV4),
+            ([0x86, 0xdd], 40, VIRTIO_NET_HDR_GSO_TCPV6),
+        ] {
+            let bytes = segment(ethertype, usize::from(ip_len), 20_000);
+            let start = 14 + ip_len;
+            let frame = GuestFrame {
+                len: bytes.len(),
+                checksum: Checksum::Partial { start, offset: 16 },
+                gso_mss: Some(1428),
+            };
+            let mut header = [0xaa; VNET_HDR_LEN];
+            write_vnet_hdr(&mut header, &frame, &bytes);
+            let expected = vnet_hdr(
+                1,
+                u8::try_from(gso_type).unwrap(),
+                [start + 32, 1428, start, 16],
+            );
+            assert_eq!(header[..], expected[..], "ethertype {ethertype:02x?}");
+        }
+    }
+
+    #[test]
+    fn a_segment_within_the_mss_goes_without_gso_and_whole_frames_as_valid() {
+        let bytes = segment([0x86, 0xdd], 40, 100);
+        let mut header = [0xaa; VNET_HDR_LEN];
+        let partial = GuestFrame {
+            len: bytes.len(),
+            checksum: Checksum::Partial {
+                start: 54,
+                offset: 16,
+            },
+            gso_mss: None,
+        };
+        write_vnet_hdr(&mut header, &partial, &bytes);
+        assert_eq!(header[..], vnet_hdr(1, 0, [0, 0, 54, 16])[..]);
+        write_vnet_hdr(&mut header, &GuestFrame::complete(bytes.len()), &bytes);
+        assert_eq!(header[..], vnet_hdr(2, 0, [0; 4])[..]);
+    }
+
+    #[test]
+    fn gso_frames_of_either_ip_version_from_the_guest_are_taken_only_with_tso() {
+        let from_guest =
+            |gso_type: u32| vnet_hdr(1, u8::try_from(gso_type).unwrap(), [86, 1428, 54, 16]);
+        for gso_type in [VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6] {
+            let mut counters = TapCounters::default();
+            let header = from_guest(gso_type);
+            let taken = read_vnet_hdr(&header, TapOffload::ChecksumTso, &mut counters);
+            assert_eq!(
+                taken,
+                Some(Checksum::Partial {
+                    start: 54,
+                    offset: 16
+                })
+            );
+            let ecn = from_guest(gso_type | VIRTIO_NET_HDR_GSO_ECN);
+            assert!(read_vnet_hdr(&ecn, TapOffload::ChecksumTso, &mut counters).is_some());
+            assert_eq!(
+                read_vnet_hdr(&header, TapOffload::Checksum, &mut counters),
+                None
+            );
+            assert_eq!(
+                (counters.gso_frames_from_guest, counters.bad_vnet_headers),
+                (2, 1),
+                "GSO type {gso_type}"
+            );
+        }
+        // UDP fragmentation offload is never set up.
+        let mut counters = TapCounters::default();
+        let udp = from_guest(virtio_bindings::bindings::virtio_net::VIRTIO_NET_HDR_GSO_UDP);
+        assert_eq!(
+            read_vnet_hdr(&udp, TapOffload::ChecksumTso, &mut counters),
+            None
+        );
+        assert_eq!(counters.bad_vnet_headers, 1);
     }
 
     #[test]
