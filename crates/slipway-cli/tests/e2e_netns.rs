@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::data::{BULK_LEN, Sha256, Stream, hex};
-use e2e::scenarios::{self, LIMIT, READY, fetch_result, timed_fetch};
+use e2e::scenarios::{self, CURL_COULDNT_CONNECT, LIMIT, READY, fetch_result, timed_fetch};
 use e2e::{
     Family, GuestRun, NamedNetns, TempDir, bulk_lock, free_tcp_port, free_udp_port, http_url,
     python_in_guest, python3, run_in_guest, run_then_quiet, servers, slipway_run, stat, topology,
@@ -308,9 +308,6 @@ fn tcp_and_udp_forwards_reach_servers_in_the_namespace() {
 
 // ---------------------------------------------------------------------------
 // Failures are quick.
-
-/// curl's "Failed to connect to host".
-const CURL_COULDNT_CONNECT: i32 = 7;
 
 #[test]
 fn closed_port_fails_within_a_second() {

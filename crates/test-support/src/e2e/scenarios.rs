@@ -217,6 +217,10 @@ pub fn ping_answered(targets: &[&str]) {
     assert_eq!(answered, targets.len(), "{}", out.stdout);
 }
 
+/// curl's "Failed to connect to host": refused or unreachable, not timed
+/// out.
+pub const CURL_COULDNT_CONNECT: i32 = 7;
+
 /// A guest script that fetches `url` with curl and prints curl's exit
 /// status as `rc=N` and the time it took as `ms=N`.
 pub fn timed_fetch(url: &str) -> String {
@@ -238,14 +242,14 @@ pub fn fetch_result(out: &Output) -> (i32, u64) {
 }
 
 /// A guest of `slipway run --deny CIDR` fetches from a server on host
-/// loopback behind `family`'s gateway, which `cidr` covers: the fetch fails
-/// within a second and the server sees no connection.
+/// loopback behind `family`'s gateway, which `cidr` covers: the connection
+/// is refused within a second and the server sees none.
 pub fn denied_cidr_fails_within_a_second(family: Family, cidr: &str) {
     let (port, accepted) = servers::counting_listener_on(servers::loopback_listener(family, 128));
     let url = http_url(family.gateway(), port, "");
     let out = run_in_guest(&["--deny", cidr], &timed_fetch(&url), LIMIT);
     let (rc, ms) = fetch_result(&out);
-    assert_ne!(rc, 0, "{}", out.stdout);
+    assert_eq!(rc, CURL_COULDNT_CONNECT, "{}\n{}", out.stdout, out.stderr);
     assert!(ms < 1000, "denial took {ms} ms");
     assert_eq!(
         accepted.load(Ordering::Relaxed),
