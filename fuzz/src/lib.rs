@@ -2,8 +2,9 @@
 //! choices ([`Input`]), a [`Backend`] whose frames can only ever reach host
 //! loopback ([`loopback_backend`]), the host peers on that loopback
 //! ([`HostPeers`]), a private network namespace where the privilege allows
-//! one ([`isolate_network`]), and checksum repair so that mutated frames
-//! get past the checks into the code behind them ([`fix_checksums`]).
+//! one ([`isolate_network`]), checksum repair so that mutated frames get
+//! past the checks into the code behind them ([`fix_checksums`]), and the
+//! run of `backend_frames` ([`frames`]), whose tests replay its seeds.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Once, OnceLock};
@@ -13,6 +14,7 @@ use nat_core::{Cidr, DenyList, HostLoopback, Plan, Rules};
 use slipway::{Backend, BackendConfig};
 
 pub mod checksum;
+pub mod frames;
 pub mod peers;
 
 pub use checksum::fix_checksums;

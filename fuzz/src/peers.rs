@@ -1,11 +1,12 @@
-//! The host side of the fuzzed backend's flows, all on [`HOST`]: a TCP
-//! listener and a UDP peer on [`PEER_PORT`] and a DNS upstream on
-//! [`DNS_PORT`], each answering with bytes the input chooses. Opened once
+//! The host side of the fuzzed backend's flows: a TCP listener and a UDP
+//! peer on [`PEER_PORT`] of [`HOST`] and of ::1 (where the gateway's IPv4
+//! and IPv6 addresses lead) and a DNS upstream on [`DNS_PORT`] of
+//! [`HOST`], each answering with bytes the input chooses. Opened once
 //! per process; [`HostPeers::reset`] forgets one input's connections and
 //! datagrams before the next.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
 use crate::{DNS_PORT, HOST, PEER_PORT};
 
@@ -16,19 +17,22 @@ const MAX_CONNS: usize = 8;
 /// said so once on stderr), and flows to it are refused by the kernel.
 #[derive(Debug)]
 pub struct HostPeers {
-    listener: Option<TcpListener>,
-    udp: Option<UdpSocket>,
+    listeners: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
     dns: Option<UdpSocket>,
     conns: Vec<TcpStream>,
     buf: Vec<u8>,
 }
 
+/// Where the gateway of each family leads.
+const HOSTS: [IpAddr; 2] = [IpAddr::V4(HOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+
 fn bind<T>(
     what: &str,
-    port: u16,
+    (host, port): (IpAddr, u16),
     open: impl FnOnce(SocketAddr) -> std::io::Result<T>,
 ) -> Option<T> {
-    let addr = SocketAddr::from((HOST, port));
+    let addr = SocketAddr::new(host, port);
     match open(addr) {
         Ok(socket) => Some(socket),
         Err(error) => {
@@ -43,20 +47,27 @@ impl HostPeers {
     /// live in the same namespace as the backend's sockets).
     #[must_use]
     pub fn bind() -> Self {
-        let listener = bind("TCP listener", PEER_PORT, |addr| {
+        let listen = |addr| {
             let listener = TcpListener::bind(addr)?;
             listener.set_nonblocking(true)?;
             Ok(listener)
-        });
+        };
         let udp_socket = |addr| {
             let socket = UdpSocket::bind(addr)?;
             socket.set_nonblocking(true)?;
             Ok(socket)
         };
+        let on_each = |what| HOSTS.map(|host| (what, (host, PEER_PORT)));
         Self {
-            listener,
-            udp: bind("UDP peer", PEER_PORT, udp_socket),
-            dns: bind("DNS upstream", DNS_PORT, udp_socket),
+            listeners: on_each("TCP listener")
+                .into_iter()
+                .filter_map(|(what, at)| bind(what, at, listen))
+                .collect(),
+            udp: on_each("UDP peer")
+                .into_iter()
+                .filter_map(|(what, at)| bind(what, at, udp_socket))
+                .collect(),
+            dns: bind("DNS upstream", (HOSTS[0], DNS_PORT), udp_socket),
             conns: Vec::new(),
             buf: vec![0; 65536],
         }
@@ -66,30 +77,30 @@ impl HostPeers {
     /// input.
     pub fn reset(&mut self) {
         self.conns.clear();
-        if let Some(listener) = &self.listener {
+        for listener in &self.listeners {
             while listener.accept().is_ok() {}
         }
-        for socket in [&self.udp, &self.dns].into_iter().flatten() {
+        for socket in self.udp.iter().chain(&self.dns) {
             while socket.recv_from(&mut self.buf).is_ok() {}
         }
     }
 
-    /// Accepts the connections waiting, keeping the newest [`MAX_CONNS`].
+    /// Accepts the connections waiting on either listener, keeping the
+    /// newest [`MAX_CONNS`].
     pub fn accept(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        for _ in 0..MAX_CONNS {
-            let Ok((conn, _)) = listener.accept() else {
-                break;
-            };
-            if conn.set_nonblocking(true).is_err() {
-                continue;
+        for listener in &self.listeners {
+            for _ in 0..MAX_CONNS {
+                let Ok((conn, _)) = listener.accept() else {
+                    break;
+                };
+                if conn.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                if self.conns.len() >= MAX_CONNS {
+                    self.conns.remove(0);
+                }
+                self.conns.push(conn);
             }
-            if self.conns.len() >= MAX_CONNS {
-                self.conns.remove(0);
-            }
-            self.conns.push(conn);
         }
     }
 
@@ -144,14 +155,14 @@ impl HostPeers {
         }
     }
 
-    /// Takes the next datagram a guest flow sent the UDP peer and answers
-    /// its sender with `data`.
+    /// Takes the next datagram a guest flow sent a UDP peer (the IPv4 one
+    /// first) and answers its sender with `data`.
     pub fn udp_reply(&mut self, data: &[u8]) {
-        let Some(socket) = &self.udp else {
-            return;
-        };
-        if let Ok((_, from)) = socket.recv_from(&mut self.buf) {
-            let _ = socket.send_to(data, from);
+        for socket in &self.udp {
+            if let Ok((_, from)) = socket.recv_from(&mut self.buf) {
+                let _ = socket.send_to(data, from);
+                return;
+            }
         }
     }
 

@@ -221,8 +221,14 @@ pub fn run_targets(targets: &[String], limit: Limit) -> Result<(), String> {
     Ok(())
 }
 
-/// `verify`'s fuzz step: every target for [`SMOKE_SECONDS`].
+/// `verify`'s fuzz step: the fuzz library's tests, which replay committed
+/// seeds through `backend_frames`' run and check what of the backend they
+/// reach (a seed that stops reaching its path fails here, not silently in
+/// coverage), then every target for [`SMOKE_SECONDS`].
 pub fn smoke() -> Result<(), String> {
+    let mut tests = Command::new(crate::process::cargo());
+    tests.current_dir(fuzz_dir()).args(["test", "--lib"]);
+    run_echoed(&mut tests).map_err(|e| format!("the fuzz library's tests: {e}"))?;
     run_targets(&targets(), Limit::Seconds(SMOKE_SECONDS))
 }
 

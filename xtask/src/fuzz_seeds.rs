@@ -1,16 +1,19 @@
 //! `cargo xtask fuzz --seed-corpora [PCAP...]`: turns captures of guest
 //! traffic (`slipway run --pcap`, by default the files in `fuzz/captures/`)
-//! and a few hand-built frames (DHCP, ARP, IPv6) into seed inputs for the
-//! fuzz targets, under `fuzz/seeds/TARGET/`. Each encoder writes the input
-//! format its target reads (see the target's operations), so a seed
-//! replays the captured conversation: the guest's frames in, the host
-//! peers' answers (TCP data, UDP and DNS replies) from the captured frames
-//! the other way.
+//! and hand-built frames (DHCP, ARP, and the IPv6 conversations of
+//! `ipv6`) into seed inputs for the fuzz targets, under
+//! `fuzz/seeds/TARGET/`. Each encoder writes the input format its target
+//! reads (see the target's operations), so a seed replays the captured
+//! conversation: the guest's frames in, the host peers' answers (TCP data,
+//! UDP and DNS replies) from the captured frames the other way. Captures
+//! talk to the host peers' port (4242) for their flows to be accepted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::process::workspace_root;
+
+mod ipv6;
 
 /// The guest's MAC in the default plan: frames from it are the guest's.
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -92,17 +95,28 @@ enum HostPayload<'a> {
     Dns(&'a [u8]),
 }
 
-/// The transport payload of an IPv4 TCP or UDP frame from the host side.
-fn host_payload(frame: &[u8]) -> Option<HostPayload<'_>> {
-    if frame.get(12..14)? != [0x08, 0x00] {
-        return None;
+/// The protocol, start and end of the transport message of an IPv4 frame
+/// or of an IPv6 frame without extension headers.
+fn transport(frame: &[u8]) -> Option<(u8, usize, usize)> {
+    match frame.get(12..14)? {
+        [0x08, 0x00] => {
+            let l4 = 14 + usize::from(frame.get(14)? & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]));
+            Some((*frame.get(23)?, l4, (14 + total).min(frame.len())))
+        }
+        [0x86, 0xdd] => {
+            let payload = usize::from(u16::from_be_bytes([*frame.get(18)?, *frame.get(19)?]));
+            Some((*frame.get(20)?, 54, (54 + payload).min(frame.len())))
+        }
+        _ => None,
     }
-    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]));
-    let end = (14 + total).min(frame.len());
-    let l4 = 14 + ihl;
+}
+
+/// The transport payload of a TCP or UDP frame from the host side.
+fn host_payload(frame: &[u8]) -> Option<HostPayload<'_>> {
+    let (protocol, l4, end) = transport(frame)?;
     let src_port = u16::from_be_bytes([*frame.get(l4)?, *frame.get(l4 + 1)?]);
-    match frame.get(23)? {
+    match protocol {
         6 => {
             let offset = usize::from(frame.get(l4 + 12)? >> 4) * 4;
             let payload = frame.get(l4 + offset..end)?;
@@ -122,13 +136,9 @@ fn host_payload(frame: &[u8]) -> Option<HostPayload<'_>> {
 
 /// The payload of a guest's UDP datagram to port 53.
 fn dns_query(frame: &[u8]) -> Option<&[u8]> {
-    if frame.get(12..14)? != [0x08, 0x00] || *frame.get(23)? != 17 {
-        return None;
-    }
-    let l4 = 14 + usize::from(frame.get(14)? & 0x0f) * 4;
+    let (protocol, l4, end) = transport(frame)?;
     let dst_port = u16::from_be_bytes([*frame.get(l4 + 2)?, *frame.get(l4 + 3)?]);
-    let total = usize::from(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]));
-    (dst_port == 53).then(|| frame.get(l4 + 8..(14 + total).min(frame.len())))?
+    (protocol == 17 && dst_port == 53).then(|| frame.get(l4 + 8..end))?
 }
 
 fn push_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -137,15 +147,23 @@ fn push_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend(&bytes[..usize::from(len)]);
 }
 
+/// The low nibble of `backend_frames`' frame operation that sets a TCP
+/// segment's acknowledgment number to what the backend sent last
+/// (`slipway_fuzz::frames::OP_FRAME_ACKED`).
+const OP_FRAME_ACKED: u8 = 5;
+
 /// `backend_frames`: each guest frame (checksums repaired; verified, or
-/// vouched for when `offloaded`), host events after it, the host peers'
-/// answers where the capture has them, a clock step at the end.
+/// vouched for when `offloaded`; a TCP segment acknowledging what the
+/// backend sent, whose ISN the capture cannot know), host events after it,
+/// the host peers' answers where the capture has them, a clock step at the
+/// end.
 fn encode_backend(frames: &[Frame], offloaded: bool) -> Vec<u8> {
     let frame_op = if offloaded { 0x20 } else { 0x00 };
     let mut out = Vec::new();
     for frame in frames {
         if frame.from_guest {
-            out.push(frame_op);
+            let tcp = transport(&frame.bytes).is_some_and(|(protocol, ..)| protocol == 6);
+            out.push(frame_op | if tcp { OP_FRAME_ACKED } else { 0 });
             push_chunk(&mut out, &frame.bytes);
             out.push(0x0e);
             out.push(0x08);
@@ -513,6 +531,7 @@ pub fn seed_corpora(captures: &[PathBuf]) -> Result<(), String> {
         sets.push((stem, read_pcap(path)?));
     }
     sets.push(("hand-built".to_owned(), hand_built()));
+    sets.push(("hand-built-ipv6".to_owned(), ipv6::hand_built()));
     for (stem, frames) in &sets {
         eprintln!("seeds from {stem} ({} frames):", frames.len());
         // Split long captures so that each seed stays small.
@@ -572,6 +591,48 @@ mod tests {
         assert_eq!(discover[23], 17);
         assert_eq!(&discover[34..38], &[0, 68, 0, 67]);
         assert_eq!(&discover[42 + 236..42 + 240], &[99, 130, 83, 99]);
+    }
+
+    #[test]
+    fn ipv6_seed_acknowledges_the_backend_and_replays_the_host_answers() {
+        let frames = ipv6::hand_built();
+        assert!(frames.iter().all(|f| f.bytes[12..14] == [0x86, 0xdd]));
+        let seed = encode_backend(&frames, false);
+        // Every guest TCP segment goes as the acknowledging frame
+        // operation; the peer's TCP data, the UDP reply and the DNS answer
+        // as the host peers' moves.
+        let tcp_frames = frames
+            .iter()
+            .filter(|f| f.from_guest && transport(&f.bytes).is_some_and(|(p, ..)| p == 6))
+            .count();
+        assert_eq!(tcp_frames, 5);
+        let mut ops = Vec::new();
+        let mut at = 0;
+        while let Some(&op) = seed.get(at) {
+            ops.push(op);
+            at += 1;
+            let chunked = matches!(op & 0x0f, 0..=5 | 11 | 12);
+            if op & 0x0f == 10 {
+                at += 1;
+            }
+            if chunked || op & 0x0f == 10 {
+                let len = usize::from(u16::from_le_bytes([seed[at], seed[at + 1]]));
+                at += 2 + len;
+            } else if op & 0x0f == 6 {
+                at += 2;
+            }
+        }
+        assert_eq!(
+            ops.iter().filter(|&&op| op == OP_FRAME_ACKED).count(),
+            tcp_frames
+        );
+        for host_op in [0x0a, 0x0b, 0x0c] {
+            assert_eq!(
+                ops.iter().filter(|&&op| op == host_op).count(),
+                1,
+                "{ops:?}"
+            );
+        }
     }
 
     #[test]

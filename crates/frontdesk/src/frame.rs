@@ -411,7 +411,9 @@ fn classify_ipv6(
 /// header is `next`): the upper-layer protocol and its offset in `payload`.
 ///
 /// Hop-by-hop options (only first, as RFC 8200 requires), routing and
-/// destination options headers are stepped over; a fragment header, a jumbo
+/// destination options headers are stepped over, and so is the fragment
+/// header of an atomic fragment (offset 0, no more fragments: a whole
+/// datagram, RFC 8200 section 4.5 and RFC 6946); a real fragment, a jumbo
 /// payload option, a header past the end or more than
 /// [`MAX_EXTENSION_HEADERS`] headers drop the packet. Each turn of the loop
 /// moves at least 8 bytes into the packet and the turns are bounded, so no
@@ -424,7 +426,11 @@ pub(crate) fn walk_extension_headers(
     for index in 0..=MAX_EXTENSION_HEADERS {
         match next {
             IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts => {}
-            IpProtocol::Ipv6Frag => return Err(DropReason::Fragment),
+            IpProtocol::Ipv6Frag => {
+                if !is_atomic_fragment(payload.get(offset..).unwrap_or_default())? {
+                    return Err(DropReason::Fragment);
+                }
+            }
             upper => return Ok((upper, offset)),
         }
         if index == MAX_EXTENSION_HEADERS {
@@ -437,7 +443,12 @@ pub(crate) fn walk_extension_headers(
             .get(offset..offset + 2)
             .ok_or(DropReason::Malformed)?;
         let (following, ext_len) = (fixed[0], fixed[1]);
-        let len = (usize::from(ext_len) + 1) * 8;
+        // A fragment header is 8 bytes; its second byte is reserved.
+        let len = if next == IpProtocol::Ipv6Frag {
+            8
+        } else {
+            (usize::from(ext_len) + 1) * 8
+        };
         let body = payload
             .get(offset + 2..offset + len)
             .ok_or(DropReason::Malformed)?;
@@ -448,6 +459,14 @@ pub(crate) fn walk_extension_headers(
         offset += len;
     }
     Err(DropReason::ExtensionHeaderLimit)
+}
+
+/// Whether the fragment header at the start of `header` says its datagram
+/// is whole: offset 0 and no more fragments.
+fn is_atomic_fragment(header: &[u8]) -> Result<bool, DropReason> {
+    let field = header.get(2..4).ok_or(DropReason::Malformed)?;
+    let offset_and_more = u16::from_be_bytes([field[0], field[1]]) & 0xfff9;
+    Ok(offset_and_more == 0)
 }
 
 /// The options of the hop-by-hop header at the start of `bytes`, if it is

@@ -35,7 +35,7 @@ fn guest_at_mtu_1500_udp_of_3000_to_65507_bytes_and_ping_of_3000_round_trip_in_f
     let port = servers::udp_echo().to_string();
     let script = format!("{GUEST_UDP_ECHO_CLIENT}{GUEST_PING}");
     let sizes = ["3000", "20000", "65507"];
-    let args = [&port[..], sizes[0], sizes[1], sizes[2]];
+    let args = ["10.0.2.2", &port[..], sizes[0], sizes[1], sizes[2]];
     let out = python_in_guest(&["--mtu", "1500", "--stats"], &script, &args, LIMIT);
     out.assert_success("udp client");
     assert!(

@@ -24,20 +24,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use e2e::data::{BULK_LEN, Sha256, Stream, hex};
-use e2e::transfer::{Via, http_download_256mib, http_upload_256mib};
+use e2e::scenarios::{self, CURL_COULDNT_CONNECT, LIMIT, READY, fetch_result, timed_fetch};
 use e2e::{
-    GUEST_UDP_ECHO_CLIENT, GuestRun, NamedNetns, Proc, TempDir, bulk_lock, command, field,
-    free_tcp_port, free_udp_port, ip, python_in_guest, python3, run, run_in_guest, run_then_quiet,
-    servers, slipway_run, stat, tcp_listening, wait_until,
+    Family, GuestRun, NamedNetns, TempDir, bulk_lock, free_tcp_port, free_udp_port, http_url,
+    python_in_guest, python3, run_in_guest, run_then_quiet, servers, slipway_run, stat, topology,
 };
-
-/// The bound on a short command in the guest.
-const LIMIT: Duration = Duration::from_secs(20);
-/// The bound on a bulk transfer (curl's own `--max-time` is shorter, so
-/// that a slow transfer fails with curl's account of it).
-const BULK_LIMIT: Duration = Duration::from_secs(60);
-/// How long the guest's servers may take to start listening.
-const READY: Duration = Duration::from_secs(10);
 
 /// The guest's name for host loopback.
 const GATEWAY: &str = "10.0.2.2";
@@ -49,7 +40,7 @@ const GATEWAY: &str = "10.0.2.2";
 fn http_download_256mib_hash_verified() {
     require!("curl", "sha256sum");
     let _serial = bulk_lock();
-    let stats = http_download_256mib(Via::Ipv4, &[], "");
+    let stats = scenarios::http_download_256mib(Family::V4, &[], "");
     // The tap carries a vnet header: the data went to the guest with its
     // checksums left partial, one segment at least per 64 KiB.
     let partial = stat(&stats, "partial csums to guest").expect("the counter");
@@ -60,7 +51,7 @@ fn http_download_256mib_hash_verified() {
 fn http_download_256mib_at_mtu_1500_goes_in_gso_segments_hash_verified() {
     require!("curl", "sha256sum");
     let _serial = bulk_lock();
-    let stats = http_download_256mib(Via::Ipv4, &["--mtu", "1500"], " at MTU 1500");
+    let stats = scenarios::http_download_256mib(Family::V4, &["--mtu", "1500"], " at MTU 1500");
     // Most of the data went in segments larger than the MTU, which the
     // guest's kernel took whole (GSO).
     let gso = stat(&stats, "gso frames to guest").expect("the counter");
@@ -71,7 +62,7 @@ fn http_download_256mib_at_mtu_1500_goes_in_gso_segments_hash_verified() {
 fn http_upload_256mib_hash_verified() {
     require!("curl");
     let _serial = bulk_lock();
-    let stats = http_upload_256mib(Via::Ipv4, &[], "");
+    let stats = scenarios::http_upload_256mib(Family::V4, &[], "");
     // The guest's kernel left the checksums partial, behind the tap's
     // vnet header.
     let partial = stat(&stats, "partial csums from guest").expect("the counter");
@@ -82,76 +73,25 @@ fn http_upload_256mib_hash_verified() {
 fn http_upload_256mib_at_mtu_1500_goes_in_tso_segments_hash_verified() {
     require!("curl");
     let _serial = bulk_lock();
-    let stats = http_upload_256mib(Via::Ipv4, &["--mtu", "1500"], " at MTU 1500");
+    let stats = scenarios::http_upload_256mib(Family::V4, &["--mtu", "1500"], " at MTU 1500");
     // Most of the data came in segments larger than the MTU, which the
     // guest's kernel left for the tap to segment (TSO).
     let gso = stat(&stats, "gso frames from guest").expect("the counter");
     assert!(gso >= (BULK_LEN / 65536 / 2) as u64, "{stats}");
 }
 
-/// Runs a 5-second iperf3 test from the guest to a one-off server on host
-/// loopback; returns the receiver's bits per second.
-fn iperf3_from_guest(reverse: bool) -> f64 {
-    let port = free_tcp_port().to_string();
-    let server = Proc::spawn(&mut command(
-        "iperf3",
-        &["-s", "-B", "127.0.0.1", "-p", &port, "-1"],
-    ));
-    let port_number = port.parse().expect("port");
-    wait_until("iperf3 server listening", READY, || {
-        tcp_listening(Ipv4Addr::LOCALHOST, port_number)
-    });
-    let mut args = vec!["iperf3", "-c", GATEWAY, "-p", &port, "-t", "5", "-J"];
-    if reverse {
-        args.push("-R");
-    }
-    let out = run_then_quiet(slipway_run(&[]), &args, LIMIT, "after iperf3");
-    out.assert_success("iperf3 client");
-    let report: serde_json::Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("iperf3 -J output: {e}\n{}", out.stdout));
-    assert!(report.get("error").is_none(), "iperf3: {}", report["error"]);
-    let server = server.finish(LIMIT);
-    server.assert_success("iperf3 server");
-    let bits = report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .expect("end.sum_received.bits_per_second");
-    assert!(bits > 0.0, "no bytes received: {}", report["end"]);
-    bits
-}
-
 #[test]
 fn iperf3_5s_each_direction() {
     require!("iperf3");
     let _serial = bulk_lock();
-    let up = iperf3_from_guest(false);
-    eprintln!("e2e: iperf3 guest->host {:.2} Gbit/s", up / 1e9);
-    let down = iperf3_from_guest(true);
-    eprintln!("e2e: iperf3 host->guest {:.2} Gbit/s", down / 1e9);
+    scenarios::iperf3_each_direction(Family::V4);
 }
 
 #[test]
 fn five_hundred_concurrent_connections_64kib_each() {
     require!("python3");
-    const COUNT: usize = 500;
-    const SIZE: usize = 64 << 10;
     let _serial = bulk_lock();
-    let (port, answered) = servers::hash_server(SIZE, 1024);
-    let (port, count, size) = (port.to_string(), COUNT.to_string(), SIZE.to_string());
-    let started = Instant::now();
-    let out = python_in_guest(
-        &[],
-        e2e::MANY_CONNECTIONS_PY,
-        &[GATEWAY, &port, &count, &size],
-        BULK_LIMIT,
-    );
-    let wall = started.elapsed();
-    out.assert_success("500 connections");
-    assert_eq!(answered.load(Ordering::Relaxed), COUNT);
-    let elapsed = field(&out.stdout, "elapsed").expect("the client's elapsed time");
-    eprintln!(
-        "e2e: {COUNT} concurrent connections x 64 KiB in {elapsed} s ({:.2} s with slipway run)",
-        wall.as_secs_f64()
-    );
+    scenarios::concurrent_connections(Family::V4, 500, 64 << 10);
 }
 
 // ---------------------------------------------------------------------------
@@ -256,15 +196,7 @@ fn connect_bounded(port: u16) -> TcpStream {
 #[test]
 fn udp_echo_1_1400_60000_bytes() {
     require!("python3");
-    let port = servers::udp_echo().to_string();
-    let out = python_in_guest(
-        &[],
-        GUEST_UDP_ECHO_CLIENT,
-        &[&port, "1", "1400", "60000"],
-        LIMIT,
-    );
-    out.assert_success("udp client");
-    assert_eq!(out.stdout, "echo 1\necho 1400\necho 60000\n");
+    scenarios::udp_echo_sizes(Family::V4, &["1", "1400", "60000"]);
 }
 
 #[test]
@@ -300,14 +232,7 @@ fn dns_lookup_through_test_responder() {
 #[test]
 fn ping_gateway() {
     require!("busybox");
-    let out = run_in_guest(&[], &format!("busybox ping -c 3 -W 2 {GATEWAY}"), LIMIT);
-    out.assert_success("ping");
-    assert!(
-        out.stdout
-            .contains("3 packets transmitted, 3 packets received"),
-        "{}",
-        out.stdout
-    );
+    scenarios::ping_answered(&[GATEWAY]);
 }
 
 // ---------------------------------------------------------------------------
@@ -384,34 +309,12 @@ fn tcp_and_udp_forwards_reach_servers_in_the_namespace() {
 // ---------------------------------------------------------------------------
 // Failures are quick.
 
-/// A guest script that fetches `http://10.0.2.2:PORT/` with curl and
-/// prints curl's exit status as `rc=N` and the time it took as `ms=N`.
-fn timed_fetch(port: u16) -> String {
-    format!(
-        "s=$(date +%s%N); curl -sS --max-time 5 http://{GATEWAY}:{port}/; rc=$?; \
-         e=$(date +%s%N); echo; echo rc=$rc; echo ms=$(( (e - s) / 1000000 ))"
-    )
-}
-
-/// curl's exit status and milliseconds from [`timed_fetch`]'s output.
-fn fetch_result(out: &e2e::Output) -> (i32, u64) {
-    out.assert_success("timed fetch");
-    let rc = field(&out.stdout, "rc").and_then(|s| s.parse().ok());
-    let ms = field(&out.stdout, "ms").and_then(|s| s.parse().ok());
-    match (rc, ms) {
-        (Some(rc), Some(ms)) => (rc, ms),
-        _ => panic!("no rc= or ms= in:\n{}\n{}", out.stdout, out.stderr),
-    }
-}
-
-/// curl's "Failed to connect to host".
-const CURL_COULDNT_CONNECT: i32 = 7;
-
 #[test]
 fn closed_port_fails_within_a_second() {
     require!("curl", "date");
     let port = free_tcp_port();
-    let out = run_in_guest(&[], &timed_fetch(port), LIMIT);
+    let url = http_url(Family::V4.gateway(), port, "");
+    let out = run_in_guest(&[], &timed_fetch(&url), LIMIT);
     let (rc, ms) = fetch_result(&out);
     assert_eq!(rc, CURL_COULDNT_CONNECT, "{}", out.stderr);
     assert!(ms < 1000, "refusal took {ms} ms");
@@ -421,118 +324,19 @@ fn closed_port_fails_within_a_second() {
 #[test]
 fn denied_cidr_fails_within_a_second() {
     require!("curl", "date");
-    let (port, accepted) = servers::counting_listener();
-    let out = run_in_guest(&["--deny", "10.0.2.2/32"], &timed_fetch(port), LIMIT);
-    let (rc, ms) = fetch_result(&out);
-    assert_ne!(rc, 0, "{}", out.stdout);
-    assert!(ms < 1000, "denial took {ms} ms");
-    assert_eq!(
-        accepted.load(Ordering::Relaxed),
-        0,
-        "the server was reached"
-    );
-    eprintln!("e2e: denied destination failed in {ms} ms (curl exit {rc})");
+    scenarios::denied_cidr_fails_within_a_second(Family::V4, "10.0.2.2/32");
 }
 
 // ---------------------------------------------------------------------------
 // Namespaces the test builds: a destination other than the gateway, and a
 // host side with no route anywhere.
 
-/// What the server namespace's HTTP server serves.
-const KNOWN_FILE: &str = "served from 192.0.2.1 in the server namespace\n";
-
-/// Links `mid` (192.0.2.2) and `srv` (192.0.2.1) by a veth pair, and
-/// checks that `mid` then has its link route and no other.
-fn link_by_veth(mid: &NamedNetns, srv: &NamedNetns) {
-    ip(&[
-        "-n",
-        mid.name(),
-        "link",
-        "add",
-        "slw-mid0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "slw-srv0",
-        "netns",
-        srv.name(),
-    ]);
-    ip(&[
-        "-n",
-        mid.name(),
-        "addr",
-        "add",
-        "192.0.2.2/24",
-        "dev",
-        "slw-mid0",
-    ]);
-    ip(&["-n", mid.name(), "link", "set", "slw-mid0", "up"]);
-    ip(&[
-        "-n",
-        srv.name(),
-        "addr",
-        "add",
-        "192.0.2.1/24",
-        "dev",
-        "slw-srv0",
-    ]);
-    ip(&["-n", srv.name(), "link", "set", "slw-srv0", "up"]);
-    let routes = run(
-        &mut command("ip", &["-n", mid.name(), "-4", "route", "show"]),
-        LIMIT,
-    );
-    assert_eq!(
-        routes.stdout.lines().count(),
-        1,
-        "mid must have only its link route:\n{}",
-        routes.stdout
-    );
-}
-
 #[test]
 fn destination_other_than_gateway_via_namespace_topology() {
-    require!("ip", "curl", "python3");
+    require!("ip", "curl", "sha256sum");
     // Guest namespace (slipway's) -> slipway in `mid` -> veth -> `srv`.
     // `mid` has only lo and the veth end: no route anywhere else.
-    let srv = NamedNetns::new("srv");
-    let mid = NamedNetns::new("mid");
-    link_by_veth(&mid, &srv);
-
-    let www = TempDir::new("www");
-    std::fs::write(www.path().join("known.txt"), KNOWN_FILE).expect("write known.txt");
-    let root = www.file("");
-    let _server = Proc::spawn(&mut srv.exec(
-        python3(),
-        &[
-            "-m",
-            "http.server",
-            "--bind",
-            "192.0.2.1",
-            "--directory",
-            &root,
-            "8000",
-        ],
-    ));
-    let url = "http://192.0.2.1:8000/known.txt";
-    // Directly from `mid` first: the topology works without slipway.
-    wait_until("the server in srv answering mid", READY, || {
-        run(
-            &mut mid.exec("curl", &["-sf", "--max-time", "1", url]),
-            LIMIT,
-        )
-        .stdout
-            == KNOWN_FILE
-    });
-
-    let out = run_then_quiet(
-        mid.exec(env!("CARGO_BIN_EXE_slipway"), &["run", "--"]),
-        &["curl", "-sS", "--max-time", "10", url],
-        LIMIT,
-        "after the fetch from srv",
-    );
-    out.assert_success("slipway run in mid");
-    assert_eq!(out.stdout, KNOWN_FILE);
+    topology::download_from_behind_a_veth(Family::V4);
 }
 
 #[test]

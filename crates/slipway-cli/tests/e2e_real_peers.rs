@@ -33,8 +33,7 @@ use std::time::Duration;
 
 use e2e::data::{BULK_LEN, bulk};
 use e2e::{
-    GuestRun, NamedNetns, Proc, TempDir, bulk_lock, field, ip, mib_per_s, python3, run, servers,
-    stat,
+    GuestRun, NamedNetns, Proc, TempDir, bulk_lock, field, mib_per_s, python3, servers, stat,
 };
 
 /// The server namespace's address.
@@ -63,41 +62,7 @@ impl Link {
     fn new(tag: &str) -> Self {
         let srv = NamedNetns::new(&format!("rp-srv-{tag}"));
         let mid = NamedNetns::new(&format!("rp-mid-{tag}"));
-        ip(&[
-            "-n",
-            mid.name(),
-            "link",
-            "add",
-            "slw-mid0",
-            "mtu",
-            "1500",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "slw-srv0",
-            "mtu",
-            "1500",
-            "netns",
-            srv.name(),
-        ]);
-        for (ns, dev, addr) in [
-            (&mid, "slw-mid0", "192.0.2.2/24"),
-            (&srv, "slw-srv0", "192.0.2.1/24"),
-        ] {
-            ip(&["-n", ns.name(), "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns.name(), "link", "set", dev, "up"]);
-        }
-        let routes = run(
-            &mut e2e::command("ip", &["-n", mid.name(), "-4", "route", "show"]),
-            LIMIT,
-        );
-        assert_eq!(
-            routes.stdout.lines().count(),
-            1,
-            "mid must have only its link route:\n{}",
-            routes.stdout
-        );
+        e2e::topology::link_by_veth(&mid, &srv, &[e2e::Family::V4]);
         Self { srv, mid }
     }
 

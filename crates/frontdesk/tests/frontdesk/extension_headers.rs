@@ -82,6 +82,28 @@ fn ipv6_fragment_is_dropped_wherever_it_is_in_the_chain() {
 }
 
 #[test]
+fn atomic_fragment_is_a_whole_datagram_and_reaches_the_relays() {
+    // Offset 0 and no more fragments: RFC 8200 section 4.5 and RFC 6946.
+    let atomic = Ext {
+        kind: IpProtocol::Ipv6Frag,
+        body: vec![0, 0, 0, 0, 0, 7],
+    };
+    let frame = udp_behind(&[Ext::hop_by_hop(), atomic]);
+    let (classified, counters) = classified(&frame);
+    let Classified::Ipv6(datagram) = classified else {
+        panic!("{classified:?}");
+    };
+    assert_eq!(counters.total_drops(), 0);
+    assert_eq!(datagram.transport_offset, IPV6_HEADER_LEN + 8 + 8);
+    // A fragment at offset 0 with more to come is a fragment still.
+    let first = Ext {
+        kind: IpProtocol::Ipv6Frag,
+        body: vec![0, 1, 0, 0, 0, 7],
+    };
+    assert_dropped(&udp_behind(&[first]), DropReason::Fragment);
+}
+
+#[test]
 fn jumbogram_is_dropped() {
     let jumbo = Ext {
         kind: IpProtocol::HopByHop,

@@ -9,11 +9,16 @@
 //! directories by [`TempDir`].
 
 pub mod data;
+pub mod family;
 pub mod routed;
+pub mod scenarios;
 pub mod servers;
+pub mod topology;
 pub mod transfer;
 
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+pub use family::{CURL_GLOBOFF, Family, http_url};
+
+use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -428,14 +433,27 @@ pub fn free_udp_port() -> u16 {
 }
 
 /// Whether a TCP socket listens on `addr:port` in the caller's network
-/// namespace (read from /proc/net/tcp, so no connection disturbs the
-/// server).
-pub fn tcp_listening(addr: Ipv4Addr, port: u16) -> bool {
-    let local = format!(
-        "{:08X}:{port:04X}",
-        u32::from_le_bytes(addr.octets()) // /proc prints the address as a host-order word
-    );
-    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+/// namespace (read from /proc/net/tcp or tcp6, so no connection disturbs
+/// the server).
+pub fn tcp_listening(addr: impl Into<IpAddr>, port: u16) -> bool {
+    // /proc prints an address as host-order 32-bit words.
+    let (table, words) = match addr.into() {
+        IpAddr::V4(v4) => ("/proc/net/tcp", vec![v4.octets()]),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let words = o
+                .chunks_exact(4)
+                .map(|w| [w[0], w[1], w[2], w[3]])
+                .collect();
+            ("/proc/net/tcp6", words)
+        }
+    };
+    let hex: String = words
+        .iter()
+        .map(|w| format!("{:08X}", u32::from_le_bytes(*w)))
+        .collect();
+    let local = format!("{hex}:{port:04X}");
+    std::fs::read_to_string(table).is_ok_and(|table| {
         table.lines().skip(1).any(|line| {
             let mut fields = line.split_whitespace().skip(1);
             fields.next() == Some(local.as_str()) && fields.nth(1) == Some("0A")
@@ -574,16 +592,17 @@ pub fn field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     })
 }
 
-/// Python run in the guest: sends a datagram of each size in `argv[2:]` to
-/// `10.0.2.2:argv[1]` (a UDP echo server on host loopback) and checks that
-/// each comes back unchanged, three tries of 3 s each; prints `echo SIZE`
-/// per size.
+/// Python run in the guest: sends a datagram of each size in `argv[3:]` to
+/// `argv[1]:argv[2]` (the gateway of either family, and the port of a UDP
+/// echo server on host loopback) and checks that each comes back
+/// unchanged, three tries of 3 s each; prints `echo SIZE` per size.
 pub const GUEST_UDP_ECHO_CLIENT: &str = "\
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(3)
-s.connect(('10.0.2.2', int(sys.argv[1])))
-for size in map(int, sys.argv[2:]):
+s.connect((host, port))
+for size in map(int, sys.argv[3:]):
     data = bytes((i * 7 + size) % 256 for i in range(size))
     for attempt in range(3):
         s.send(data)

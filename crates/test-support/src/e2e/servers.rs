@@ -1,17 +1,18 @@
 //! Servers on host loopback that the guest reaches through the gateway
-//! address, or (the `_on` forms, on a socket made inside a namespace) on
-//! any address. Each runs on its own threads for the rest of the test
+//! address, or (the `_on` forms, on a listener of either family, made on
+//! the host's loopback or inside a namespace) on any address. Each runs on its own threads for the rest of the test
 //! binary; every read and write on a connection is bounded by
 //! [`IO_TIMEOUT`].
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::Family;
 use super::data::{Sha256, hex};
 
 /// The bound on each read and write of a server's connection.
@@ -20,18 +21,38 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// A listener on 127.0.0.1 with an ephemeral port and a backlog of
 /// `backlog` (std's is 128, too short for a burst of connections).
 pub fn listener(backlog: i32) -> TcpListener {
-    listener_at(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), backlog)
+    loopback_listener(Family::V4, backlog)
+}
+
+/// A listener on the loopback address of `family` (127.0.0.1 or ::1) with
+/// an ephemeral port and a backlog of `backlog`.
+pub fn loopback_listener(family: Family, backlog: i32) -> TcpListener {
+    listener_at(SocketAddr::new(family.loopback(), 0), backlog)
 }
 
 /// A listener on `addr` (port 0: an ephemeral one) with a backlog of
 /// `backlog`, in the calling thread's network namespace.
-pub fn listener_at(addr: SocketAddrV4, backlog: i32) -> TcpListener {
+pub fn listener_at(addr: impl Into<SocketAddr>, backlog: i32) -> TcpListener {
+    let addr = addr.into();
+    try_listener_at(addr, backlog).unwrap_or_else(|e| panic!("listen on {addr}: {e}"))
+}
+
+fn try_listener_at(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     use rustix::net::{AddressFamily, SocketType, sockopt};
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    sockopt::set_socket_reuseaddr(&fd, true).expect("SO_REUSEADDR");
-    rustix::net::bind(&fd, &addr).expect("bind");
-    rustix::net::listen(&fd, backlog).expect("listen");
-    TcpListener::from(fd)
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket(family, SocketType::STREAM, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if addr.is_ipv6() {
+        // An IPv6 listener takes IPv6 alone, so that a server on both
+        // families can tell which one a client came over.
+        sockopt::set_ipv6_v6only(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, backlog)?;
+    Ok(TcpListener::from(fd))
 }
 
 fn port_of(listener: &TcpListener) -> u16 {
@@ -98,6 +119,50 @@ pub fn http_body_on(listener: TcpListener, body: &'static [u8]) -> u16 {
     port
 }
 
+/// Listeners on 127.0.0.1 and on ::1 with the same ephemeral port, so
+/// that a name with addresses of both families leads to one server.
+pub fn dual_stack_listeners(backlog: i32) -> [TcpListener; 2] {
+    // The port free on 127.0.0.1 may be taken on ::1: a few tries.
+    for _ in 0..20 {
+        let v4 = loopback_listener(Family::V4, backlog);
+        let addr = SocketAddr::new(Family::V6.loopback(), port_of(&v4));
+        if let Ok(v6) = try_listener_at(addr, backlog) {
+            return [v4, v6];
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and ::1 in 20 tries");
+}
+
+/// An HTTP server on every one of `listeners` (one port) answering each
+/// request with `peer=ADDR`, the client's address, and reporting that
+/// address.
+pub fn http_peer_on(
+    listeners: impl IntoIterator<Item = TcpListener>,
+) -> (u16, Receiver<SocketAddr>) {
+    let (tx, rx) = mpsc::channel();
+    let mut port = 0;
+    for listener in listeners {
+        port = port_of(&listener);
+        let tx = tx.clone();
+        serve_each(listener, move |stream| {
+            let Ok(peer) = stream.peer_addr() else {
+                return;
+            };
+            if read_head(&mut BufReader::new(&stream)).is_err() {
+                return;
+            }
+            let body = format!("peer={}\n", peer.ip());
+            let answer = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = (&stream).write_all(answer.as_bytes());
+            let _ = tx.send(peer);
+        });
+    }
+    (port, rx)
+}
+
 /// What [`http_upload_sink`] received in one request.
 pub struct Upload {
     /// Body bytes received.
@@ -158,7 +223,11 @@ pub fn http_upload_sink_on(listener: TcpListener) -> (u16, Receiver<Upload>) {
 /// A server that reads exactly `len` bytes from each connection, answers
 /// their SHA-256 in hex and a newline, and closes. Counts the answers.
 pub fn hash_server(len: usize, backlog: i32) -> (u16, Arc<AtomicUsize>) {
-    let listener = listener(backlog);
+    hash_server_on(listener(backlog), len)
+}
+
+/// [`hash_server`] on `listener`.
+pub fn hash_server_on(listener: TcpListener, len: usize) -> (u16, Arc<AtomicUsize>) {
     let port = port_of(&listener);
     let answered = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&answered);
@@ -210,7 +279,11 @@ pub fn echo_on(listener: TcpListener) -> (u16, Arc<AtomicUsize>) {
 
 /// A listener that accepts and closes connections, counting them.
 pub fn counting_listener() -> (u16, Arc<AtomicUsize>) {
-    let listener = listener(128);
+    counting_listener_on(listener(128))
+}
+
+/// [`counting_listener`] on `listener`.
+pub fn counting_listener_on(listener: TcpListener) -> (u16, Arc<AtomicUsize>) {
     let port = port_of(&listener);
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&accepted);
@@ -222,7 +295,13 @@ pub fn counting_listener() -> (u16, Arc<AtomicUsize>) {
 
 /// A UDP server on 127.0.0.1 sending every datagram back to its sender.
 pub fn udp_echo() -> u16 {
-    udp_echo_on(UdpSocket::bind("127.0.0.1:0").expect("bind udp"))
+    udp_echo_at(Family::V4)
+}
+
+/// [`udp_echo`] on the loopback address of `family`.
+pub fn udp_echo_at(family: Family) -> u16 {
+    let addr = SocketAddr::new(family.loopback(), 0);
+    udp_echo_on(UdpSocket::bind(addr).expect("bind udp"))
 }
 
 /// [`udp_echo`] on `socket`; returns its port.
@@ -242,20 +321,68 @@ pub const DNS_NAME: &str = "slipway.test";
 /// The address it answers for [`DNS_NAME`].
 pub const DNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 
+/// What a DNS responder knows of one name: its A and AAAA records.
+#[derive(Clone, Copy, Debug)]
+pub struct Records {
+    /// The name, lowercase, without the final dot.
+    pub name: &'static str,
+    /// Its IPv4 address, if it has one.
+    pub a: Option<Ipv4Addr>,
+    /// Its IPv6 address, if it has one.
+    pub aaaa: Option<Ipv6Addr>,
+}
+
+impl Records {
+    /// The record of type `qtype` (1: A, 28: AAAA) as an answer's type and
+    /// data, if the name has one.
+    fn answer(&self, qtype: u16) -> Option<(u16, Vec<u8>)> {
+        match qtype {
+            1 => self.a.map(|a| (1, a.octets().to_vec())),
+            28 => self.aaaa.map(|aaaa| (28, aaaa.octets().to_vec())),
+            _ => None,
+        }
+    }
+}
+
+/// The queries a DNS responder answered for its name.
+#[derive(Debug, Default)]
+pub struct Queries {
+    /// Of any type.
+    pub known: Arc<AtomicUsize>,
+    /// Of type AAAA.
+    pub aaaa: Arc<AtomicUsize>,
+}
+
 /// A DNS responder on 127.0.0.1 (UDP) answering A queries for
 /// [`DNS_NAME`] with [`DNS_ADDRESS`], other names with NXDOMAIN and other
 /// types with no records. Counts the queries for [`DNS_NAME`].
 pub fn dns_responder() -> (u16, Arc<AtomicUsize>) {
+    let records = Records {
+        name: DNS_NAME,
+        a: Some(DNS_ADDRESS),
+        aaaa: None,
+    };
+    let (port, queries) = dns_responder_with(records);
+    (port, queries.known)
+}
+
+/// A DNS responder on 127.0.0.1 (UDP) answering queries for the name of
+/// `records` with its records, other names with NXDOMAIN and types it has
+/// no record of with no records.
+pub fn dns_responder_with(records: Records) -> (u16, Queries) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let port = socket.local_addr().expect("local_addr").port();
-    let queries = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&queries);
+    let queries = Queries::default();
+    let (known, aaaa) = (Arc::clone(&queries.known), Arc::clone(&queries.aaaa));
     thread::spawn(move || {
         let mut buf = [0u8; 512];
         while let Ok((len, peer)) = socket.recv_from(&mut buf) {
-            if let Some((reply, known)) = dns_answer(&buf[..len]) {
-                if known {
-                    count.fetch_add(1, Ordering::Relaxed);
+            if let Some((reply, qtype)) = dns_answer(&records, &buf[..len]) {
+                if let Some(qtype) = qtype {
+                    known.fetch_add(1, Ordering::Relaxed);
+                    if qtype == 28 {
+                        aaaa.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 let _ = socket.send_to(&reply, peer);
             }
@@ -264,9 +391,9 @@ pub fn dns_responder() -> (u16, Arc<AtomicUsize>) {
     (port, queries)
 }
 
-/// The reply to a one-question query, and whether it asked about
-/// [`DNS_NAME`]. `None` for what is not a query.
-fn dns_answer(query: &[u8]) -> Option<(Vec<u8>, bool)> {
+/// The reply to a one-question query, and its type if it asked about the
+/// name of `records`. `None` for what is not a query.
+fn dns_answer(records: &Records, query: &[u8]) -> Option<(Vec<u8>, Option<u16>)> {
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return None;
     }
@@ -282,15 +409,18 @@ fn dns_answer(query: &[u8]) -> Option<(Vec<u8>, bool)> {
     }
     let question_end = at + 5;
     let qtype = u16::from_be_bytes([*query.get(at + 1)?, *query.get(at + 2)?]);
-    let known = labels.join(".") == DNS_NAME;
-    let answer = known && qtype == 1;
+    let known = labels.join(".") == records.name;
+    let answer = known.then(|| records.answer(qtype)).flatten();
     let mut reply = query.get(..question_end)?.to_vec();
     reply[2] = 0x80 | (query[2] & 0x01); // QR, opcode 0, RD echoed
     reply[3] = if known { 0x80 } else { 0x83 }; // RA; NOERROR or NXDOMAIN
-    reply[4..12].copy_from_slice(&[0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
-    if answer {
-        reply.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        reply.extend(DNS_ADDRESS.octets());
+    reply[4..12].copy_from_slice(&[0, 1, 0, u8::from(answer.is_some()), 0, 0, 0, 0]);
+    if let Some((rtype, data)) = answer {
+        reply.extend([0xc0, 12]);
+        reply.extend(rtype.to_be_bytes());
+        reply.extend([0, 1, 0, 0, 0, 60]);
+        reply.extend(u16::try_from(data.len()).unwrap_or(0).to_be_bytes());
+        reply.extend(data);
     }
-    Some((reply, known))
+    Some((reply, known.then_some(qtype)))
 }

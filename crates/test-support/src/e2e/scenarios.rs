@@ -1,0 +1,263 @@
+//! The namespace scenarios that IPv4 and IPv6 share, each over the
+//! [`Family`] it is given: a guest of `slipway run` reaches servers on the
+//! host's loopback of that family through the family's gateway address.
+//! Each asserts what the guest and the server saw and ends with the
+//! quiet-loop check of [`GuestRun`](super::GuestRun); the bulk ones print
+//! their throughput as `e2e: ...` lines on stderr.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::data::{BULK_LEN, bulk};
+use super::{
+    CURL_GLOBOFF, Family, GUEST_UDP_ECHO_CLIENT, MANY_CONNECTIONS_PY, Output, Proc, TempDir,
+    command, field, free_tcp_port, http_url, mib_per_s, python_in_guest, run_in_guest,
+    run_then_quiet, servers, slipway_run, tcp_listening, wait_until,
+};
+
+/// The bound on a short command in the guest.
+pub const LIMIT: Duration = Duration::from_secs(20);
+/// The bound on a bulk transfer (curl's own `--max-time` is shorter, so
+/// that a slow transfer fails with curl's account of it).
+pub const BULK_LIMIT: Duration = Duration::from_secs(60);
+/// How long a server may take to start listening.
+pub const READY: Duration = Duration::from_secs(10);
+
+/// Downloads 256 MiB over `family` into a guest of `slipway run OPTIONS`
+/// from a server on host loopback, checks the guest's hash, and returns
+/// slipway's `--stats` output (with curl's).
+pub fn http_download_256mib(family: Family, options: &[&str], what: &str) -> String {
+    let data = bulk();
+    let port = servers::http_body_on(servers::loopback_listener(family, 128), &data.bytes);
+    let url = http_url(family.gateway(), port, "");
+    let script = format!(
+        "curl {CURL_GLOBOFF} -sS --max-time 50 -w '%{{stderr}}time_total=%{{time_total}}\\n' \
+         {url} | sha256sum"
+    );
+    let mut options = options.to_vec();
+    options.push("--stats");
+    let out = run_in_guest(&options, &script, BULK_LIMIT);
+    out.assert_success("download");
+    assert_eq!(
+        out.stdout.split_whitespace().next(),
+        Some(data.sha256.as_str()),
+        "the guest's hash differs; curl said:\n{}",
+        out.stderr
+    );
+    let seconds = curl_seconds(&out.stderr);
+    eprintln!(
+        "e2e: download 256 MiB over {}{what} in {seconds:.2} s = {:.0} MiB/s",
+        family.name(),
+        mib_per_s(BULK_LEN, seconds)
+    );
+    out.stderr
+}
+
+/// Uploads 256 MiB over `family` from a guest of `slipway run OPTIONS` to
+/// a server on host loopback, checks the server's hash and that no frame
+/// was dropped for a checksum, and returns slipway's `--stats` output.
+pub fn http_upload_256mib(family: Family, options: &[&str], what: &str) -> String {
+    let data = bulk();
+    let dir = TempDir::new(&format!("upload-{}", family.name()));
+    let file = dir.file("bulk.bin");
+    std::fs::write(&file, &data.bytes).expect("write the upload file");
+    let (port, uploads) = servers::http_upload_sink_on(servers::loopback_listener(family, 128));
+    let url = http_url(family.gateway(), port, "upload");
+    // No `Expect: 100-continue`: the body follows the head at once.
+    let script = format!(
+        "curl {CURL_GLOBOFF} -sS --max-time 50 -H 'Expect:' -T {file} \
+         -w 'time_total=%{{time_total}}\\n' {url}"
+    );
+    let mut options = options.to_vec();
+    options.push("--stats");
+    let out = run_in_guest(&options, &script, BULK_LIMIT);
+    out.assert_success("upload");
+    assert_eq!(
+        super::stat(&out.stderr, "dropped: bad_checksum"),
+        None,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some(BULK_LEN.to_string().as_str())
+    );
+    let upload = uploads
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server's report");
+    assert_eq!(upload.len, BULK_LEN);
+    assert_eq!(upload.sha256, data.sha256, "the server's hash differs");
+    let seconds = curl_seconds(&out.stdout);
+    eprintln!(
+        "e2e: upload 256 MiB over {}{what} in {seconds:.2} s = {:.0} MiB/s (server received for {:.2} s)",
+        family.name(),
+        mib_per_s(BULK_LEN, seconds),
+        upload.elapsed.as_secs_f64()
+    );
+    out.stderr
+}
+
+/// The `time_total=SECONDS` that curl's `-w` wrote into `text`.
+fn curl_seconds(text: &str) -> f64 {
+    field(text, "time_total")
+        .and_then(|s| s.parse().ok())
+        .expect("curl's time_total")
+}
+
+/// Runs a 5-second iperf3 test over `family` from the guest to a one-off
+/// server on host loopback (from the server to the guest with `reverse`);
+/// returns the receiver's bits per second.
+pub fn iperf3_from_guest(family: Family, reverse: bool) -> f64 {
+    let port = free_tcp_port();
+    let (port_arg, bind) = (port.to_string(), family.loopback().to_string());
+    let server = Proc::spawn(&mut command(
+        "iperf3",
+        &["-s", "-B", &bind, "-p", &port_arg, "-1"],
+    ));
+    wait_until("iperf3 server listening", READY, || {
+        tcp_listening(family.loopback(), port)
+    });
+    let gateway = family.gateway().to_string();
+    let mut args = vec![
+        "iperf3",
+        family.flag(),
+        "-c",
+        &gateway,
+        "-p",
+        &port_arg,
+        "-t",
+        "5",
+        "-J",
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    let out = run_then_quiet(slipway_run(&[]), &args, LIMIT, "after iperf3");
+    out.assert_success("iperf3 client");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 -J output: {e}\n{}", out.stdout));
+    assert!(report.get("error").is_none(), "iperf3: {}", report["error"]);
+    let server = server.finish(LIMIT);
+    server.assert_success("iperf3 server");
+    let bits = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("end.sum_received.bits_per_second");
+    assert!(bits > 0.0, "no bytes received: {}", report["end"]);
+    bits
+}
+
+/// iperf3 over `family` for 5 s each way, both throughputs reported.
+pub fn iperf3_each_direction(family: Family) {
+    let up = iperf3_from_guest(family, false);
+    eprintln!(
+        "e2e: iperf3 over {} guest->host {:.2} Gbit/s",
+        family.name(),
+        up / 1e9
+    );
+    let down = iperf3_from_guest(family, true);
+    eprintln!(
+        "e2e: iperf3 over {} host->guest {:.2} Gbit/s",
+        family.name(),
+        down / 1e9
+    );
+}
+
+/// Opens `count` connections at once over `family` from the guest to a
+/// server on host loopback, sends `size` bytes of its own on each and
+/// checks that every one gets the SHA-256 of what it sent.
+pub fn concurrent_connections(family: Family, count: usize, size: usize) {
+    let (port, answered) = servers::hash_server_on(servers::loopback_listener(family, 1024), size);
+    let gateway = family.gateway().to_string();
+    let (port, count_arg, size_arg) = (port.to_string(), count.to_string(), size.to_string());
+    let started = Instant::now();
+    let out = python_in_guest(
+        &[],
+        MANY_CONNECTIONS_PY,
+        &[&gateway, &port, &count_arg, &size_arg],
+        BULK_LIMIT,
+    );
+    let wall = started.elapsed();
+    out.assert_success(&format!("{count} connections"));
+    assert_eq!(answered.load(Ordering::Relaxed), count);
+    let elapsed = field(&out.stdout, "elapsed").expect("the client's elapsed time");
+    eprintln!(
+        "e2e: {count} concurrent {} connections x {} KiB in {elapsed} s ({:.2} s with slipway run)",
+        family.name(),
+        size >> 10,
+        wall.as_secs_f64()
+    );
+}
+
+/// Sends a datagram of each of `sizes` over `family` from the guest to a
+/// UDP echo server on host loopback and checks each comes back intact.
+pub fn udp_echo_sizes(family: Family, sizes: &[&str]) {
+    let port = servers::udp_echo_at(family).to_string();
+    let gateway = family.gateway().to_string();
+    let mut args = vec![gateway.as_str(), port.as_str()];
+    args.extend_from_slice(sizes);
+    let out = python_in_guest(&[], GUEST_UDP_ECHO_CLIENT, &args, LIMIT);
+    out.assert_success("udp client");
+    let expected: String = sizes.iter().map(|size| format!("echo {size}\n")).collect();
+    assert_eq!(out.stdout, expected);
+}
+
+/// Pings each of `targets` three times from the guest (busybox ping, which
+/// takes either family) and checks every request is answered.
+pub fn ping_answered(targets: &[&str]) {
+    let script: Vec<String> = targets
+        .iter()
+        .map(|target| format!("busybox ping -c 3 -W 2 {target}"))
+        .collect();
+    let out = run_in_guest(&[], &script.join(" && "), LIMIT);
+    out.assert_success("ping");
+    let answered = out
+        .stdout
+        .matches("3 packets transmitted, 3 packets received")
+        .count();
+    assert_eq!(answered, targets.len(), "{}", out.stdout);
+}
+
+/// curl's "Failed to connect to host": refused or unreachable, not timed
+/// out.
+pub const CURL_COULDNT_CONNECT: i32 = 7;
+
+/// A guest script that fetches `url` with curl and prints curl's exit
+/// status as `rc=N` and the time it took as `ms=N`.
+pub fn timed_fetch(url: &str) -> String {
+    format!(
+        "s=$(date +%s%N); curl {CURL_GLOBOFF} -sS --max-time 5 {url}; rc=$?; \
+         e=$(date +%s%N); echo; echo rc=$rc; echo ms=$(( (e - s) / 1000000 ))"
+    )
+}
+
+/// curl's exit status and milliseconds from [`timed_fetch`]'s output.
+pub fn fetch_result(out: &Output) -> (i32, u64) {
+    out.assert_success("timed fetch");
+    let rc = field(&out.stdout, "rc").and_then(|s| s.parse().ok());
+    let ms = field(&out.stdout, "ms").and_then(|s| s.parse().ok());
+    match (rc, ms) {
+        (Some(rc), Some(ms)) => (rc, ms),
+        _ => panic!("no rc= or ms= in:\n{}\n{}", out.stdout, out.stderr),
+    }
+}
+
+/// A guest of `slipway run --deny CIDR` fetches from a server on host
+/// loopback behind `family`'s gateway, which `cidr` covers: the connection
+/// is refused within a second and the server sees none.
+pub fn denied_cidr_fails_within_a_second(family: Family, cidr: &str) {
+    let (port, accepted) = servers::counting_listener_on(servers::loopback_listener(family, 128));
+    let url = http_url(family.gateway(), port, "");
+    let out = run_in_guest(&["--deny", cidr], &timed_fetch(&url), LIMIT);
+    let (rc, ms) = fetch_result(&out);
+    assert_eq!(rc, CURL_COULDNT_CONNECT, "{}\n{}", out.stdout, out.stderr);
+    assert!(ms < 1000, "denial took {ms} ms");
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        0,
+        "the server was reached"
+    );
+    eprintln!(
+        "e2e: denied {} destination failed in {ms} ms (curl exit {rc})",
+        family.name()
+    );
+}
