@@ -342,9 +342,9 @@ impl Guest for NsGuest {
 }
 
 /// Starts `stack` (a command in the host namespace serving `ns`) and waits
-/// until the guest has its IPv4 default route (its IPv6 host side, which
-/// the stack maps to host loopback unless `ipv6` says why not, the session
-/// waits for).
+/// until the guest has its IPv4 default route. `ipv6` is the guest's IPv6
+/// host side, or why it has none; the session waits for that itself, as
+/// the guest's address autoconfiguration may take a while longer.
 fn start_stack(
     ns: NetNs,
     mut stack: Command,
