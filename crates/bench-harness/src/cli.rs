@@ -5,7 +5,7 @@
 //! and no environment. Defaults that depend on the machine (where slipway
 //! was built) are resolved by the caller.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,11 +23,13 @@ Usage:
 
 Options:
   --paths P,..        paths to run (default: all): slipway-65520, slipway-1500,
-                      pasta, slirp4netns-1500, slirp4netns-65520, veth, loopback,
-                      qemu-slipway, qemu-slipway-vhost-user, qemu-passt,
-                      qemu-libslirp (a QEMU guest)
-  --workloads W,..    workloads to run (default: all): idle, tcp_g2h, tcp_h2g,
-                      tcp_rr, tcp_crr, udp_rr, dns, icmp, fwd_connect, idle_10k
+                      pasta, pasta-current, slirp4netns-1500, slirp4netns-65520,
+                      veth, loopback, qemu-slipway, qemu-slipway-vhost-user,
+                      qemu-passt, qemu-libslirp (a QEMU guest)
+  --workloads W,..    workloads to run (default: all): idle, tcp_g2h, tcp_g2h6,
+                      tcp_h2g, tcp_h2g6, tcp_rr, tcp_rr6, tcp_crr, tcp_crr6,
+                      udp_rr, dns, icmp, fwd_connect, idle_10k (a 6 at the end:
+                      the same over IPv6)
   --reps N            repetitions of every path and workload (default 3)
   --duration SECS     length of each timed workload (default 5)
   --idle-flows N      connections idle_10k holds open (default 10000)
@@ -35,12 +37,15 @@ Options:
   --markdown FILE     markdown output (default target/bench/bench.md)
   --svg FILE          SVG plot (default target/bench/bench.svg)
   --slipway BIN       the slipway binary to test (default: target/release/slipway)
+  --pasta-current BIN a pasta built from current sources, run as the path
+                      pasta-current beside the packaged pasta in PATH
   -h, --help          print this help
 
 Subcommands the harness runs itself (inside guests and on the host side):
   serve --bind ADDR [--lifetime SECS]
   serve-guest --port PORT [--lifetime SECS]
   client --workload tcp_rr|tcp_crr|udp_rr|dns|icmp --target ADDR:PORT [--duration SECS]
+                         (ADDR:PORT of either family: 10.0.2.2:7001, [::1]:7001)
   hold --target ADDR:PORT --count N [--lifetime SECS]
   probe --target ADDR:PORT [--limit SECS]
   agent --port PORT      (inside a VM guest: run commands sent to PORT)
@@ -59,7 +64,7 @@ pub enum Command {
     /// Host-side servers bound to an address.
     Serve {
         /// Where to bind.
-        bind: Ipv4Addr,
+        bind: IpAddr,
         /// When to exit.
         lifetime: Duration,
     },
@@ -75,14 +80,14 @@ pub enum Command {
         /// What to run.
         workload: ClientWorkload,
         /// Against what.
-        target: SocketAddrV4,
+        target: SocketAddr,
         /// For how long.
         duration: Duration,
     },
     /// Hold idle connections.
     Hold {
         /// To what.
-        target: SocketAddrV4,
+        target: SocketAddr,
         /// How many.
         count: usize,
         /// For how long at most.
@@ -105,7 +110,7 @@ pub enum Command {
     /// Wait until the echo at a target answers.
     Probe {
         /// The echo server.
-        target: SocketAddrV4,
+        target: SocketAddr,
         /// How long to try.
         limit: Duration,
     },
@@ -132,6 +137,8 @@ pub struct RunOptions {
     pub svg: Option<PathBuf>,
     /// The slipway binary; `None` for the default.
     pub slipway: Option<PathBuf>,
+    /// A pasta built from current sources (the `pasta-current` path).
+    pub pasta_current: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -146,6 +153,7 @@ impl Default for RunOptions {
             markdown: None,
             svg: None,
             slipway: None,
+            pasta_current: None,
         }
     }
 }
@@ -260,6 +268,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, String> {
             "--markdown",
             "--svg",
             "--slipway",
+            "--pasta-current",
         ],
     )?;
     let mut options = RunOptions::default();
@@ -298,6 +307,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, String> {
     options.markdown = o.get("--markdown").map(PathBuf::from);
     options.svg = o.get("--svg").map(PathBuf::from);
     options.slipway = o.get("--slipway").map(PathBuf::from);
+    options.pasta_current = o.get("--pasta-current").map(PathBuf::from);
     Ok(options)
 }
 
@@ -374,6 +384,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::workloads::Family;
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_owned).collect()
@@ -393,12 +404,57 @@ mod tests {
             panic!("not a run");
         };
         assert_eq!(o.paths, ["slipway-65520", "loopback"]);
-        assert_eq!(o.workloads, [Workload::TcpRr, Workload::UdpRr]);
+        assert_eq!(o.workloads, [Workload::TcpRr(Family::V4), Workload::UdpRr]);
         assert_eq!(o.reps, 1);
         assert_eq!(o.duration, Duration::from_secs(2));
         assert_eq!(o.json, Some(PathBuf::from("out.json")));
         assert_eq!(o.slipway, Some(PathBuf::from("/x/slipway")));
         assert_eq!(o.markdown, None);
+        assert_eq!(o.pasta_current, None);
+    }
+
+    #[test]
+    fn ipv6_workloads_and_a_current_pasta_parse() {
+        let Command::Run(o) = parse(&args(
+            "--workloads tcp_g2h,tcp_g2h6,tcp_crr6 --pasta-current /src/passt/pasta",
+        ))
+        .unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!(
+            o.workloads,
+            [
+                Workload::TcpG2h(Family::V4),
+                Workload::TcpG2h(Family::V6),
+                Workload::TcpCrr(Family::V6)
+            ]
+        );
+        assert_eq!(o.pasta_current, Some(PathBuf::from("/src/passt/pasta")));
+        let error = parse(&args("--workloads udp_rr6")).unwrap_err();
+        assert!(error.contains("udp_rr6"), "{error}");
+    }
+
+    #[test]
+    fn helper_subcommands_take_ipv6_addresses() {
+        assert_eq!(
+            parse(&args(
+                "client --workload tcp_rr --target [fd00:0:0:2::2]:7001"
+            ))
+            .unwrap(),
+            Command::Client {
+                workload: ClientWorkload::TcpRr,
+                target: "[fd00:0:0:2::2]:7001".parse().unwrap(),
+                duration: Duration::from_secs(5),
+            }
+        );
+        assert_eq!(
+            parse(&args("serve --bind ::1")).unwrap(),
+            Command::Serve {
+                bind: "::1".parse().unwrap(),
+                lifetime: Duration::from_secs(3600),
+            }
+        );
+        assert!(parse(&args("probe --target fd00::2:7001")).is_err());
     }
 
     #[test]

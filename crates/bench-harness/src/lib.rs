@@ -24,9 +24,19 @@
 //! | `icmp` | echo to the gateway, back to back | `p50_us`, `p99_us` |
 //! | `fwd_connect` | host connects through the inbound forward, 1-byte echo from the guest | `p50_us`, `p99_us`, `tps`, `errors` |
 //! | `idle_10k` | the stack, started afresh for it, while the guest holds 10k idle TCP connections | `wakeups_per_s`, `rss_mib` |
+//! | `tcp_g2h6`, `tcp_h2g6`, `tcp_rr6`, `tcp_crr6` | the same as without the `6`, over IPv6, each run right after its IPv4 twin in the same session | as their twins |
+//!
+//! Over IPv6 the host-side servers bind to `::1` and the guest reaches them
+//! at `fd00:0:0:2::2`, the gateway slipway and pasta (given that plan) map
+//! to host loopback; on `veth` both ends carry an address of
+//! `fd00:0:0:2::/64` and the servers bind to the host end's; on `loopback`
+//! it is `::1` itself. Paths that carry no IPv6 here (slirp4netns, the VM
+//! paths) report the IPv6 workloads absent with the reason.
 //!
 //! Paths: `slipway-65520`, `slipway-1500` (`--slipway BIN` selects the
-//! binary; default `target/release/slipway`), `pasta`, `slirp4netns-1500`,
+//! binary; default `target/release/slipway`), `pasta` (the one in PATH,
+//! as Debian packages it), `pasta-current` (a pasta built from current
+//! sources, given by `--pasta-current BIN`), `slirp4netns-1500`,
 //! `slirp4netns-65520`, `veth` (the kernel, upper bound) and `loopback`
 //! (client and server on 127.0.0.1). A peer not installed is reported
 //! absent, not failed. Stack metrics (CPU, wakeups, memory) exist only for
@@ -58,11 +68,12 @@
 //!   "machine": { "kernel": "6.1.0", "cpu": "...", "cpus": 2, "unix_time": 1700000000,
 //!                "slipway": "target/release/slipway", "reps": 3, "duration_s": 5.0,
 //!                "idle_flows": 10000, "paths": ["..."], "workloads": ["..."],
-//!                "versions": { "pasta": "...", "slirp4netns": "...", "iperf3": "..." } },
+//!                "versions": { "pasta": "...", "pasta-current": "...", "slirp4netns": "...",
+//!                              "iperf3": "..." } },
 //!   "results": [
 //!     { "path": "slipway-65520", "workload": "tcp_rr", "metric": "p50_us", "unit": "us",
 //!       "better": "lower", "values": [30.1, 29.8, 31.0], "median": 30.1, "min": 29.8,
-//!       "max": 31.0, "vs_pasta": 0.64, "vs_veth": 1.43 }
+//!       "max": 31.0, "vs_pasta": 0.64, "vs_veth": 1.43, "v6_vs_v4": null }
 //!   ],
 //!   "absent": [ { "path": "pasta", "why": "pasta not installed" },
 //!               { "path": "veth", "workload": "idle", "why": "no stack process to measure" } ],
@@ -73,7 +84,10 @@
 //! `values` holds one value per successful repetition; `median`, `min` and
 //! `max` summarize them; `vs_pasta` and `vs_veth` are this median divided by
 //! the same workload and metric's median on `pasta` and `veth` (`null` when
-//! that is missing). `better` is `"higher"` or `"lower"`. An `absent`
+//! that is missing). `v6_vs_v4`, on an IPv6 row (`tcp_rr6`), is its
+//! median divided by its IPv4 twin's (`tcp_rr`) on the same path and
+//! metric (`null` on IPv4 rows or when the twin is missing). `better` is
+//! `"higher"` or `"lower"`. An `absent`
 //! entry without `workload` is a whole path; with one, that workload on
 //! that path (`"path": "*"` for every path, as when iperf3 is missing).
 //! `failures` lists what was attempted and failed (`workload` is `null`

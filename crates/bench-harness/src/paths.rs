@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 use std::ffi::OsStr;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -34,6 +34,33 @@ pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 /// The guest's address (slipway's and pasta's as configured here).
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// The guest's name for the host over IPv6 (slipway's gateway, mapped to
+/// host loopback ::1; pasta's and veth's as configured here).
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 2);
+/// The guest's IPv6 address where the harness assigns it (pasta, veth).
+pub const GUEST_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 0x15);
+/// Why slirp4netns's IPv6 workloads are absent.
+const SLIRP_NO_IPV6: &str = "slirp4netns runs without --enable-ipv6 here (and maps no \
+                             IPv6 address to host loopback)";
+
+/// Where the host-side servers of one family bind and the address by
+/// which the guest reaches them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostSide {
+    /// The servers' bind address.
+    pub bind: IpAddr,
+    /// The guest's destination for them.
+    pub addr: IpAddr,
+}
+
+impl HostSide {
+    /// The IPv6 host side of a user-mode stack: servers on host loopback,
+    /// reached through the gateway the stack maps to it.
+    const MAPPED_LOOPBACK6: HostSide = HostSide {
+        bind: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        addr: IpAddr::V6(GATEWAY6),
+    };
+}
 
 /// The namespace the stacks and host-side servers run in, and the empty
 /// namespace its uplink leads to. Made once per harness run.
@@ -73,12 +100,26 @@ impl Host {
         ])?;
         ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "uplink"])?;
         ns.ip(&["link", "set", "uplink", "up"])?;
+        // With its far end down the uplink's routes are "linkdown", and
+        // pasta then takes no IPv6 template from it.
+        void.ip(&["link", "set", "void", "up"])?;
         ns.ip(&[
             "route",
             "add",
             "default",
             "via",
             "192.0.2.254",
+            "dev",
+            "uplink",
+        ])?;
+        ns.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "uplink", "nodad"])?;
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::fe",
             "dev",
             "uplink",
         ])?;
@@ -163,6 +204,11 @@ pub trait Guest {
     /// The address by which the host side reaches the guest's echo server
     /// on [`ports::GUEST_ECHO`].
     fn forward_addr(&self) -> SocketAddrV4;
+    /// The host side over IPv6, or why the path carries no IPv6 here (the
+    /// IPv6 workloads are then absent, not failed).
+    fn ipv6(&self) -> Result<HostSide, &'static str> {
+        Err("the path measures IPv4 only")
+    }
     /// The process of the stack, whose CPU time, wakeups and memory are
     /// measured; `None` for the kernel's own paths.
     fn stack_pid(&self) -> Option<u32>;
@@ -184,10 +230,15 @@ pub trait Guest {
 }
 
 /// Every path the harness knows, in report order. `slipway` is the binary
-/// under test; `target` the cargo target directory holding (or to hold)
-/// the VM paths' guest image.
+/// under test; `pasta_current` a pasta built from current sources, beside
+/// the packaged one in PATH; `target` the cargo target directory holding
+/// (or to hold) the VM paths' guest image.
 #[must_use]
-pub fn all(slipway: &FsPath, target: &FsPath) -> Vec<Box<dyn Path>> {
+pub fn all(
+    slipway: &FsPath,
+    pasta_current: Option<&FsPath>,
+    target: &FsPath,
+) -> Vec<Box<dyn Path>> {
     let mut all: Vec<Box<dyn Path>> = vec![
         Box::new(Slipway {
             binary: slipway.to_path_buf(),
@@ -199,7 +250,17 @@ pub fn all(slipway: &FsPath, target: &FsPath) -> Vec<Box<dyn Path>> {
             mtu: 1500,
             name: "slipway-1500".into(),
         }),
-        Box::new(Pasta),
+        Box::new(Pasta {
+            name: "pasta",
+            binary: sys::find_in_path("pasta")
+                .ok_or_else(|| "pasta not installed (cargo xtask bench --install-peers)".into()),
+        }),
+        Box::new(Pasta {
+            name: "pasta-current",
+            binary: pasta_current
+                .map(FsPath::to_path_buf)
+                .ok_or_else(|| "no source-built pasta given (--pasta-current BIN)".into()),
+        }),
         Box::new(Slirp {
             mtu: 1500,
             name: "slirp4netns-1500".into(),
@@ -237,6 +298,7 @@ struct NsGuest {
     ns: NetNs,
     host_addr: Ipv4Addr,
     forward: SocketAddrV4,
+    ipv6: Result<HostSide, &'static str>,
     /// The stack is pasta, whose echo relay needs ping sockets.
     pasta: bool,
 }
@@ -265,6 +327,9 @@ impl Guest for NsGuest {
     fn forward_addr(&self) -> SocketAddrV4 {
         self.forward
     }
+    fn ipv6(&self) -> Result<HostSide, &'static str> {
+        self.ipv6
+    }
     fn stack_pid(&self) -> Option<u32> {
         self.stack.as_ref().map(Child::pid)
     }
@@ -277,8 +342,15 @@ impl Guest for NsGuest {
 }
 
 /// Starts `stack` (a command in the host namespace serving `ns`) and waits
-/// until the guest has its default route.
-fn start_stack(ns: NetNs, mut stack: Command, forward_port: u16) -> Result<NsGuest, String> {
+/// until the guest has its IPv4 default route. `ipv6` is the guest's IPv6
+/// host side, or why it has none; the session waits for that itself, as
+/// the guest's address autoconfiguration may take a while longer.
+fn start_stack(
+    ns: NetNs,
+    mut stack: Command,
+    forward_port: u16,
+    ipv6: Result<HostSide, &'static str>,
+) -> Result<NsGuest, String> {
     let mut child = Child::spawn(&mut stack)?;
     let configured = test_support::common::poll_until(START_LIMIT, || {
         !child.running() || ns.has_default_route()
@@ -305,6 +377,7 @@ fn start_stack(ns: NetNs, mut stack: Command, forward_port: u16) -> Result<NsGue
         ns,
         host_addr: GATEWAY,
         forward: SocketAddrV4::new(Ipv4Addr::LOCALHOST, forward_port),
+        ipv6,
         pasta: false,
     })
 }
@@ -344,43 +417,50 @@ impl Path for Slipway {
             .args(["-t", &forward_spec(port)])
             .arg("--netns")
             .arg(ns.path());
-        Ok(Box::new(start_stack(ns, stack, port)?))
+        Ok(Box::new(start_stack(
+            ns,
+            stack,
+            port,
+            Ok(HostSide::MAPPED_LOOPBACK6),
+        )?))
     }
 }
 
-struct Pasta;
+/// pasta: the packaged one in PATH, or one built from current sources.
+struct Pasta {
+    name: &'static str,
+    /// The binary, or why there is none.
+    binary: Result<PathBuf, String>,
+}
 
 impl Path for Pasta {
     fn name(&self) -> &str {
-        "pasta"
+        self.name
     }
     fn absent(&self) -> Option<String> {
-        if !sys::in_path("pasta") {
-            return Some("pasta not installed (cargo xtask bench --install-peers)".into());
+        match &self.binary {
+            Err(why) => Some(why.clone()),
+            Ok(binary) if !binary.is_file() => Some(format!("{} not found", binary.display())),
+            Ok(_) => namespaces_absent(),
         }
-        namespaces_absent()
     }
     fn start(&self, host: &Host) -> Result<Box<dyn Guest>, String> {
-        let ns = host.guest_ns("pasta")?;
+        let binary = self.binary.as_ref().map_err(Clone::clone)?;
+        let ns = host.guest_ns(self.name)?;
         let port = host.forward_port();
-        let mut stack = host.stack_command("pasta");
-        // Foreground, IPv4, as root (pasta otherwise drops to nobody and
-        // then cannot enter the namespace), slipway's address plan, the
-        // gateway mapped to host loopback (pasta's default), DNS at
-        // 10.0.2.3 forwarded to the resolver, and only the one inbound
-        // forward (no automatic port scanning, which wakes pasta up).
+        let mut stack = host.stack_command(binary);
+        // Foreground, as root (pasta otherwise drops to nobody and then
+        // cannot enter the namespace), slipway's address plan in both
+        // families, each gateway mapped to host loopback (pasta's default
+        // for the gateway), DNS at 10.0.2.3 forwarded to the resolver, and
+        // only the one inbound forward (no automatic port scanning, which
+        // wakes pasta up).
+        let (guest6, gateway6) = (GUEST_ADDR6.to_string(), GATEWAY6.to_string());
         stack
-            .args(["-f", "-q", "-4", "--runas", "0", "--config-net"])
-            .args([
-                "-a",
-                "10.0.2.15",
-                "-n",
-                "24",
-                "-g",
-                "10.0.2.2",
-                "-m",
-                "65520",
-            ])
+            .args(["-f", "-q", "--runas", "0", "--config-net"])
+            .args(["-a", "10.0.2.15", "-n", "24", "-g", "10.0.2.2"])
+            .args(["-a", &guest6, "-g", &gateway6])
+            .args(["-m", "65520"])
             .args(["--dns-forward", "10.0.2.3"])
             .args([
                 "-t",
@@ -394,7 +474,7 @@ impl Path for Pasta {
             ])
             .arg("--netns")
             .arg(ns.path());
-        let guest = start_stack(ns, stack, port)?;
+        let guest = start_stack(ns, stack, port, Ok(HostSide::MAPPED_LOOPBACK6))?;
         Ok(Box::new(NsGuest {
             pasta: true,
             ..guest
@@ -436,7 +516,7 @@ impl Path for Slirp {
             .arg(ns.path())
             .arg("tap0");
         let port = host.forward_port();
-        let guest = start_stack(ns, stack, port)?;
+        let guest = start_stack(ns, stack, port, Err(SLIRP_NO_IPV6))?;
         slirp_forward(&api, port)?;
         Ok(Box::new(guest))
     }
@@ -509,11 +589,22 @@ impl Path for Veth {
         ns.ip(&["addr", "add", "10.0.2.15/24", "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", "10.0.2.2"])?;
+        // IPv6 on both ends, without duplicate address detection, which
+        // would leave the addresses tentative (unbindable) for a second.
+        let (host6, guest6) = (format!("{GATEWAY6}/64"), format!("{GUEST_ADDR6}/64"));
+        host.ns()
+            .ip(&["addr", "add", &host6, "dev", "guest0", "nodad"])?;
+        ns.ip(&["addr", "add", &guest6, "dev", "eth0", "nodad"])?;
+        let gateway6 = IpAddr::V6(GATEWAY6);
         Ok(Box::new(NsGuest {
             stack: None,
             ns,
             host_addr: GATEWAY,
             forward: SocketAddrV4::new(GUEST_ADDR, ports::GUEST_ECHO),
+            ipv6: Ok(HostSide {
+                bind: gateway6,
+                addr: gateway6,
+            }),
             pasta: false,
         }))
     }
@@ -556,6 +647,13 @@ impl Guest for LoopbackGuest {
     }
     fn forward_addr(&self) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports::GUEST_ECHO)
+    }
+    fn ipv6(&self) -> Result<HostSide, &'static str> {
+        let loopback = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        Ok(HostSide {
+            bind: loopback,
+            addr: loopback,
+        })
     }
     fn stack_pid(&self) -> Option<u32> {
         None

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 
 use crate::stats::Summary;
+use crate::workloads::{Family, Workload};
 
 /// The version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA: u64 = 1;
@@ -230,6 +231,24 @@ impl Report {
         (other != 0.0).then(|| own / other)
     }
 
+    /// The median of an IPv6 `row` divided by the median of its IPv4 twin
+    /// (`tcp_rr6` over `tcp_rr`) on the same path and metric; `None` for
+    /// an IPv4 row, when either is missing, or the IPv4 median is zero.
+    #[must_use]
+    pub fn family_ratio(&self, row: &Row) -> Option<f64> {
+        let workload = Workload::parse(&row.workload)?;
+        if workload.family() != Family::V6 {
+            return None;
+        }
+        let twin = workload.over(Family::V4)?;
+        let own = row.summary()?.median;
+        let ipv4 = self
+            .row(&row.path, twin.name(), &row.metric)?
+            .summary()?
+            .median;
+        (ipv4 != 0.0).then(|| own / ipv4)
+    }
+
     /// The report as JSON (the schema in the crate documentation).
     #[must_use]
     pub fn to_json(&self) -> Value {
@@ -250,6 +269,7 @@ impl Report {
                     "max": summary.map(|s| s.max),
                     "vs_pasta": self.ratio(row, REFERENCE_PEER),
                     "vs_veth": self.ratio(row, REFERENCE_KERNEL),
+                    "v6_vs_v4": self.family_ratio(row),
                 })
             })
             .collect();
@@ -349,6 +369,7 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         self.write_summary(&mut out);
+        self.write_families(&mut out);
         self.write_detail(&mut out);
         if !self.absent.is_empty() {
             out.push_str("\nAbsent (not run, not failed):\n\n");
@@ -398,11 +419,15 @@ impl Report {
     }
 
     fn write_summary(&self, out: &mut String) {
-        const HEADLINES: [(&str, &str, &str); 12] = [
+        const HEADLINES: [(&str, &str, &str); 16] = [
             ("tcp_g2h", "gbit_s", "g→h Gbit/s"),
+            ("tcp_g2h6", "gbit_s", "g→h IPv6 Gbit/s"),
             ("tcp_h2g", "gbit_s", "h→g Gbit/s"),
+            ("tcp_h2g6", "gbit_s", "h→g IPv6 Gbit/s"),
             ("tcp_rr", "p50_us", "TCP_RR p50 µs"),
+            ("tcp_rr6", "p50_us", "TCP_RR IPv6 p50 µs"),
             ("tcp_crr", "p50_us", "TCP_CRR p50 µs"),
+            ("tcp_crr6", "p50_us", "TCP_CRR IPv6 p50 µs"),
             ("udp_rr", "p50_us", "UDP_RR p50 µs"),
             ("dns", "qps", "DNS q/s"),
             ("icmp", "p50_us", "ping p50 µs"),
@@ -444,6 +469,49 @@ impl Report {
             }
             out.push('\n');
         }
+    }
+
+    /// Every IPv6 result beside its IPv4 twin on the same path, with their
+    /// ratio; nothing when the run measured no IPv6.
+    fn write_families(&self, out: &mut String) {
+        let mut lines = String::new();
+        for path in self.paths() {
+            for row in self.rows.iter().filter(|r| r.path == path) {
+                let Some(ratio) = self.family_ratio(row) else {
+                    continue;
+                };
+                let Some(twin) = Workload::parse(&row.workload).and_then(|w| w.over(Family::V4))
+                else {
+                    continue;
+                };
+                let median = |r: Option<&Row>| r.and_then(Row::summary).map(|s| s.median);
+                let (Some(ipv4), Some(ipv6)) = (
+                    median(self.row(path, twin.name(), &row.metric)),
+                    median(Some(row)),
+                ) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    lines,
+                    "| {path} | {} | {} ({}, {} better) | {} | {} | {ratio:.2}× |",
+                    twin.name(),
+                    row.metric,
+                    row.unit,
+                    row.better.as_str(),
+                    number(ipv4),
+                    number(ipv6),
+                );
+            }
+        }
+        if lines.is_empty() {
+            return;
+        }
+        out.push_str(
+            "\nIPv6 beside IPv4 (medians on the same path in the same run):\n\n\
+             | path | workload | metric | IPv4 | IPv6 | IPv6/IPv4 |\n\
+             |---|---|---|---:|---:|---:|\n",
+        );
+        out.push_str(&lines);
     }
 
     fn write_detail(&self, out: &mut String) {
@@ -575,6 +643,69 @@ mod tests {
         );
         assert!(markdown.contains("| pasta | 10.0 | 47.0 |"), "{markdown}");
         assert!(markdown.contains("- slirp4netns-1500: slirp4netns not installed"));
+    }
+
+    /// slipway and veth with IPv4 and IPv6 rows; pasta with IPv4 only.
+    fn dual_stack_sample() -> Report {
+        let mut report = sample();
+        for (path, gbit6, rr6) in [("slipway-65520", 9.0, 33.0), ("veth", 12.5, 20.0)] {
+            report.record(path, "tcp_g2h6", metric::GBIT_S, gbit6);
+            report.record(path, "tcp_rr6", metric::P50_US, rr6);
+        }
+        report
+    }
+
+    #[test]
+    fn ipv6_rows_carry_their_ratio_to_the_ipv4_twin_on_the_same_path() {
+        let report = dual_stack_sample();
+        let ratio = |path, workload, metric| {
+            report.family_ratio(report.row(path, workload, metric).unwrap())
+        };
+        assert_eq!(ratio("slipway-65520", "tcp_g2h6", "gbit_s"), Some(0.9));
+        assert_eq!(ratio("slipway-65520", "tcp_rr6", "p50_us"), Some(1.1));
+        assert_eq!(ratio("veth", "tcp_g2h6", "gbit_s"), Some(1.25));
+        // IPv4 rows have no family ratio, and neither has an IPv6 row
+        // whose twin was not measured.
+        assert_eq!(ratio("pasta", "tcp_g2h", "gbit_s"), None);
+        let mut lone = Report::default();
+        lone.record("pasta", "tcp_crr6", metric::P50_US, 50.0);
+        assert_eq!(lone.family_ratio(&lone.rows[0]), None);
+        let json = report.to_json();
+        let results = json["results"].as_array().unwrap();
+        let find = |path: &str, workload: &str| {
+            results
+                .iter()
+                .find(|r| r["path"] == path && r["workload"] == workload)
+                .unwrap()
+        };
+        assert_eq!(find("veth", "tcp_g2h6")["v6_vs_v4"], 1.25);
+        assert!(find("veth", "tcp_g2h")["v6_vs_v4"].is_null());
+        let back = Report::from_json(&json).unwrap();
+        assert_eq!(back.rows, report.rows);
+    }
+
+    #[test]
+    fn markdown_puts_ipv6_beside_ipv4_per_path() {
+        let markdown = dual_stack_sample().to_markdown();
+        assert!(
+            markdown.starts_with(
+                "| path | g→h Gbit/s | g→h IPv6 Gbit/s | TCP_RR p50 µs | TCP_RR IPv6 p50 µs |"
+            ),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| pasta | 10.0 | – | 47.0 | – |"),
+            "{markdown}"
+        );
+        for line in [
+            "| slipway-65520 | tcp_rr | p50_us (us, lower better) | 30.0 | 33.0 | 1.10× |",
+            "| slipway-65520 | tcp_g2h | gbit_s (Gbit/s, higher better) | 10.0 | 9.00 | 0.90× |",
+            "| veth | tcp_g2h | gbit_s (Gbit/s, higher better) | 10.0 | 12.5 | 1.25× |",
+        ] {
+            assert!(markdown.contains(line), "{line}\n{markdown}");
+        }
+        // The section is there only when IPv6 was measured.
+        assert!(!sample().to_markdown().contains("IPv6 beside IPv4"));
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn run(options: &RunOptions, exe: &FsPath) -> Result<Report, String> {
         .slipway
         .clone()
         .unwrap_or_else(|| default_slipway(exe));
-    let all = paths::all(&slipway, &target_dir());
+    let all = paths::all(&slipway, options.pasta_current.as_deref(), &target_dir());
     let selected: Vec<&dyn Path> = if options.paths.is_empty() {
         all.iter().map(AsRef::as_ref).collect()
     } else {
@@ -290,6 +290,13 @@ fn machine(
             versions.insert(tool.into(), json!(version));
         }
     }
+    if let Some(version) = options
+        .pasta_current
+        .as_deref()
+        .and_then(|binary| first_line_of_version(binary.as_os_str()))
+    {
+        versions.insert("pasta-current".into(), json!(version));
+    }
     machine.insert("versions".into(), Value::Object(versions));
     machine
 }
@@ -307,12 +314,18 @@ fn package_version(tool: &str, package: &str) -> Option<String> {
     )
     .ok()
     .filter(|v| !v.trim().is_empty())
-    .or_else(|| {
-        sys::run(Command::new(tool).arg("--version"), limit)
-            .ok()
-            .and_then(|out| out.lines().next().map(str::to_owned))
-    })
+    .or_else(|| first_line_of_version(tool.as_ref()))
     .map(|v| v.trim().to_owned())
+}
+
+/// The first line `program --version` prints.
+fn first_line_of_version(program: &std::ffi::OsStr) -> Option<String> {
+    sys::run(
+        Command::new(program).arg("--version"),
+        Duration::from_secs(5),
+    )
+    .ok()
+    .and_then(|out| out.lines().next().map(|line| line.trim().to_owned()))
 }
 
 /// Writes the report's three renderings where the options say (defaults

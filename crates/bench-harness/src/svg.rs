@@ -39,7 +39,9 @@ const THROUGHPUT: Chart<'static> = Chart {
     unit: "Gbit/s",
     groups: &[
         ("tcp_g2h", "gbit_s", "guest → host"),
+        ("tcp_g2h6", "gbit_s", "guest → host IPv6"),
         ("tcp_h2g", "gbit_s", "host → guest"),
+        ("tcp_h2g6", "gbit_s", "host → guest IPv6"),
     ],
 };
 
@@ -48,7 +50,9 @@ const LATENCY: Chart<'static> = Chart {
     unit: "µs",
     groups: &[
         ("tcp_rr", "p50_us", "TCP_RR"),
+        ("tcp_rr6", "p50_us", "TCP_RR IPv6"),
         ("tcp_crr", "p50_us", "TCP_CRR"),
+        ("tcp_crr6", "p50_us", "TCP_CRR IPv6"),
         ("udp_rr", "p50_us", "UDP_RR"),
         ("icmp", "p50_us", "ping"),
         ("fwd_connect", "p50_us", "fwd connect"),
@@ -274,6 +278,14 @@ mod tests {
         assert_eq!(svg.matches("<title>").count(), 4, "{svg}");
         assert!(svg.contains("<title>pasta TCP_RR: 47.0 µs (47.0–47.0)</title>"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        assert!(!svg.contains("IPv6"), "no IPv6 group without IPv6 rows");
+        // An IPv6 row gets its group beside the IPv4 one.
+        report.record("pasta", "tcp_g2h6", metric::GBIT_S, 9.0);
+        let svg = render(&report);
+        assert!(
+            svg.contains("<title>pasta guest → host IPv6: 9.00 Gbit/s (9.00–9.00)</title>"),
+            "{svg}"
+        );
     }
 
     #[test]

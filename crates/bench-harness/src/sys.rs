@@ -474,17 +474,19 @@ pub enum Transport {
     Udp,
 }
 
-/// Whether a socket of `transport` is bound to `port` in the network
-/// namespace of process `pid` (read from `/proc/PID/net/`, which shows
-/// that process's namespace).
+/// Whether a socket of `transport` is bound to `port`, over either IP
+/// version, in the network namespace of process `pid` (read from
+/// `/proc/PID/net/`, which shows that process's namespace).
 #[must_use]
 pub fn listening(pid: u32, transport: Transport, port: u16) -> bool {
     let (file, state) = match transport {
         Transport::Tcp => ("tcp", "0A"),
         Transport::Udp => ("udp", "07"),
     };
-    fs::read_to_string(format!("/proc/{pid}/net/{file}"))
-        .is_ok_and(|table| table_has(&table, state, port))
+    [file.to_owned(), format!("{file}6")].iter().any(|file| {
+        fs::read_to_string(format!("/proc/{pid}/net/{file}"))
+            .is_ok_and(|table| table_has(&table, state, port))
+    })
 }
 
 fn table_has(table: &str, state: &str, port: u16) -> bool {
@@ -535,6 +537,13 @@ mod tests {
         assert!(!listening(std::process::id(), Transport::Tcp, port));
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
+        assert!(listening(std::process::id(), Transport::Udp, port));
+        // IPv6 sockets are in tables of their own.
+        let listener6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = listener6.local_addr().unwrap().port();
+        assert!(listening(std::process::id(), Transport::Tcp, port));
+        let udp6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let port = udp6.local_addr().unwrap().port();
         assert!(listening(std::process::id(), Transport::Udp, port));
     }
 }

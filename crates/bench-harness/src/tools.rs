@@ -8,7 +8,7 @@
 //! operation timeout, and a server exits after its lifetime.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -98,13 +98,14 @@ impl ClientWorkload {
 
 /// Runs `workload` against `target` for `duration` and returns its result
 /// as JSON: `p50_us`, `p99_us` and `tps` for the round-trip workloads,
-/// `qps` and `lost` for DNS.
+/// `qps` and `lost` for DNS. Every workload but ICMP (IPv4 echo) runs over
+/// the target's family.
 ///
 /// # Errors
 /// The target did not answer, or a socket operation failed.
 pub fn client(
     workload: ClientWorkload,
-    target: SocketAddrV4,
+    target: SocketAddr,
     duration: Duration,
 ) -> Result<Value, String> {
     match workload {
@@ -112,7 +113,10 @@ pub fn client(
         ClientWorkload::TcpCrr => connect_round_trips(target, duration),
         ClientWorkload::UdpRr => udp_rr(target, duration),
         ClientWorkload::Dns => dns_qps(target, duration),
-        ClientWorkload::Icmp => icmp_rr(*target.ip(), duration),
+        ClientWorkload::Icmp => match target.ip() {
+            IpAddr::V4(ip) => icmp_rr(ip, duration),
+            IpAddr::V6(ip) => Err(format!("icmp measures IPv4 echo only, not to {ip}")),
+        },
     }
 }
 
@@ -148,8 +152,8 @@ fn rates(samples: &mut [u64], count: u64, elapsed: Duration) -> Result<Value, St
     }))
 }
 
-fn connect(target: SocketAddrV4) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect_timeout(&SocketAddr::V4(target), OP_TIMEOUT)
+fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect_timeout(&target, OP_TIMEOUT)
         .map_err(|e| format!("connect {target}: {e}"))?;
     stream
         .set_nodelay(true)
@@ -169,7 +173,7 @@ fn exchange(stream: &mut TcpStream) -> Result<(), String> {
 
 /// One connect-request-response transaction; the close is part of the
 /// next transaction's cost, as in netperf's TCP_CRR.
-fn connect_round_trip(target: SocketAddrV4) -> Result<(), String> {
+fn connect_round_trip(target: SocketAddr) -> Result<(), String> {
     let mut stream = connect(target)?;
     exchange(&mut stream)
 }
@@ -177,7 +181,7 @@ fn connect_round_trip(target: SocketAddrV4) -> Result<(), String> {
 /// Connect-request-response transactions back to back. A transaction the
 /// path refuses or resets is counted in `errors`, not timed (and shows in
 /// the report); the run fails only when no transaction succeeds.
-fn connect_round_trips(target: SocketAddrV4, duration: Duration) -> Result<Value, String> {
+fn connect_round_trips(target: SocketAddr, duration: Duration) -> Result<Value, String> {
     let mut samples = Vec::new();
     let (mut count, mut errors) = (0u64, 0u64);
     let mut last_error = String::new();
@@ -209,15 +213,19 @@ fn connect_round_trips(target: SocketAddrV4, duration: Duration) -> Result<Value
     ))
 }
 
-fn tcp_rr(target: SocketAddrV4, duration: Duration) -> Result<Value, String> {
+fn tcp_rr(target: SocketAddr, duration: Duration) -> Result<Value, String> {
     let mut stream = connect(target)?;
     round_trips(duration, || exchange(&mut stream))
 }
 
 /// A UDP socket connected to `target` whose receives time out after
 /// `timeout`.
-fn connected_udp(target: SocketAddrV4, timeout: Duration) -> Result<UdpSocket, String> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+fn connected_udp(target: SocketAddr, timeout: Duration) -> Result<UdpSocket, String> {
+    let any: IpAddr = match target {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((any, 0))
         .and_then(|s| s.connect(target).map(|()| s))
         .map_err(|e| format!("udp socket to {target}: {e}"))?;
     socket
@@ -226,7 +234,7 @@ fn connected_udp(target: SocketAddrV4, timeout: Duration) -> Result<UdpSocket, S
     Ok(socket)
 }
 
-fn udp_rr(target: SocketAddrV4, duration: Duration) -> Result<Value, String> {
+fn udp_rr(target: SocketAddr, duration: Duration) -> Result<Value, String> {
     let socket = connected_udp(target, Duration::from_millis(200))?;
     let mut lost: u64 = 0;
     let result = round_trips(duration, || {
@@ -258,7 +266,7 @@ fn with(mut value: Value, key: &str, extra: Value) -> Value {
     value
 }
 
-fn dns_qps(target: SocketAddrV4, duration: Duration) -> Result<Value, String> {
+fn dns_qps(target: SocketAddr, duration: Duration) -> Result<Value, String> {
     let socket = connected_udp(target, Duration::from_millis(300))?;
     let mut in_flight: Vec<u16> = Vec::with_capacity(DNS_WINDOW);
     let (mut next_id, mut answered, mut lost) = (0u16, 0u64, 0u64);
@@ -306,7 +314,7 @@ fn icmp_rr(target: Ipv4Addr, duration: Duration) -> Result<Value, String> {
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(|e| format!("ping timeout: {e}"))?;
-    let to = SocketAddrV4::new(target, 0);
+    let to = SocketAddr::new(target.into(), 0);
     let (mut seq, mut lost) = (0u16, 0u32);
     let mut buf = [0u8; 128];
     round_trips(duration, || {
@@ -346,7 +354,7 @@ fn icmp_rr(target: Ipv4Addr, duration: Duration) -> Result<Value, String> {
 ///
 /// # Errors
 /// A socket could not be bound.
-pub fn serve_host(bind: Ipv4Addr, lifetime: Duration) -> Result<(), String> {
+pub fn serve_host(bind: IpAddr, lifetime: Duration) -> Result<(), String> {
     let tcp = TcpListener::bind((bind, ports::ECHO_TCP))
         .map_err(|e| format!("bind tcp {bind}:{}: {e}", ports::ECHO_TCP))?;
     let udp = UdpSocket::bind((bind, ports::ECHO_UDP))
@@ -433,7 +441,7 @@ fn hold_connections(listener: &TcpListener) {
 /// # Errors
 /// A connection failed, or opening all of them took longer than two
 /// minutes.
-pub fn hold(target: SocketAddrV4, count: usize, lifetime: Duration) -> Result<(), String> {
+pub fn hold(target: SocketAddr, count: usize, lifetime: Duration) -> Result<(), String> {
     crate::sys::raise_nofile();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut held = Vec::with_capacity(count);
@@ -441,7 +449,7 @@ pub fn hold(target: SocketAddrV4, count: usize, lifetime: Duration) -> Result<()
         if Instant::now() > deadline {
             return Err(format!("opened only {i} of {count} connections in 120 s"));
         }
-        let stream = TcpStream::connect_timeout(&SocketAddr::V4(target), Duration::from_secs(5))
+        let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))
             .map_err(|e| format!("connection {} of {count} to {target}: {e}", i + 1))?;
         held.push(stream);
     }
@@ -457,7 +465,7 @@ pub fn hold(target: SocketAddrV4, count: usize, lifetime: Duration) -> Result<()
 ///
 /// # Errors
 /// The target never answered within `limit`.
-pub fn probe(target: SocketAddrV4, limit: Duration) -> Result<(), String> {
+pub fn probe(target: SocketAddr, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -476,17 +484,14 @@ mod tests {
 
     use super::*;
 
-    /// Serves a TCP and a UDP echo on ephemeral loopback ports.
-    fn echo_servers() -> (SocketAddrV4, SocketAddrV4) {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    /// Serves a TCP and a UDP echo on ephemeral ports of `loopback`.
+    fn echo_servers(loopback: IpAddr) -> (SocketAddr, SocketAddr) {
+        let tcp = TcpListener::bind((loopback, 0)).unwrap();
+        let udp = UdpSocket::bind((loopback, 0)).unwrap();
         let addrs = (tcp.local_addr().unwrap(), udp.local_addr().unwrap());
         thread::spawn(move || echo_tcp(&tcp));
         thread::spawn(move || echo_udp(&udp, |q| Some(q.to_vec())));
-        match addrs {
-            (SocketAddr::V4(t), SocketAddr::V4(u)) => (t, u),
-            _ => unreachable!(),
-        }
+        addrs
     }
 
     fn positive(value: &Value, key: &str) -> f64 {
@@ -498,28 +503,38 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_clients_against_loopback_echo_report_sane_percentiles() {
-        let (tcp, udp) = echo_servers();
+    fn round_trip_clients_against_loopback_echo_report_sane_percentiles_in_both_families() {
         let short = Duration::from_millis(200);
-        for (workload, target) in [
-            (ClientWorkload::TcpRr, tcp),
-            (ClientWorkload::TcpCrr, tcp),
-            (ClientWorkload::UdpRr, udp),
+        for loopback in [
+            IpAddr::from(Ipv4Addr::LOCALHOST),
+            Ipv6Addr::LOCALHOST.into(),
         ] {
-            let result = client(workload, target, short).unwrap();
-            let p50 = positive(&result, "p50_us");
-            let p99 = positive(&result, "p99_us");
-            positive(&result, "tps");
-            assert!(p50 <= p99, "{workload:?}: {result}");
+            let (tcp, udp) = echo_servers(loopback);
+            for (workload, target) in [
+                (ClientWorkload::TcpRr, tcp),
+                (ClientWorkload::TcpCrr, tcp),
+                (ClientWorkload::UdpRr, udp),
+            ] {
+                let result = client(workload, target, short).unwrap();
+                let p50 = positive(&result, "p50_us");
+                let p99 = positive(&result, "p99_us");
+                positive(&result, "tps");
+                assert!(p50 <= p99, "{workload:?} {target}: {result}");
+            }
         }
+    }
+
+    #[test]
+    fn icmp_client_refuses_an_ipv6_target_instead_of_pinging_over_ipv4() {
+        let target = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0);
+        let error = client(ClientWorkload::Icmp, target, Duration::from_millis(100)).unwrap_err();
+        assert!(error.contains("IPv4 echo only"), "{error}");
     }
 
     #[test]
     fn dns_client_counts_answers_from_the_responder() {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let SocketAddr::V4(addr) = socket.local_addr().unwrap() else {
-            unreachable!()
-        };
+        let addr = socket.local_addr().unwrap();
         thread::spawn(move || echo_udp(&socket, dns::answer));
         let result = client(ClientWorkload::Dns, addr, Duration::from_millis(200)).unwrap();
         positive(&result, "qps");
@@ -532,7 +547,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let target = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
         let start = Instant::now();
         assert!(client(ClientWorkload::TcpRr, target, Duration::from_secs(5)).is_err());
         assert!(probe(target, Duration::from_millis(300)).is_err());

@@ -49,11 +49,11 @@ fn slipway() -> PathBuf {
     if !binary.is_file() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "slipway", "--bin", "slipway"])
+            .args(["build", "-p", "slipway-cli", "--bin", "slipway"])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
             .status()
-            .expect("cargo build -p slipway");
-        assert!(status.success(), "cargo build -p slipway failed");
+            .expect("cargo build -p slipway-cli");
+        assert!(status.success(), "cargo build -p slipway-cli failed");
     }
     binary
 }
@@ -118,15 +118,23 @@ fn value(json: &Value, path: &str, workload: &str, metric: &str) -> f64 {
     row["median"].as_f64().unwrap()
 }
 
-#[test]
-fn tiny_run_over_slipway_and_loopback_measures_sane_numbers() {
+/// Whether the namespace paths and iperf3 can run here; says why not.
+fn namespaces_and_iperf3() -> bool {
     let root = rustix::process::geteuid().is_root();
     if !root || !Path::new("/dev/net/tun").exists() {
         common::skip("needs root and /dev/net/tun for network namespaces");
-        return;
+        return false;
     }
     if Command::new("iperf3").arg("--version").output().is_err() {
         common::skip("needs iperf3 in PATH");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn tiny_run_over_slipway_and_loopback_measures_sane_numbers() {
+    if !namespaces_and_iperf3() {
         return;
     }
     let dir = Scratch::new("tiny");
@@ -171,6 +179,84 @@ fn tiny_run_over_slipway_and_loopback_measures_sane_numbers() {
     assert!(markdown.contains("| slipway-65520 |"), "{markdown}");
     let svg = std::fs::read_to_string(dir.0.join("bench.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("slipway-65520"));
+}
+
+/// The IPv6 rows beside the IPv4 ones in one run, over the kernel's own
+/// paths: veth (an IPv6 address on each end) and loopback (`::1`). Each
+/// IPv6 row carries its ratio to its IPv4 twin; slirp4netns, which carries
+/// no IPv6 here, reports the IPv6 workloads absent rather than failed.
+#[test]
+fn tiny_run_measures_ipv6_beside_ipv4_and_reports_their_ratio() {
+    if !namespaces_and_iperf3() {
+        return;
+    }
+    let slirp = Command::new("slirp4netns")
+        .arg("--version")
+        .output()
+        .is_ok();
+    let paths = if slirp {
+        "veth,loopback,slirp4netns-1500"
+    } else {
+        "veth,loopback"
+    };
+    let dir = Scratch::new("ipv6");
+    let (json, markdown) = run(
+        &dir,
+        &[
+            "--paths",
+            paths,
+            "--workloads",
+            "tcp_g2h,tcp_g2h6,tcp_rr,tcp_rr6,tcp_crr,tcp_crr6",
+            "--reps",
+            "1",
+            "--duration",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(json["failures"].as_array().unwrap().len(), 0, "{json:#}");
+    let results = json["results"].as_array().unwrap();
+    for path in ["veth", "loopback"] {
+        for workload in ["tcp_g2h", "tcp_g2h6"] {
+            assert!(
+                value(&json, path, workload, "gbit_s") > 0.01,
+                "{path} {workload}"
+            );
+        }
+        for workload in ["tcp_rr", "tcp_rr6", "tcp_crr", "tcp_crr6"] {
+            assert_round_trips(&json, path, workload, 10.0);
+        }
+        assert_eq!(value(&json, path, "tcp_crr6", "errors"), 0.0, "{path}");
+        let row = results
+            .iter()
+            .find(|r| r["path"] == path && r["workload"] == "tcp_g2h6")
+            .unwrap();
+        let expected =
+            value(&json, path, "tcp_g2h6", "gbit_s") / value(&json, path, "tcp_g2h", "gbit_s");
+        let ratio = row["v6_vs_v4"].as_f64().unwrap();
+        assert!((ratio - expected).abs() < 1e-9, "{row}");
+        assert!(
+            markdown.contains(&format!(
+                "| {path} | tcp_g2h | gbit_s (Gbit/s, higher better) |"
+            )),
+            "{markdown}"
+        );
+    }
+    assert!(markdown.contains("IPv6 beside IPv4"), "{markdown}");
+    if slirp {
+        let absent = json["absent"].as_array().unwrap();
+        for workload in ["tcp_g2h6", "tcp_rr6", "tcp_crr6"] {
+            assert!(
+                absent.iter().any(|a| a["path"] == "slirp4netns-1500"
+                    && a["workload"] == workload
+                    && a["why"].as_str().unwrap().contains("--enable-ipv6")),
+                "{workload}: {json:#}"
+            );
+        }
+        assert_round_trips(&json, "slirp4netns-1500", "tcp_rr", 10.0);
+    } else {
+        eprintln!("slirp4netns not installed: its IPv6 absence is not checked");
+    }
 }
 
 /// The VM paths through slipway.
