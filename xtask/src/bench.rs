@@ -47,6 +47,11 @@ impl Options {
     }
 }
 
+/// The package of the `slipway` binary the harness runs by default: it
+/// must be built here, or the harness measures whatever release binary an
+/// earlier build left.
+const SLIPWAY_COMMAND_PACKAGE: &str = "slipway-cli";
+
 /// Runs the command.
 pub fn run(options: &Options) -> ExitCode {
     if options.install_peers {
@@ -59,7 +64,7 @@ pub fn run(options: &Options) -> ExitCode {
         "build",
         "--release",
         "-p",
-        "slipway",
+        SLIPWAY_COMMAND_PACKAGE,
         "-p",
         "bench-harness",
     ])) {
@@ -107,4 +112,22 @@ fn install_peers() -> Result<(), String> {
 /// Whether we run as root, from `id -u` (xtask has no libc dependency).
 fn is_root() -> bool {
     crate::process::capture(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SLIPWAY_COMMAND_PACKAGE;
+    use std::path::Path;
+
+    #[test]
+    fn the_package_built_for_the_harness_is_the_one_with_the_slipway_binary() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+        let manifest =
+            std::fs::read_to_string(crates.join(SLIPWAY_COMMAND_PACKAGE).join("Cargo.toml"))
+                .expect("the package's manifest");
+        assert!(
+            manifest.contains("name = \"slipway\""),
+            "{SLIPWAY_COMMAND_PACKAGE} builds no `slipway` binary:\n{manifest}"
+        );
+    }
 }
