@@ -6,7 +6,9 @@
 //! their throughput as `e2e: ...` lines on stderr, and take a [`Client`]
 //! that may also run behind the guest, in a namespace it routes for.
 
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use super::data::{BULK_LEN, bulk};
@@ -23,6 +25,28 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 pub const BULK_LIMIT: Duration = Duration::from_secs(60);
 /// How long a server may take to start listening.
 pub const READY: Duration = Duration::from_secs(10);
+
+/// Connects to `addr`, retrying for [`READY`] while a server (or a
+/// forward's listener) comes up; sets read and write timeouts of
+/// [`LIMIT`].
+///
+/// # Panics
+/// No connection within [`READY`].
+pub fn connect_bounded(addr: impl Into<SocketAddr>) -> TcpStream {
+    let addr = addr.into();
+    let deadline = Instant::now() + READY;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+                stream.set_write_timeout(Some(LIMIT)).expect("timeout");
+                return stream;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "connect to {addr}: {e}"),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Where the client of a bulk transfer runs, and the family it reaches
 /// host loopback over, through that family's gateway.
