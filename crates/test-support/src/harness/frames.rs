@@ -165,15 +165,15 @@ pub fn tcp6_frame_from(src: SocketAddrV6, dst: SocketAddrV6, repr: &TcpRepr<'_>)
         *dst.ip(),
         IpProtocol::Tcp,
         repr.buffer_len(),
-        |area| {
-            repr.emit(
-                &mut TcpPacket::new_unchecked(area),
-                &IpAddress::Ipv6(*src.ip()),
-                &IpAddress::Ipv6(*dst.ip()),
-                &ChecksumCapabilities::default(),
-            );
-        },
+        |area| emit_tcp(&repr, (*src.ip()).into(), (*dst.ip()).into(), area),
     )
+}
+
+/// Writes `repr` into the IP payload `area`, checksummed over the
+/// pseudo-header of `src` and `dst`.
+fn emit_tcp(repr: &TcpRepr<'_>, src: IpAddress, dst: IpAddress, area: &mut [u8]) {
+    let checksums = ChecksumCapabilities::default();
+    repr.emit(&mut TcpPacket::new_unchecked(area), &src, &dst, &checksums);
 }
 
 /// A TCP segment from the guest's `src_port` to `dst` over the IP version
@@ -204,14 +204,7 @@ fn write_tcp4(buf: &mut [u8], dst: Ipv4Addr, repr: &TcpRepr<'_>) -> usize {
         dst,
         IpProtocol::Tcp,
         repr.buffer_len(),
-        |area| {
-            repr.emit(
-                &mut TcpPacket::new_unchecked(area),
-                &IpAddress::Ipv4(GUEST_IP),
-                &IpAddress::Ipv4(dst),
-                &ChecksumCapabilities::default(),
-            );
-        },
+        |area| emit_tcp(repr, GUEST_IP.into(), dst.into(), area),
     )
 }
 
