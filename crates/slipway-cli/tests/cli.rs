@@ -325,22 +325,18 @@ fn guest_reaches_a_host_loopback_service_through_the_gateway() {
     assert!(segments.iter().all(|&ok| ok), "{segments:?}");
 }
 
-/// Whether each IPv4 TCP segment in a pcap capture verifies.
+/// Whether each TCP segment of either IP version in a pcap capture
+/// verifies.
 fn pcap_tcp_checksums(capture: &[u8]) -> Vec<bool> {
-    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
-    let mut results = Vec::new();
-    for frame in test_support::harness::frames::pcap_frames(capture) {
-        let eth = EthernetFrame::new_checked(frame).unwrap();
-        if eth.ethertype() != EthernetProtocol::Ipv4 {
-            continue;
-        }
-        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        if ip.next_header() == IpProtocol::Tcp {
-            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
-            results.push(tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
-        }
-    }
-    results
+    use smoltcp::wire::{IpProtocol, TcpPacket};
+    test_support::harness::frames::pcap_packets(capture, IpProtocol::Tcp)
+        .iter()
+        .map(|p| {
+            TcpPacket::new_checked(p.payload)
+                .unwrap()
+                .verify_checksum(&p.src, &p.dst)
+        })
+        .collect()
 }
 
 #[test]

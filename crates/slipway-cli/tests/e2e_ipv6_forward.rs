@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use test_support::e2e::data::{Sha256, Stream, hex};
+use test_support::e2e::scenarios::connect_bounded;
 use test_support::e2e::{self, GuestRun, free_tcp_port, python3, slipway_run};
 use test_support::require;
 
@@ -50,23 +51,6 @@ for _ in range(int(sys.argv[1])):
     c.sendall(data)
     c.close()
 ";
-
-/// Connects to `addr`, retrying for [`READY`] while the guest's server
-/// comes up.
-fn connect_bounded(addr: SocketAddr) -> TcpStream {
-    let deadline = Instant::now() + READY;
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            Ok(stream) => {
-                stream.set_read_timeout(Some(LIMIT)).unwrap();
-                stream.set_write_timeout(Some(LIMIT)).unwrap();
-                return stream;
-            }
-            Err(e) => assert!(Instant::now() < deadline, "connect to {addr}: {e}"),
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Sends `len` bytes of the stream `seed` through `addr`, half-closes, and
 /// checks that the guest's echo comes back intact (SHA-256). Returns the

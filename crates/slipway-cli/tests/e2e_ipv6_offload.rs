@@ -18,19 +18,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use test_support::e2e;
-use test_support::harness::frames::pcap_frames;
+use test_support::harness::frames::pcap_packets;
 use test_support::require;
 
 use std::time::Duration;
 
 use e2e::data::{BULK_LEN, bulk};
-use e2e::transfer::{Via, http_download_256mib, http_upload_256mib};
-use e2e::{TempDir, bulk_lock, run_in_guest, servers, stat};
+use e2e::scenarios::{Client, http_download_256mib, http_upload_256mib};
+use e2e::{CURL_GLOBOFF, Family, TempDir, bulk_lock, http_url, run_in_guest, servers, stat};
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv6Address, Ipv6Packet, TcpPacket,
-    TcpRepr,
-};
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Address, TcpPacket, TcpRepr};
 
 /// The MTU the tests give the namespace.
 const MTU: u16 = 1500;
@@ -49,7 +46,7 @@ fn least_gso_frames() -> u64 {
 fn http_download_256mib_over_ipv6_at_mtu_1500_goes_in_gso_segments_hash_verified() {
     require!("curl", "sha256sum");
     let _serial = bulk_lock();
-    let stats = http_download_256mib(Via::Ipv6, &["--mtu", "1500"], " at MTU 1500");
+    let stats = http_download_256mib(Family::V6, &["--mtu", "1500"], " at MTU 1500");
     let gso = stat(&stats, "gso frames to guest").expect("the counter");
     assert!(gso >= least_gso_frames(), "{stats}");
     let partial = stat(&stats, "partial csums to guest").expect("the counter");
@@ -60,7 +57,7 @@ fn http_download_256mib_over_ipv6_at_mtu_1500_goes_in_gso_segments_hash_verified
 fn http_upload_256mib_over_ipv6_at_mtu_1500_goes_in_tso_segments_hash_verified() {
     require!("curl");
     let _serial = bulk_lock();
-    let stats = http_upload_256mib(Via::Ipv6, &["--mtu", "1500"], " at MTU 1500");
+    let stats = http_upload_256mib(Family::V6, &["--mtu", "1500"], " at MTU 1500");
     let gso = stat(&stats, "gso frames from guest").expect("the counter");
     assert!(gso >= least_gso_frames(), "{stats}");
     assert_eq!(stat(&stats, "bad vnet headers"), Some(0), "{stats}");
@@ -70,7 +67,7 @@ fn http_upload_256mib_over_ipv6_at_mtu_1500_goes_in_tso_segments_hash_verified()
 fn http_download_256mib_over_ipv6_through_a_routing_guest_at_mtu_1500_hash_verified() {
     require!("curl", "sha256sum", "unshare", "nsenter");
     let _serial = bulk_lock();
-    let stats = http_download_256mib(Via::Ipv6Routed, &["--mtu", "1500"], " at MTU 1500");
+    let stats = http_download_256mib(Client::Routed, &["--mtu", "1500"], " at MTU 1500");
     let gso = stat(&stats, "gso frames to guest").expect("the counter");
     assert!(gso >= least_gso_frames(), "{stats}");
 }
@@ -79,14 +76,14 @@ fn http_download_256mib_over_ipv6_through_a_routing_guest_at_mtu_1500_hash_verif
 fn http_upload_256mib_over_ipv6_through_a_routing_guest_at_mtu_1500_hash_verified() {
     require!("curl", "unshare", "nsenter");
     let _serial = bulk_lock();
-    let stats = http_upload_256mib(Via::Ipv6Routed, &["--mtu", "1500"], " at MTU 1500");
+    let stats = http_upload_256mib(Client::Routed, &["--mtu", "1500"], " at MTU 1500");
     let gso = stat(&stats, "gso frames from guest").expect("the counter");
     assert!(gso >= least_gso_frames(), "{stats}");
 }
 
 /// An IPv6 TCP segment in a capture, its checksum verified.
 #[derive(Debug)]
-struct Captured {
+struct Segment {
     to_guest: bool,
     syn: bool,
     mss: Option<u16>,
@@ -95,30 +92,22 @@ struct Captured {
 }
 
 /// The IPv6 TCP segments of a pcap capture; panics on a wrong checksum.
-fn captured_segments(capture: &[u8]) -> Vec<Captured> {
+fn captured_segments(capture: &[u8]) -> Vec<Segment> {
     let mut segments = Vec::new();
-    for frame in pcap_frames(capture) {
-        let eth = EthernetFrame::new_checked(frame).unwrap();
-        if eth.ethertype() != EthernetProtocol::Ipv6 {
+    for packet in pcap_packets(capture, IpProtocol::Tcp) {
+        let IpAddress::Ipv6(src) = packet.src else {
             continue;
-        }
-        let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
-        if ip.next_header() != IpProtocol::Tcp {
-            continue;
-        }
-        let (src, dst) = (
-            IpAddress::Ipv6(ip.src_addr()),
-            IpAddress::Ipv6(ip.dst_addr()),
-        );
-        let packet = TcpPacket::new_checked(ip.payload()).unwrap();
-        let tcp = TcpRepr::parse(&packet, &src, &dst, &ChecksumCapabilities::default())
+        };
+        let tcp_packet = TcpPacket::new_checked(packet.payload).unwrap();
+        let checksums = ChecksumCapabilities::default();
+        let tcp = TcpRepr::parse(&tcp_packet, &packet.src, &packet.dst, &checksums)
             .unwrap_or_else(|e| panic!("a TCP segment in the capture: {e}"));
-        segments.push(Captured {
-            to_guest: ip.src_addr() == GATEWAY,
-            syn: packet.syn(),
+        segments.push(Segment {
+            to_guest: src == GATEWAY,
+            syn: tcp_packet.syn(),
             mss: tcp.max_seg_size,
             payload: tcp.payload.len(),
-            frame_len: frame.len(),
+            frame_len: packet.frame_len,
         });
     }
     segments
@@ -131,13 +120,11 @@ fn at_mtu_1500_both_ends_of_an_ipv6_connection_use_an_mss_of_the_mtu_less_60() {
     // While it writes a capture, slipway takes no offload: each segment to
     // the guest is cut to the MSS by slipway itself.
     let body = &bulk().bytes[..4 << 20];
-    let port = servers::http_body_on(Via::Ipv6.listener(), body);
+    let port = servers::http_body_on(servers::loopback_listener(Family::V6, 128), body);
     let dir = TempDir::new("ipv6-mss");
     let pcap = dir.file("capture.pcap");
-    let script = format!(
-        "curl -6 -sS --max-time 20 http://{}:{port}/ | sha256sum",
-        Via::Ipv6.url_host()
-    );
+    let url = http_url(Family::V6.gateway(), port, "");
+    let script = format!("curl {CURL_GLOBOFF} -6 -sS --max-time 20 {url} | sha256sum");
     let out = run_in_guest(
         &["--mtu", "1500", "--pcap", &pcap],
         &script,

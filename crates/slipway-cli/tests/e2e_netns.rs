@@ -18,13 +18,14 @@ use test_support::e2e;
 use test_support::require;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, UdpSocket};
 use std::sync::atomic::Ordering;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::data::{BULK_LEN, Sha256, Stream, hex};
-use e2e::scenarios::{self, CURL_COULDNT_CONNECT, LIMIT, READY, fetch_result, timed_fetch};
+use e2e::scenarios::{
+    self, CURL_COULDNT_CONNECT, LIMIT, READY, connect_bounded, fetch_result, timed_fetch,
+};
 use e2e::{
     Family, GuestRun, NamedNetns, TempDir, bulk_lock, free_tcp_port, free_udp_port, http_url,
     python_in_guest, python3, run_in_guest, run_then_quiet, servers, slipway_run, stat, topology,
@@ -163,7 +164,7 @@ fn half_close_both_ways() {
         &[python3(), "-c", GUEST_EOF_SERVER],
     );
     guest.wait_for_line("ready", READY);
-    let mut stream = connect_bounded(host_port);
+    let mut stream = connect_bounded((Ipv4Addr::LOCALHOST, host_port));
     stream.write_all(&data).expect("write through the forward");
     stream.shutdown(Shutdown::Write).expect("shutdown(SHUT_WR)");
     let mut reply = String::new();
@@ -174,23 +175,6 @@ fn half_close_both_ways() {
     guest
         .finish_quiet(LIMIT, "after the half-close through the forward")
         .assert_success("guest server");
-}
-
-/// Connects to 127.0.0.1:`port`, retrying for a few seconds while the
-/// forward's listener comes up; sets read and write timeouts.
-fn connect_bounded(port: u16) -> TcpStream {
-    let deadline = Instant::now() + READY;
-    loop {
-        match TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
-            Ok(stream) => {
-                stream.set_read_timeout(Some(LIMIT)).expect("timeout");
-                stream.set_write_timeout(Some(LIMIT)).expect("timeout");
-                return stream;
-            }
-            Err(e) => assert!(Instant::now() < deadline, "connect to {port}: {e}"),
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -293,7 +277,7 @@ fn tcp_and_udp_forwards_reach_servers_in_the_namespace() {
         "udp in the guest got ping over udp from 10.0.2.2"
     );
 
-    let mut stream = connect_bounded(tcp_port);
+    let mut stream = connect_bounded((Ipv4Addr::LOCALHOST, tcp_port));
     stream.write_all(b"hello over tcp").expect("write");
     let mut tcp_reply = String::new();
     stream.read_to_string(&mut tcp_reply).expect("read");

@@ -37,8 +37,7 @@ use std::time::{Duration, Instant};
 
 use e2e::data::{Sha256, Stream, hex};
 use e2e::servers::{self, Upload};
-use e2e::transfer::Via;
-use e2e::{Proc, TempDir, command, free_tcp_port, mib_per_s, tcp_listening, wait_until};
+use e2e::{Family, Proc, TempDir, command, free_tcp_port, mib_per_s, tcp_listening, wait_until};
 use vm::{Checks, Frontend, Guest, Nic, Report, SlipwaySocket, libslirp_netdev};
 
 /// The size of the HTTP transfers.
@@ -148,7 +147,8 @@ struct HostServers {
 impl HostServers {
     fn start() -> Self {
         let download = servers::http_body(&bulk().0);
-        let download6 = servers::http_body_on(Via::Ipv6.listener(), &bulk().0);
+        let download6 =
+            servers::http_body_on(servers::loopback_listener(Family::V6, 128), &bulk().0);
         let (upload, uploads) = servers::http_upload_sink();
         Self {
             download,

@@ -14,7 +14,6 @@ pub mod routed;
 pub mod scenarios;
 pub mod servers;
 pub mod topology;
-pub mod transfer;
 
 pub use family::{CURL_GLOBOFF, Family, http_url};
 

@@ -3,9 +3,12 @@
 //! host's loopback of that family through the family's gateway address.
 //! Each asserts what the guest and the server saw and ends with the
 //! quiet-loop check of [`GuestRun`](super::GuestRun); the bulk ones print
-//! their throughput as `e2e: ...` lines on stderr.
+//! their throughput as `e2e: ...` lines on stderr, and take a [`Client`]
+//! that may also run behind the guest, in a namespace it routes for.
 
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use super::data::{BULK_LEN, bulk};
@@ -23,21 +26,137 @@ pub const BULK_LIMIT: Duration = Duration::from_secs(60);
 /// How long a server may take to start listening.
 pub const READY: Duration = Duration::from_secs(10);
 
-/// Downloads 256 MiB over `family` into a guest of `slipway run OPTIONS`
-/// from a server on host loopback, checks the guest's hash, and returns
-/// slipway's `--stats` output (with curl's).
-pub fn http_download_256mib(family: Family, options: &[&str], what: &str) -> String {
+/// Connects to `addr`, retrying for [`READY`] while a server (or a
+/// forward's listener) comes up; sets read and write timeouts of
+/// [`LIMIT`].
+///
+/// # Panics
+/// No connection within [`READY`].
+pub fn connect_bounded(addr: impl Into<SocketAddr>) -> TcpStream {
+    let addr = addr.into();
+    let deadline = Instant::now() + READY;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+                stream.set_write_timeout(Some(LIMIT)).expect("timeout");
+                return stream;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "connect to {addr}: {e}"),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where the client of a bulk transfer runs, and the family it reaches
+/// host loopback over, through that family's gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// In the guest's own namespace: the guest's kernel delivers each
+    /// segment to its socket.
+    Guest(Family),
+    /// Over IPv6 from a namespace behind the guest's (its address
+    /// fd00:0:0:2::99, on a veth pair): the guest's kernel forwards each
+    /// segment, and cuts the ones larger than the MTU itself by the GSO
+    /// type and checksum start their vnet headers give, as a host of
+    /// containers does, so a wrong one loses data that local delivery
+    /// would take. IPv6 alone: the plan's /64 has room for the inner
+    /// address, which the guest answers neighbour discovery for.
+    Routed,
+}
+
+impl From<Family> for Client {
+    fn from(family: Family) -> Self {
+        Self::Guest(family)
+    }
+}
+
+/// The guest's part of [`Client::Routed`]: makes the namespace behind it
+/// (held by a `sleep` of at most 60 s, which it ends), routes and proxies
+/// neighbour discovery for its address, and runs the client there, whose
+/// exit status it returns.
+const ROUTED: &str = r#"set -e
+echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
+echo 1 > /proc/sys/net/ipv6/conf/eth0/proxy_ndp
+unshare -n sleep 60 &
+inner=$!
+i=0
+while [ "$(readlink /proc/$inner/ns/net)" = "$(readlink /proc/self/ns/net)" ] && [ $i -lt 100 ]; do
+    sleep 0.05; i=$((i + 1))
+done
+mtu=$(cat /sys/class/net/eth0/mtu)
+ip link add veth0 mtu "$mtu" type veth peer name veth1 mtu "$mtu"
+ip link set veth1 netns $inner
+ip link set veth0 up
+ip -6 addr add fe80::a/64 dev veth0 nodad
+ip -6 route add fd00:0:0:2::99/128 dev veth0
+ip -6 neigh add proxy fd00:0:0:2::99 dev eth0
+set +e
+nsenter -t $inner -n sh <<'CLIENT'
+ip link set lo up
+ip link set veth1 up
+ip -6 addr add fd00:0:0:2::99/128 dev veth1 nodad
+ip -6 route add default via fe80::a dev veth1
+CLIENT_SCRIPT
+CLIENT
+status=$?
+kill $inner
+exit $status
+"#;
+
+impl Client {
+    /// The family the client reaches host loopback over.
+    #[must_use]
+    pub fn family(self) -> Family {
+        match self {
+            Self::Guest(family) => family,
+            Self::Routed => Family::V6,
+        }
+    }
+
+    /// How the throughput lines name the way.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Guest(family) => family.name(),
+            Self::Routed => "IPv6 through a routing guest",
+        }
+    }
+
+    /// The guest's script that runs `client` where this client runs.
+    fn script(self, client: &str) -> String {
+        match self {
+            Self::Guest(_) => client.to_owned(),
+            Self::Routed => ROUTED.replace("CLIENT_SCRIPT", client),
+        }
+    }
+}
+
+/// Runs `script` where `client` runs, in a guest of `slipway run OPTIONS
+/// --stats`, and checks it succeeded.
+fn run_bulk(client: Client, options: &[&str], script: &str, what: &str) -> Output {
+    let mut options = options.to_vec();
+    options.push("--stats");
+    let out = run_in_guest(&options, &client.script(script), BULK_LIMIT);
+    out.assert_success(what);
+    out
+}
+
+/// Downloads 256 MiB to `client` (a [`Family`] for the guest itself) in a
+/// guest of `slipway run OPTIONS` from a server on host loopback, checks
+/// the client's hash, and returns slipway's `--stats` output (with curl's).
+/// `what` names the options in the throughput line.
+pub fn http_download_256mib(client: impl Into<Client>, options: &[&str], what: &str) -> String {
+    let client = client.into();
+    let family = client.family();
     let data = bulk();
     let port = servers::http_body_on(servers::loopback_listener(family, 128), &data.bytes);
     let url = http_url(family.gateway(), port, "");
     let script = format!(
-        "curl {CURL_GLOBOFF} -sS --max-time 50 -w '%{{stderr}}time_total=%{{time_total}}\\n' \
-         {url} | sha256sum"
+        "curl {CURL_GLOBOFF} {} -sS --max-time 50 \
+         -w '%{{stderr}}time_total=%{{time_total}}\\n' {url} | sha256sum",
+        family.flag()
     );
-    let mut options = options.to_vec();
-    options.push("--stats");
-    let out = run_in_guest(&options, &script, BULK_LIMIT);
-    out.assert_success("download");
+    let out = run_bulk(client, options, &script, "download");
     assert_eq!(
         out.stdout.split_whitespace().next(),
         Some(data.sha256.as_str()),
@@ -47,16 +166,19 @@ pub fn http_download_256mib(family: Family, options: &[&str], what: &str) -> Str
     let seconds = curl_seconds(&out.stderr);
     eprintln!(
         "e2e: download 256 MiB over {}{what} in {seconds:.2} s = {:.0} MiB/s",
-        family.name(),
+        client.name(),
         mib_per_s(BULK_LEN, seconds)
     );
     out.stderr
 }
 
-/// Uploads 256 MiB over `family` from a guest of `slipway run OPTIONS` to
-/// a server on host loopback, checks the server's hash and that no frame
-/// was dropped for a checksum, and returns slipway's `--stats` output.
-pub fn http_upload_256mib(family: Family, options: &[&str], what: &str) -> String {
+/// Uploads 256 MiB from `client` (a [`Family`] for the guest itself) in a
+/// guest of `slipway run OPTIONS` to a server on host loopback, checks the
+/// server's hash and that no frame was dropped for a checksum, and returns
+/// slipway's `--stats` output.
+pub fn http_upload_256mib(client: impl Into<Client>, options: &[&str], what: &str) -> String {
+    let client = client.into();
+    let family = client.family();
     let data = bulk();
     let dir = TempDir::new(&format!("upload-{}", family.name()));
     let file = dir.file("bulk.bin");
@@ -65,13 +187,11 @@ pub fn http_upload_256mib(family: Family, options: &[&str], what: &str) -> Strin
     let url = http_url(family.gateway(), port, "upload");
     // No `Expect: 100-continue`: the body follows the head at once.
     let script = format!(
-        "curl {CURL_GLOBOFF} -sS --max-time 50 -H 'Expect:' -T {file} \
-         -w 'time_total=%{{time_total}}\\n' {url}"
+        "curl {CURL_GLOBOFF} {} -sS --max-time 50 -H 'Expect:' -T {file} \
+         -w 'time_total=%{{time_total}}\\n' {url}",
+        family.flag()
     );
-    let mut options = options.to_vec();
-    options.push("--stats");
-    let out = run_in_guest(&options, &script, BULK_LIMIT);
-    out.assert_success("upload");
+    let out = run_bulk(client, options, &script, "upload");
     assert_eq!(
         super::stat(&out.stderr, "dropped: bad_checksum"),
         None,
@@ -90,7 +210,7 @@ pub fn http_upload_256mib(family: Family, options: &[&str], what: &str) -> Strin
     let seconds = curl_seconds(&out.stdout);
     eprintln!(
         "e2e: upload 256 MiB over {}{what} in {seconds:.2} s = {:.0} MiB/s (server received for {:.2} s)",
-        family.name(),
+        client.name(),
         mib_per_s(BULK_LEN, seconds),
         upload.elapsed.as_secs_f64()
     );

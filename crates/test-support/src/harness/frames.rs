@@ -165,15 +165,15 @@ pub fn tcp6_frame_from(src: SocketAddrV6, dst: SocketAddrV6, repr: &TcpRepr<'_>)
         *dst.ip(),
         IpProtocol::Tcp,
         repr.buffer_len(),
-        |area| {
-            repr.emit(
-                &mut TcpPacket::new_unchecked(area),
-                &IpAddress::Ipv6(*src.ip()),
-                &IpAddress::Ipv6(*dst.ip()),
-                &ChecksumCapabilities::default(),
-            );
-        },
+        |area| emit_tcp(&repr, (*src.ip()).into(), (*dst.ip()).into(), area),
     )
+}
+
+/// Writes `repr` into the IP payload `area`, checksummed over the
+/// pseudo-header of `src` and `dst`.
+fn emit_tcp(repr: &TcpRepr<'_>, src: IpAddress, dst: IpAddress, area: &mut [u8]) {
+    let checksums = ChecksumCapabilities::default();
+    repr.emit(&mut TcpPacket::new_unchecked(area), &src, &dst, &checksums);
 }
 
 /// A TCP segment from the guest's `src_port` to `dst` over the IP version
@@ -190,23 +190,22 @@ pub fn tcp_frame(src_port: u16, dst: SocketAddr, repr: &TcpRepr<'_>) -> Vec<u8> 
         ..*repr
     };
     let mut frame = vec![0u8; 14 + 20 + repr.buffer_len()];
+    write_tcp4(&mut frame, *dst.ip(), &repr);
+    frame
+}
+
+/// Writes `repr` from [`GUEST_IP`] to `dst` at the start of `buf` as a
+/// checksummed Ethernet/IPv4 frame, and returns its length.
+fn write_tcp4(buf: &mut [u8], dst: Ipv4Addr, repr: &TcpRepr<'_>) -> usize {
     write_ipv4(
-        &mut frame,
+        buf,
         gateway_mac(),
         GUEST_IP,
-        *dst.ip(),
+        dst,
         IpProtocol::Tcp,
         repr.buffer_len(),
-        |area| {
-            repr.emit(
-                &mut TcpPacket::new_unchecked(area),
-                &IpAddress::Ipv4(GUEST_IP),
-                &IpAddress::Ipv4(*dst.ip()),
-                &ChecksumCapabilities::default(),
-            );
-        },
-    );
-    frame
+        |area| emit_tcp(repr, GUEST_IP.into(), dst.into(), area),
+    )
 }
 
 /// A UDP datagram from the guest's `src_port` to `dst` over the IP version
@@ -344,23 +343,7 @@ impl GuestSeg {
             timestamp: None,
             payload,
         };
-        let (src, dst) = (GUEST_IP, *self.dst.ip());
-        let len = write_ipv4(
-            buf,
-            gateway_mac(),
-            src,
-            dst,
-            IpProtocol::Tcp,
-            repr.buffer_len(),
-            |area| {
-                repr.emit(
-                    &mut TcpPacket::new_unchecked(area),
-                    &IpAddress::Ipv4(src),
-                    &IpAddress::Ipv4(dst),
-                    &ChecksumCapabilities::default(),
-                );
-            },
-        );
+        let len = write_tcp4(buf, *self.dst.ip(), &repr);
         &buf[..len]
     }
 
@@ -667,6 +650,57 @@ pub fn pcap_frames(capture: &[u8]) -> Vec<&[u8]> {
     }
     assert_eq!(at, capture.len().max(24), "whole records");
     frames
+}
+
+/// A packet of one transport protocol in a pcap capture, over either IP
+/// version.
+#[derive(Clone, Copy, Debug)]
+pub struct Captured<'a> {
+    /// Its IP source address.
+    pub src: IpAddress,
+    /// Its IP destination address.
+    pub dst: IpAddress,
+    /// The IP payload, as long as the IP header says.
+    pub payload: &'a [u8],
+    /// The length of the whole frame.
+    pub frame_len: usize,
+}
+
+/// The packets of `protocol` in a pcap capture as slipway writes it, in
+/// order; over IPv6 those whose fixed header names `protocol` (none of
+/// the frames the tests capture has extension headers).
+///
+/// # Panics
+/// The capture is not whole (see [`pcap_frames`]), or a frame of IPv4 or
+/// IPv6 is shorter than its headers say.
+#[must_use]
+pub fn pcap_packets(capture: &[u8], protocol: IpProtocol) -> Vec<Captured<'_>> {
+    let mut packets = Vec::new();
+    for frame in pcap_frames(capture) {
+        let eth = EthernetFrame::new_checked(frame).expect("an Ethernet frame");
+        let (src, dst, next, payload) = match eth.ethertype() {
+            EthernetProtocol::Ipv4 => {
+                let ip = Ipv4Packet::new_checked(eth.payload()).expect("an IPv4 packet");
+                let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+                (src, dst, ip.next_header(), ip.payload())
+            }
+            EthernetProtocol::Ipv6 => {
+                let ip = Ipv6Packet::new_checked(eth.payload()).expect("an IPv6 packet");
+                let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+                (src, dst, ip.next_header(), ip.payload())
+            }
+            _ => continue,
+        };
+        if next == protocol {
+            packets.push(Captured {
+                src,
+                dst,
+                payload,
+                frame_len: frame.len(),
+            });
+        }
+    }
+    packets
 }
 
 /// A frame slipway sent to the guest, kept.
