@@ -3,7 +3,8 @@
 //! [`slipway::vmm::DeviceBus`] exactly as the vCPU thread forwards MMIO
 //! exits, while the frontend serves a real slipway backend on its own
 //! thread. The rings are laid out in guest memory with virtio-queue's mock
-//! driver; a DHCP DISCOVER goes out and slipway's OFFER comes back.
+//! driver; a DHCP DISCOVER goes out and slipway's OFFER comes back, and an
+//! IPv6 router solicitation gets the advertisement of the plan's prefix.
 //!
 //! No KVM, no root: the notify write arrives as a register write (what
 //! KVM's ioeventfd turns into the same eventfd signal), and the frontend's
@@ -16,17 +17,22 @@ use test_support::common;
 use test_support::harness;
 use test_support::virtq;
 
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::Frame;
-use harness::frames::{check_dhcp_reply, dhcp_message};
+use harness::frames::{GUEST_LL6, GUEST_MAC, check_dhcp_reply, dhcp_message, router_solicitation};
 use slipway::Backend;
 use slipway::frontend::StopWhen;
 use slipway_vmm::virtio_mmio::{GuestEnd, VirtioMmioFrontend};
 use slipway_vmm::{DeviceBus, MmioAccess, VmEnd, device_channel};
-use smoltcp::wire::DhcpMessageType;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    DhcpMessageType, EthernetFrame, EthernetProtocol, Icmpv6Packet, Icmpv6Repr, Ipv6Packet,
+    NdiscRepr,
+};
 use virtio_net_kvm::{F_MAC, F_MRG_RXBUF, F_STATUS, F_VERSION_1, NET_HDR_LEN, NetConfig};
 use virtq::{Driver, guest_memory};
 
@@ -88,8 +94,11 @@ fn initialize(bus: &DeviceBus, rx: &Driver<'_>, tx: &Driver<'_>) {
     assert_eq!(read(bus, 0x70), 0xf, "DRIVER_OK without NEEDS_RESET");
 }
 
-#[test]
-fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
+/// Sends `request` through the frontend as a driver does (register
+/// accesses over the bus) and returns the one frame that comes back, after
+/// checking the interrupt, the returned transmit chain, a quiet frontend
+/// thread and a clean power-off.
+fn one_exchange(request: &[u8], what: &str) -> Frame {
     let mem = Arc::new(guest_memory());
     let (bus, device_end) = device_channel().unwrap();
     let memory = Arc::clone(&mem);
@@ -112,9 +121,7 @@ fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
     initialize(&bus, &rx, &tx);
     let rx_buffers = rx.offer_rx(&[4096]);
     write(&bus, 0x50, 0);
-    let xid = 0x6d6d_696f;
-    let discover = dhcp_message(DhcpMessageType::Discover, xid, None, None);
-    tx.offer_tx(&[&[0u8; NET_HDR_LEN], &discover]);
+    tx.offer_tx(&[&[0u8; NET_HDR_LEN], request]);
     write(&bus, 0x50, 1);
 
     let deadline = Instant::now() + LIMIT;
@@ -123,7 +130,7 @@ fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
         if status & 1 != 0 && !rx.take_used().is_empty() {
             break status;
         }
-        assert!(Instant::now() < deadline, "no offer within {LIMIT:?}");
+        assert!(Instant::now() < deadline, "no {what} within {LIMIT:?}");
         thread::sleep(Duration::from_millis(5));
     };
     write(&bus, 0x64, status);
@@ -131,14 +138,54 @@ fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
     let (addr, cap) = rx_buffers.buffers[0];
     let written = rx.read(addr, cap);
     let frame = Frame(written[NET_HDR_LEN..].to_vec());
-    check_dhcp_reply(&frame, DhcpMessageType::Offer, xid);
     assert_eq!(tx.take_used().len(), 1, "the transmit chain is returned");
 
     let tid = tid.recv_timeout(LIMIT).expect("the frontend's thread id");
-    common::assert_thread_quiet(tid, 1, "the device after the DHCP offer");
+    common::assert_thread_quiet(tid, 1, &format!("the device after the {what}"));
     bus.finish(&VmEnd::PowerOff);
     let (end, counters) = server.join().unwrap();
     assert_eq!(end, GuestEnd::Vm(VmEnd::PowerOff));
     assert_eq!(counters.tx_frames, 1);
     assert_eq!(counters.rx_frames, 1);
+    frame
+}
+
+#[test]
+fn dhcp_offer_comes_back_through_register_accesses_sent_over_the_bus() {
+    let xid = 0x6d6d_696f;
+    let discover = dhcp_message(DhcpMessageType::Discover, xid, None, None);
+    let frame = one_exchange(&discover, "DHCP offer");
+    check_dhcp_reply(&frame, DhcpMessageType::Offer, xid);
+}
+
+#[test]
+fn ipv6_router_advertisement_comes_back_through_register_accesses_sent_over_the_bus() {
+    let frame = one_exchange(&router_solicitation(), "router advertisement");
+    let eth = EthernetFrame::new_checked(&frame.0[..]).unwrap();
+    assert_eq!(eth.ethertype(), EthernetProtocol::Ipv6);
+    assert_eq!(
+        eth.dst_addr(),
+        GUEST_MAC,
+        "answered to the soliciting guest"
+    );
+    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+    let router_ll = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (router_ll, GUEST_LL6));
+    assert_eq!(ip.hop_limit(), 255, "neighbour discovery's hop limit");
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    let repr = Icmpv6Repr::parse(
+        &ip.src_addr(),
+        &ip.dst_addr(),
+        &icmp,
+        &ChecksumCapabilities::default(),
+    )
+    .expect("an advertisement whose checksum is right");
+    let Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert { prefix_info, .. }) = repr else {
+        panic!("not a router advertisement: {repr:?}");
+    };
+    let prefix = prefix_info.expect("the plan's prefix");
+    assert_eq!(
+        (prefix.prefix, prefix.prefix_len),
+        (Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 0), 64)
+    );
 }

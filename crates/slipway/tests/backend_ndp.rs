@@ -10,15 +10,10 @@ use std::time::{Duration, Instant};
 
 use slipway::frontdesk::{ALL_NODES, ALL_NODES_MAC, RouterConfig, SearchDomain, ethernet_address};
 use slipway::{Backend, FrameBackend, Served};
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, Icmpv6Repr,
-    IpProtocol, Ipv6Packet, Ipv6Repr, NdiscRepr,
-};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv6Packet, Ipv6Packet};
 use test_support::harness::default_config;
+use test_support::harness::frames::{GUEST_LL6 as GUEST_LL, router_solicitation};
 
-const GUEST_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);
-const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 const ROUTER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
 fn guest_mac() -> EthernetAddress {
@@ -27,37 +22,6 @@ fn guest_mac() -> EthernetAddress {
 
 fn gateway_mac() -> EthernetAddress {
     ethernet_address(default_config().plan.gateway_mac())
-}
-
-/// A router solicitation from the guest's link-local address.
-fn router_solicitation() -> Vec<u8> {
-    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit {
-        lladdr: Some(guest_mac().into()),
-    });
-    let ip = Ipv6Repr {
-        src_addr: GUEST_LL,
-        dst_addr: ALL_ROUTERS,
-        next_header: IpProtocol::Icmpv6,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 255,
-    };
-    let mut frame = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-    EthernetRepr {
-        src_addr: guest_mac(),
-        dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 2]),
-        ethertype: EthernetProtocol::Ipv6,
-    }
-    .emit(&mut eth);
-    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut packet);
-    icmp.emit(
-        &GUEST_LL,
-        &ALL_ROUTERS,
-        &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
-        &ChecksumCapabilities::default(),
-    );
-    frame
 }
 
 /// The Ethernet destination, IPv6 addresses and ICMPv6 type of a frame

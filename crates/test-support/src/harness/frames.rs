@@ -10,8 +10,8 @@ use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType,
     DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
     Icmpv4Packet, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
-    Ipv6Packet, Ipv6Repr, TcpControl, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
-    UdpRepr,
+    Ipv6Packet, Ipv6Repr, NdiscRepr, TcpControl, TcpOption, TcpPacket, TcpRepr, TcpSeqNumber,
+    UdpPacket, UdpRepr,
 };
 
 /// The guest's MAC address.
@@ -30,6 +30,10 @@ pub const GUEST_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 0x15);
 pub const GATEWAY_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 2);
 /// The IPv6 DNS address of the default plan.
 pub const DNS_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 3);
+/// The guest's link-local address, from [`GUEST_MAC`] (modified EUI-64).
+pub const GUEST_LL6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe12, 0x3456);
+/// The all-routers multicast group a router solicitation goes to.
+pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
 /// Ethernet + IPv4 + TCP headers with the largest options field.
 pub const MAX_HEADERS: usize = 14 + 20 + 60;
@@ -216,6 +220,40 @@ pub fn udp_frame_to(src_port: u16, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
         SocketAddr::V4(dst) => udp_frame(src_port, dst, payload),
         SocketAddr::V6(dst) => udp6_frame(src_port, dst, payload),
     }
+}
+
+/// A router solicitation from the guest's link-local address to all
+/// routers, naming [`GUEST_MAC`], as a kernel sends one when its link comes
+/// up.
+#[must_use]
+pub fn router_solicitation() -> Vec<u8> {
+    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit {
+        lladdr: Some(GUEST_MAC.into()),
+    });
+    let ip = Ipv6Repr {
+        src_addr: GUEST_LL6,
+        dst_addr: ALL_ROUTERS,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let mut frame = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    EthernetRepr {
+        src_addr: GUEST_MAC,
+        dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 2]),
+        ethertype: EthernetProtocol::Ipv6,
+    }
+    .emit(&mut eth);
+    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut packet);
+    icmp.emit(
+        &GUEST_LL6,
+        &ALL_ROUTERS,
+        &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
+    frame
 }
 
 /// An ICMPv6 echo request from the guest to `dst`.
