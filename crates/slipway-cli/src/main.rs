@@ -119,8 +119,14 @@ fn tap_config(options: &Options, plan: &Plan) -> TapConfig {
         // The namespace's kernel takes its IPv6 address and default route
         // from the backend's router advertisements (SLAAC), as a guest on
         // any IPv6 link does: the address follows from the guest MAC, and
-        // the prefix, MTU and DNS address from the plan in one place.
-        addr_v6: None,
+        // the prefix, MTU and DNS address from the plan in one place. An
+        // address given with `-a` (the one DHCPv6 hands out) is set on the
+        // interface as well, as IPv4's lease is and as pasta's
+        // --config-net does, so that the command has it without a DHCPv6
+        // client.
+        addr_v6: plan
+            .ipv6()
+            .and_then(|v6| Some((v6.guest()?, v6.network().prefix_len()))),
         gateway_v6: None,
         ipv6: if plan.ipv6().is_some() {
             TapIpv6::Autoconf

@@ -1,8 +1,9 @@
 //! End to end with the Linux kernel as the guest: IPv6 in the namespaces of
 //! `slipway run` and `slipway attach`, configured by the kernel itself from
-//! slipway's router advertisements (SLAAC), its neighbour discovery of the
-//! router, the DNS address the advertisements carry, and a serving loop
-//! that stays quiet once the initial advertisements are out.
+//! slipway's router advertisements (SLAAC), by a DHCPv6 client (dhcpcd) and
+//! by `-a`, its neighbour discovery of the router, the DNS address the
+//! advertisements carry, and a serving loop that stays quiet once the
+//! initial advertisements are out.
 //!
 //! Needs root, /dev/net/tun and the tools each test names; each says on
 //! stderr why it skips otherwise. No datagram leaves the namespaces made
@@ -59,10 +60,12 @@ ip -6 route show default
 /// route via the router's link-local address, learnt from its
 /// advertisement.
 fn assert_slaac(text: &str) {
+    // The one made from an advertised prefix: an address given with -a or
+    // leased by DHCPv6 may stand beside it.
     let line = text
         .lines()
-        .find(|line| line.contains("inet6 ") && line.contains("scope global"))
-        .unwrap_or_else(|| panic!("no global IPv6 address:\n{text}"));
+        .find(|line| line.contains("inet6 ") && line.contains("/64 scope global dynamic"))
+        .unwrap_or_else(|| panic!("no global IPv6 address from an advertisement:\n{text}"));
     let addr: Ipv6Addr = line
         .split_whitespace()
         .skip_while(|word| *word != "inet6")
@@ -275,4 +278,68 @@ fn attach_brings_slaac_up_where_the_namespace_has_ipv6_off_and_forwarding_on() {
     assert_eq!(accept_ra.stdout.trim(), "2");
     assert_process_quiet(server.id(), 1, "attach after SLAAC");
     assert!(!server.exited(), "slipway attach stopped");
+}
+
+#[test]
+fn address_option_sets_the_ipv6_address_on_the_interface_beside_slaac_and_it_carries_traffic() {
+    require!("ip", "curl");
+    let port = e2e::servers::http_body_on(
+        e2e::servers::loopback_listener(e2e::Family::V6, 16),
+        b"from the given address\n",
+    );
+    // curl binds the given address as its source: without it on the
+    // interface the connection cannot be made.
+    let script = format!(
+        "{AWAIT_SLAAC}\
+         curl -sS --max-time 10 --interface fd00:0:0:2::99 http://[{GATEWAY}]:{port}/"
+    );
+    let out = e2e::run_in_guest(&["-a", "fd00:0:0:2::99"], &script, LIMIT);
+    out.assert_success("the guest's script");
+    let given = out
+        .stdout
+        .lines()
+        .find(|line| line.contains("inet6 fd00:0:0:2::99/64"))
+        .unwrap_or_else(|| panic!("no fd00:0:0:2::99/64 on eth0:\n{}", out.stdout));
+    // Set by slipway, usable at once, and the SLAAC address still made.
+    assert!(
+        !given.contains("dynamic") && !given.contains("tentative"),
+        "{given}"
+    );
+    assert_slaac(&out.stdout);
+    assert!(
+        out.stdout.contains("from the given address"),
+        "no body over the given address:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn dhcpv6_client_in_the_namespace_leases_the_plans_address() {
+    require!("ip", "dhcpcd", "unshare", "mount");
+    // dhcpcd keeps its DUID and leases under /var/lib/dhcpcd and its pid
+    // file under /run: a mount namespace of its own with both on tmpfs
+    // keeps the host's untouched. DHCPv6 for an address only (--ia_na),
+    // the advertisements left to the kernel (--noipv6rs), rapid commit;
+    // it exits once the lease is applied (-1 -w) and runs no hooks (-c).
+    let script = format!(
+        "unshare -m sh -c '\
+           mount -t tmpfs tmpfs /run && mkdir -p /var/lib/dhcpcd && \
+           mount -t tmpfs tmpfs /var/lib/dhcpcd && \
+           dhcpcd -f /dev/null -o rapid_commit -6 -1 -w -B --noipv6rs --ia_na \
+             -c /bin/true -t 10 eth0' > /tmp/dhcpcd.$$ 2>&1 || {{ cat /tmp/dhcpcd.$$; exit 1; }}
+         rm -f /tmp/dhcpcd.$$
+         {AWAIT_SLAAC}"
+    );
+    let out = e2e::run_in_guest(&[], &script, LIMIT);
+    out.assert_success("the guest's script");
+    // The plan's DHCPv6 address (fd00:0:0:2::15) as a /128, beside the
+    // SLAAC address.
+    assert!(
+        out.stdout
+            .lines()
+            .any(|line| line.contains("inet6 fd00:0:0:2::15/128")),
+        "no DHCPv6 lease of fd00:0:0:2::15 on eth0:\n{}",
+        out.stdout
+    );
+    assert_slaac(&out.stdout);
 }

@@ -41,8 +41,9 @@ Options:
       --network CIDR      the guest's IPv4 or IPv6 network (once per family;
                           default 10.0.2.0/24 and fd00:0:0:2::/64)
   -a, --address ADDR      the guest's IPv4 address (its DHCP lease; default
-                          .15) or IPv6 address (its DHCPv6 address; default
-                          none: the guest picks its own by SLAAC)
+                          .15) or IPv6 address (its DHCPv6 address, default
+                          ::15; run, attach: also set on the interface beside
+                          the address the kernel makes by SLAAC)
   -g, --gateway ADDR      the gateway's IPv4 or IPv6 address (default .2, ::2)
       --dns-forward ADDR  the IPv4 or IPv6 address the guest sends DNS to
                           (default .3, ::3)
